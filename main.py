@@ -1,0 +1,74 @@
+"""tl_keras: transfer learning from a pretrained backbone, end to end.
+
+    python main.py --flagfile=flags/quickstart.flags      # offline demo
+    python main.py --model=resnet50 --dataset=cifar10     # with internet
+
+Intentionally kept short: flags become a `Config`, the strategy is built
+once, and `tl_keras.run.train_and_evaluate` does the rest.
+"""
+
+import dataclasses
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up noise
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+
+from tl_keras import config as config_lib
+
+_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
+           float: flags.DEFINE_float, str: flags.DEFINE_string}
+
+
+def define_flags():
+  """One absl flag per Config field; default and help come from Config."""
+  for field in dataclasses.fields(config_lib.Config):
+    meta = field.metadata
+    if meta["choices"]:
+      flags.DEFINE_enum(field.name, field.default, meta["choices"],
+                        meta["help"])
+    else:
+      _DEFINE[field.type](
+          field.name, field.default, meta["help"])
+  flags.DEFINE_bool("list_models", False, "Print the model registry and exit.")
+
+
+define_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form "
+          "--name=value")
+  from tl_keras import distribution, models, run  # pylint: disable=g-import-not-at-top
+  from tl_keras.errors import UserError  # pylint: disable=g-import-not-at-top
+  if FLAGS.list_models:
+    for name in models.REGISTRY:
+      row = models.describe(name)
+      print(f"{name:<20} {row['family']:<16} {row['image_size']:>4}px")
+    return
+  config = config_lib.Config(**{f.name: FLAGS[f.name].value
+                                for f in dataclasses.fields(config_lib.Config)})
+  try:
+    config.validate()
+    strategy = distribution.build_strategy(config.strategy, config.tpu)
+    metrics = run.train_and_evaluate(config, strategy)
+  except UserError as e:
+    _fail(str(e))
+  except KeyboardInterrupt:
+    _fail("interrupted; nothing was written to the output directory")
+  print(run.format_summary(metrics))
+
+
+def _fail(message):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.INFO)
+  app.run(main)

@@ -1,0 +1,89 @@
+"""The output directory: refuse to clobber a run, write atomically.
+
+Artifacts are written into a staging folder inside the output directory and
+moved into place only when all of them are complete, so a failed or killed
+run leaves the previous artifacts (or none), never half-written ones.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+from tl_keras.errors import UserError
+
+# What a finished run leaves; any of them means "a run is here".
+RUN_ARTIFACTS = ("run.json", "metrics.json", "model.keras", "saved_model",
+                 "labels.txt", "tensorboard")
+
+
+def prepare(output_dir, overwrite=False):
+  """Checks `output_dir` is usable before any work starts.
+
+  Raises:
+    UserError: it holds a run (without `overwrite`), is a file, or is not
+      writable.
+  """
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise UserError(f"--output_dir={output_dir} is a file, not a directory")
+  existing = [a for a in RUN_ARTIFACTS
+              if os.path.exists(os.path.join(output_dir, a))]
+  if existing and not overwrite:
+    raise UserError(
+        f"--output_dir={output_dir} already holds a run "
+        f"({', '.join(existing)}); pass --overwrite to replace it or choose "
+        "another --output_dir")
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=output_dir):
+      pass
+  except OSError as e:
+    raise UserError(f"cannot write to --output_dir={output_dir}: "
+                    f"{e.strerror or e}; choose a writable directory") from e
+  if overwrite:
+    # Old event files would mix with the new run's curves.
+    shutil.rmtree(os.path.join(output_dir, "tensorboard"), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged(output_dir):
+  """Yields a staging directory; on success its entries replace the old.
+
+  On an exception the staging directory is removed and nothing in
+  `output_dir` changes.
+  """
+  stage = tempfile.mkdtemp(prefix=".staging-", dir=output_dir)
+  try:
+    yield stage
+    for name in sorted(os.listdir(stage)):
+      target = os.path.join(output_dir, name)
+      if os.path.isdir(target) and not os.path.islink(target):
+        shutil.rmtree(target)
+      os.replace(os.path.join(stage, name), target)
+  finally:
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_json(path, obj):
+  """Writes JSON atomically: a temp file in the same folder, then rename."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      json.dump(obj, f, indent=2, ensure_ascii=False)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_labels(path, class_names):
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("".join(f"{name}\n" for name in class_names))
+
+
+def read_labels(path):
+  with open(path, encoding="utf-8") as f:
+    return [line.rstrip("\n") for line in f if line.rstrip("\n")]

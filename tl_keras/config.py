@@ -1,0 +1,173 @@
+"""The run configuration: one frozen object, defaults and help in one place.
+
+`main.py` turns each field into an absl flag (default and help from here), so
+flags, flagfiles and library calls cannot disagree about a default.
+"""
+
+import dataclasses
+import os
+
+from tl_keras.errors import UserError
+
+
+def _field(default, help, group, choices=None):  # pylint: disable=redefined-builtin
+  return dataclasses.field(
+      default=default,
+      metadata={"help": help, "group": group, "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything a run needs. Build it with keyword arguments or from flags."""
+
+  # Model.
+  model: str = _field(
+      "resnet50", "Backbone: a registry name (see --list_models).", "model")
+  weights: str = _field(
+      "imagenet",
+      "imagenet, none, synthetic (pretrained on the embedded source task, made "
+      "on first use and cached), a .keras/.weights.h5/.h5 file, or an earlier "
+      "run's output directory.", "model")
+  image_size: int = _field(
+      0, "Input size the backbone sees; 0 = the model's default.", "model")
+  dropout: float = _field(0.2, "Dropout before the classification layer.",
+                          "model")
+
+  # Data.
+  dataset: str = _field(
+      "synthetic", "A TFDS image-classification dataset name, 'folder', or "
+      "an embedded task: synthetic (offline default), synthetic_source.",
+      "data")
+  data_dir: str = _field(
+      "", "TFDS data directory, or the image folder for --dataset=folder.",
+      "data")
+  validation_fraction: float = _field(
+      0.1, "Share of train held out for validation when a dataset has no "
+      "validation split.", "data")
+  test_fraction: float = _field(
+      0.1, "Share of a folder dataset held out for the test split.", "data")
+  max_train_samples: int = _field(
+      0, "Use only this many training examples (0 = all): quick runs.", "data")
+  augment: bool = _field(True, "Random flip and crop on the training split.",
+                         "data")
+
+  # Recipe.
+  batch_size: int = _field(32, "Global batch size (all replicas together).",
+                           "recipe")
+  head_epochs: int = _field(
+      5, "Phase 1: epochs training the head with the base frozen (0 skips).",
+      "recipe")
+  head_lr: float = _field(1e-3, "Phase 1 peak learning rate.", "recipe")
+  finetune_epochs: int = _field(
+      5, "Phase 2: epochs after unfreezing the top of the base (0 skips).",
+      "recipe")
+  finetune_lr: float = _field(
+      1e-5, "Phase 2 peak learning rate: low, so pretrained features survive.",
+      "recipe")
+  warmup_epochs: float = _field(
+      1.0, "Phase 2 linear warmup before cosine decay, in epochs.", "recipe")
+  unfreeze: str = _field(
+      "0.25", "Phase 2 unfreezes the top of the base: N layers, a fraction "
+      "such as 0.25, or 'all'. BatchNorm layers stay frozen.", "recipe")
+  optimizer: str = _field("adamw", "Optimizer for both phases.", "recipe",
+                          choices=("adam", "adamw", "sgd"))
+  weight_decay: float = _field(1e-4, "Weight decay (adamw and sgd).",
+                               "recipe")
+  label_smoothing: float = _field(0.1, "Label smoothing of the loss.",
+                                  "recipe")
+  pretrain_epochs: int = _field(
+      10, "Epochs of source-task pretraining for --weights=synthetic.",
+      "recipe")
+  compare_scratch: bool = _field(
+      False, "Also train the same architecture from random initialization "
+      "with the same data and epochs; report it under metrics.json scratch.",
+      "recipe")
+  seed: int = _field(42, "Seed for data order, augmentation and init.",
+                     "recipe")
+
+  # Run.
+  output_dir: str = _field(
+      "", "Where artifacts go; default runs/<model>-<dataset>.", "run")
+  overwrite: bool = _field(
+      False, "Replace a run already in --output_dir.", "run")
+  strategy: str = _field(
+      "auto", "tf.distribute strategy.", "run",
+      choices=("auto", "default", "one_device", "mirrored",
+               "multi_worker_mirrored", "tpu"))
+  tpu: str = _field("", "TPU address for --strategy=tpu (or auto).", "run")
+  log_every_steps: int = _field(
+      10, "Write training scalars to TensorBoard every N steps.", "run")
+
+  def resolved(self):
+    """Returns a copy with derived defaults filled in."""
+    output_dir = self.output_dir or os.path.join(
+        "runs", f"{self.model}-{self.dataset}".replace("/", "_"))
+    return dataclasses.replace(
+        self, output_dir=os.path.abspath(os.path.expanduser(output_dir)),
+        data_dir=os.path.expanduser(self.data_dir))
+
+  def validate(self):
+    """Raises UserError naming the first bad value; does no work."""
+    for name in ("batch_size", "log_every_steps"):
+      if getattr(self, name) <= 0:
+        raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
+    for name in ("head_epochs", "finetune_epochs", "pretrain_epochs",
+                 "image_size", "max_train_samples", "warmup_epochs",
+                 "weight_decay"):
+      if getattr(self, name) < 0:
+        raise UserError(
+            f"--{name} must be zero or more, got {getattr(self, name)}")
+    if self.head_epochs == 0 and self.finetune_epochs == 0:
+      raise UserError("--head_epochs and --finetune_epochs are both 0: "
+                      "nothing to train; set one of them above 0")
+    for name in ("head_lr", "finetune_lr"):
+      if getattr(self, name) <= 0:
+        raise UserError(
+            f"--{name} must be positive, got {getattr(self, name)}")
+    for name in ("dropout", "label_smoothing"):
+      if not 0 <= getattr(self, name) < 1:
+        raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+    for name in ("validation_fraction", "test_fraction"):
+      if not 0 < getattr(self, name) < 0.5:
+        raise UserError(
+            f"--{name} must be in (0, 0.5), got {getattr(self, name)}")
+    if 0 < self.image_size < 32:
+      raise UserError(f"--image_size must be 32 or more, got {self.image_size}")
+    for f in dataclasses.fields(self):
+      choices = f.metadata.get("choices")
+      if choices and getattr(self, f.name) not in choices:
+        raise UserError(f"--{f.name}={getattr(self, f.name)} is not one of "
+                        f"{', '.join(choices)}")
+    parse_unfreeze(self.unfreeze)
+    if self.dataset == "folder" and not self.data_dir:
+      raise UserError("--dataset=folder needs --data_dir=PATH, a folder with "
+                      "one subfolder of images per class")
+
+
+def parse_unfreeze(spec):
+  """Parses --unfreeze: an int (layers), a float in (0, 1], or 'all'.
+
+  Returns:
+    ("all", None), ("layers", n) or ("fraction", f).
+  """
+  text = str(spec).strip().lower()
+  if text == "all":
+    return "all", None
+  try:
+    if text.isdigit():
+      return "layers", int(text)
+    value = float(text)
+  except ValueError:
+    value = None
+  if value is None or not 0 < value <= 1:
+    raise UserError(f"--unfreeze={spec!r} is not a layer count, a fraction "
+                    "in (0, 1], or 'all'")
+  return "fraction", value
+
+
+def groups():
+  """Flag group name -> the Config fields in it, in definition order."""
+  out = {}
+  for f in dataclasses.fields(Config):
+    out.setdefault(f.metadata["group"], []).append(f)
+  return out

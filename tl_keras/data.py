@@ -1,0 +1,323 @@
+"""Datasets: TFDS by name, a folder of images, or an embedded synthetic task.
+
+Every loader returns `Splits`: unbatched `tf.data` datasets of
+(uint8 image [H, W, 3], int32 label) with their sizes and class names. The
+images keep their own sizes; `input_fn` resizes, caches, augments and batches
+them for whichever distribution strategy runs the loop.
+"""
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tl_keras import synthetic
+from tl_keras.errors import UserError, unknown_name
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Decoded, resized uint8 images are cached in memory below this size.
+CACHE_LIMIT_BYTES = 2 << 30
+
+
+@dataclasses.dataclass
+class Splits:
+  """A dataset ready for training: three splits and what they hold."""
+  train: tf.data.Dataset
+  validation: tf.data.Dataset
+  test: tf.data.Dataset
+  sizes: dict  # split name -> number of examples
+  class_names: list
+  notes: list = dataclasses.field(default_factory=list)  # said in the log
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
+
+
+def load(dataset, *, data_dir="", validation_fraction=0.1, test_fraction=0.1,
+         max_train_samples=0, seed=0):
+  """Loads a dataset by the name given to --dataset.
+
+  Args:
+    dataset: "folder", a key of `synthetic.TASKS`, or a TFDS name.
+    data_dir: the image folder, or TFDS's data directory.
+    validation_fraction: share of train held out when there is no
+      validation split.
+    test_fraction: share of a folder held out for testing.
+    max_train_samples: keep only this many training examples (0 = all).
+    seed: seed for splits and ordering.
+
+  Returns:
+    `Splits`.
+  """
+  if dataset == "folder":
+    splits = load_folder(data_dir, validation_fraction=validation_fraction,
+                         test_fraction=test_fraction, seed=seed)
+  elif dataset in synthetic.TASKS:
+    splits = load_synthetic(dataset, seed=seed)
+  else:
+    splits = load_tfds(dataset, data_dir=data_dir,
+                       validation_fraction=validation_fraction)
+  if max_train_samples and max_train_samples < splits.sizes["train"]:
+    splits.train = splits.train.take(max_train_samples)
+    splits.sizes["train"] = max_train_samples
+    splits.notes.append(f"training on the first {max_train_samples} examples "
+                        "(--max_train_samples)")
+  for name, size in splits.sizes.items():
+    if size == 0:
+      raise UserError(f"the {name} split of --dataset={dataset} is empty")
+  return splits
+
+
+def load_synthetic(task_name, seed=0):
+  """An embedded task from `synthetic`, generated in memory."""
+  task = synthetic.TASKS[task_name]
+  out, sizes = {}, {}
+  for split in ("train", "validation", "test"):
+    images, labels = synthetic.load(task_name, split, seed=seed)
+    # Generated class by class; shuffle once so --max_train_samples and
+    # small shuffle buffers see every class.
+    order = np.random.default_rng([seed, 7]).permutation(len(labels))
+    out[split] = tf.data.Dataset.from_tensor_slices(
+        (images[order], labels[order]))
+    sizes[split] = len(labels)
+  return Splits(**out, sizes=sizes, class_names=list(task.classes),
+                notes=[f"embedded task {task_name!r}, seed {seed}"])
+
+
+def scan_folder(path):
+  """Lists a class-per-subfolder image tree.
+
+  Returns:
+    (class_names, files) with files[i] the sorted image paths of class i.
+  """
+  if not path or not os.path.isdir(path):
+    raise UserError(f"--data_dir={path!r} is not a folder; point it at a "
+                    "folder with one subfolder of images per class")
+  class_names = sorted(
+      d for d in os.listdir(path)
+      if not d.startswith(".") and os.path.isdir(os.path.join(path, d)))
+  if not class_names:
+    raise UserError(f"{path} has no class subfolders; put each class's "
+                    "images in a subfolder named after the class")
+  if len(class_names) < 2:
+    raise UserError(f"{path} has only one class ({class_names[0]!r}); a "
+                    "classifier needs at least two class subfolders")
+  files = []
+  for name in class_names:
+    folder = os.path.join(path, name)
+    images = sorted(
+        os.path.join(folder, f) for f in os.listdir(folder)
+        if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        and os.path.isfile(os.path.join(folder, f)))
+    if not images:
+      raise UserError(f"class folder {folder} has no images "
+                      f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove it")
+    files.append(images)
+  return class_names, files
+
+
+def load_folder(path, *, validation_fraction=0.1, test_fraction=0.1, seed=0):
+  """Class-per-subfolder images, split per class (stratified, seeded)."""
+  class_names, files = scan_folder(path)
+  parts = {"train": [], "validation": [], "test": []}
+  for label, images in enumerate(files):
+    if len(images) < 3:
+      raise UserError(
+          f"class {class_names[label]!r} has {len(images)} image(s); each "
+          "class needs at least 3 (one each for train, validation and test)")
+    order = np.random.default_rng([seed, label]).permutation(len(images))
+    shuffled = [images[i] for i in order]
+    n_test = max(1, round(len(images) * test_fraction))
+    n_val = max(1, round(len(images) * validation_fraction))
+    parts["test"] += [(f, label) for f in shuffled[:n_test]]
+    parts["validation"] += [(f, label) for f in shuffled[n_test:n_test + n_val]]
+    parts["train"] += [(f, label) for f in shuffled[n_test + n_val:]]
+  out, sizes = {}, {}
+  for split, pairs in parts.items():
+    # Mix classes so shuffle buffers and --max_train_samples see all.
+    pairs = [pairs[i] for i in np.random.default_rng(seed).permutation(
+        len(pairs))]
+    paths = tf.constant([p for p, _ in pairs], tf.string)
+    labels = tf.constant([l for _, l in pairs], tf.int32)
+    out[split] = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
+        lambda p, l: (decode_image(tf.io.read_file(p)), l),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    sizes[split] = len(pairs)
+  return Splits(**out, sizes=sizes, class_names=class_names, notes=[
+      f"folder {path}: split per class {1 - validation_fraction - test_fraction:.0%}"
+      f"/{validation_fraction:.0%}/{test_fraction:.0%} (train/validation/test)"])
+
+
+def decode_image(contents):
+  """JPEG/PNG/BMP/GIF bytes -> uint8 RGB [H, W, 3].
+
+  Grayscale is expanded and alpha dropped (channels=3); 16-bit PNG is scaled
+  to 8 bits; a GIF gives its first frame.
+  """
+  image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8,
+                             expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
+
+
+def _tfds():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds
+
+
+def _find_features(info):
+  """(image key, label key) of a TFDS image-classification dataset."""
+  tfds = _tfds()
+  features = info.features
+  if info.supervised_keys and len(info.supervised_keys) == 2:
+    image_key, label_key = info.supervised_keys
+    if isinstance(features[image_key], tfds.features.Image) and isinstance(
+        features[label_key], tfds.features.ClassLabel):
+      return image_key, label_key
+  images = [k for k, f in features.items()
+            if isinstance(f, tfds.features.Image)]
+  labels = [k for k, f in features.items()
+            if isinstance(f, tfds.features.ClassLabel)]
+  if not images or not labels:
+    raise UserError(f"--dataset={info.name} is not an image-classification "
+                    "dataset (needs an Image and a ClassLabel feature)")
+  return images[0], ("label" if "label" in labels else labels[0])
+
+
+def load_tfds(name, *, data_dir="", validation_fraction=0.1):
+  """Any TFDS image-classification dataset by name.
+
+  Uses its train/validation/test splits. A missing validation split is cut
+  from the end of train; a missing test split is replaced by validation (and
+  validation is then cut from train). Each substitution is in `notes`.
+  """
+  tfds = _tfds()
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise unknown_name("dataset", name, tfds.list_builders() + [
+        "folder", *synthetic.TASKS], "dataset") from e
+  info = builder.info
+  image_key, label_key = _find_features(info)
+  available = set(info.splits.keys())
+  if "train" not in available:
+    raise UserError(f"--dataset={name} has no train split "
+                    f"(it has: {', '.join(sorted(available))})")
+  notes = []
+  keep = round(100 * (1 - validation_fraction))
+  specs = {"train": "train"}
+  val_name = next((s for s in ("validation", "val") if s in available), None)
+  if "test" in available:
+    specs["test"] = "test"
+  elif val_name:
+    specs["test"] = val_name
+    notes.append(f"{name} has no test split: testing on {val_name!r}")
+    val_name = None
+  if val_name:
+    specs["validation"] = val_name
+  else:
+    specs["train"] = f"train[:{keep}%]"
+    specs["validation"] = f"train[{keep}%:]"
+    notes.append(f"{name} has no validation split: using the last "
+                 f"{100 - keep}% of train")
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # Network errors come in many types from many libs.
+    if builder.data_path and tf.io.gfile.exists(
+        os.path.join(builder.data_path, "dataset_info.json")):
+      raise
+    raise UserError(
+        f"could not download or prepare TFDS dataset {name!r} "
+        f"({type(e).__name__}); if this machine is offline, prepare it "
+        "elsewhere and pass its directory as --data_dir") from e
+  out, sizes = {}, {}
+  for split, spec in specs.items():
+    ds = builder.as_dataset(split=spec, shuffle_files=False)
+    out[split] = ds.map(
+        lambda ex: (_as_rgb(ex[image_key]), tf.cast(ex[label_key], tf.int32)),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    sizes[split] = int(info.splits[spec].num_examples)
+  logging.info("TFDS %s: image feature %r, label feature %r", name, image_key,
+               label_key)
+  return Splits(**out, sizes=sizes,
+                class_names=list(info.features[label_key].names), notes=notes)
+
+
+def _as_rgb(image):
+  """TFDS images may be grayscale [H, W, 1]: expand to 3 channels."""
+  image = tf.convert_to_tensor(image)
+  if image.shape.rank == 3 and image.shape[-1] == 1:
+    image = tf.image.grayscale_to_rgb(image)
+  elif image.shape.rank == 3 and image.shape[-1] == 4:
+    image = image[..., :3]
+  return tf.ensure_shape(tf.cast(image, tf.uint8), [None, None, 3])
+
+
+def resize(image, size):
+  """uint8 [H, W, 3] -> uint8 [size, size, 3] (bilinear, then rounded)."""
+  image = tf.image.resize(image, (size, size), antialias=True)
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _augment(image, seed):
+  """Random horizontal flip and a pad-and-crop shift (train only)."""
+  size = tf.shape(image)[0]
+  pad = tf.maximum(size // 8, 1)
+  image = tf.image.stateless_random_flip_left_right(image, seed)
+  padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+  return tf.image.stateless_random_crop(
+      padded, tf.shape(image), seed=seed[::-1] + 1)
+
+
+def input_fn(dataset, *, size, image_size, global_batch_size, training,
+             augment=False, seed=0):
+  """Builds the function `strategy.distribute_datasets_from_function` calls.
+
+  Args:
+    dataset: unbatched (uint8 image, label) dataset.
+    size: number of examples in `dataset`.
+    image_size: images are resized to this square size.
+    global_batch_size: batch size across all replicas.
+    training: shuffle, repeat forever and drop the remainder. Otherwise
+      every example is seen once: the dataset is padded with label -1
+      examples to whole global batches, so all replicas and workers run the
+      same number of steps, and callers mask label -1 out.
+    augment: random flip and crop (training only).
+    seed: shuffle and augmentation seed.
+
+  Returns:
+    fn(input_context) -> per-replica batched dataset of
+    (float32 images [B, image_size, image_size, 3] in 0..255, int32 labels).
+  """
+  cache = size * image_size * image_size * 3 < CACHE_LIMIT_BYTES
+
+  def fn(context):
+    ds = dataset
+    if not training:
+      padded = -(-size // global_batch_size) * global_batch_size
+      filler = dataset.map(lambda x, y: (x, tf.constant(-1, tf.int32)))
+      ds = ds.concatenate(filler.repeat().take(padded - size))
+    if context.num_input_pipelines > 1:
+      ds = ds.shard(context.num_input_pipelines, context.input_pipeline_id)
+    ds = ds.map(lambda x, y: (resize(x, image_size), y),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+      ds = ds.cache()
+    if training:
+      ds = ds.shuffle(min(size, 10_000), seed=seed,
+                      reshuffle_each_iteration=True).repeat()
+      if augment:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, s: (_augment(xy[0], s), xy[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    per_replica = context.get_per_replica_batch_size(global_batch_size)
+    return ds.batch(per_replica, drop_remainder=True).prefetch(
+        tf.data.AUTOTUNE)
+
+  return fn

@@ -1,0 +1,289 @@
+"""Backbones by name, and the classifier built around them.
+
+The classifier takes raw RGB pixels (0..255, any height and width): resizing
+and the backbone's own normalization are layers inside it, so the trained
+model, the SavedModel and every TFLite file see exactly the same inputs.
+"""
+
+import dataclasses
+import os
+import urllib.error
+
+import keras
+from keras import layers
+
+from tl_keras.errors import UserError, unknown_name
+
+apps = keras.applications
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
+class ImagePreprocessing(layers.Layer):
+  """The normalization a keras.applications backbone expects, as a layer.
+
+  Modes follow `keras.applications.imagenet_utils.preprocess_input`:
+    caffe: RGB->BGR, subtract the ImageNet mean (ResNet v1, VGG).
+    tf: scale to [-1, 1] (MobileNetV2, ResNet v2, Inception, Xception).
+    torch: scale to [0, 1], then ImageNet mean/std (DenseNet).
+    none: the backbone normalizes inside itself (EfficientNet, ConvNeXt,
+      MobileNetV3), so pixels pass through.
+  """
+
+  _MEAN = (0.485, 0.456, 0.406)
+  _STD = (0.229, 0.224, 0.225)
+  _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+  def __init__(self, mode, **kwargs):
+    super().__init__(**kwargs)
+    if mode not in ("caffe", "tf", "torch", "none"):
+      raise ValueError(f"unknown preprocessing mode {mode!r}")
+    self.mode = mode
+
+  def call(self, x):
+    x = keras.ops.cast(x, self.compute_dtype)
+    if self.mode == "caffe":
+      return keras.ops.flip(x, axis=-1) - keras.ops.convert_to_tensor(
+          self._CAFFE_MEAN_BGR, self.compute_dtype)
+    if self.mode == "tf":
+      return x / 127.5 - 1.0
+    if self.mode == "torch":
+      mean = keras.ops.convert_to_tensor(self._MEAN, self.compute_dtype)
+      std = keras.ops.convert_to_tensor(self._STD, self.compute_dtype)
+      return (x / 255.0 - mean) / std
+    return x
+
+  def get_config(self):
+    return {**super().get_config(), "mode": self.mode}
+
+
+def convnet_small(include_top=False, weights=None, input_shape=None,
+                  name="convnet_small"):
+  """A compact VGG-style convnet with BatchNorm, for CPU-sized offline runs.
+
+  Follows the keras.applications calling convention (`include_top=False`
+  only). It has no ImageNet weights; `--weights=synthetic` pretrains it on the
+  embedded source task instead.
+  """
+  if include_top:
+    raise ValueError("convnet_small is a backbone: include_top must be False")
+  if weights not in (None, "imagenet") and not os.path.exists(str(weights)):
+    raise ValueError(f"weights file not found: {weights}")
+  if weights == "imagenet":
+    raise UserError("convnet_small has no ImageNet weights; use "
+                    "--weights=synthetic (offline source-task pretraining), a "
+                    "weights file, or --weights=none")
+  inputs = keras.Input(input_shape or (None, None, 3))
+  x = inputs
+  # Widths double as resolution halves: equal compute per stage.
+  for stage, (width, convs) in enumerate(((32, 1), (64, 1), (128, 2))):
+    for i in range(convs):
+      x = layers.Conv2D(width, 3, padding="same", use_bias=False,
+                        name=f"stage{stage}_conv{i}")(x)
+      # momentum 0.9: statistics settle within an epoch of a short run.
+      x = layers.BatchNormalization(momentum=0.9, name=f"stage{stage}_bn{i}")(x)
+      x = layers.ReLU(name=f"stage{stage}_relu{i}")(x)
+    x = layers.MaxPooling2D(name=f"stage{stage}_pool")(x)
+  model = keras.Model(inputs, x, name=name)
+  if weights is not None:
+    model.load_weights(weights)
+  return model
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  """A registry row: how to build a backbone and what it expects."""
+  constructor: callable
+  image_size: int  # default input size (the ImageNet weights' size)
+  preprocessing: str  # an ImagePreprocessing mode
+  family: str
+  min_size: int = 32  # smallest input the architecture accepts
+
+
+def _rows(family, preprocessing, entries, min_size=32):
+  return {name: Backbone(fn, size, preprocessing, family, min_size)
+          for name, (fn, size) in entries.items()}
+
+
+REGISTRY = {
+    **_rows("resnet", "caffe", {
+        "resnet50": (apps.ResNet50, 224),
+        "resnet101": (apps.ResNet101, 224),
+        "resnet152": (apps.ResNet152, 224)}),
+    **_rows("resnet_v2", "tf", {
+        "resnet50v2": (apps.ResNet50V2, 224),
+        "resnet101v2": (apps.ResNet101V2, 224),
+        "resnet152v2": (apps.ResNet152V2, 224)}),
+    **_rows("mobilenet", "tf", {"mobilenetv2": (apps.MobileNetV2, 224)}),
+    **_rows("mobilenet", "none", {
+        "mobilenetv3_small": (apps.MobileNetV3Small, 224),
+        "mobilenetv3_large": (apps.MobileNetV3Large, 224)}),
+    **_rows("efficientnet", "none", {
+        "efficientnet_b0": (apps.EfficientNetB0, 224),
+        "efficientnet_b1": (apps.EfficientNetB1, 240),
+        "efficientnet_b2": (apps.EfficientNetB2, 260),
+        "efficientnet_b3": (apps.EfficientNetB3, 300),
+        "efficientnet_b4": (apps.EfficientNetB4, 380),
+        "efficientnet_b5": (apps.EfficientNetB5, 456),
+        "efficientnet_b6": (apps.EfficientNetB6, 528),
+        "efficientnet_b7": (apps.EfficientNetB7, 600)}),
+    **_rows("efficientnet_v2", "none", {
+        "efficientnetv2_b0": (apps.EfficientNetV2B0, 224),
+        "efficientnetv2_b1": (apps.EfficientNetV2B1, 240),
+        "efficientnetv2_b2": (apps.EfficientNetV2B2, 260),
+        "efficientnetv2_b3": (apps.EfficientNetV2B3, 300),
+        "efficientnetv2_s": (apps.EfficientNetV2S, 384),
+        "efficientnetv2_m": (apps.EfficientNetV2M, 480),
+        "efficientnetv2_l": (apps.EfficientNetV2L, 480)}),
+    **_rows("convnext", "none", {
+        "convnext_tiny": (apps.ConvNeXtTiny, 224),
+        "convnext_small": (apps.ConvNeXtSmall, 224),
+        "convnext_base": (apps.ConvNeXtBase, 224)}),
+    **_rows("densenet", "torch", {"densenet121": (apps.DenseNet121, 224)}),
+    **_rows("inception", "tf", {"inceptionv3": (apps.InceptionV3, 299)},
+            min_size=75),
+    **_rows("xception", "tf", {"xception": (apps.Xception, 299)}, min_size=71),
+    **_rows("vgg", "caffe", {"vgg16": (apps.VGG16, 224)}),
+    **_rows("tl_keras", "tf", {"convnet_small": (convnet_small, 32)}),
+}
+
+
+def get_backbone(name):
+  """Returns the registry row for `name`, or a UserError with close matches."""
+  if name not in REGISTRY:
+    raise unknown_name("model", name, REGISTRY, "model")
+  return REGISTRY[name]
+
+
+def resolve_image_size(name, image_size=0):
+  """The input size to use: the flag if set, else the model's default."""
+  spec = get_backbone(name)
+  size = image_size or spec.image_size
+  if size < spec.min_size:
+    raise UserError(f"--image_size={size} is too small for {name}; it needs "
+                    f"at least {spec.min_size}")
+  return size
+
+
+def build_base(name, image_size, weights):
+  """Builds a headless backbone.
+
+  Args:
+    name: registry name.
+    image_size: input height and width.
+    weights: "imagenet", None, or a weights file the constructor loads.
+
+  Returns:
+    A `keras.Model` mapping preprocessed images to a feature map.
+  """
+  spec = get_backbone(name)
+  try:
+    return spec.constructor(include_top=False, weights=weights,
+                            input_shape=(image_size, image_size, 3))
+  except UserError:
+    raise
+  except (urllib.error.URLError, ConnectionError) as e:
+    raise _offline_error(name) from e
+  except Exception as e:  # Keras wraps fetch failures in a bare Exception.
+    if "URL fetch failure" in str(e) or "HTTP Error" in str(e):
+      raise _offline_error(name) from e
+    if weights not in (None, "imagenet"):
+      raise UserError(f"--weights={weights} does not fit {name}: "
+                      f"{_first_line(e)}") from e
+    raise
+
+
+def _offline_error(name):
+  return UserError(
+      f"could not download ImageNet weights for {name}: this machine seems "
+      "offline; pass --weights=PATH to a local weights file, "
+      "--weights=synthetic, or --weights=none")
+
+
+def _first_line(e):
+  return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def build_classifier(name, num_classes, *, image_size=0, weights=None,
+                     dropout=0.2, frozen_base=True):
+  """Builds raw-pixels -> class-probabilities around a backbone.
+
+  Args:
+    name: registry name of the backbone.
+    num_classes: size of the softmax.
+    image_size: input size the backbone sees (0 = its default).
+    weights: None, "imagenet", or a weights file for the backbone.
+    dropout: dropout rate before the dense layer.
+    frozen_base: the transfer recipe. The base is frozen and always called
+      with `training=False`, so its BatchNorm layers keep their pretrained
+      statistics even after layers are unfrozen for fine-tuning (a BN that
+      re-estimates statistics from small fine-tuning batches wrecks the
+      features). False gives a normally trainable network, for training
+      from scratch.
+
+  Returns:
+    A functional `keras.Model` named after the backbone whose nested layer
+    "base" is the backbone.
+  """
+  spec = get_backbone(name)
+  size = resolve_image_size(name, image_size)
+  base = build_base(name, size, weights)
+  base.name = "base"
+  inputs = keras.Input((None, None, 3), name="image")
+  x = layers.Resizing(size, size, name="resize")(inputs)
+  x = ImagePreprocessing(spec.preprocessing, name="preprocess")(x)
+  if frozen_base:
+    base.trainable = False
+    x = base(x, training=False)
+  else:
+    x = base(x)
+  x = layers.GlobalAveragePooling2D(name="pool")(x)
+  x = layers.Dropout(dropout, name="dropout")(x)
+  # float32 output keeps probabilities exact under a mixed-precision policy.
+  outputs = layers.Dense(num_classes, activation="softmax", dtype="float32",
+                         name="classifier")(x)
+  return keras.Model(inputs, outputs, name=name)
+
+
+def base_of(model):
+  """The backbone nested in a classifier built by `build_classifier`."""
+  return model.get_layer("base")
+
+
+def unfreeze_top(model, mode, value):
+  """Makes the top of the base trainable, BatchNorm excepted.
+
+  Args:
+    model: a classifier from `build_classifier`.
+    mode, value: from `config.parse_unfreeze`.
+
+  Returns:
+    The number of base layers now trainable (BatchNorm not counted).
+  """
+  base = base_of(model)
+  candidates = [l for l in base.layers if not isinstance(l, layers.InputLayer)]
+  depth = len(candidates)
+  if mode == "all":
+    count = depth
+  elif mode == "layers":
+    if value > depth:
+      raise UserError(f"--unfreeze={value} exceeds the depth of the base "
+                      f"({depth} layers in --model={model.name}); use at most "
+                      f"{depth} or 'all'")
+    count = value
+  else:
+    count = max(1, round(value * depth))
+  base.trainable = True
+  trainable = 0
+  for i, layer in enumerate(candidates):
+    layer.trainable = (
+        i >= depth - count
+        and not isinstance(layer, layers.BatchNormalization))
+    trainable += bool(layer.trainable and layer.weights)
+  return trainable
+
+
+def describe(name):
+  """One registry row as a dict (for --list_models and run.json)."""
+  spec = get_backbone(name)
+  return {"name": name, "family": spec.family, "image_size": spec.image_size,
+          "preprocessing": spec.preprocessing}

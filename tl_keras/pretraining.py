@@ -1,0 +1,60 @@
+"""Source-task pretraining: the offline stand-in for downloading weights.
+
+`--weights=synthetic` trains the backbone on the embedded `synthetic_source`
+task once and caches the backbone weights, as keras.applications caches the
+ImageNet weights it downloads. Later runs load the cached file.
+"""
+
+import logging
+import os
+import time
+
+from tl_keras import data
+from tl_keras import models
+from tl_keras import training
+
+# The source task has thousands of labels: a bigger batch and learning rate
+# than fine-tuning, and every layer (BatchNorm included) trains.
+BATCH_SIZE = 64
+LEARNING_RATE = 2e-3
+
+
+def cache_dir():
+  """Where pretrained backbones are kept ($TL_KERAS_CACHE or ~/.keras)."""
+  return os.environ.get("TL_KERAS_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".keras", "tl_keras")
+
+
+def synthetic_weights(model_name, image_size, *, epochs, seed, strategy):
+  """Returns the path of backbone weights pretrained on `synthetic_source`.
+
+  Trains them first if the cache has none for these settings.
+  """
+  path = os.path.join(
+      cache_dir(), f"{model_name}_{image_size}px_synthetic_source_"
+      f"e{epochs}_seed{seed}.weights.h5")
+  if os.path.exists(path):
+    logging.info("using cached source-task weights %s", path)
+    return path
+  logging.info("pretraining %s on the embedded source task (first use; "
+               "cached in %s)", model_name, cache_dir())
+  start = time.time()
+  splits = data.load_synthetic("synthetic_source", seed=seed)
+  with strategy.scope():
+    model = models.build_classifier(
+        model_name, splits.num_classes, image_size=image_size, weights=None,
+        dropout=0.0, frozen_base=False)
+  spec = training.PhaseSpec("pretrain", epochs, LEARNING_RATE)
+  training.train_phase(model, spec, splits, strategy=strategy,
+                       image_size=image_size, batch_size=BATCH_SIZE,
+                       seed=seed)
+  test = training.evaluate(model, splits.test, splits.sizes["test"],
+                           strategy=strategy, class_names=splits.class_names,
+                           image_size=image_size, batch_size=BATCH_SIZE)
+  logging.info("source task test accuracy %.4f after %.0fs", test["accuracy"],
+               time.time() - start)
+  os.makedirs(cache_dir(), exist_ok=True)
+  tmp = f"{path}.{os.getpid()}.weights.h5"
+  models.base_of(model).save_weights(tmp)
+  os.replace(tmp, path)
+  return path

@@ -1,0 +1,256 @@
+"""A whole run: data, model, recipe, evaluation, artifacts."""
+
+import dataclasses
+import logging
+import os
+import platform
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_keras import artifacts
+from tl_keras import config as config_lib
+from tl_keras import data
+from tl_keras import distribution
+from tl_keras import evaluation
+from tl_keras import export
+from tl_keras import models
+from tl_keras import pretraining
+from tl_keras import training
+from tl_keras.errors import UserError
+
+
+def resolve_weights(config, image_size, strategy):
+  """Turns --weights into (constructor weights, .keras to transfer from).
+
+  Returns:
+    (weights, source): `weights` goes to the backbone constructor ("imagenet",
+    None or a weights file); `source`, if not None, is a `.keras` classifier
+    whose backbone weights are copied over after building.
+  """
+  spec = config.weights
+  if spec == "imagenet":
+    return "imagenet", None
+  if spec == "none":
+    return None, None
+  if spec == "synthetic":
+    return pretraining.synthetic_weights(
+        config.model, image_size, epochs=config.pretrain_epochs,
+        seed=config.seed, strategy=strategy), None
+  path = os.path.expanduser(spec)
+  if os.path.isdir(path):
+    if not os.path.exists(os.path.join(path, "model.keras")):
+      raise UserError(f"--weights={spec} is a folder without model.keras; "
+                      "pass an earlier run's output directory or a file")
+    path = os.path.join(path, "model.keras")
+  if not os.path.exists(path):
+    raise UserError(f"--weights={spec}: no such file; use imagenet, none, "
+                    "synthetic, a .keras/.weights.h5/.h5 file, or a run "
+                    "directory")
+  if path.endswith(".keras"):
+    return None, path
+  if path.endswith(".h5"):
+    return path, None
+  raise UserError(f"--weights={spec} is not a .keras, .weights.h5 or .h5 "
+                  "file")
+
+
+def transfer_backbone(model, source_path):
+  """Copies the backbone weights of an earlier run's classifier into `model`."""
+  try:
+    source = export.load_keras(source_path)
+  except Exception as e:  # A damaged or foreign file fails in many ways.
+    raise UserError(f"cannot load --weights={source_path}: "
+                    f"{str(e).splitlines()[0][:200]}") from e
+  try:
+    source_base = models.base_of(source)
+  except ValueError as e:
+    raise UserError(f"--weights={source_path} is not a tl_keras classifier "
+                    "(it has no 'base' layer)") from e
+  target_base = models.base_of(model)
+  src, dst = source_base.weights, target_base.weights
+  mismatched = [f"{d.path} {tuple(d.shape)} vs {tuple(s.shape)}"
+                for s, d in zip(src, dst) if tuple(s.shape) != tuple(d.shape)]
+  if len(src) != len(dst) or mismatched:
+    raise UserError(
+        f"--weights={source_path} holds a {source.name} backbone "
+        f"({len(src)} weights) that does not fit --model={model.name} "
+        f"({len(dst)} weights)"
+        + (f"; first mismatch: {mismatched[0]}" if mismatched else ""))
+  target_base.set_weights(source_base.get_weights())
+  logging.info("backbone weights transferred from %s", source_path)
+
+
+def build_model(config, num_classes, image_size, strategy):
+  """The transfer classifier with its backbone's starting weights."""
+  weights, source = resolve_weights(config, image_size, strategy)
+  keras.utils.set_random_seed(config.seed)
+  with strategy.scope():
+    model = models.build_classifier(
+        config.model, num_classes, image_size=image_size, weights=weights,
+        dropout=config.dropout)
+    if source:
+      transfer_backbone(model, source)
+  return model
+
+
+def recipe_from_config(config):
+  """The two phases as `training.Recipe`."""
+  common = dict(optimizer=config.optimizer, weight_decay=config.weight_decay,
+                label_smoothing=config.label_smoothing)
+  return training.Recipe(
+      head=training.PhaseSpec("head", config.head_epochs, config.head_lr,
+                              **common),
+      finetune=training.PhaseSpec("finetune", config.finetune_epochs,
+                                  config.finetune_lr,
+                                  warmup_epochs=config.warmup_epochs,
+                                  **common),
+      unfreeze=config_lib.parse_unfreeze(config.unfreeze))
+
+
+def train_scratch(config, splits, image_size, strategy):
+  """The baseline: same architecture, random init, same data and epochs.
+
+  Every layer trains (BatchNorm in training mode) at the head learning rate
+  for head_epochs + finetune_epochs: the budget the transfer recipe had.
+  """
+  keras.utils.set_random_seed(config.seed)
+  with strategy.scope():
+    model = models.build_classifier(
+        config.model, splits.num_classes, image_size=image_size,
+        weights=None, dropout=config.dropout, frozen_base=False)
+  spec = training.PhaseSpec(
+      "scratch", config.head_epochs + config.finetune_epochs, config.head_lr,
+      optimizer=config.optimizer, weight_decay=config.weight_decay,
+      label_smoothing=config.label_smoothing)
+  best = training.Best()
+  history, _ = training.train_phase(
+      model, spec, splits, strategy=strategy, image_size=image_size,
+      batch_size=config.batch_size, seed=config.seed, best=best,
+      augment=config.augment)
+  best.restore(model)
+  return model, history
+
+
+def _versions():
+  import absl  # pylint: disable=g-import-not-at-top
+  out = {"python": platform.python_version(), "tensorflow": tf.__version__,
+         "keras": keras.__version__, "numpy": np.__version__}
+  for name in ("tensorflow_datasets", "keras_hub", "ai_edge_litert"):
+    module = sys.modules.get(name)
+    if module is not None:
+      out[name] = getattr(module, "__version__", "unknown")
+  out["absl"] = getattr(absl, "__version__", "unknown")
+  return out
+
+
+def train_and_evaluate(config, strategy):
+  """Runs the transfer recipe end to end and writes the artifacts.
+
+  Args:
+    config: a `Config`.
+    strategy: the `tf.distribute.Strategy` to run under.
+
+  Returns:
+    The metrics dict also written to metrics.json.
+  """
+  started = time.time()
+  config = config.resolved()
+  config.validate()
+  chief = distribution.is_chief(strategy)
+  out = config.output_dir
+  if chief:
+    artifacts.prepare(out, overwrite=config.overwrite)
+  image_size = models.resolve_image_size(config.model, config.image_size)
+  recipe = recipe_from_config(config)
+
+  splits = data.load(config.dataset, data_dir=config.data_dir,
+                     validation_fraction=config.validation_fraction,
+                     test_fraction=config.test_fraction,
+                     max_train_samples=config.max_train_samples,
+                     seed=config.seed)
+  for note in splits.notes:
+    logging.info("data: %s", note)
+  logging.info("data: %d classes; %s", splits.num_classes, ", ".join(
+      f"{k} {v}" for k, v in splits.sizes.items()))
+  if config.batch_size > splits.sizes["train"]:
+    logging.warning("--batch_size=%d is larger than the %d training "
+                    "examples: each step repeats examples",
+                    config.batch_size, splits.sizes["train"])
+
+  timings = {}
+  model = build_model(config, splits.num_classes, image_size, strategy)
+  timings["setup_seconds"] = time.time() - started
+  summaries = training.Summaries(os.path.join(out, "tensorboard")
+                                 if chief else None)
+  summaries.text("config", "\n".join(
+      f"    --{k}={v}" for k, v in dataclasses.asdict(config).items()))
+  history, info = training.run_recipe(
+      model, recipe, splits, strategy=strategy, image_size=image_size,
+      batch_size=config.batch_size, seed=config.seed, summaries=summaries,
+      augment=config.augment)
+  timings.update({k: v for k, v in info.items() if k.endswith("_seconds")})
+
+  eval_args = dict(strategy=strategy, class_names=splits.class_names,
+                   image_size=image_size, batch_size=config.batch_size)
+  metrics = {"test": training.evaluate(model, splits.test,
+                                       splits.sizes["test"], **eval_args),
+             "validation": {"best_accuracy": info["best_validation_accuracy"],
+                            "best_epoch": info["best_epoch"]}}
+  logging.info("test accuracy %.4f, macro-F1 %.4f\n%s",
+               metrics["test"]["accuracy"], metrics["test"]["macro_f1"],
+               evaluation.format_table(metrics["test"]))
+
+  if config.compare_scratch:
+    start = time.time()
+    scratch, scratch_history = train_scratch(config, splits, image_size,
+                                             strategy)
+    history += scratch_history
+    metrics["scratch"] = {"test": training.evaluate(
+        scratch, splits.test, splits.sizes["test"], **eval_args)}
+    metrics["transfer_gain"] = (metrics["test"]["accuracy"]
+                                - metrics["scratch"]["test"]["accuracy"])
+    timings["scratch_seconds"] = time.time() - start
+    logging.info("from scratch: test accuracy %.4f; transfer gain %+.1f "
+                 "points", metrics["scratch"]["test"]["accuracy"],
+                 100 * metrics["transfer_gain"])
+
+  if chief:
+    with artifacts.staged(out) as stage:
+      export.save_keras(model, os.path.join(stage, "model.keras"))
+      export.save_saved_model(model, os.path.join(stage, "saved_model"))
+      artifacts.write_labels(os.path.join(stage, "labels.txt"),
+                             splits.class_names)
+      artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
+      timings["total_seconds"] = time.time() - started
+      artifacts.write_json(os.path.join(stage, "run.json"), {
+          "config": dataclasses.asdict(config),
+          "model": {**models.describe(config.model), "image_size": image_size,
+                    "parameters": model.count_params(),
+                    "unfrozen_layers": info.get("unfrozen_layers", 0)},
+          "data": {"sizes": splits.sizes, "classes": splits.class_names,
+                   "notes": splits.notes},
+          "strategy": {"name": type(strategy).__name__,
+                       "replicas": strategy.num_replicas_in_sync},
+          "versions": _versions(),
+          "timings": timings,
+          "history": history,
+      })
+    logging.info("wrote %s (%.0fs in all)", out, time.time() - started)
+  return metrics
+
+
+def format_summary(metrics):
+  """A few lines for the end of the console output."""
+  lines = [f"test accuracy {metrics['test']['accuracy']:.4f}  "
+           f"macro-F1 {metrics['test']['macro_f1']:.4f}"]
+  if "top5_accuracy" in metrics["test"]:
+    lines[0] += f"  top-5 {metrics['test']['top5_accuracy']:.4f}"
+  if "scratch" in metrics:
+    lines.append(f"from scratch  {metrics['scratch']['test']['accuracy']:.4f}"
+                 f"  (transfer gain {100 * metrics['transfer_gain']:+.1f} "
+                 "points)")
+  return "\n".join(lines)

@@ -1,0 +1,312 @@
+"""The training loop and the two-phase transfer recipe.
+
+One custom loop over `strategy.run` serves every `tf.distribute` strategy,
+including `MultiWorkerMirroredStrategy`, under which Keras 3 `model.fit`
+does not run (keras-team/keras#20585).
+"""
+
+import dataclasses
+import logging
+import math
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_keras import data as data_lib
+from tl_keras import evaluation
+from tl_keras import models
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseSpec:
+  """One stretch of training with one optimizer and schedule."""
+  name: str  # "head", "finetune", "scratch", "pretrain"
+  epochs: int
+  learning_rate: float
+  warmup_epochs: float = 0.0
+  optimizer: str = "adamw"
+  weight_decay: float = 1e-4
+  label_smoothing: float = 0.0
+
+
+class Best:
+  """The best validation accuracy seen and the weights that reached it."""
+
+  def __init__(self):
+    self.accuracy = -1.0
+    self.weights = None
+    self.where = None
+
+  def offer(self, model, accuracy, where):
+    if accuracy > self.accuracy:
+      self.accuracy, self.where = accuracy, where
+      self.weights = [np.copy(w) for w in model.get_weights()]
+      return True
+    return False
+
+  def restore(self, model):
+    if self.weights is not None:
+      model.set_weights(self.weights)
+
+
+class Summaries:
+  """TensorBoard writers for train and validation; no-ops when disabled."""
+
+  def __init__(self, logdir=None):
+    self.train = tf.summary.create_file_writer(f"{logdir}/train") if logdir else None
+    self.validation = (tf.summary.create_file_writer(f"{logdir}/validation")
+                       if logdir else None)
+
+  def scalars(self, which, step, values):
+    writer = getattr(self, which)
+    if writer is None:
+      return
+    with writer.as_default(step=step):
+      for name, value in values.items():
+        tf.summary.scalar(name, value)
+
+  def text(self, name, text, step=0):
+    if self.train is not None:
+      with self.train.as_default(step=step):
+        tf.summary.text(name, text)
+
+  def flush(self):
+    for writer in (self.train, self.validation):
+      if writer is not None:
+        writer.flush()
+
+
+def make_optimizer(spec, steps):
+  """Optimizer with linear warmup then cosine decay over `steps` steps."""
+  warmup = min(int(spec.warmup_epochs * steps / max(spec.epochs, 1)),
+               steps - 1)
+  schedule = keras.optimizers.schedules.CosineDecay(
+      initial_learning_rate=0.0 if warmup else spec.learning_rate,
+      decay_steps=max(steps - warmup, 1),
+      warmup_target=spec.learning_rate if warmup else None,
+      warmup_steps=warmup)
+  table = {
+      "adam": lambda: keras.optimizers.Adam(schedule),
+      "adamw": lambda: keras.optimizers.AdamW(
+          schedule, weight_decay=spec.weight_decay),
+      "sgd": lambda: keras.optimizers.SGD(
+          schedule, momentum=0.9, weight_decay=spec.weight_decay or None),
+  }
+  return table[spec.optimizer]()
+
+
+def _step_functions(model, optimizer, strategy, num_classes, global_batch,
+                    label_smoothing):
+  """tf.functions for one training step and one evaluation step."""
+
+  def train_fn(images, labels):
+    targets = tf.one_hot(labels, num_classes)
+    with tf.GradientTape() as tape:
+      probs = model(images, training=True)
+      per_example = keras.losses.categorical_crossentropy(
+          targets, probs, label_smoothing=label_smoothing)
+      # Divide by the global batch: gradients are summed across replicas.
+      loss = tf.nn.compute_average_loss(per_example,
+                                        global_batch_size=global_batch)
+      if model.losses:
+        loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+    variables = model.trainable_variables
+    grads = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(grads, variables))
+    correct = tf.reduce_sum(tf.cast(
+        tf.equal(tf.argmax(probs, -1, output_type=tf.int32), labels),
+        tf.float32))
+    return tf.reduce_sum(per_example), correct
+
+  @tf.function
+  def train_step(iterator):
+    loss, correct = strategy.run(train_fn, args=next(iterator))
+    return (strategy.reduce("SUM", loss, axis=None),
+            strategy.reduce("SUM", correct, axis=None))
+
+  return train_step, make_eval_step(model, strategy, num_classes)
+
+
+def make_eval_step(model, strategy, num_classes):
+  """A tf.function: batch -> summed loss, top-5 hits and confusion matrix.
+
+  Sums reduce across replicas and workers, so evaluation is distributed like
+  training. Padding examples (label -1) are masked out.
+  """
+
+  def eval_fn(images, labels):
+    probs = model(images, training=False)
+    valid = labels >= 0
+    labels = tf.where(valid, labels, 0)
+    weights = tf.cast(valid, tf.float32)
+    per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
+    k = min(5, num_classes)
+    top_k = tf.cast(tf.math.in_top_k(labels, probs, k), tf.float32)
+    confusion = tf.math.confusion_matrix(
+        labels, tf.argmax(probs, -1), num_classes=num_classes,
+        weights=weights, dtype=tf.float32)
+    return (tf.reduce_sum(per_example * weights), tf.reduce_sum(top_k * weights),
+            confusion)
+
+  @tf.function
+  def eval_step(batch):
+    loss, top_k, confusion = strategy.run(eval_fn, args=batch)
+    return tuple(strategy.reduce("SUM", v, axis=None)
+                 for v in (loss, top_k, confusion))
+
+  return eval_step
+
+
+def evaluate(model, dataset, size, *, strategy, class_names, image_size,
+             batch_size, eval_step=None):
+  """Evaluates `model` on a whole split under `strategy`.
+
+  Returns:
+    The metrics dict of `evaluation.metrics_from_counts`.
+  """
+  num_classes = len(class_names)
+  eval_step = eval_step or make_eval_step(model, strategy, num_classes)
+  dist = strategy.distribute_datasets_from_function(data_lib.input_fn(
+      dataset, size=size, image_size=image_size,
+      global_batch_size=batch_size, training=False))
+  loss = top_k = 0.0
+  confusion = np.zeros((num_classes, num_classes))
+  for batch in dist:
+    l, k, c = eval_step(batch)
+    loss, top_k, confusion = loss + float(l), top_k + float(k), confusion + c
+  return evaluation.metrics_from_counts(confusion, top_k=top_k, loss=loss,
+                                        class_names=class_names)
+
+
+class _Progress:
+  """keras Progbar on a terminal, one line per epoch otherwise."""
+
+  def __init__(self, steps):
+    self.bar = (keras.utils.Progbar(steps, stateful_metrics=["loss", "acc"])
+                if sys.stdout.isatty() else None)
+
+  def update(self, step, values):
+    if self.bar:
+      self.bar.update(step, values=list(values.items()))
+
+
+def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
+                seed, summaries=None, first_step=0, best=None, augment=True):
+  """Trains `model`'s trainable weights for `spec.epochs` epochs.
+
+  Validates after every epoch; `best` (if given) keeps the weights with the
+  highest validation accuracy.
+
+  Returns:
+    (history, next global step): history is one dict per epoch.
+  """
+  summaries = summaries or Summaries()
+  steps_per_epoch = math.ceil(splits.sizes["train"] / batch_size)
+  total = steps_per_epoch * spec.epochs
+  with strategy.scope():
+    optimizer = make_optimizer(spec, total)
+    # Build slots now, in cross-replica context, not lazily inside the step.
+    optimizer.build(model.trainable_variables)
+  train_step, eval_step = _step_functions(
+      model, optimizer, strategy, splits.num_classes, batch_size,
+      spec.label_smoothing)
+  dist = strategy.distribute_datasets_from_function(data_lib.input_fn(
+      splits.train, size=splits.sizes["train"], image_size=image_size,
+      global_batch_size=batch_size, training=True, augment=augment,
+      seed=seed))
+  iterator = iter(dist)
+  history, step = [], first_step
+  trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+  logging.info("phase %s: %d epochs x %d steps, peak lr %g, %s trainable "
+               "parameters", spec.name, spec.epochs, steps_per_epoch,
+               spec.learning_rate, f"{trainable:,}")
+  summaries.text("phases", f"phase **{spec.name}** starts at step {step}",
+                 step)
+  for epoch in range(spec.epochs):
+    start = time.time()
+    progress = _Progress(steps_per_epoch)
+    loss_sum = correct = seen = 0.0
+    for i in range(steps_per_epoch):
+      lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+      loss, hits = train_step(iterator)
+      loss_sum, correct, seen = (loss_sum + float(loss), correct + float(hits),
+                                 seen + batch_size)
+      step += 1
+      progress.update(i + 1, {"loss": loss_sum / seen, "acc": correct / seen})
+      if step % 10 == 0 or i == steps_per_epoch - 1:
+        summaries.scalars("train", step, {
+            "loss": float(loss) / batch_size, "accuracy": float(hits) / batch_size,
+            "learning_rate": lr, "phase": _PHASE_IDS.get(spec.name, -1)})
+    val = evaluate(model, splits.validation, splits.sizes["validation"],
+                   strategy=strategy, class_names=splits.class_names,
+                   image_size=image_size, batch_size=batch_size,
+                   eval_step=eval_step)
+    record = {"phase": spec.name, "epoch": epoch + 1, "step": step,
+              "loss": loss_sum / seen, "accuracy": correct / seen,
+              "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+              "seconds": time.time() - start}
+    history.append(record)
+    summaries.scalars("validation", step, {"loss": val["loss"],
+                                           "accuracy": val["accuracy"]})
+    improved = best.offer(model, val["accuracy"], (spec.name, epoch + 1)) if (
+        best is not None) else False
+    logging.info("%s epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc "
+                 "%.4f%s (%.1fs)", spec.name, epoch + 1, spec.epochs,
+                 record["loss"], record["accuracy"], val["loss"],
+                 val["accuracy"], " *best*" if improved else "",
+                 record["seconds"])
+  summaries.flush()
+  return history, step
+
+
+_PHASE_IDS = {"pretrain": 0, "head": 1, "finetune": 2, "scratch": 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """The two-phase transfer recipe's settings."""
+  head: PhaseSpec
+  finetune: PhaseSpec
+  unfreeze: tuple  # from config.parse_unfreeze
+
+
+def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
+               seed, summaries=None, augment=True):
+  """Phase 1 (head, base frozen) then phase 2 (top of base unfrozen).
+
+  The best weights by validation accuracy over both phases end up in
+  `model`. Phase 2 starts from phase 1's best weights.
+
+  Returns:
+    (history, info): per-epoch history and a dict of what was done.
+  """
+  best = Best()
+  history, step = [], 0
+  common = dict(strategy=strategy, image_size=image_size,
+                batch_size=batch_size, seed=seed, summaries=summaries,
+                best=best, augment=augment)
+  info = {}
+  if recipe.head.epochs:
+    start = time.time()
+    h, step = train_phase(model, recipe.head, splits, first_step=step,
+                          **common)
+    history += h
+    info["head_seconds"] = time.time() - start
+    best.restore(model)
+  if recipe.finetune.epochs:
+    start = time.time()
+    with strategy.scope():
+      info["unfrozen_layers"] = models.unfreeze_top(model, *recipe.unfreeze)
+    h, step = train_phase(model, recipe.finetune, splits, first_step=step,
+                          **common)
+    history += h
+    info["finetune_seconds"] = time.time() - start
+  best.restore(model)
+  info["best_validation_accuracy"] = best.accuracy
+  info["best_epoch"] = list(best.where) if best.where else None
+  logging.info("best validation accuracy %.4f (%s epoch %s)", best.accuracy,
+               *(best.where or ("-", "-")))
+  return history, info
