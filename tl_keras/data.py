@@ -190,9 +190,8 @@ def _find_features(info):
 def load_tfds(name, *, data_dir="", validation_fraction=0.1):
   """Any TFDS image-classification dataset by name.
 
-  Uses its train/validation/test splits. A missing validation split is cut
-  from the end of train; a missing test split is replaced by validation (and
-  validation is then cut from train). Each substitution is in `notes`.
+  Uses its train/validation/test splits (see `_choose_splits`); each
+  substitution is in `notes`.
   """
   tfds = _tfds()
   try:
@@ -202,11 +201,46 @@ def load_tfds(name, *, data_dir="", validation_fraction=0.1):
         "folder", *synthetic.TASKS], "dataset") from e
   info = builder.info
   image_key, label_key = _find_features(info)
-  available = set(info.splits.keys())
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # Network errors come in many types from many libs.
+    raise UserError(
+        f"could not download or prepare TFDS dataset {name!r} "
+        f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        "); if this machine is offline, prepare it elsewhere and pass its "
+        "directory as --data_dir") from e
+  specs, notes = _choose_splits(name, set(info.splits.keys()),
+                                validation_fraction)
+  out, sizes = {}, {}
+  for split, spec in specs.items():
+    ds = builder.as_dataset(split=spec, shuffle_files=False)
+    out[split] = ds.map(
+        lambda ex: (_as_rgb(ex[image_key]), tf.cast(ex[label_key], tf.int32)),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    cardinality = int(ds.cardinality())
+    sizes[split] = (cardinality if cardinality >= 0
+                    else int(info.splits[spec].num_examples))
+  logging.info("TFDS %s: image feature %r, label feature %r", name, image_key,
+               label_key)
+  return Splits(**out, sizes=sizes,
+                class_names=list(info.features[label_key].names), notes=notes)
+
+
+def _choose_splits(name, available, validation_fraction):
+  """Maps train/validation/test to TFDS split specs, with notes.
+
+  A missing validation split is cut from the end of train; a missing test
+  split is replaced by validation (and validation is then cut from train).
+  """
+  notes = []
+  if not available:
+    # Metadata without split names (e.g. under tfds.testing.mock_data).
+    available = {"train", "test"}
+    notes.append(f"{name}: no split names in its metadata; assuming train "
+                 "and test")
   if "train" not in available:
     raise UserError(f"--dataset={name} has no train split "
                     f"(it has: {', '.join(sorted(available))})")
-  notes = []
   keep = round(100 * (1 - validation_fraction))
   specs = {"train": "train"}
   val_name = next((s for s in ("validation", "val") if s in available), None)
@@ -223,27 +257,7 @@ def load_tfds(name, *, data_dir="", validation_fraction=0.1):
     specs["validation"] = f"train[{keep}%:]"
     notes.append(f"{name} has no validation split: using the last "
                  f"{100 - keep}% of train")
-  try:
-    builder.download_and_prepare()
-  except Exception as e:  # Network errors come in many types from many libs.
-    if builder.data_path and tf.io.gfile.exists(
-        os.path.join(builder.data_path, "dataset_info.json")):
-      raise
-    raise UserError(
-        f"could not download or prepare TFDS dataset {name!r} "
-        f"({type(e).__name__}); if this machine is offline, prepare it "
-        "elsewhere and pass its directory as --data_dir") from e
-  out, sizes = {}, {}
-  for split, spec in specs.items():
-    ds = builder.as_dataset(split=spec, shuffle_files=False)
-    out[split] = ds.map(
-        lambda ex: (_as_rgb(ex[image_key]), tf.cast(ex[label_key], tf.int32)),
-        num_parallel_calls=tf.data.AUTOTUNE)
-    sizes[split] = int(info.splits[spec].num_examples)
-  logging.info("TFDS %s: image feature %r, label feature %r", name, image_key,
-               label_key)
-  return Splits(**out, sizes=sizes,
-                class_names=list(info.features[label_key].names), notes=notes)
+  return specs, notes
 
 
 def _as_rgb(image):

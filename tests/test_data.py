@@ -1,0 +1,133 @@
+"""Loaders (embedded, folder, TFDS) and the tf.data input function."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests.conftest import write_image_folder
+from tl_keras import data
+from tl_keras import synthetic
+from tl_keras.errors import UserError
+
+
+def test_synthetic_is_deterministic_and_seeded():
+  a, la = synthetic.load("synthetic", "test", seed=3)
+  b, lb = synthetic.load("synthetic", "test", seed=3)
+  c, _ = synthetic.load("synthetic", "test", seed=4)
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(la, lb)
+  assert not np.array_equal(a, c)
+  assert a.dtype == np.uint8 and a.shape[1:] == (32, 32, 3)
+
+
+def test_synthetic_tasks_do_not_share_classes():
+  source = set(synthetic.TASKS["synthetic_source"].classes)
+  target = set(synthetic.TASKS["synthetic"].classes)
+  assert not source & target
+
+
+def test_synthetic_splits_are_distinct_images():
+  train, _ = synthetic.load("synthetic", "train")
+  test, _ = synthetic.load("synthetic", "test")
+  train_set = {x.tobytes() for x in train}
+  assert not any(x.tobytes() in train_set for x in test)
+
+
+def test_folder_reads_every_format_as_rgb(tmp_path):
+  root = write_image_folder(tmp_path, per_class=8, modes=("RGB", "L", "RGBA"))
+  # One of each other format, grayscale BMP and palette GIF included.
+  from PIL import Image
+  Image.fromarray(np.full((9, 9), 200, np.uint8)).save(
+      os.path.join(root, "dogs", "gray.bmp"))
+  Image.fromarray(np.full((9, 9, 3), 90, np.uint8)).convert("P").save(
+      os.path.join(root, "cats", "pal.gif"))
+  Image.fromarray(np.full((9, 9, 3), 90, np.uint8)).save(
+      os.path.join(root, "cats", "photo.JPG"))
+  splits = data.load_folder(root, validation_fraction=0.2, test_fraction=0.2)
+  assert splits.class_names == ["cats", "dogs"]
+  assert sum(splits.sizes.values()) == 19
+  for split in ("train", "validation", "test"):
+    for image, label in getattr(splits, split):
+      assert image.shape[-1] == 3 and image.dtype == tf.uint8
+      # The classes were written dark (cats) and bright (dogs).
+      assert (float(tf.reduce_mean(tf.cast(image, tf.float32))) > 150) == (
+          int(label) == 1)
+
+
+def test_folder_split_is_stratified_and_deterministic(tmp_path):
+  root = write_image_folder(tmp_path, per_class=10, classes=("a", "b", "c"))
+  first = data.load_folder(root, validation_fraction=0.2, test_fraction=0.2,
+                           seed=1)
+  again = data.load_folder(root, validation_fraction=0.2, test_fraction=0.2,
+                           seed=1)
+  assert first.sizes == {"train": 18, "validation": 6, "test": 6}
+  labels = [int(l) for _, l in first.test]
+  assert sorted(labels) == [0, 0, 1, 1, 2, 2]
+  assert labels == [int(l) for _, l in again.test]
+
+
+def test_folder_ignores_hidden_and_non_image_files(tmp_path):
+  root = write_image_folder(tmp_path, per_class=3)
+  (tmp_path / "cats" / ".hidden.png").write_bytes(b"junk")
+  (tmp_path / "cats" / "notes.txt").write_text("not an image")
+  (tmp_path / ".git").mkdir()
+  class_names, files = data.scan_folder(root)
+  assert class_names == ["cats", "dogs"]
+  assert len(files[0]) == 3
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "is not a folder"),
+    (lambda p: p.mkdir(), "no class subfolders"),
+    (lambda p: write_image_folder(p, classes=("only",)), "only one class"),
+    (lambda p: (write_image_folder(p), (p / "empty").mkdir()),
+     "class folder .*empty has no images"),
+    (lambda p: write_image_folder(p, per_class=2), "needs at least 3"),
+])
+def test_folder_errors(tmp_path, setup, message):
+  path = tmp_path / "photos"
+  setup(path)
+  with pytest.raises(UserError, match=message):
+    data.load_folder(str(path))
+
+
+def test_tfds_dataset_through_mock_data():
+  with tfds.testing.mock_data(num_examples=12):
+    splits = data.load("mnist", max_train_samples=8)
+  assert splits.class_names[:2] == ["0", "1"] and splits.num_classes == 10
+  assert splits.sizes["train"] == 8
+  assert any("validation" in note for note in splits.notes)
+  image, label = next(iter(splits.train))
+  assert image.shape == (28, 28, 3) and image.dtype == tf.uint8
+  assert 0 <= int(label) < 10
+
+
+def test_unknown_tfds_name_lists_close_matches():
+  with pytest.raises(UserError, match="did you mean .*cifar10"):
+    data.load("cifar01")
+
+
+def test_eval_input_covers_every_example_once():
+  ds = tf.data.Dataset.from_tensor_slices(
+      (np.zeros((10, 8, 8, 3), np.uint8), np.arange(10, dtype=np.int32)))
+  fn = data.input_fn(ds, size=10, image_size=16, global_batch_size=4,
+                     training=False)
+  labels = np.concatenate([y.numpy() for _, y in fn(tf.distribute.InputContext())])
+  assert sorted(labels[labels >= 0]) == list(range(10))
+  assert len(labels) == 12 and (labels == -1).sum() == 2
+
+
+def test_train_input_is_resized_augmented_and_reproducible():
+  images = np.random.default_rng(0).integers(0, 256, (6, 20, 30, 3), np.uint8)
+  ds = tf.data.Dataset.from_tensor_slices((images, np.arange(6, dtype=np.int32)))
+  def batches():
+    fn = data.input_fn(ds, size=6, image_size=16, global_batch_size=4,
+                       training=True, augment=True, seed=5)
+    return [x.numpy() for x, _ in fn(tf.distribute.InputContext()).take(3)]
+  first, second = batches(), batches()
+  assert first[0].shape == (4, 16, 16, 3) and first[0].dtype == np.float32
+  for a, b in zip(first, second):
+    np.testing.assert_array_equal(a, b)

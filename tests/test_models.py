@@ -1,0 +1,94 @@
+"""The backbone registry, in-model preprocessing, freezing and unfreezing."""
+
+import keras
+import numpy as np
+import pytest
+
+from tl_keras import models
+from tl_keras.errors import UserError
+
+
+@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+def test_every_registry_entry_builds(name):
+  spec = models.REGISTRY[name]
+  size = max(spec.min_size, 32)
+  model = models.build_classifier(name, 3, image_size=size, weights=None)
+  images = np.random.default_rng(0).integers(0, 256, (2, 40, 50, 3))
+  probs = model.predict(images.astype("float32"), verbose=0)
+  assert probs.shape == (2, 3)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+  assert not models.base_of(model).trainable
+  keras.backend.clear_session()
+
+
+def test_registry_covers_the_families():
+  families = {spec.family for spec in models.REGISTRY.values()}
+  assert {"resnet", "resnet_v2", "mobilenet", "efficientnet", "efficientnet_v2",
+          "convnext", "densenet", "inception", "xception", "vgg"} <= families
+
+
+@pytest.mark.parametrize("mode, reference", [
+    ("caffe", keras.applications.resnet50.preprocess_input),
+    ("tf", keras.applications.mobilenet_v2.preprocess_input),
+    ("torch", keras.applications.densenet.preprocess_input),
+])
+def test_preprocessing_layer_matches_keras_applications(mode, reference):
+  pixels = np.random.default_rng(1).uniform(0, 255, (2, 4, 4, 3)).astype(
+      "float32")
+  ours = models.ImagePreprocessing(mode)(pixels)
+  np.testing.assert_allclose(ours, reference(pixels.copy()), rtol=1e-5,
+                             atol=1e-4)
+
+
+def test_unknown_model_lists_close_matches():
+  with pytest.raises(UserError, match="did you mean resnet50"):
+    models.get_backbone("resnet05")
+
+
+def test_image_size_below_minimum_is_rejected():
+  with pytest.raises(UserError, match="too small for inceptionv3"):
+    models.resolve_image_size("inceptionv3", 32)
+
+
+def test_convnet_small_has_no_imagenet_weights():
+  with pytest.raises(UserError, match="--weights=synthetic"):
+    models.build_base("convnet_small", 32, "imagenet")
+
+
+def test_base_is_called_in_inference_mode():
+  """Dropout or BN in training mode would make these two calls differ."""
+  model = models.build_classifier("convnet_small", 3, weights=None,
+                                  dropout=0.0)
+  models.unfreeze_top(model, "all", None)
+  x = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+  np.testing.assert_allclose(model(x, training=True), model(x, training=False),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_unfreeze_top_layers_keeps_batchnorm_frozen():
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  base = models.base_of(model)
+  models.unfreeze_top(model, "layers", 4)
+  layers = [l for l in base.layers if not isinstance(l, keras.layers.InputLayer)]
+  top, bottom = layers[-4:], layers[:-4]
+  assert not any(l.trainable for l in bottom)
+  for layer in top:
+    assert layer.trainable == (
+        not isinstance(layer, keras.layers.BatchNormalization))
+  assert all(not l.trainable for l in base.layers
+             if isinstance(l, keras.layers.BatchNormalization))
+
+
+def test_unfreeze_beyond_depth_names_the_flag():
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  with pytest.raises(UserError, match="--unfreeze=999 exceeds"):
+    models.unfreeze_top(model, "layers", 999)
+
+
+def test_offline_imagenet_weights_give_a_clear_error(monkeypatch):
+  def fail(*args, **kwargs):
+    raise Exception("URL fetch failure on https://example/weights.h5: None")
+  monkeypatch.setattr(keras.utils, "get_file", fail)
+  monkeypatch.setattr("keras.src.utils.file_utils.get_file", fail)
+  with pytest.raises(UserError, match="seems offline.*--weights=PATH"):
+    models.build_base("mobilenetv2", 32, "imagenet")
