@@ -249,6 +249,29 @@ def base_of(model):
   return model.get_layer("base")
 
 
+def unfreeze_count(model, mode, value):
+  """How many top base layers --unfreeze selects; raises if too many.
+
+  Layers are counted as in `base.layers[-N:]` (activations and pooling
+  included), the keras.io convention.
+  """
+  depth = len(_base_layers(model))
+  if mode == "all":
+    return depth
+  if mode == "layers":
+    if value > depth:
+      raise UserError(f"--unfreeze={value} exceeds the depth of the base "
+                      f"({depth} layers in --model={model.name}); use at most "
+                      f"{depth} or 'all'")
+    return value
+  return max(1, round(value * depth))
+
+
+def _base_layers(model):
+  return [l for l in base_of(model).layers
+          if not isinstance(l, layers.InputLayer)]
+
+
 def unfreeze_top(model, mode, value):
   """Makes the top of the base trainable, BatchNorm excepted.
 
@@ -257,26 +280,15 @@ def unfreeze_top(model, mode, value):
     mode, value: from `config.parse_unfreeze`.
 
   Returns:
-    The number of base layers now trainable (BatchNorm not counted).
+    The number of base layers with weights now trainable.
   """
-  base = base_of(model)
-  candidates = [l for l in base.layers if not isinstance(l, layers.InputLayer)]
-  depth = len(candidates)
-  if mode == "all":
-    count = depth
-  elif mode == "layers":
-    if value > depth:
-      raise UserError(f"--unfreeze={value} exceeds the depth of the base "
-                      f"({depth} layers in --model={model.name}); use at most "
-                      f"{depth} or 'all'")
-    count = value
-  else:
-    count = max(1, round(value * depth))
-  base.trainable = True
+  count = unfreeze_count(model, mode, value)
+  candidates = _base_layers(model)
+  base_of(model).trainable = True
   trainable = 0
   for i, layer in enumerate(candidates):
     layer.trainable = (
-        i >= depth - count
+        i >= len(candidates) - count
         and not isinstance(layer, layers.BatchNormalization))
     trainable += bool(layer.trainable and layer.weights)
   return trainable

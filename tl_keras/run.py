@@ -183,6 +183,8 @@ def train_and_evaluate(config, strategy):
 
   timings = {}
   model = build_model(config, splits.num_classes, image_size, strategy)
+  if config.finetune_epochs:
+    models.unfreeze_count(model, *recipe.unfreeze)  # fail before training
   timings["setup_seconds"] = time.time() - started
   summaries = training.Summaries(os.path.join(out, "tensorboard")
                                  if chief else None)

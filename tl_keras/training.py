@@ -300,6 +300,10 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
     start = time.time()
     with strategy.scope():
       info["unfrozen_layers"] = models.unfreeze_top(model, *recipe.unfreeze)
+    if not info["unfrozen_layers"]:
+      logging.warning("--unfreeze leaves no base layer with weights trainable "
+                      "(the top layers are BatchNorm, activations or pooling):"
+                      " phase 2 trains the head only; unfreeze more layers")
     h, step = train_phase(model, recipe.finetune, splits, first_step=step,
                           **common)
     history += h

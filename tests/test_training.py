@@ -1,0 +1,139 @@
+"""The recipe: what each phase may and may not change; metrics; export."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tl_keras import data
+from tl_keras import evaluation
+from tl_keras import export
+from tl_keras import models
+from tl_keras import training
+
+STRATEGY = tf.distribute.get_strategy()
+
+
+def _splits(n=24, classes=3, size=32):
+  rng = np.random.default_rng(0)
+  labels = np.arange(n, dtype=np.int32) % classes
+  images = (rng.integers(0, 60, (n, size, size, 3)) + 60 * labels[:, None, None,
+                                                                  None])
+  ds = tf.data.Dataset.from_tensor_slices((images.astype(np.uint8), labels))
+  return data.Splits(train=ds, validation=ds, test=ds,
+                     sizes={"train": n, "validation": n, "test": n},
+                     class_names=[f"c{i}" for i in range(classes)])
+
+
+def _weights(layer):
+  return {w.path: np.copy(w.numpy()) for w in layer.weights}
+
+
+def _changed(before, after):
+  return {p for p in before if not np.array_equal(before[p], after[p])}
+
+
+def _train(model, spec, splits):
+  return training.train_phase(model, spec, splits, strategy=STRATEGY,
+                              image_size=32, batch_size=8, seed=0)
+
+
+def test_head_phase_leaves_base_and_batchnorm_statistics_untouched():
+  splits = _splits()
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  base = models.base_of(model)
+  before_base = _weights(base)
+  before_head = _weights(model.get_layer("classifier"))
+  history, step = _train(model, training.PhaseSpec("head", 2, 1e-2), splits)
+  assert step == 2 * 3 and len(history) == 2
+  assert not _changed(before_base, _weights(base))  # BN moving stats included
+  assert _changed(before_head, _weights(model.get_layer("classifier")))
+
+
+def test_finetune_changes_only_the_unfrozen_layers():
+  splits = _splits()
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  base = models.base_of(model)
+  # The top 4: stage2_conv1, stage2_bn1 (stays frozen), _relu1, _pool.
+  assert models.unfreeze_top(model, "layers", 4) == 1
+  before = _weights(base)
+  _train(model, training.PhaseSpec("finetune", 1, 1e-2), splits)
+  changed = _changed(before, _weights(base))
+  assert changed == {p for p in before if "stage2_conv1" in p}
+
+
+def test_recipe_restores_best_weights_and_logs_both_phases(tmp_path):
+  splits = _splits()
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  recipe = training.Recipe(head=training.PhaseSpec("head", 2, 1e-2),
+                           finetune=training.PhaseSpec("finetune", 2, 1e-3,
+                                                       warmup_epochs=1),
+                           unfreeze=("all", None))
+  summaries = training.Summaries(str(tmp_path / "tb"))
+  history, info = training.run_recipe(model, recipe, splits, strategy=STRATEGY,
+                                      image_size=32, batch_size=8, seed=0,
+                                      summaries=summaries)
+  assert [h["phase"] for h in history] == ["head"] * 2 + ["finetune"] * 2
+  assert [h["step"] for h in history] == [3, 6, 9, 12]  # one step counter
+  best = max(h["val_accuracy"] for h in history)
+  assert info["best_validation_accuracy"] == best
+  final = training.evaluate(model, splits.validation, 24, strategy=STRATEGY,
+                            class_names=splits.class_names, image_size=32,
+                            batch_size=8)
+  assert final["accuracy"] == pytest.approx(best)
+  assert list((tmp_path / "tb").glob("train/events.*"))
+  assert list((tmp_path / "tb").glob("validation/events.*"))
+
+
+def test_warmup_then_cosine_schedule():
+  spec = training.PhaseSpec("finetune", 4, 1e-3, warmup_epochs=1)
+  optimizer = training.make_optimizer(spec, 40)
+  values = [float(optimizer._learning_rate(s)) for s in (0, 5, 10, 25, 40)]  # pylint: disable=protected-access
+  assert values[0] == 0 and values[1] == pytest.approx(5e-4)
+  assert values[2] == pytest.approx(1e-3)
+  assert values[2] > values[3] > values[4] >= 0
+
+
+def test_metrics_from_counts():
+  confusion = np.array([[3, 1, 0], [0, 2, 2], [0, 0, 4]])
+  m = evaluation.metrics_from_counts(confusion, top_k=12, loss=6.0,
+                                     class_names=["a", "b", "c"])
+  assert m["accuracy"] == pytest.approx(9 / 12)
+  assert m["per_class"]["a"] == pytest.approx(
+      {"precision": 1.0, "recall": 0.75, "f1": 2 * 0.75 / 1.75, "support": 4})
+  assert m["per_class"]["c"]["precision"] == pytest.approx(4 / 6)
+  f1s = [m["per_class"][c]["f1"] for c in "abc"]
+  assert m["macro_f1"] == pytest.approx(np.mean(f1s))
+  assert m["loss"] == pytest.approx(0.5)
+  assert "top5_accuracy" not in m  # fewer than 5 classes
+
+
+def test_evaluate_matches_numpy_on_a_model():
+  splits = _splits(n=20, classes=5)
+  model = models.build_classifier("convnet_small", 5, weights=None)
+  m = training.evaluate(model, splits.test, 20, strategy=STRATEGY,
+                        class_names=splits.class_names, image_size=32,
+                        batch_size=8)
+  images = np.stack([x for x, _ in splits.test.as_numpy_iterator()])
+  labels = np.array([y for _, y in splits.test.as_numpy_iterator()])
+  probs = model.predict(images.astype("float32"), verbose=0)
+  assert m["examples"] == 20
+  assert m["accuracy"] == pytest.approx(np.mean(probs.argmax(-1) == labels))
+  assert m["top5_accuracy"] == pytest.approx(1.0)
+  assert np.sum(m["confusion_matrix"]) == 20
+
+
+def test_keras_and_saved_model_agree_on_raw_uint8_of_any_size(tmp_path):
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  export.save_keras(model, str(tmp_path / "model.keras"))
+  export.save_saved_model(model, str(tmp_path / "saved_model"))
+  reloaded = export.load_keras(str(tmp_path / "model.keras"))
+  serving = tf.saved_model.load(str(tmp_path / "saved_model")).signatures[
+      "serving_default"]
+  for shape in ((2, 32, 32, 3), (1, 57, 41, 3)):
+    images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    expected = model.predict(images.astype("float32"), verbose=0)
+    np.testing.assert_allclose(reloaded.predict(images.astype("float32"),
+                                                verbose=0), expected, atol=1e-6)
+    got = serving(images=tf.constant(images))["probabilities"].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
