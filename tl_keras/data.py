@@ -197,7 +197,9 @@ def load_tfds(name, *, data_dir="", validation_fraction=0.1):
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise unknown_name("dataset", name, tfds.list_builders() + [
+    # Local names only: the community index is fetched over the network.
+    known = tfds.list_builders(with_community_datasets=False)
+    raise unknown_name("dataset", name, known + [
         "folder", *synthetic.TASKS], "dataset") from e
   info = builder.info
   image_key, label_key = _find_features(info)
