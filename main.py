@@ -3,8 +3,8 @@
     python main.py --flagfile=flags/quickstart.flags      # offline demo
     python main.py --model=resnet50 --dataset=cifar10     # with internet
 
-Intentionally kept short: flags become a `Config`, the strategy is built
-once, and `tl_keras.run.train_and_evaluate` does the rest.
+Intentionally kept short: flags become a `Config` and `tl_keras.run.execute`
+runs its --mode (train, export, predict, evaluate).
 """
 
 import dataclasses
@@ -44,7 +44,7 @@ def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form "
           "--name=value")
-  from tl_keras import distribution, models, run  # pylint: disable=g-import-not-at-top
+  from tl_keras import models, run  # pylint: disable=g-import-not-at-top
   from tl_keras.errors import UserError  # pylint: disable=g-import-not-at-top
   if FLAGS.list_models:
     for name in models.REGISTRY:
@@ -54,19 +54,16 @@ def main(argv):
   config = config_lib.Config(**{f.name: FLAGS[f.name].value
                                 for f in dataclasses.fields(config_lib.Config)})
   try:
-    config.validate()
-    strategy = distribution.build_strategy(config.strategy, config.tpu)
-    metrics = run.train_and_evaluate(config, strategy)
+    print(run.execute(config))
   except UserError as e:
-    _fail(str(e))
+    _fail(str(e), e.exit_code)
   except KeyboardInterrupt:
     _fail("interrupted; nothing was written to the output directory")
-  print(run.format_summary(metrics))
 
 
-def _fail(message):
+def _fail(message, exit_code=2):
   print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
+  sys.exit(exit_code)
 
 
 if __name__ == "__main__":

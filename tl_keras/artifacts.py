@@ -15,7 +15,9 @@ from tl_keras.errors import UserError
 
 # What a finished run leaves; any of them means "a run is here".
 RUN_ARTIFACTS = ("run.json", "metrics.json", "model.keras", "saved_model",
-                 "labels.txt", "tensorboard")
+                 "labels.txt", "tensorboard", "model_float32.tflite",
+                 "model_float16.tflite", "model_dynamic.tflite",
+                 "model_int8.tflite")
 
 
 def prepare(output_dir, overwrite=False):
@@ -34,16 +36,21 @@ def prepare(output_dir, overwrite=False):
         f"--output_dir={output_dir} already holds a run "
         f"({', '.join(existing)}); pass --overwrite to replace it or choose "
         "another --output_dir")
-  try:
-    os.makedirs(output_dir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=output_dir):
-      pass
-  except OSError as e:
-    raise UserError(f"cannot write to --output_dir={output_dir}: "
-                    f"{e.strerror or e}; choose a writable directory") from e
+  check_writable(output_dir, flag="output_dir")
   if overwrite:
     # Old event files would mix with the new run's curves.
     shutil.rmtree(os.path.join(output_dir, "tensorboard"), ignore_errors=True)
+
+
+def check_writable(directory, flag="run_dir"):
+  """Creates `directory` if needed and proves a file can be written in it."""
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory):
+      pass
+  except OSError as e:
+    raise UserError(f"cannot write to --{flag}={directory}: "
+                    f"{e.strerror or e}; choose a writable directory") from e
 
 
 @contextlib.contextmanager
@@ -72,11 +79,18 @@ def write_json(path, obj):
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       json.dump(obj, f, indent=2, ensure_ascii=False)
       f.write("\n")
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def _umask():
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def write_labels(path, class_names):

@@ -9,6 +9,10 @@ import os
 
 from tl_keras.errors import UserError
 
+EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16",
+                  "tflite_dynamic", "tflite_int8")
+MODES = ("train", "export", "predict", "evaluate")
+
 
 def _field(default, help, group, choices=None):  # pylint: disable=redefined-builtin
   return dataclasses.field(
@@ -85,7 +89,37 @@ class Config:
   seed: int = _field(42, "Seed for data order, augmentation and init.",
                      "recipe")
 
+  # Export.
+  export: str = _field(
+      ",".join(EXPORT_FORMATS), "Comma list of exports besides model.keras: "
+      + ", ".join(EXPORT_FORMATS) + "; empty for none.", "export")
+  calibration_samples: int = _field(
+      300, "Training images (class-stratified) that calibrate tflite_int8.",
+      "export")
+  parity_samples: int = _field(
+      1000, "Test images each TFLite variant is checked on against the Keras "
+      "model (0 = the whole test split).", "export")
+  max_accuracy_drop: float = _field(
+      -1.0, "Fail the run (exit 3) when a TFLite variant's accuracy is more "
+      "than this below the Keras model's, e.g. 0.01; negative = no check.",
+      "export")
+
   # Run.
+  mode: str = _field(
+      "train", "train: the recipe and exports. export: add exports to "
+      "--run_dir without retraining. predict: top-k labels of --inputs with "
+      "--artifact. evaluate: --artifact on --dataset's --split.", "run",
+      choices=MODES)
+  run_dir: str = _field("", "--mode=export: the run directory to export.",
+                        "run")
+  artifact: str = _field(
+      "", "--mode=predict/evaluate: a run directory, .keras file, SavedModel "
+      "directory or .tflite file.", "run")
+  inputs: str = _field("", "--mode=predict: comma list of image files.",
+                       "run")
+  split: str = _field("test", "--mode=evaluate: the split to evaluate.",
+                      "run", choices=("train", "validation", "test"))
+  top_k: int = _field(5, "--mode=predict: labels printed per image.", "run")
   output_dir: str = _field(
       "", "Where artifacts go; default runs/<model>-<dataset>.", "run")
   overwrite: bool = _field(
@@ -104,16 +138,19 @@ class Config:
         "runs", f"{self.model}-{self.dataset}".replace("/", "_"))
     return dataclasses.replace(
         self, output_dir=os.path.abspath(os.path.expanduser(output_dir)),
-        data_dir=os.path.expanduser(self.data_dir))
+        data_dir=os.path.expanduser(self.data_dir),
+        run_dir=self.run_dir and os.path.abspath(
+            os.path.expanduser(self.run_dir)),
+        artifact=os.path.expanduser(self.artifact))
 
   def validate(self):
     """Raises UserError naming the first bad value; does no work."""
-    for name in ("batch_size", "log_every_steps"):
+    for name in ("batch_size", "log_every_steps", "top_k"):
       if getattr(self, name) <= 0:
         raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
     for name in ("head_epochs", "finetune_epochs", "pretrain_epochs",
                  "image_size", "max_train_samples", "warmup_epochs",
-                 "weight_decay"):
+                 "weight_decay", "calibration_samples", "parity_samples"):
       if getattr(self, name) < 0:
         raise UserError(
             f"--{name} must be zero or more, got {getattr(self, name)}")
@@ -139,6 +176,16 @@ class Config:
         raise UserError(f"--{f.name}={getattr(self, f.name)} is not one of "
                         f"{', '.join(choices)}")
     parse_unfreeze(self.unfreeze)
+    parse_exports(self.export)
+    if "tflite_int8" in parse_exports(self.export) and (
+        self.calibration_samples == 0):
+      raise UserError("--calibration_samples=0 leaves tflite_int8 "
+                      "uncalibrated; use a few hundred, or drop tflite_int8 "
+                      "from --export")
+    for mode, name in (("export", "run_dir"), ("predict", "artifact"),
+                       ("predict", "inputs"), ("evaluate", "artifact")):
+      if self.mode == mode and not getattr(self, name):
+        raise UserError(f"--mode={mode} needs --{name}")
     if self.dataset == "folder" and not self.data_dir:
       raise UserError("--dataset=folder needs --data_dir=PATH, a folder with "
                       "one subfolder of images per class")
@@ -163,6 +210,16 @@ def parse_unfreeze(spec):
     raise UserError(f"--unfreeze={spec!r} is not a layer count, a fraction "
                     "in (0, 1], or 'all'")
   return "fraction", value
+
+
+def parse_exports(spec):
+  """--export as a tuple of EXPORT_FORMATS, in the order given."""
+  names = tuple(n.strip() for n in str(spec).split(",") if n.strip())
+  for name in names:
+    if name not in EXPORT_FORMATS:
+      raise UserError(f"--export: unknown format {name!r}; choose from "
+                      f"{', '.join(EXPORT_FORMATS)}")
+  return tuple(dict.fromkeys(names))
 
 
 def groups():

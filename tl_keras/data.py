@@ -337,3 +337,22 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
         tf.data.AUTOTUNE)
 
   return fn
+
+
+def to_numpy(dataset, image_size, limit=0):
+  """The first `limit` examples (0 = all) as uint8 [N, S, S, 3] and labels.
+
+  Images go through the same `resize` as the training and evaluation input.
+  """
+  if limit:
+    dataset = dataset.take(limit)
+  dataset = dataset.map(lambda x, y: (resize(x, image_size), y),
+                        num_parallel_calls=tf.data.AUTOTUNE).batch(256)
+  images, labels = [], []
+  for x, y in dataset.as_numpy_iterator():
+    images.append(x)
+    labels.append(y)
+  if not images:
+    return (np.zeros((0, image_size, image_size, 3), np.uint8),
+            np.zeros((0,), np.int32))
+  return np.concatenate(images), np.concatenate(labels).astype(np.int32)

@@ -10,6 +10,15 @@ class UserError(Exception):
   Library code raises it only for mistakes a user can correct (a flag, a
   path, a dataset); bugs stay ordinary exceptions with their tracebacks.
   """
+  exit_code = 2
+
+
+class CheckFailed(UserError):
+  """The run finished, but a quality check the user asked for failed.
+
+  Its artifacts are written (to inspect); `main.py` exits with code 3.
+  """
+  exit_code = 3
 
 
 def unknown_name(kind, name, known, flag):

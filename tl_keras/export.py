@@ -1,7 +1,20 @@
-"""Writing and reading the trained model's artifacts."""
+"""Writing and reading the trained model's artifacts.
+
+`model.keras` is always written; `write_exports` adds the `--export` formats
+(a SavedModel and the TFLite variants) and `tflite_parity` checks every
+TFLite file against the Keras model on the same images.
+"""
+
+import logging
+import os
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+from tl_keras import tflite
+
+SAVED_MODEL = "saved_model"
 
 
 def save_keras(model, path):
@@ -9,12 +22,16 @@ def save_keras(model, path):
   model.save(path)
 
 
-def save_saved_model(model, path):
+def save_saved_model(model, path, *, class_names, image_size):
   """A SavedModel whose `serving_default` takes raw uint8 RGB batches.
 
-  Input `images`: uint8 [N, H, W, 3], any H and W (the model resizes).
-  Output `probabilities`: float32 [N, num_classes].
+  `serving_default`: input `images` uint8 [N, H, W, 3], any H and W (the
+  model resizes); output `probabilities` float32 [N, num_classes].
+  `metadata`: no input; outputs `labels` (string [num_classes]) and
+  `image_size` (the size the backbone sees), so the directory describes
+  itself.
   """
+  model = tflite.float32_copy(model)
   archive = keras.export.ExportArchive()
   archive.track(model)
 
@@ -26,6 +43,11 @@ def save_saved_model(model, path):
       name="serving_default", fn=serve,
       input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
                                      name="images")])
+  labels = list(class_names)
+  archive.add_endpoint(
+      name="metadata", input_signature=[],
+      fn=lambda: {"labels": tf.constant(labels, tf.string),
+                  "image_size": tf.constant(int(image_size), tf.int32)})
   archive.write_out(path, verbose=False)
 
 
@@ -33,3 +55,72 @@ def load_keras(path):
   """Loads a `.keras` file in safe mode: no arbitrary code is deserialized."""
   import tl_keras.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   return keras.saving.load_model(path, safe_mode=True)
+
+
+def image_size_of(model):
+  """The size a classifier from `models.build_classifier` resizes to."""
+  return int(model.get_layer("resize").get_config()["height"])
+
+
+def tflite_variants(formats):
+  """The TFLite variants among --export formats, e.g. ("float32", "int8")."""
+  return tuple(f[len("tflite_"):] for f in formats if f.startswith("tflite_"))
+
+
+def filename(fmt):
+  """The file or directory name an export format writes."""
+  if fmt == SAVED_MODEL:
+    return SAVED_MODEL
+  return tflite.filename(fmt[len("tflite_"):])
+
+
+def write_exports(model, directory, formats, *, class_names, image_size,
+                  preprocessing, calibration_images=None):
+  """Writes each of `formats` (config.EXPORT_FORMATS names) into `directory`.
+
+  Args:
+    model: the trained classifier.
+    directory: where the files go (a staging directory).
+    formats: export format names.
+    class_names: labels, in class order.
+    image_size: the TFLite input size.
+    preprocessing: the backbone's normalization, recorded in TFLite metadata.
+    calibration_images: uint8 [N, S, S, 3] training images for tflite_int8.
+  """
+  for fmt in formats:
+    path = os.path.join(directory, filename(fmt))
+    if fmt == SAVED_MODEL:
+      save_saved_model(model, path, class_names=class_names,
+                       image_size=image_size)
+      continue
+    tflite.export(model, fmt[len("tflite_"):], path, image_size=image_size,
+                  class_names=class_names, preprocessing=preprocessing,
+                  calibration_images=calibration_images)
+
+
+def keras_probabilities(model, images, batch_size=64):
+  """The Keras model on uint8 images, in inference mode."""
+  out = [model(tf.cast(images[i:i + batch_size], tf.float32),
+               training=False).numpy()
+         for i in range(0, len(images), batch_size)]
+  return np.concatenate(out).astype(np.float32)
+
+
+def tflite_parity(model, directory, variants, images, labels):
+  """The parity table: each variant's file in `directory` against Keras.
+
+  Returns:
+    {variant: row} as in `tflite.parity`, each row with `keras_accuracy`
+    (the Keras model on the same images).
+  """
+  keras_probs = keras_probabilities(model, images)
+  keras_accuracy = float(np.mean(keras_probs.argmax(-1) == labels))
+  rows = {}
+  for variant in variants:
+    rows[variant] = {
+        **tflite.parity(os.path.join(directory, tflite.filename(variant)),
+                        images, labels, keras_probs),
+        "keras_accuracy": keras_accuracy}
+  if rows:
+    logging.info("TFLite parity\n%s", tflite.format_parity(rows))
+  return rows

@@ -1,6 +1,7 @@
 """A whole run: data, model, recipe, evaluation, artifacts."""
 
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -19,6 +20,7 @@ from tl_keras import evaluation
 from tl_keras import export
 from tl_keras import models
 from tl_keras import pretraining
+from tl_keras import tflite
 from tl_keras import training
 from tl_keras.errors import UserError
 
@@ -167,11 +169,7 @@ def train_and_evaluate(config, strategy):
   image_size = models.resolve_image_size(config.model, config.image_size)
   recipe = recipe_from_config(config)
 
-  splits = data.load(config.dataset, data_dir=config.data_dir,
-                     validation_fraction=config.validation_fraction,
-                     test_fraction=config.test_fraction,
-                     max_train_samples=config.max_train_samples,
-                     seed=config.seed)
+  splits = load_splits(config)
   for note in splits.notes:
     logging.info("data: %s", note)
   logging.info("data: %d classes; %s", splits.num_classes, ", ".join(
@@ -223,9 +221,13 @@ def train_and_evaluate(config, strategy):
   if chief:
     with artifacts.staged(out) as stage:
       export.save_keras(model, os.path.join(stage, "model.keras"))
-      export.save_saved_model(model, os.path.join(stage, "saved_model"))
       artifacts.write_labels(os.path.join(stage, "labels.txt"),
                              splits.class_names)
+      start = time.time()
+      rows = export_artifacts(model, stage, config, splits, image_size)
+      timings["export_seconds"] = time.time() - start
+      if rows:
+        metrics["tflite"] = rows
       artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
       timings["total_seconds"] = time.time() - started
       artifacts.write_json(os.path.join(stage, "run.json"), {
@@ -242,7 +244,145 @@ def train_and_evaluate(config, strategy):
           "history": history,
       })
     logging.info("wrote %s (%.0fs in all)", out, time.time() - started)
+    check_exports(metrics.get("tflite", {}), config.max_accuracy_drop)
   return metrics
+
+
+def export_artifacts(model, directory, config, splits, image_size):
+  """Writes the --export formats into `directory` and checks TFLite parity.
+
+  Returns:
+    The parity rows {variant: row} of the TFLite variants written.
+  """
+  formats = config_lib.parse_exports(config.export)
+  variants = export.tflite_variants(formats)
+  calibration = None
+  if "int8" in variants:
+    pool, pool_labels = data.to_numpy(splits.train, image_size,
+                                      limit=10 * config.calibration_samples)
+    calibration = pool[tflite.stratified_sample(
+        pool, pool_labels, config.calibration_samples, seed=config.seed)]
+    logging.info("tflite_int8: calibrating on %d training images",
+                 len(calibration))
+  export.write_exports(
+      model, directory, formats, class_names=splits.class_names,
+      image_size=image_size,
+      preprocessing=models.get_backbone(config.model).preprocessing,
+      calibration_images=calibration)
+  if not variants:
+    return {}
+  images, labels = data.to_numpy(splits.test, image_size,
+                                 limit=config.parity_samples)
+  return export.tflite_parity(model, directory, variants, images, labels)
+
+
+def check_exports(rows, max_accuracy_drop):
+  """Applies --max_accuracy_drop (negative: no check) to the parity rows."""
+  if max_accuracy_drop >= 0 and rows:
+    tflite.check_accuracy_drop(rows, max_accuracy_drop)
+
+
+def export_run(config):
+  """--mode=export: adds --export formats to an existing run directory.
+
+  The run's model, data and settings come from its model.keras and run.json;
+  files already there are kept unless --overwrite; metrics.json gains the
+  new parity rows.
+
+  Returns:
+    The run's updated metrics.
+  """
+  run_dir = config.run_dir
+  record = read_run(run_dir)
+  formats = config_lib.parse_exports(config.export)
+  if not formats:
+    raise UserError("--mode=export with an empty --export: nothing to do; "
+                    "name formats, e.g. --export=tflite_int8")
+  existing = [export.filename(f) for f in formats
+              if os.path.exists(os.path.join(run_dir, export.filename(f)))]
+  if existing and not config.overwrite:
+    raise UserError(f"{run_dir} already has {', '.join(existing)}; pass "
+                    "--overwrite to replace them")
+  artifacts.check_writable(run_dir)
+  model = export.load_keras(os.path.join(run_dir, "model.keras"))
+  run_config = dataclasses.replace(
+      config_lib.Config(**{k: v for k, v in record["config"].items()
+                           if k in _CONFIG_FIELDS}),
+      export=config.export, calibration_samples=config.calibration_samples,
+      parity_samples=config.parity_samples,
+      data_dir=config.data_dir or record["config"]["data_dir"])
+  image_size = export.image_size_of(model)
+  splits = load_splits(run_config)
+  if splits.class_names != artifacts.read_labels(
+      os.path.join(run_dir, "labels.txt")):
+    raise UserError(f"the classes of --dataset={run_config.dataset} no longer "
+                    f"match {run_dir}/labels.txt; point --data_dir at the "
+                    "data the run was trained on")
+  metrics_path = os.path.join(run_dir, "metrics.json")
+  with open(metrics_path, encoding="utf-8") as f:
+    metrics = json.load(f)
+  with artifacts.staged(run_dir) as stage:
+    rows = export_artifacts(model, stage, run_config, splits, image_size)
+    if rows:
+      metrics.setdefault("tflite", {}).update(rows)
+      artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
+  logging.info("added %s to %s", ", ".join(formats), run_dir)
+  check_exports(rows, config.max_accuracy_drop)
+  return metrics
+
+
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(config_lib.Config)}
+
+
+def read_run(run_dir):
+  """The run.json of a finished run, checking the run's files are there."""
+  if not os.path.isdir(run_dir):
+    raise UserError(f"--run_dir={run_dir} is not a directory; pass the "
+                    "--output_dir of an earlier run")
+  missing = [n for n in ("model.keras", "run.json", "labels.txt",
+                         "metrics.json")
+             if not os.path.exists(os.path.join(run_dir, n))]
+  if missing:
+    raise UserError(f"--run_dir={run_dir} is not a finished run (missing "
+                    f"{', '.join(missing)}); pass the --output_dir of a "
+                    "completed training run")
+  with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def load_splits(config):
+  """The dataset named by `config`, its splits as `data.Splits`."""
+  return data.load(config.dataset, data_dir=config.data_dir,
+                   validation_fraction=config.validation_fraction,
+                   test_fraction=config.test_fraction,
+                   max_train_samples=config.max_train_samples,
+                   seed=config.seed)
+
+
+def execute(config):
+  """Runs `config.mode` and returns the text to print at the end.
+
+  train builds the strategy and runs the recipe; export, predict and
+  evaluate work on artifacts of earlier runs.
+  """
+  from tl_keras import predictors  # pylint: disable=g-import-not-at-top
+  config = config.resolved()
+  config.validate()
+  if config.mode == "train":
+    strategy = distribution.build_strategy(config.strategy, config.tpu)
+    return format_summary(train_and_evaluate(config, strategy))
+  if config.mode == "export":
+    metrics = export_run(config)
+    return (tflite.format_parity(metrics["tflite"])
+            if metrics.get("tflite") else f"exported to {config.run_dir}")
+  if config.mode == "predict":
+    paths = [p.strip() for p in config.inputs.split(",") if p.strip()]
+    return predictors.predict_files(config.artifact, paths, config.top_k)[1]
+  metrics = predictors.evaluate(config.artifact, load_splits(config),
+                                split=config.split)
+  summary = format_summary({"test": metrics}).replace(
+      "test accuracy", f"{config.split} accuracy")
+  return summary + "\n" + evaluation.format_table(metrics)
 
 
 def format_summary(metrics):
@@ -255,4 +395,6 @@ def format_summary(metrics):
     lines.append(f"from scratch  {metrics['scratch']['test']['accuracy']:.4f}"
                  f"  (transfer gain {100 * metrics['transfer_gain']:+.1f} "
                  "points)")
+  if metrics.get("tflite"):
+    lines.append(tflite.format_parity(metrics["tflite"]))
   return "\n".join(lines)

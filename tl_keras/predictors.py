@@ -1,0 +1,169 @@
+"""Any artifact of a run as one interface: predict and evaluate with it.
+
+`load(path)` accepts a run directory, a `.keras` file, a SavedModel
+directory or a `.tflite` file and returns a `Predictor`: labels, the input
+size, and `predict(uint8 [N, S, S, 3]) -> probabilities [N, C]`. Images are
+resized to S by `data.resize`, the same resize training and evaluation use,
+so every artifact of a run sees identical pixels.
+"""
+
+import dataclasses
+import os
+import re
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tl_keras import artifacts
+from tl_keras import data
+from tl_keras import evaluation
+from tl_keras import export
+from tl_keras import tflite
+from tl_keras.errors import UserError
+
+
+@dataclasses.dataclass
+class Predictor:
+  kind: str  # keras, saved_model or tflite
+  path: str
+  labels: list
+  image_size: int
+  predict: Callable  # uint8 [N, S, S, 3] -> float32 [N, C]
+
+
+def load(path):
+  """The artifact at `path` as a `Predictor`; UserError if it is none."""
+  path = os.path.expanduser(path)
+  if not os.path.exists(path):
+    raise UserError(f"--artifact={path}: no such file or directory")
+  if os.path.isdir(path):
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+      return _saved_model(path)
+    if os.path.exists(os.path.join(path, "model.keras")):
+      return _keras(os.path.join(path, "model.keras"))
+    raise UserError(f"--artifact={path} is a directory without model.keras "
+                    "or saved_model.pb; pass a run directory, a .keras file, "
+                    "a SavedModel directory or a .tflite file")
+  if path.endswith(".tflite"):
+    return _tflite(path)
+  if path.endswith(".keras"):
+    return _keras(path)
+  raise UserError(f"--artifact={path} is not a .keras or .tflite file, a "
+                  "SavedModel directory or a run directory")
+
+
+def _labels_beside(path, num_classes):
+  """labels.txt next to `path`, else class indices as names."""
+  candidate = os.path.join(os.path.dirname(os.path.abspath(path)),
+                           "labels.txt")
+  if os.path.exists(candidate):
+    labels = artifacts.read_labels(candidate)
+    if len(labels) == num_classes:
+      return labels
+  return [str(i) for i in range(num_classes)]
+
+
+def _keras(path):
+  try:
+    model = export.load_keras(path)
+  except Exception as e:  # A damaged or foreign file fails in many ways.
+    raise UserError(f"cannot load {path} as a Keras model: "
+                    f"{(str(e).strip().splitlines() or [''])[0][:200]}") from e
+  num_classes = int(model.output_shape[-1])
+  return Predictor("keras", path, _labels_beside(path, num_classes),
+                   export.image_size_of(model),
+                   lambda images: export.keras_probabilities(model, images))
+
+
+def _saved_model(path):
+  try:
+    loaded = tf.saved_model.load(path)
+    serve = loaded.signatures["serving_default"]
+    meta = loaded.signatures["metadata"]()
+  except (KeyError, OSError, ValueError) as e:
+    raise UserError(f"{path} is not a SavedModel written by tl_keras (needs "
+                    "serving_default and metadata signatures)") from e
+  labels = [b.decode("utf-8") for b in meta["labels"].numpy()]
+
+  def predict(images, batch_size=64):
+    return np.concatenate([
+        serve(images=tf.constant(images[i:i + batch_size]))[
+            "probabilities"].numpy()
+        for i in range(0, len(images), batch_size)])
+
+  return Predictor("saved_model", path, labels,
+                   int(meta["image_size"].numpy()), predict)
+
+
+def _tflite(path):
+  metadata = tflite.read_metadata(path)
+  runner = tflite.Runner(path)
+  num_classes = int(runner.output["shape"][-1])
+  labels = metadata.get("labels") or _labels_beside(path, num_classes)
+  return Predictor("tflite", path, labels, runner.image_size, runner.predict)
+
+
+def read_images(paths, image_size):
+  """Image files -> uint8 [N, S, S, 3]; UserError naming an unreadable one."""
+  out = []
+  for path in paths:
+    if not os.path.isfile(path):
+      raise UserError(f"--inputs: {path} is not a file")
+    try:
+      image = data.decode_image(tf.io.read_file(path))
+    except tf.errors.InvalidArgumentError as e:
+      reason = re.sub(r"\{\{.*?\}\}", "", e.message or "").strip()
+      raise UserError(f"--inputs: cannot decode {path} as an image "
+                      f"({reason.splitlines()[0][:100] if reason else 'bad data'}"
+                      "); pass JPEG, PNG, BMP or GIF files") from e
+    out.append(data.resize(image, image_size).numpy())
+  return np.stack(out)
+
+
+def predict_files(artifact, paths, top_k=5):
+  """--mode=predict: [(path, [(label, probability), ...]), ...] and text."""
+  predictor = load(artifact)
+  probs = predictor.predict(read_images(paths, predictor.image_size))
+  k = min(top_k, len(predictor.labels))
+  results, lines = [], []
+  for path, p in zip(paths, probs):
+    top = [(predictor.labels[i], float(p[i])) for i in np.argsort(-p)[:k]]
+    results.append((path, top))
+    lines.append(path + "\n" + "\n".join(
+        f"  {label:<24} {prob:.4f}" for label, prob in top))
+  return results, "\n".join(lines)
+
+
+def evaluate(artifact, splits, split="test", batch_size=64):
+  """--mode=evaluate: the artifact's metrics on one split of a dataset.
+
+  Returns:
+    The metrics dict of `evaluation.metrics_from_counts`, plus `artifact`
+    and `kind`.
+  """
+  predictor = load(artifact)
+  generic = all(label.isdigit() for label in predictor.labels)
+  if len(predictor.labels) != splits.num_classes or (
+      not generic and list(predictor.labels) != list(splits.class_names)):
+    raise UserError(
+        f"{artifact} predicts {len(predictor.labels)} classes "
+        f"({', '.join(predictor.labels[:4])}, ...) but the dataset has "
+        f"{splits.num_classes} ({', '.join(splits.class_names[:4])}, ...); "
+        "evaluate on the dataset the model was trained for")
+  num_classes = splits.num_classes
+  confusion = np.zeros((num_classes, num_classes))
+  loss = top_k = 0.0
+  k = min(5, num_classes)
+  for images, labels in getattr(splits, split).map(
+      lambda x, y: (data.resize(x, predictor.image_size), y)).batch(
+          batch_size).as_numpy_iterator():
+    probs = predictor.predict(images)
+    np.add.at(confusion, (labels, probs.argmax(-1)), 1)
+    loss += float(-np.log(np.maximum(probs[np.arange(len(labels)), labels],
+                                     1e-7)).sum())
+    top_k += float(np.sum(np.argsort(-probs, -1)[:, :k] == labels[:, None]))
+  metrics = evaluation.metrics_from_counts(
+      confusion, top_k=top_k, loss=loss, class_names=splits.class_names)
+  return {"artifact": artifact, "kind": predictor.kind, "split": split,
+          **metrics}
