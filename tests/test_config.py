@@ -65,6 +65,12 @@ def test_unknown_flag_value_is_rejected(main_flags):
     ({"head_epochs": 0, "finetune_epochs": 0}, "--head_epochs"),
     ({"dropout": 1.0}, "--dropout"),
     ({"dataset": "folder"}, "--data_dir"),
+    ({"export": "saved_model,tflite_int4"}, "--export"),
+    ({"calibration_samples": 0}, "--calibration_samples"),
+    ({"mode": "export"}, "--run_dir"),
+    ({"mode": "predict", "artifact": "run"}, "--inputs"),
+    ({"mode": "evaluate"}, "--artifact"),
+    ({"mode": "serve"}, "--mode"),
 ])
 def test_validate_names_the_flag(changes, flag):
   with pytest.raises(UserError, match=flag):
@@ -76,6 +82,13 @@ def test_validate_names_the_flag(changes, flag):
     ("1", ("layers", 1)), ("1.0", ("fraction", 1.0))])
 def test_parse_unfreeze(spec, parsed):
   assert config_lib.parse_unfreeze(spec) == parsed
+
+
+def test_parse_exports_keeps_order_and_drops_repeats():
+  assert config_lib.parse_exports(" tflite_int8, saved_model,tflite_int8") == (
+      "tflite_int8", "saved_model")
+  assert config_lib.parse_exports("") == ()
+  config_lib.Config(export="saved_model", calibration_samples=0).validate()
 
 
 def test_default_output_dir_names_model_and_dataset():

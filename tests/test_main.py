@@ -2,16 +2,21 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO, write_image_folder
 from tl_keras import artifacts
 from tl_keras import export
+from tl_keras import predictors
+from tl_keras import synthetic
 
 TINY = ["--model=convnet_small", "--batch_size=16", "--head_epochs=1",
         "--finetune_epochs=1", "--unfreeze=all", "--log_every_steps=1"]
@@ -41,10 +46,26 @@ def quick_run(tmp_path_factory):
 def test_run_writes_every_artifact(quick_run):
   out, result, _ = quick_run
   for name in ("model.keras", "saved_model", "labels.txt", "metrics.json",
-               "run.json", "tensorboard"):
+               "run.json", "tensorboard", "model_float32.tflite",
+               "model_float16.tflite", "model_dynamic.tflite",
+               "model_int8.tflite"):
     assert (out / name).exists(), name
   assert not [p for p in os.listdir(out) if p.startswith(".staging")]
   assert "test accuracy" in result.stdout and "transfer gain" in result.stdout
+  assert "int8" in result.stdout and "agreement" in result.stdout
+
+
+def test_parity_rows_for_every_tflite_variant(quick_run):
+  out, _, _ = quick_run
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert set(metrics["tflite"]) == {"float32", "float16", "dynamic", "int8"}
+  for variant, row in metrics["tflite"].items():
+    assert row["examples"] == 600
+    assert row["keras_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert row["size_bytes"] == (out / f"model_{variant}.tflite").stat(
+        ).st_size
+  assert metrics["tflite"]["float32"]["agreement"] >= 0.999
+  assert metrics["tflite"]["float16"]["agreement"] >= 0.99
 
 
 def test_metrics_json_layout(quick_run):
@@ -111,6 +132,157 @@ def test_transfer_from_an_earlier_run_to_an_image_folder(quick_run, tmp_path):
   assert artifacts.read_labels(out / "labels.txt") == ["cats", "dogs"]
 
 
+def _copy_run(source, target):
+  shutil.copytree(source, target, ignore=shutil.ignore_patterns("tensorboard"))
+  return target
+
+
+def test_export_mode_adds_a_variant_and_touches_nothing_else(quick_run,
+                                                            tmp_path):
+  run = _copy_run(quick_run[0], tmp_path / "run")
+  (run / "model_int8.tflite").unlink()
+  metrics = json.loads((run / "metrics.json").read_text())
+  del metrics["tflite"]["int8"]
+  (run / "metrics.json").write_text(json.dumps(metrics))
+  before = {p: (run / p).read_bytes() for p in (
+      "model.keras", "model_float32.tflite", "model_dynamic.tflite",
+      "labels.txt", "run.json")}
+  result = run_main("--mode=export", f"--run_dir={run}",
+                    "--export=tflite_int8", "--calibration_samples=60")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (run / "model_int8.tflite").exists()
+  assert {p: (run / p).read_bytes() for p in before} == before
+  after = json.loads((run / "metrics.json").read_text())
+  assert after["tflite"]["float32"] == metrics["tflite"]["float32"]
+  assert after["tflite"]["int8"]["examples"] == 600
+  assert not [p for p in os.listdir(run) if p.startswith(".staging")]
+  again = run_main("--mode=export", f"--run_dir={run}", "--export=tflite_int8")
+  assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_accuracy_gate_fails_the_run_and_names_the_variant(
+    quick_run, tmp_path, monkeypatch, capsys):
+  """A variant made to disagree: its predictions shifted by one class.
+
+  The tiny run's model is near chance, so the test images are labelled with
+  the Keras model's own predictions: Keras is then right on all of them and
+  the broken variant on none.
+  """
+  import main  # pylint: disable=g-import-not-at-top
+  from tl_keras import tflite  # pylint: disable=g-import-not-at-top
+  run = _copy_run(quick_run[0], tmp_path / "run")
+  predict, parity = tflite.Runner.predict, export.tflite_parity
+
+  def broken(self, images):
+    probs = predict(self, images)
+    return np.roll(probs, 1, axis=-1) if "dynamic" in self.path else probs
+
+  def parity_on_keras_labels(model, directory, variants, images, labels):
+    del labels
+    keras_top1 = export.keras_probabilities(model, images).argmax(-1)
+    return parity(model, directory, variants, images, keras_top1)
+
+  monkeypatch.setattr(tflite.Runner, "predict", broken)
+  monkeypatch.setattr(export, "tflite_parity", parity_on_keras_labels)
+  main.FLAGS.unparse_flags()
+  main.FLAGS(["main.py", "--mode=export", f"--run_dir={run}",
+              "--export=tflite_float32,tflite_dynamic", "--overwrite",
+              "--max_accuracy_drop=0.01"])
+  with pytest.raises(SystemExit) as exit_info:
+    main.main(["main.py"])
+  assert exit_info.value.code == 3
+  errors = [l for l in capsys.readouterr().err.splitlines()
+            if l.startswith("error:")]
+  assert len(errors) == 1 and "dynamic" in errors[0], errors
+  assert "float32" not in errors[0] and "--max_accuracy_drop=0.01" in errors[0]
+  rows = json.loads((run / "metrics.json").read_text())["tflite"]
+  assert rows["dynamic"]["agreement"] == 0.0  # recorded for inspection
+  assert rows["float32"]["accuracy"] == 1.0
+
+
+def test_predict_gives_one_top1_across_artifact_kinds(quick_run, tmp_path):
+  out = quick_run[0]
+  images, _ = synthetic.load("synthetic", "test", seed=0)
+  reference = predictors.load(str(out)).predict(images)
+  ranked = np.sort(reference, -1)
+  margin = ranked[:, -1] - ranked[:, -2]
+  picks = np.argsort(-margin)[:8]  # the clearest decisions of a tiny model
+  paths = []
+  for i in picks:
+    paths.append(str(tmp_path / f"{i}.png"))  # lossless: the same pixels
+    Image.fromarray(images[i]).save(paths[-1])
+  names = np.array(artifacts.read_labels(out / "labels.txt"))
+  expected = names[reference[picks].argmax(-1)]
+  # Quantized variants may flip a near tie; the others may not.
+  clear = margin[picks] > 0.02
+  assert clear.any()
+  for artifact, which in (("", ...), ("model.keras", ...),
+                          ("saved_model", ...), ("model_float32.tflite", ...),
+                          ("model_float16.tflite", ...),
+                          ("model_dynamic.tflite", clear),
+                          ("model_int8.tflite", clear)):
+    results, text = predictors.predict_files(str(out / artifact), paths,
+                                             top_k=3)
+    top1 = np.array([r[0][0] for _, r in results])
+    assert (top1[which] == expected[which]).all(), (artifact, text)
+    assert all(len(r) == 3 for _, r in results)
+  result = run_main("--mode=predict", f"--artifact={out}/model_int8.tflite",
+                    f"--inputs={paths[0]},{paths[1]}", "--top_k=2")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.count(".png") == 2
+  assert len(result.stdout.strip().splitlines()) == 6
+
+
+def test_evaluate_mode_scores_an_artifact(quick_run):
+  out = quick_run[0]
+  metrics = json.loads((out / "metrics.json").read_text())
+  result = run_main("--mode=evaluate", f"--artifact={out}/model_float32.tflite",
+                    "--dataset=synthetic")
+  assert result.returncode == 0, result.stderr[-2000:]
+  line = result.stdout.splitlines()[0]
+  assert line.startswith("test accuracy ")
+  assert float(line.split()[2]) == pytest.approx(
+      metrics["tflite"]["float32"]["accuracy"])
+
+
+def _artifact_error_args(tmp_path, quick_run):
+  (tmp_path / "bad.png").write_bytes(b"\x89PNG but not really")
+  (tmp_path / "fake.tflite").write_bytes(b"not a model")
+  (tmp_path / "emptyrun").mkdir()
+  good = tmp_path / "good.png"
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
+  out = quick_run[0]
+  return {
+      "unreadable_image": (["--mode=predict", f"--artifact={out}",
+                            f"--inputs={tmp_path}/bad.png"],
+                           "cannot decode .*bad.png"),
+      "not_tflite": (["--mode=predict", f"--artifact={tmp_path}/fake.tflite",
+                      f"--inputs={good}"], "is not a TFLite model"),
+      "run_dir_without_model": (["--mode=export",
+                                 f"--run_dir={tmp_path}/emptyrun"],
+                                "missing model.keras"),
+      "artifact_dir_without_model": (["--mode=predict",
+                                      f"--artifact={tmp_path}/emptyrun",
+                                      f"--inputs={good}"],
+                                     "without model.keras"),
+      "unknown_export": (["--export=tflite_int4"], "unknown format"),
+  }
+
+
+@pytest.mark.parametrize("case", ["unreadable_image", "not_tflite",
+                                  "run_dir_without_model",
+                                  "artifact_dir_without_model",
+                                  "unknown_export"])
+def test_artifact_errors_are_one_line_exit_2(case, tmp_path, quick_run):
+  args, message = _artifact_error_args(tmp_path, quick_run)[case]
+  result = run_main(*args)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and re.search(message, errors[0]), errors
+  assert os.listdir(tmp_path / "emptyrun") == []
+
+
 def _offline():
   # A proxy on a closed local port: every download fails at once.
   return {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY":
@@ -155,7 +327,7 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(case, tmp_path):
   assert result.returncode == 2, result.stderr[-2000:]
   assert "Traceback" not in result.stderr
   errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-  assert len(errors) == 1 and pytest.importorskip("re").search(
-      message, errors[0]), result.stderr[-2000:]
+  assert len(errors) == 1 and re.search(message, errors[0]), (
+      result.stderr[-2000:])
   leftovers = [p for p in artifacts.RUN_ARTIFACTS if (out / p).exists()]
   assert not leftovers

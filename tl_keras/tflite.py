@@ -219,6 +219,7 @@ class Runner:
 
   def __init__(self, path, num_threads=LATENCY_THREADS):
     from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
+    self.path = path
     try:
       self.interpreter = litert.Interpreter(model_path=path,
                                             num_threads=num_threads)

@@ -1,0 +1,152 @@
+"""TFLite variants on a tiny model: conversion, integer-only int8, metadata."""
+
+import keras
+import numpy as np
+import pytest
+
+from tl_keras import export
+from tl_keras import models
+from tl_keras import predictors
+from tl_keras import synthetic
+from tl_keras import tflite
+from tl_keras.errors import CheckFailed, UserError
+
+SIZE = 32
+LABELS = ["hexagon", "star4", "hollow_square", "hollow_triangle",
+          "semicircle", "flower3"]
+# Largest |tflite - keras| probability per variant on the tiny model.
+TOLERANCE = {"float32": 1e-5, "float16": 5e-3, "dynamic": 5e-2, "int8": 5e-2}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  keras.utils.set_random_seed(0)
+  model = models.build_classifier("convnet_small", len(LABELS),
+                                  image_size=SIZE)
+  images, labels = synthetic.load("synthetic", "test", seed=0)
+  order = np.random.default_rng(0).permutation(len(labels))[:60]
+  images, labels = images[order], labels[order]
+  train, train_labels = synthetic.load("synthetic", "train", seed=0)
+  calibration = train[tflite.stratified_sample(train, train_labels, 24)]
+  directory = tmp_path_factory.mktemp("tflite")
+  export.write_exports(
+      model, str(directory), ["saved_model"] + [
+          f"tflite_{v}" for v in tflite.VARIANTS],
+      class_names=LABELS, image_size=SIZE, preprocessing="tf",
+      calibration_images=calibration)
+  return model, directory, images, labels
+
+
+@pytest.mark.parametrize("variant", tflite.VARIANTS)
+def test_each_variant_takes_uint8_pixels_and_matches_keras(exported, variant):
+  model, directory, images, _ = exported
+  runner = tflite.Runner(str(directory / tflite.filename(variant)))
+  assert runner.input["dtype"] == np.uint8
+  assert list(runner.input["shape"]) == [1, SIZE, SIZE, 3]
+  got = runner.predict(images)
+  expected = export.keras_probabilities(model, images)
+  assert got.shape == expected.shape
+  assert np.abs(got - expected).max() < TOLERANCE[variant]
+
+
+def test_int8_is_integer_only_with_raw_pixel_input(exported):
+  _, directory, _, _ = exported
+  runner = tflite.Runner(str(directory / "model_int8.tflite"))
+  assert runner.input["quantization"] == (1.0, 0)  # the raw pixel value
+  assert runner.output["dtype"] == np.uint8
+  float_ops = {op for op, dtypes in runner.op_dtypes().items()
+               if dtypes & {"float32", "float16"}}
+  assert not float_ops
+  meta = tflite.read_metadata(str(directory / "model_int8.tflite"))
+  assert meta["input"]["dtype"] == "uint8"
+  assert meta["output"]["scale"] == pytest.approx(
+      runner.output["quantization"][0])
+
+
+def test_quantized_files_are_smaller(exported):
+  _, directory, _, _ = exported
+  size = {v: (directory / tflite.filename(v)).stat().st_size
+          for v in tflite.VARIANTS}
+  assert size["float16"] < 0.6 * size["float32"]
+  assert size["int8"] < 0.3 * size["float32"]
+  assert size["dynamic"] < 0.3 * size["float32"]
+
+
+@pytest.mark.parametrize("variant", tflite.VARIANTS)
+def test_labels_read_back_from_the_file(exported, variant):
+  _, directory, _, _ = exported
+  meta = tflite.read_metadata(str(directory / tflite.filename(variant)))
+  assert meta["labels"] == LABELS
+  assert meta["image_size"] == SIZE and meta["variant"] == variant
+  predictor = predictors.load(str(directory / tflite.filename(variant)))
+  assert predictor.labels == LABELS
+
+
+def test_saved_model_describes_itself(exported):
+  _, directory, _, _ = exported
+  predictor = predictors.load(str(directory / "saved_model"))
+  assert predictor.labels == LABELS and predictor.image_size == SIZE
+
+
+def test_metadata_entry_is_replaced_not_duplicated(exported, tmp_path):
+  _, directory, _, _ = exported
+  content = (directory / "model_float32.tflite").read_bytes()
+  path = tmp_path / "relabelled.tflite"
+  path.write_bytes(tflite.add_metadata(content, {"labels": ["a", "b"]}))
+  assert tflite.read_metadata(str(path)) == {"labels": ["a", "b"]}
+  runner = tflite.Runner(str(path))  # still a valid model
+  assert runner.image_size == SIZE
+
+
+def test_parity_rows_and_accuracy_gate(exported):
+  model, directory, images, labels = exported
+  rows = export.tflite_parity(model, str(directory), tflite.VARIANTS, images,
+                              labels)
+  assert set(rows) == set(tflite.VARIANTS)
+  assert rows["float32"]["agreement"] == 1.0
+  keras_accuracy = np.mean(
+      export.keras_probabilities(model, images).argmax(-1) == labels)
+  for row in rows.values():
+    assert row["keras_accuracy"] == pytest.approx(keras_accuracy)
+    assert row["examples"] == len(labels) and row["latency_ms"] > 0
+    assert row["size_bytes"] > 0
+  tflite.check_accuracy_drop(rows, 1.0)  # nothing can fall further
+  rows["dynamic"]["accuracy"] = rows["dynamic"]["keras_accuracy"] - 0.05
+  with pytest.raises(CheckFailed, match=r"dynamic .*vs Keras"):
+    tflite.check_accuracy_drop(rows, 0.01)
+
+
+def test_float32_copy_of_a_mixed_precision_model():
+  keras.mixed_precision.set_dtype_policy("mixed_float16")
+  try:
+    keras.utils.set_random_seed(1)
+    mixed = models.build_classifier("convnet_small", 3, image_size=SIZE)
+  finally:
+    keras.mixed_precision.set_dtype_policy("float32")
+  copy = tflite.float32_copy(mixed)
+  assert copy is not mixed
+  assert all(l.dtype_policy.name == "float32"
+             for l in copy._flatten_layers(include_self=False))  # pylint: disable=protected-access
+  images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3),
+                                             np.uint8)
+  np.testing.assert_allclose(export.keras_probabilities(copy, images),
+                             export.keras_probabilities(mixed, images),
+                             atol=2e-2)
+  content = tflite.convert(mixed, "float32", SIZE)
+  assert content[4:8] == b"TFL3"
+
+
+def test_stratified_sample_takes_every_class():
+  labels = np.repeat(np.arange(4), [50, 10, 5, 100])
+  picked = tflite.stratified_sample(None, labels, 12, seed=0)
+  assert len(picked) == 12 and len(set(picked)) == 12
+  assert sorted(np.bincount(labels[picked])) == [3, 3, 3, 3]
+  assert np.array_equal(picked, tflite.stratified_sample(None, labels, 12,
+                                                         seed=0))
+
+
+def test_a_file_that_is_not_tflite_is_refused(tmp_path):
+  path = tmp_path / "fake.tflite"
+  path.write_bytes(b"not a flatbuffer at all")
+  with pytest.raises(UserError, match="not a TFLite model"):
+    predictors.load(str(path))
