@@ -14,10 +14,12 @@ Each file carries a metadata entry named `METADATA_NAME` (JSON: labels, input
 size, dtype and quantization, normalization) that `read_metadata` reads back.
 """
 
+import contextlib
 import json
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 
@@ -102,7 +104,22 @@ def convert(model, variant, image_size, calibration_images=None):
     archive.write_out(tmp, verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
     _configure(converter, variant, calibration_images)
-    return converter.convert()
+    with _native_stdout_silenced():
+      return converter.convert()
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced():
+  """The quantizer prints a status line from C++ straight to fd 1."""
+  sys.stdout.flush()
+  saved = os.dup(1)
+  try:
+    with open(os.devnull, "w", encoding="utf-8") as devnull:
+      os.dup2(devnull.fileno(), 1)
+      yield
+  finally:
+    os.dup2(saved, 1)
+    os.close(saved)
 
 
 def _configure(converter, variant, calibration_images):
