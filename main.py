@@ -61,6 +61,14 @@ def main(argv):
     _fail("interrupted; nothing was written to the output directory")
 
 
+def parse_flags(argv):
+  """absl's parser, with bad flags as one `error:` line and exit code 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    _fail(f"{str(e).splitlines()[0]}; see python main.py --helpfull")
+
+
 def _fail(message, exit_code=2):
   print(f"error: {message}", file=sys.stderr)
   sys.exit(exit_code)
@@ -68,4 +76,4 @@ def _fail(message, exit_code=2):
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -122,14 +122,19 @@ def test_transfer_from_an_earlier_run_to_an_image_folder(quick_run, tmp_path):
   source, _, env = quick_run
   photos = write_image_folder(tmp_path / "photos", per_class=6, size=24,
                               modes=("RGB", "L", "RGBA"))
+  (tmp_path / "photos" / "dogs" / "broken.jpg").write_text("not a jpeg")
   out = tmp_path / "out"
-  result = run_main("--flagfile=flags/base.flags", *TINY,
+  result = run_main("--flagfile=flags/base.flags", *TINY, "--batch_size=4",
                     f"--weights={source}", "--dataset=folder",
                     f"--data_dir={photos}", "--validation_fraction=0.2",
-                    "--test_fraction=0.2", f"--output_dir={out}", env=env)
+                    "--test_fraction=0.2", "--skip_bad_images",
+                    "--export=tflite_int8", f"--output_dir={out}", env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "transferred from" in result.stderr
   assert artifacts.read_labels(out / "labels.txt") == ["cats", "dogs"]
+  skipped = json.loads((out / "run.json").read_text())["data"][
+      "skipped_images"]
+  assert skipped["count"] == 1 and skipped["files"][0].endswith("broken.jpg")
 
 
 def _copy_run(source, target):
@@ -306,6 +311,10 @@ ERROR_CASES = {
     "missing_weights_file": (["--weights={tmp}/nope.weights.h5"],
                              "no such file"),
     "bad_flag_value": (["--batch_size=0"], "--batch_size must be positive"),
+    "unparsable_flag": (["--head_epochs=two"], "flag --head_epochs=two"),
+    "unknown_flag": (["--learning_rate=0.1"], "Unknown command line flag"),
+    "batch_larger_than_data": (["--weights=none", "--batch_size=500"],
+                               "--batch_size=500 is larger than the 72"),
     "unfreeze_too_deep": (["--weights=none", "--unfreeze=500"],
                           "--unfreeze=500 exceeds"),
 }

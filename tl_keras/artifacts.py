@@ -6,6 +6,7 @@ run leaves the previous artifacts (or none), never half-written ones.
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -53,6 +54,35 @@ def check_writable(directory, flag="run_dir"):
                     f"{e.strerror or e}; choose a writable directory") from e
 
 
+LOCK_FILE = ".tl_keras.lock"
+
+
+@contextlib.contextmanager
+def locked(directory, flag="output_dir"):
+  """Holds an exclusive lock on `directory` for one run at a time.
+
+  A second run (or export) pointed at the same directory while the first
+  holds the lock is refused; the lock dies with its process, so a killed
+  run never leaves a stale one.
+
+  Raises:
+    UserError: another process holds the lock, or the directory is not
+      writable.
+  """
+  check_writable(directory, flag=flag)
+  with open(os.path.join(directory, LOCK_FILE), "a", encoding="utf-8") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      raise UserError(f"another tl_keras process is writing to --{flag}="
+                      f"{directory}; wait for it to finish or choose another "
+                      "directory") from e
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def staged(output_dir):
   """Yields a staging directory; on success its entries replace the old.
@@ -62,7 +92,13 @@ def staged(output_dir):
   """
   stage = tempfile.mkdtemp(prefix=".staging-", dir=output_dir)
   try:
-    yield stage
+    try:
+      yield stage
+    except OSError as e:  # a full disk, a quota, a vanished mount
+      raise UserError(
+          f"could not write the artifacts to {output_dir}: "
+          f"{e.strerror or e}; nothing there was changed; free space or "
+          "choose another directory") from e
     for name in sorted(os.listdir(stage)):
       target = os.path.join(output_dir, name)
       if os.path.isdir(target) and not os.path.islink(target):

@@ -52,6 +52,9 @@ class Config:
       0.1, "Share of a folder dataset held out for the test split.", "data")
   max_train_samples: int = _field(
       0, "Use only this many training examples (0 = all): quick runs.", "data")
+  skip_bad_images: bool = _field(
+      False, "--dataset=folder: leave out images that cannot be decoded "
+      "(counted in run.json) instead of stopping.", "data")
   augment: bool = _field(True, "Random flip and crop on the training split.",
                          "data")
 

@@ -6,11 +6,14 @@ images keep their own sizes; `input_fn` resizes, caches, augments and batches
 them for whichever distribution strategy runs the loop.
 """
 
+import concurrent.futures
 import dataclasses
 import logging
 import os
+import re
 
 import numpy as np
+from PIL import Image
 import tensorflow as tf
 
 from tl_keras import synthetic
@@ -30,6 +33,7 @@ class Splits:
   sizes: dict  # split name -> number of examples
   class_names: list
   notes: list = dataclasses.field(default_factory=list)  # said in the log
+  skipped: list = dataclasses.field(default_factory=list)  # bad image files
 
   @property
   def num_classes(self):
@@ -37,7 +41,7 @@ class Splits:
 
 
 def load(dataset, *, data_dir="", validation_fraction=0.1, test_fraction=0.1,
-         max_train_samples=0, seed=0):
+         max_train_samples=0, seed=0, skip_bad_images=False):
   """Loads a dataset by the name given to --dataset.
 
   Args:
@@ -48,13 +52,16 @@ def load(dataset, *, data_dir="", validation_fraction=0.1, test_fraction=0.1,
     test_fraction: share of a folder held out for testing.
     max_train_samples: keep only this many training examples (0 = all).
     seed: seed for splits and ordering.
+    skip_bad_images: a folder's undecodable images are skipped (and
+      counted) instead of stopping the run.
 
   Returns:
     `Splits`.
   """
   if dataset == "folder":
     splits = load_folder(data_dir, validation_fraction=validation_fraction,
-                         test_fraction=test_fraction, seed=seed)
+                         test_fraction=test_fraction, seed=seed,
+                         skip_bad_images=skip_bad_images)
   elif dataset in synthetic.TASKS:
     splits = load_synthetic(dataset, seed=seed)
   else:
@@ -119,15 +126,38 @@ def scan_folder(path):
   return class_names, files
 
 
-def load_folder(path, *, validation_fraction=0.1, test_fraction=0.1, seed=0):
-  """Class-per-subfolder images, split per class (stratified, seeded)."""
+def load_folder(path, *, validation_fraction=0.1, test_fraction=0.1, seed=0,
+                skip_bad_images=False):
+  """Class-per-subfolder images, split per class (stratified, seeded).
+
+  Every image is decoded once up front (`check_images`): a bad file stops
+  the run with the list of bad files, or with `skip_bad_images` is left out
+  and counted in `Splits.skipped`. EXIF orientation is applied.
+  """
   class_names, files = scan_folder(path)
+  checked = check_images([f for images in files for f in images])
+  bad = {f: reason for f, (reason, _) in checked.items() if reason}
+  if bad and not skip_bad_images:
+    listing = "; ".join(f"{f} ({bad[f]})" for f in sorted(bad)[:10])
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    raise UserError(f"{len(bad)} image(s) in {path} cannot be decoded: "
+                    f"{listing}{more}; fix or remove them, or pass "
+                    "--skip_bad_images")
+  notes = [f"folder {path}: split per class "
+           f"{1 - validation_fraction - test_fraction:.0%}"
+           f"/{validation_fraction:.0%}/{test_fraction:.0%} "
+           "(train/validation/test)"]
+  if bad:
+    notes.append(f"skipped {len(bad)} image(s) that cannot be decoded "
+                 "(--skip_bad_images)")
+    files = [[f for f in images if f not in bad] for images in files]
   parts = {"train": [], "validation": [], "test": []}
   for label, images in enumerate(files):
     if len(images) < 3:
       raise UserError(
-          f"class {class_names[label]!r} has {len(images)} image(s); each "
-          "class needs at least 3 (one each for train, validation and test)")
+          f"class {class_names[label]!r} has {len(images)} usable image(s); "
+          "each class needs at least 3 (one each for train, validation and "
+          "test)")
     order = np.random.default_rng([seed, label]).permutation(len(images))
     shuffled = [images[i] for i in order]
     n_test = max(1, round(len(images) * test_fraction))
@@ -142,13 +172,69 @@ def load_folder(path, *, validation_fraction=0.1, test_fraction=0.1, seed=0):
         len(pairs))]
     paths = tf.constant([p for p, _ in pairs], tf.string)
     labels = tf.constant([l for _, l in pairs], tf.int32)
-    out[split] = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-        lambda p, l: (decode_image(tf.io.read_file(p)), l),
-        num_parallel_calls=tf.data.AUTOTUNE)
+    orientations = tf.constant([checked[p][1] for p, _ in pairs], tf.int32)
+    out[split] = tf.data.Dataset.from_tensor_slices(
+        (paths, orientations, labels)).map(
+            lambda p, o, l: (apply_orientation(
+                decode_image(tf.io.read_file(p)), o), l),
+            num_parallel_calls=tf.data.AUTOTUNE)
     sizes[split] = len(pairs)
-  return Splits(**out, sizes=sizes, class_names=class_names, notes=[
-      f"folder {path}: split per class {1 - validation_fraction - test_fraction:.0%}"
-      f"/{validation_fraction:.0%}/{test_fraction:.0%} (train/validation/test)"])
+  return Splits(**out, sizes=sizes, class_names=class_names, notes=notes,
+                skipped=sorted(bad))
+
+
+def check_images(paths, workers=8):
+  """Decodes every file once, in parallel, with the decoder training uses.
+
+  Returns:
+    {path: (reason, orientation)}: reason is "" for a good image, else why
+    it failed; orientation is its EXIF orientation tag (1 = upright).
+  """
+  def check(path):
+    try:
+      contents = tf.io.read_file(path)
+      if int(tf.strings.length(contents)) == 0:
+        return path, ("empty file", 1)
+      decode_image(contents)
+    except tf.errors.OpError as e:
+      reason = (e.message or type(e).__name__).strip().splitlines()[0]
+      return path, (re.sub(r"\{\{.*?\}\}|\[Op:.*", "", reason).strip()[:80]
+                    or "cannot decode", 1)
+    return path, ("", exif_orientation(path))
+
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    return dict(pool.map(check, paths))
+
+
+def exif_orientation(path):
+  """The EXIF orientation tag (1..8) of an image file; 1 when absent."""
+  try:
+    with Image.open(path) as image:
+      value = int(image.getexif().get(_EXIF_ORIENTATION, 1))
+  except (OSError, ValueError, SyntaxError):
+    return 1
+  return value if 1 <= value <= 8 else 1
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def apply_orientation(image, orientation):
+  """Turns a decoded image upright by its EXIF orientation tag (1..8)."""
+  def rot(k):
+    return lambda: tf.image.rot90(image, k)
+  branches = [
+      lambda: image,  # 1: upright
+      lambda: tf.image.flip_left_right(image),  # 2: mirrored
+      rot(2),  # 3: upside down
+      lambda: tf.image.flip_up_down(image),  # 4: mirrored vertically
+      lambda: tf.image.transpose(image),  # 5: mirrored, turned 90 left
+      rot(3),  # 6: turned 90 right to be upright
+      lambda: tf.image.rot90(tf.image.transpose(image), 2),  # 7: transverse
+      rot(1),  # 8: turned 90 left to be upright
+  ]
+  index = tf.clip_by_value(orientation, 1, 8) - 1
+  return tf.ensure_shape(tf.switch_case(index, branches), [None, None, 3])
 
 
 def decode_image(contents):

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import tflite
+from tl_keras.errors import UserError
 
 SAVED_MODEL = "saved_model"
 
@@ -52,9 +53,25 @@ def save_saved_model(model, path, *, class_names, image_size):
 
 
 def load_keras(path):
-  """Loads a `.keras` file in safe mode: no arbitrary code is deserialized."""
+  """Loads a `.keras` file in safe mode: no arbitrary code is deserialized.
+
+  Raises:
+    UserError: the file holds code (a Lambda layer, an unknown custom
+      object) or is not a readable Keras file.
+  """
   import tl_keras.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  return keras.saving.load_model(path, safe_mode=True)
+  try:
+    return keras.saving.load_model(path, safe_mode=True)
+  except Exception as e:  # A damaged or foreign file fails in many ways.
+    text = " ".join(str(e).split())
+    if "safe_mode" in text or "Lambda" in text or "Could not locate" in text:
+      raise UserError(
+          f"refusing to load {path}: it holds a Lambda layer or a custom "
+          "object, and deserializing it could run arbitrary code (tl_keras "
+          "loads models in safe mode only); rebuild the model from "
+          "keras.applications layers, or load only its weights") from e
+    raise UserError(f"cannot load {path} as a Keras model: {text[:200]}; "
+                    "pass a .keras file saved by Keras 3") from e
 
 
 def image_size_of(model):

@@ -187,9 +187,20 @@ def build_base(name, image_size, weights):
     if "URL fetch failure" in str(e) or "HTTP Error" in str(e):
       raise _offline_error(name) from e
     if weights not in (None, "imagenet"):
-      raise UserError(f"--weights={weights} does not fit {name}: "
-                      f"{_first_line(e)}") from e
+      raise _weights_error(weights, name, e) from e
     raise
+
+
+def _weights_error(path, name, error):
+  """Why a weights file did not load: damaged, or another architecture."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  if not h5py.is_hdf5(path):
+    return UserError(f"--weights={path} is not an HDF5 weights file (a "
+                     "truncated download or another format?); pass a "
+                     ".weights.h5 or .h5 file")
+  text = " ".join(str(error).split())
+  return UserError(f"--weights={path} does not fit {name} (weights of "
+                   f"another architecture?): {text[:300]}")
 
 
 def _offline_error(name):
@@ -197,10 +208,6 @@ def _offline_error(name):
       f"could not download ImageNet weights for {name}: this machine seems "
       "offline; pass --weights=PATH to a local weights file, "
       "--weights=synthetic, or --weights=none")
-
-
-def _first_line(e):
-  return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def build_classifier(name, num_classes, *, image_size=0, weights=None,

@@ -65,11 +65,7 @@ def _labels_beside(path, num_classes):
 
 
 def _keras(path):
-  try:
-    model = export.load_keras(path)
-  except Exception as e:  # A damaged or foreign file fails in many ways.
-    raise UserError(f"cannot load {path} as a Keras model: "
-                    f"{(str(e).strip().splitlines() or [''])[0][:200]}") from e
+  model = export.load_keras(path)
   num_classes = int(model.output_shape[-1])
   return Predictor("keras", path, _labels_beside(path, num_classes),
                    export.image_size_of(model),
@@ -117,6 +113,7 @@ def read_images(paths, image_size):
       raise UserError(f"--inputs: cannot decode {path} as an image "
                       f"({reason.splitlines()[0][:100] if reason else 'bad data'}"
                       "); pass JPEG, PNG, BMP or GIF files") from e
+    image = data.apply_orientation(image, data.exif_orientation(path))
     out.append(data.resize(image, image_size).numpy())
   return np.stack(out)
 

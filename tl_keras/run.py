@@ -62,11 +62,7 @@ def resolve_weights(config, image_size, strategy):
 
 def transfer_backbone(model, source_path):
   """Copies the backbone weights of an earlier run's classifier into `model`."""
-  try:
-    source = export.load_keras(source_path)
-  except Exception as e:  # A damaged or foreign file fails in many ways.
-    raise UserError(f"cannot load --weights={source_path}: "
-                    f"{str(e).splitlines()[0][:200]}") from e
+  source = export.load_keras(source_path)
   try:
     source_base = models.base_of(source)
   except ValueError as e:
@@ -159,10 +155,17 @@ def train_and_evaluate(config, strategy):
   Returns:
     The metrics dict also written to metrics.json.
   """
-  started = time.time()
   config = config.resolved()
   config.validate()
-  chief = distribution.is_chief(strategy)
+  if not distribution.is_chief(strategy):
+    return _train_and_evaluate(config, strategy, chief=False)
+  with artifacts.locked(config.output_dir):
+    return _train_and_evaluate(config, strategy, chief=True)
+
+
+def _train_and_evaluate(config, strategy, chief):
+  """`train_and_evaluate` once the output directory is locked."""
+  started = time.time()
   out = config.output_dir
   if chief:
     artifacts.prepare(out, overwrite=config.overwrite)
@@ -175,9 +178,9 @@ def train_and_evaluate(config, strategy):
   logging.info("data: %d classes; %s", splits.num_classes, ", ".join(
       f"{k} {v}" for k, v in splits.sizes.items()))
   if config.batch_size > splits.sizes["train"]:
-    logging.warning("--batch_size=%d is larger than the %d training "
-                    "examples: each step repeats examples",
-                    config.batch_size, splits.sizes["train"])
+    raise UserError(f"--batch_size={config.batch_size} is larger than the "
+                    f"{splits.sizes['train']} training examples; lower "
+                    "--batch_size")
 
   timings = {}
   model = build_model(config, splits.num_classes, image_size, strategy)
@@ -236,7 +239,9 @@ def train_and_evaluate(config, strategy):
                     "parameters": model.count_params(),
                     "unfrozen_layers": info.get("unfrozen_layers", 0)},
           "data": {"sizes": splits.sizes, "classes": splits.class_names,
-                   "notes": splits.notes},
+                   "notes": splits.notes,
+                   "skipped_images": {"count": len(splits.skipped),
+                                      "files": splits.skipped[:100]}},
           "strategy": {"name": type(strategy).__name__,
                        "replicas": strategy.num_replicas_in_sync},
           "versions": _versions(),
@@ -303,7 +308,12 @@ def export_run(config):
   if existing and not config.overwrite:
     raise UserError(f"{run_dir} already has {', '.join(existing)}; pass "
                     "--overwrite to replace them")
-  artifacts.check_writable(run_dir)
+  with artifacts.locked(run_dir, flag="run_dir"):
+    return _export_run(config, run_dir, record, formats)
+
+
+def _export_run(config, run_dir, record, formats):
+  """`export_run` once the run directory is locked."""
   model = export.load_keras(os.path.join(run_dir, "model.keras"))
   run_config = dataclasses.replace(
       config_lib.Config(**{k: v for k, v in record["config"].items()
@@ -356,7 +366,7 @@ def load_splits(config):
                    validation_fraction=config.validation_fraction,
                    test_fraction=config.test_fraction,
                    max_train_samples=config.max_train_samples,
-                   seed=config.seed)
+                   seed=config.seed, skip_bad_images=config.skip_bad_images)
 
 
 def execute(config):
