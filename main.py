@@ -58,7 +58,8 @@ def main(argv):
   except UserError as e:
     _fail(str(e), e.exit_code)
   except KeyboardInterrupt:
-    _fail("interrupted; nothing was written to the output directory")
+    _fail("interrupted: no artifacts were written (only TensorBoard logs); "
+          "rerun with --overwrite to start again")
 
 
 def parse_flags(argv):

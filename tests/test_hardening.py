@@ -3,7 +3,10 @@
 import contextlib
 import io
 import os
+import signal
 import string
+import subprocess
+import sys
 import tempfile
 
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -13,7 +16,7 @@ from PIL import Image, ImageOps
 import pytest
 import tensorflow as tf
 
-from tests.conftest import write_image_folder
+from tests.conftest import REPO, write_image_folder
 from tests.test_main import run_main
 from tl_keras import artifacts
 from tl_keras import config as config_lib
@@ -273,3 +276,29 @@ def test_any_folder_gives_splits_or_one_error_line(tree, skip_bad):
     else:
       assert splits.num_classes >= 2
       assert all(size > 0 for size in splits.sizes.values())
+
+
+def test_ctrl_c_exits_cleanly_without_artifacts(tmp_path):
+  out = tmp_path / "out"
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+  process = subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "main.py"), "--model=convnet_small",
+       "--weights=none", "--head_epochs=200", "--batch_size=8",
+       f"--output_dir={out}"], cwd=REPO, env=env, stderr=subprocess.PIPE,
+      text=True)
+  try:
+    lines = []
+    for line in process.stderr:  # wait until training is under way
+      lines.append(line)
+      if "head epoch 1/" in line:
+        break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+  finally:
+    process.kill()
+  errors = [l for l in rest.splitlines() if l.startswith("error:")]
+  assert process.returncode == 2, "".join(lines)[-2000:] + rest[-2000:]
+  assert "Traceback" not in rest
+  assert len(errors) == 1 and "interrupted" in errors[0]
+  assert not [a for a in artifacts.RUN_ARTIFACTS
+              if a != "tensorboard" and (out / a).exists()]
