@@ -196,6 +196,9 @@ def _train_and_evaluate(config, strategy, chief):
       batch_size=config.batch_size, seed=config.seed, summaries=summaries,
       augment=config.augment)
   timings.update({k: v for k, v in info.items() if k.endswith("_seconds")})
+  fingerprint = training.fingerprint(model)
+  logging.info("final weights fingerprint %s (equal on every worker)",
+               fingerprint)
 
   eval_args = dict(strategy=strategy, class_names=splits.class_names,
                    image_size=image_size, batch_size=config.batch_size)
@@ -237,12 +240,14 @@ def _train_and_evaluate(config, strategy, chief):
           "config": dataclasses.asdict(config),
           "model": {**models.describe(config.model), "image_size": image_size,
                     "parameters": model.count_params(),
-                    "unfrozen_layers": info.get("unfrozen_layers", 0)},
+                    "unfrozen_layers": info.get("unfrozen_layers", 0),
+                    "weights_fingerprint": fingerprint},
           "data": {"sizes": splits.sizes, "classes": splits.class_names,
                    "notes": splits.notes,
                    "skipped_images": {"count": len(splits.skipped),
                                       "files": splits.skipped[:100]}},
-          "strategy": {"name": type(strategy).__name__,
+          "strategy": {"flag": config.strategy,
+                       "name": type(strategy).__name__,
                        "replicas": strategy.num_replicas_in_sync},
           "versions": _versions(),
           "timings": timings,

@@ -6,6 +6,7 @@ does not run (keras-team/keras#20585).
 """
 
 import dataclasses
+import hashlib
 import logging
 import math
 import sys
@@ -77,6 +78,14 @@ class Summaries:
     for writer in (self.train, self.validation):
       if writer is not None:
         writer.flush()
+
+
+def fingerprint(model):
+  """A short hash of all of `model`'s weights: equal weights, equal hash."""
+  digest = hashlib.sha256()
+  for weight in model.get_weights():
+    digest.update(np.ascontiguousarray(weight, dtype=np.float32).tobytes())
+  return digest.hexdigest()[:16]
 
 
 def make_optimizer(spec, steps):
