@@ -58,8 +58,8 @@ def main(argv):
   except UserError as e:
     _fail(str(e), e.exit_code)
   except KeyboardInterrupt:
-    _fail("interrupted: no artifacts were written (only TensorBoard logs); "
-          "rerun with --overwrite to start again")
+    _fail("interrupted before training started or after it ended: no "
+          "artifacts were written; rerun the same command", 130)
 
 
 def parse_flags(argv):

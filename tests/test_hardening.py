@@ -278,7 +278,7 @@ def test_any_folder_gives_splits_or_one_error_line(tree, skip_bad):
       assert all(size > 0 for size in splits.sizes.values())
 
 
-def test_ctrl_c_exits_cleanly_without_artifacts(tmp_path):
+def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path):
   out = tmp_path / "out"
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
   process = subprocess.Popen(
@@ -297,8 +297,9 @@ def test_ctrl_c_exits_cleanly_without_artifacts(tmp_path):
   finally:
     process.kill()
   errors = [l for l in rest.splitlines() if l.startswith("error:")]
-  assert process.returncode == 2, "".join(lines)[-2000:] + rest[-2000:]
+  assert process.returncode == 130, "".join(lines)[-2000:] + rest[-2000:]
   assert "Traceback" not in rest
-  assert len(errors) == 1 and "interrupted" in errors[0]
-  assert not [a for a in artifacts.RUN_ARTIFACTS
-              if a != "tensorboard" and (out / a).exists()]
+  assert len(errors) == 1 and "stopped by SIGINT" in errors[0]
+  assert "rerun the same command to resume" in errors[0]
+  assert (out / "checkpoints" / "progress.json").exists()
+  assert not [a for a in artifacts.FINISHED if (out / a).exists()]

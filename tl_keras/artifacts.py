@@ -21,8 +21,16 @@ RUN_ARTIFACTS = ("run.json", "metrics.json", "model.keras", "saved_model",
                  "model_int8.tflite")
 
 
+CHECKPOINTS = "checkpoints"
+# Files only a finished run has.
+FINISHED = ("run.json", "metrics.json", "model.keras")
+
+
 def prepare(output_dir, overwrite=False):
   """Checks `output_dir` is usable before any work starts.
+
+  Returns:
+    True when it holds an unfinished run's checkpoints to resume from.
 
   Raises:
     UserError: it holds a run (without `overwrite`), is a file, or is not
@@ -30,17 +38,24 @@ def prepare(output_dir, overwrite=False):
   """
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise UserError(f"--output_dir={output_dir} is a file, not a directory")
+  check_writable(output_dir, flag="output_dir")
   existing = [a for a in RUN_ARTIFACTS
               if os.path.exists(os.path.join(output_dir, a))]
-  if existing and not overwrite:
+  progress = os.path.join(output_dir, CHECKPOINTS, "progress.json")
+  if overwrite:
+    # Old event files would mix with the new run's curves.
+    for name in ("tensorboard", CHECKPOINTS):
+      shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+    return False
+  finished = [a for a in FINISHED if a in existing]
+  if not finished and os.path.exists(progress):
+    return True
+  if existing:
     raise UserError(
         f"--output_dir={output_dir} already holds a run "
         f"({', '.join(existing)}); pass --overwrite to replace it or choose "
         "another --output_dir")
-  check_writable(output_dir, flag="output_dir")
-  if overwrite:
-    # Old event files would mix with the new run's curves.
-    shutil.rmtree(os.path.join(output_dir, "tensorboard"), ignore_errors=True)
+  return False
 
 
 def check_writable(directory, flag="run_dir"):

@@ -132,6 +132,9 @@ class Config:
       choices=("auto", "default", "one_device", "mirrored",
                "multi_worker_mirrored", "tpu"))
   tpu: str = _field("", "TPU address for --strategy=tpu (or auto).", "run")
+  checkpoint_every: int = _field(
+      200, "Checkpoint every N training steps (and at every epoch end); 0 = "
+      "epoch ends only. A rerun of the same command resumes.", "run")
   log_every_steps: int = _field(
       10, "Write training scalars to TensorBoard every N steps.", "run")
 
@@ -153,7 +156,8 @@ class Config:
         raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
     for name in ("head_epochs", "finetune_epochs", "pretrain_epochs",
                  "image_size", "max_train_samples", "warmup_epochs",
-                 "weight_decay", "calibration_samples", "parity_samples"):
+                 "weight_decay", "calibration_samples", "parity_samples",
+                 "checkpoint_every"):
       if getattr(self, name) < 0:
         raise UserError(
             f"--{name} must be zero or more, got {getattr(self, name)}")
@@ -213,6 +217,16 @@ def parse_unfreeze(spec):
     raise UserError(f"--unfreeze={spec!r} is not a layer count, a fraction "
                     "in (0, 1], or 'all'")
   return "fraction", value
+
+
+# The settings a resumed run must share with the run it resumes.
+RESUME_SETTINGS = ("model", "weights", "image_size", "dropout", "dataset",
+                   "data_dir", "validation_fraction", "test_fraction",
+                   "max_train_samples", "skip_bad_images", "augment",
+                   "batch_size", "head_epochs", "head_lr", "finetune_epochs",
+                   "finetune_lr", "warmup_epochs", "unfreeze", "optimizer",
+                   "weight_decay", "label_smoothing", "pretrain_epochs",
+                   "seed")
 
 
 def parse_exports(spec):

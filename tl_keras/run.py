@@ -5,7 +5,9 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 
 import keras
@@ -169,6 +171,45 @@ def _train_and_evaluate(config, strategy, chief):
   out = config.output_dir
   if chief:
     artifacts.prepare(out, overwrite=config.overwrite)
+  checkpointer = make_checkpointer(config, chief)
+  try:
+    return _train_evaluate_export(config, strategy, chief, checkpointer,
+                                  started)
+  finally:
+    if not chief:  # a worker's private checkpoints
+      shutil.rmtree(checkpointer.directory, ignore_errors=True)
+
+
+def make_checkpointer(config, chief):
+  """The run's `training.Checkpointer`; checks a resume uses the same flags.
+
+  The chief checkpoints to output_dir/checkpoints; other workers write to a
+  private temporary directory and resume from the chief's.
+  """
+  shared = os.path.join(config.output_dir, artifacts.CHECKPOINTS)
+  settings = {k: getattr(config, k) for k in config_lib.RESUME_SETTINGS}
+  checkpointer = training.Checkpointer(
+      shared if chief else tempfile.mkdtemp(prefix="tl_keras-worker-"),
+      every_steps=config.checkpoint_every, settings=settings,
+      restore_from=shared)
+  saved = checkpointer.progress()
+  if saved:
+    changed = [f"--{k}={saved['settings'].get(k)!r} then, {v!r} now"
+               for k, v in settings.items() if saved["settings"].get(k) != v]
+    if changed:
+      raise UserError(
+          f"{config.output_dir} holds an unfinished run made with other "
+          f"settings ({'; '.join(changed[:3])}); rerun with the same flags "
+          "to resume it, or pass --overwrite to start afresh")
+    logging.info("found an unfinished run in %s: resuming at phase %s, "
+                 "global step %d", config.output_dir, saved["phase"],
+                 saved["step"])
+  return checkpointer
+
+
+def _train_evaluate_export(config, strategy, chief, checkpointer, started):
+  """The run itself, after the output directory is prepared."""
+  out = config.output_dir
   image_size = models.resolve_image_size(config.model, config.image_size)
   recipe = recipe_from_config(config)
 
@@ -194,7 +235,7 @@ def _train_and_evaluate(config, strategy, chief):
   history, info = training.run_recipe(
       model, recipe, splits, strategy=strategy, image_size=image_size,
       batch_size=config.batch_size, seed=config.seed, summaries=summaries,
-      augment=config.augment)
+      augment=config.augment, checkpointer=checkpointer)
   timings.update({k: v for k, v in info.items() if k.endswith("_seconds")})
   fingerprint = training.fingerprint(model)
   logging.info("final weights fingerprint %s (equal on every worker)",
@@ -253,6 +294,7 @@ def _train_and_evaluate(config, strategy, chief):
           "timings": timings,
           "history": history,
       })
+    shutil.rmtree(checkpointer.directory, ignore_errors=True)  # finished
     logging.info("wrote %s (%.0fs in all)", out, time.time() - started)
     check_exports(metrics.get("tflite", {}), config.max_accuracy_drop)
   return metrics

@@ -5,11 +5,16 @@ including `MultiWorkerMirroredStrategy`, under which Keras 3 `model.fit`
 does not run (keras-team/keras#20585).
 """
 
+import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import math
+import os
+import signal
 import sys
+import threading
 import time
 
 import keras
@@ -19,6 +24,7 @@ import tensorflow as tf
 from tl_keras import data as data_lib
 from tl_keras import evaluation
 from tl_keras import models
+from tl_keras.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,11 +209,17 @@ class _Progress:
 
 
 def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
-                seed, summaries=None, first_step=0, best=None, augment=True):
+                seed, summaries=None, first_step=0, best=None, augment=True,
+                checkpointer=None, resume=None, history=None):
   """Trains `model`'s trainable weights for `spec.epochs` epochs.
 
   Validates after every epoch; `best` (if given) keeps the weights with the
-  highest validation accuracy.
+  highest validation accuracy. With a `checkpointer`, progress is saved every
+  `checkpointer.every_steps` steps, at every epoch end, and when SIGTERM or
+  SIGINT arrives (then `Stopped` is raised). `resume` (a progress dict from
+  `Checkpointer.progress`) continues this phase at the exact step: weights,
+  optimizer state, schedule position, and the data order (the input
+  pipeline is deterministic, so the batches already seen are skipped).
 
   Returns:
     (history, next global step): history is one dict per epoch.
@@ -227,28 +239,52 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
       global_batch_size=batch_size, training=True, augment=augment,
       seed=seed))
   iterator = iter(dist)
-  history, step = [], first_step
+  history = list(history or [])
+  done, step = 0, first_step
+  if resume:
+    checkpointer.restore(model, optimizer, resume, best)
+    done, step = resume["step_in_phase"], resume["step"]
+    for _ in range(done):  # the same batches, in the same order, skipped
+      next(iterator)
+    logging.info("resuming phase %s at epoch %d, step %d of %d (global step "
+                 "%d)", spec.name, done // steps_per_epoch + 1,
+                 done % steps_per_epoch, steps_per_epoch, step)
   trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
   logging.info("phase %s: %d epochs x %d steps, peak lr %g, %s trainable "
                "parameters", spec.name, spec.epochs, steps_per_epoch,
                spec.learning_rate, f"{trainable:,}")
-  summaries.text("phases", f"phase **{spec.name}** starts at step {step}",
-                 step)
-  for epoch in range(spec.epochs):
+  if not resume:
+    summaries.text("phases", f"phase **{spec.name}** starts at step {step}",
+                   step)
+
+  def save(step_in_phase):
+    if checkpointer:
+      checkpointer.save(model, optimizer, phase=spec.name,
+                        step_in_phase=step_in_phase, step=step,
+                        history=history, best=best)
+
+  for epoch in range(done // steps_per_epoch, spec.epochs):
     start = time.time()
     progress = _Progress(steps_per_epoch)
     loss_sum = correct = seen = 0.0
-    for i in range(steps_per_epoch):
+    for i in range(done % steps_per_epoch, steps_per_epoch):
       lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
       loss, hits = train_step(iterator)
       loss_sum, correct, seen = (loss_sum + float(loss), correct + float(hits),
                                  seen + batch_size)
-      step += 1
+      step, done = step + 1, done + 1
       progress.update(i + 1, {"loss": loss_sum / seen, "acc": correct / seen})
       if step % 10 == 0 or i == steps_per_epoch - 1:
         summaries.scalars("train", step, {
             "loss": float(loss) / batch_size, "accuracy": float(hits) / batch_size,
             "learning_rate": lr, "phase": _PHASE_IDS.get(spec.name, -1)})
+      if STOP.requested and i < steps_per_epoch - 1:
+        save(done)
+        raise STOP.error(f"{spec.name} epoch {epoch + 1}, step {i + 1}",
+                         checkpointer)
+      if (checkpointer and checkpointer.every_steps and
+          step % checkpointer.every_steps == 0 and i < steps_per_epoch - 1):
+        save(done)
     val = evaluate(model, splits.validation, splits.sizes["validation"],
                    strategy=strategy, class_names=splits.class_names,
                    image_size=image_size, batch_size=batch_size,
@@ -267,8 +303,150 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                  record["loss"], record["accuracy"], val["loss"],
                  val["accuracy"], " *best*" if improved else "",
                  record["seconds"])
+    save(done)
+    if STOP.requested and epoch < spec.epochs - 1:
+      raise STOP.error(f"the end of {spec.name} epoch {epoch + 1}",
+                       checkpointer)
   summaries.flush()
   return history, step
+
+
+class Stopped(UserError):
+  """SIGTERM or SIGINT stopped training; progress was checkpointed."""
+
+  def __init__(self, message, exit_code):
+    super().__init__(message)
+    self.exit_code = exit_code
+
+
+class _StopRequest:
+  """SIGTERM/SIGINT during training: finish the step, checkpoint, stop.
+
+  Cloud schedulers send SIGTERM before preempting a machine; Ctrl-C sends
+  SIGINT. Either one is noted by the handler and acted on at the next step
+  boundary, where the state is consistent.
+  """
+
+  def __init__(self):
+    self.signal = None
+
+  @property
+  def requested(self):
+    return self.signal is not None
+
+  @contextlib.contextmanager
+  def handling(self):
+    """Installs the handlers (main thread only) for the duration."""
+    if threading.current_thread() is not threading.main_thread():
+      yield
+      return
+    self.signal = None
+    previous = {sig: signal.signal(sig, self._note)
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+      yield
+    finally:
+      for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+  def _note(self, signum, frame):
+    del frame
+    self.signal = signum
+
+  def error(self, where, checkpointer):
+    name = signal.Signals(self.signal).name
+    saved = (f"progress saved in {checkpointer.directory}; rerun the same "
+             "command to resume" if checkpointer else "nothing was saved")
+    return Stopped(f"stopped by {name} at {where}: {saved}",
+                   128 + self.signal)
+
+
+STOP = _StopRequest()
+
+
+class Checkpointer:
+  """Training progress on disk, so a killed or preempted run resumes.
+
+  `directory` holds TF checkpoints of the model and the phase's optimizer
+  (at most `keep`), `best.npz` (the best weights so far) and
+  `progress.json`: the phase, step within it, global step, history and best
+  validation accuracy, plus `settings`, what a resuming run must share. Files are replaced atomically, so a kill at any moment leaves the
+  previous complete checkpoint.
+  """
+
+  def __init__(self, directory, *, every_steps=0, keep=2, settings=None,
+               restore_from=None):
+    self.directory = directory
+    self.every_steps = every_steps
+    self.keep = keep
+    self.settings = settings or {}
+    # Non-chief workers write to a private directory but resume from the
+    # chief's (the tf.distribute multi-worker convention).
+    self.restore_from = restore_from or directory
+    self._best_saved = None
+    os.makedirs(directory, exist_ok=True)
+
+  def progress(self):
+    """The saved progress dict, or None when there is none."""
+    path = os.path.join(self.restore_from, "progress.json")
+    if not os.path.exists(path):
+      return None
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+
+  def save(self, model, optimizer, *, phase, step_in_phase, step, history,
+           best):
+    """Writes a checkpoint at this point of `phase`."""
+    manager = tf.train.CheckpointManager(
+        _checkpoint(model, optimizer), self.directory,
+        max_to_keep=self.keep)
+    path = manager.save(checkpoint_number=step)
+    if best is not None and best.weights is not None and (
+        self._best_saved != best.where):
+      tmp = os.path.join(self.directory, "best.tmp.npz")
+      np.savez(tmp, *best.weights)
+      os.replace(tmp, os.path.join(self.directory, "best.npz"))
+      self._best_saved = best.where
+    _write_json(os.path.join(self.directory, "progress.json"), {
+        "phase": phase, "step_in_phase": step_in_phase, "step": step,
+        "checkpoint": os.path.basename(path), "history": history,
+        "best": {"accuracy": best.accuracy if best else -1.0,
+                 "where": list(best.where) if best and best.where else None},
+        "settings": self.settings})
+
+  def restore(self, model, optimizer, progress, best=None):
+    """Loads the checkpoint `progress` names into `model` (and optimizer)."""
+    path = os.path.join(self.restore_from, progress["checkpoint"])
+    _checkpoint(model, optimizer).read(path).assert_existing_objects_matched()
+    best_path = os.path.join(self.restore_from, "best.npz")
+    if best is not None and progress["best"]["where"] and os.path.exists(
+        best_path):
+      with np.load(best_path) as saved:
+        best.weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+      best.accuracy = progress["best"]["accuracy"]
+      best.where = tuple(progress["best"]["where"])
+      self._best_saved = best.where
+
+
+def _checkpoint(model, optimizer):
+  """What a checkpoint holds: weights, optimizer, and the random state.
+
+  Keras keeps dropout's random state in seed-generator variables that the
+  model does not track for `tf.train.Checkpoint`; they are added by hand so
+  a resumed run draws the same dropout masks as an uninterrupted one.
+  """
+  objects = {"model": model, "seeds": [
+      v.value for v in model.variables if "seed_generator" in v.path]}
+  if optimizer is not None:
+    objects["optimizer"] = optimizer
+  return tf.train.Checkpoint(**objects)
+
+
+def _write_json(path, obj):
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
 
 
 _PHASE_IDS = {"pretrain": 0, "head": 1, "finetune": 2, "scratch": 3}
@@ -283,41 +461,54 @@ class Recipe:
 
 
 def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
-               seed, summaries=None, augment=True):
+               seed, summaries=None, augment=True, checkpointer=None):
   """Phase 1 (head, base frozen) then phase 2 (top of base unfrozen).
 
   The best weights by validation accuracy over both phases end up in
-  `model`. Phase 2 starts from phase 1's best weights.
+  `model`. Phase 2 starts from phase 1's best weights. With a
+  `checkpointer` holding progress, finished phases are skipped and the
+  interrupted one resumes where it stopped.
 
   Returns:
     (history, info): per-epoch history and a dict of what was done.
   """
   best = Best()
-  history, step = [], 0
+  saved = checkpointer.progress() if checkpointer else None
+  order = ["head", "finetune", "done"]
+  reached = order.index(saved["phase"]) if saved else 0
+  history, step = (saved["history"], saved["step"]) if saved else ([], 0)
   common = dict(strategy=strategy, image_size=image_size,
                 batch_size=batch_size, seed=seed, summaries=summaries,
-                best=best, augment=augment)
+                best=best, augment=augment, checkpointer=checkpointer)
   info = {}
-  if recipe.head.epochs:
-    start = time.time()
-    h, step = train_phase(model, recipe.head, splits, first_step=step,
-                          **common)
-    history += h
-    info["head_seconds"] = time.time() - start
+  with STOP.handling():
+    if recipe.head.epochs and reached == 0:
+      start = time.time()
+      history, step = train_phase(model, recipe.head, splits, first_step=step,
+                                  resume=saved, history=history, **common)
+      info["head_seconds"] = time.time() - start
+      best.restore(model)
+    if recipe.finetune.epochs:
+      with strategy.scope():
+        info["unfrozen_layers"] = models.unfreeze_top(model, *recipe.unfreeze)
+    if recipe.finetune.epochs and reached <= 1:
+      start = time.time()
+      if not info["unfrozen_layers"]:
+        logging.warning("--unfreeze leaves no base layer with weights "
+                        "trainable (the top layers are BatchNorm, activations "
+                        "or pooling): phase 2 trains the head only; unfreeze "
+                        "more layers")
+      history, step = train_phase(
+          model, recipe.finetune, splits, first_step=step, history=history,
+          resume=saved if reached == 1 else None, **common)
+      info["finetune_seconds"] = time.time() - start
+    if reached == 2:
+      checkpointer.restore(model, None, saved, best)
+      logging.info("resuming after training: both phases were done")
     best.restore(model)
-  if recipe.finetune.epochs:
-    start = time.time()
-    with strategy.scope():
-      info["unfrozen_layers"] = models.unfreeze_top(model, *recipe.unfreeze)
-    if not info["unfrozen_layers"]:
-      logging.warning("--unfreeze leaves no base layer with weights trainable "
-                      "(the top layers are BatchNorm, activations or pooling):"
-                      " phase 2 trains the head only; unfreeze more layers")
-    h, step = train_phase(model, recipe.finetune, splits, first_step=step,
-                          **common)
-    history += h
-    info["finetune_seconds"] = time.time() - start
-  best.restore(model)
+    if checkpointer and reached < 2:
+      checkpointer.save(model, None, phase="done", step_in_phase=0, step=step,
+                        history=history, best=best)
   info["best_validation_accuracy"] = best.accuracy
   info["best_epoch"] = list(best.where) if best.where else None
   logging.info("best validation accuracy %.4f (%s epoch %s)", best.accuracy,
