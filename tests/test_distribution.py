@@ -98,3 +98,46 @@ def test_mirrored_on_two_devices_matches_one_device():
       check=False)
   assert result.returncode == 0, result.stdout + result.stderr[-3000:]
   assert "max weight difference" in result.stdout
+
+
+def test_mixed_precision_auto_is_off_on_cpu():
+  from tl_keras import distribution  # pylint: disable=g-import-not-at-top
+  assert distribution.resolve_mixed_precision("auto") == "float32"
+  assert distribution.resolve_mixed_precision("mixed_bfloat16") == (
+      "mixed_bfloat16")
+  assert distribution.resolve_jit_compile("auto") is False
+
+
+def test_mixed_bfloat16_with_xla_trains_and_exports_float32(tmp_path):
+  from tests.test_main import run_main  # pylint: disable=g-import-not-at-top
+  from tl_keras import tflite  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "out"
+  result = run_main("--model=convnet_small", "--weights=none",
+                    "--batch_size=16", "--head_epochs=1", "--finetune_epochs=1",
+                    "--unfreeze=all", "--mixed_precision=mixed_bfloat16",
+                    "--jit_compile=on", "--export=saved_model,tflite_float32",
+                    f"--output_dir={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  run = json.loads((out / "run.json").read_text())
+  assert run["precision"]["policy"] == "mixed_bfloat16"
+  assert run["precision"]["jit_compile"] is True
+  runner = tflite.Runner(str(out / "model_float32.tflite"))
+  assert runner.output["dtype"].__name__ == "float32"
+  assert not {d for ds in runner.op_dtypes().values() for d in ds} & {
+      "bfloat16", "float16"}
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["tflite"]["float32"]["agreement"] >= 0.95
+
+
+def test_loss_scale_skips_overflow_and_adapts():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tl_keras import training  # pylint: disable=g-import-not-at-top
+  scale = training.LossScale(initial=8.0, growth_steps=2)
+  grads = scale.unscale([tf.constant([8.0, 16.0])])
+  assert grads[0].numpy().tolist() == [1.0, 2.0]
+  assert float(scale.scale.numpy()) == 8.0
+  scale.unscale([tf.constant([8.0])])  # the second finite step: grow
+  assert float(scale.scale.numpy()) == 16.0
+  grads = scale.unscale([tf.constant([float("inf"), 1.0])])
+  assert grads[0].numpy().tolist() == [0.0, 0.0]  # the step is skipped
+  assert float(scale.scale.numpy()) == 8.0 and int(scale.good_steps.numpy()) == 0

@@ -132,11 +132,25 @@ class Config:
       choices=("auto", "default", "one_device", "mirrored",
                "multi_worker_mirrored", "tpu"))
   tpu: str = _field("", "TPU address for --strategy=tpu (or auto).", "run")
+  mixed_precision: str = _field(
+      "auto", "auto: bfloat16 on TPUs and GPUs that have it (compute "
+      "capability 8.0+), float16 with loss scaling on older GPUs, off on CPU.",
+      "run", choices=("auto", "off", "mixed_float16", "mixed_bfloat16"))
+  jit_compile: str = _field(
+      "auto", "XLA-compile the training step; auto = on with a GPU.", "run",
+      choices=("auto", "on", "off"))
+  no_lr_scaling: bool = _field(
+      False, "Use --head_lr/--finetune_lr as given. By default they are for "
+      "a global batch of 32 and scale linearly with --batch_size.", "recipe")
   checkpoint_every: int = _field(
       200, "Checkpoint every N training steps (and at every epoch end); 0 = "
       "epoch ends only. A rerun of the same command resumes.", "run")
   log_every_steps: int = _field(
       10, "Write training scalars to TensorBoard every N steps.", "run")
+
+  def lr_scale(self):
+    """The factor the linear rule applies to --head_lr and --finetune_lr."""
+    return 1.0 if self.no_lr_scaling else self.batch_size / REFERENCE_BATCH
 
   def resolved(self):
     """Returns a copy with derived defaults filled in."""
@@ -226,7 +240,9 @@ RESUME_SETTINGS = ("model", "weights", "image_size", "dropout", "dataset",
                    "batch_size", "head_epochs", "head_lr", "finetune_epochs",
                    "finetune_lr", "warmup_epochs", "unfreeze", "optimizer",
                    "weight_decay", "label_smoothing", "pretrain_epochs",
-                   "seed")
+                   "seed", "mixed_precision", "no_lr_scaling")
+# Learning rates are given for this global batch size (the linear rule).
+REFERENCE_BATCH = 32
 
 
 def parse_exports(spec):

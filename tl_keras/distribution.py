@@ -47,6 +47,30 @@ def build_strategy(name="auto", tpu=""):
   return strategy
 
 
+def resolve_mixed_precision(flag):
+  """--mixed_precision as a Keras dtype policy name ("float32" when off)."""
+  if flag == "off":
+    return "float32"
+  if flag != "auto":
+    return flag
+  if tf.config.list_logical_devices("TPU"):
+    return "mixed_bfloat16"
+  capabilities = [
+      tf.config.experimental.get_device_details(gpu).get(
+          "compute_capability", (0, 0))
+      for gpu in tf.config.list_physical_devices("GPU")]
+  if not capabilities:
+    return "float32"  # CPUs gain nothing and lose precision
+  return "mixed_bfloat16" if min(capabilities) >= (8, 0) else "mixed_float16"
+
+
+def resolve_jit_compile(flag):
+  """--jit_compile as a bool: auto = on when a GPU is present."""
+  if flag == "auto":
+    return bool(tf.config.list_physical_devices("GPU"))
+  return flag == "on"
+
+
 def is_chief(strategy):
   """Whether this process writes artifacts (one process per cluster does)."""
   resolver = getattr(strategy, "cluster_resolver", None)

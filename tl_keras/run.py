@@ -97,21 +97,23 @@ def build_model(config, num_classes, image_size, strategy):
   return model
 
 
-def recipe_from_config(config):
-  """The two phases as `training.Recipe`."""
+def recipe_from_config(config, jit_compile=False):
+  """The two phases as `training.Recipe`, learning rates scaled."""
   common = dict(optimizer=config.optimizer, weight_decay=config.weight_decay,
-                label_smoothing=config.label_smoothing)
+                label_smoothing=config.label_smoothing,
+                jit_compile=jit_compile)
+  scale = config.lr_scale()
   return training.Recipe(
-      head=training.PhaseSpec("head", config.head_epochs, config.head_lr,
-                              **common),
+      head=training.PhaseSpec("head", config.head_epochs,
+                              config.head_lr * scale, **common),
       finetune=training.PhaseSpec("finetune", config.finetune_epochs,
-                                  config.finetune_lr,
+                                  config.finetune_lr * scale,
                                   warmup_epochs=config.warmup_epochs,
                                   **common),
       unfreeze=config_lib.parse_unfreeze(config.unfreeze))
 
 
-def train_scratch(config, splits, image_size, strategy):
+def train_scratch(config, splits, image_size, strategy, jit_compile=False):
   """The baseline: same architecture, random init, same data and epochs.
 
   Every layer trains (BatchNorm in training mode) at the head learning rate
@@ -123,9 +125,10 @@ def train_scratch(config, splits, image_size, strategy):
         config.model, splits.num_classes, image_size=image_size,
         weights=None, dropout=config.dropout, frozen_base=False)
   spec = training.PhaseSpec(
-      "scratch", config.head_epochs + config.finetune_epochs, config.head_lr,
-      optimizer=config.optimizer, weight_decay=config.weight_decay,
-      label_smoothing=config.label_smoothing)
+      "scratch", config.head_epochs + config.finetune_epochs,
+      config.head_lr * config.lr_scale(), optimizer=config.optimizer,
+      weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
+      jit_compile=jit_compile)
   best = training.Best()
   history, _ = training.train_phase(
       model, spec, splits, strategy=strategy, image_size=image_size,
@@ -172,10 +175,22 @@ def _train_and_evaluate(config, strategy, chief):
   if chief:
     artifacts.prepare(out, overwrite=config.overwrite)
   checkpointer = make_checkpointer(config, chief)
+  speed = {"policy": distribution.resolve_mixed_precision(
+               config.mixed_precision),
+           "jit_compile": distribution.resolve_jit_compile(config.jit_compile),
+           "lr_scale": config.lr_scale()}
+  logging.info("precision %s, XLA %s; learning rates x%g for global batch "
+               "%d (linear rule from batch %d%s)", speed["policy"],
+               "on" if speed["jit_compile"] else "off", speed["lr_scale"],
+               config.batch_size, config_lib.REFERENCE_BATCH,
+               "; off by --no_lr_scaling" if config.no_lr_scaling else "")
+  previous = keras.mixed_precision.dtype_policy()
+  keras.mixed_precision.set_dtype_policy(speed["policy"])
   try:
     return _train_evaluate_export(config, strategy, chief, checkpointer,
-                                  started)
+                                  started, speed)
   finally:
+    keras.mixed_precision.set_dtype_policy(previous)
     if not chief:  # a worker's private checkpoints
       shutil.rmtree(checkpointer.directory, ignore_errors=True)
 
@@ -207,11 +222,12 @@ def make_checkpointer(config, chief):
   return checkpointer
 
 
-def _train_evaluate_export(config, strategy, chief, checkpointer, started):
+def _train_evaluate_export(config, strategy, chief, checkpointer, started,
+                           speed):
   """The run itself, after the output directory is prepared."""
   out = config.output_dir
   image_size = models.resolve_image_size(config.model, config.image_size)
-  recipe = recipe_from_config(config)
+  recipe = recipe_from_config(config, speed["jit_compile"])
 
   splits = load_splits(config)
   for note in splits.notes:
@@ -254,7 +270,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started):
   if config.compare_scratch:
     start = time.time()
     scratch, scratch_history = train_scratch(config, splits, image_size,
-                                             strategy)
+                                             strategy, speed["jit_compile"])
     history += scratch_history
     metrics["scratch"] = {"test": training.evaluate(
         scratch, splits.test, splits.sizes["test"], **eval_args)}
@@ -287,6 +303,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started):
                    "notes": splits.notes,
                    "skipped_images": {"count": len(splits.skipped),
                                       "files": splits.skipped[:100]}},
+          "precision": speed,
           "strategy": {"flag": config.strategy,
                        "name": type(strategy).__name__,
                        "replicas": strategy.num_replicas_in_sync},

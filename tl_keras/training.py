@@ -37,6 +37,7 @@ class PhaseSpec:
   optimizer: str = "adamw"
   weight_decay: float = 1e-4
   label_smoothing: float = 0.0
+  jit_compile: bool = False  # XLA-compile the per-replica step
 
 
 class Best:
@@ -113,9 +114,51 @@ def make_optimizer(spec, steps):
   return table[spec.optimizer]()
 
 
+class LossScale:
+  """Dynamic loss scaling for float16 training inside `strategy.run`.
+
+  float16 gradients underflow unless the loss is scaled up first. The scale
+  doubles after `growth_steps` finite steps and halves on an overflow, whose
+  gradients are zeroed (all replicas agree, so they stay in sync). Keras's
+  `LossScaleOptimizer` fails inside a custom tf.function loop here, so the
+  standard algorithm is done by hand.
+  """
+
+  def __init__(self, initial=2.0 ** 15, growth_steps=2000):
+    agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    self.scale = tf.Variable(initial, trainable=False, aggregation=agg)
+    self.good_steps = tf.Variable(0, trainable=False, aggregation=agg)
+    self.growth_steps = growth_steps
+
+  def scale_loss(self, loss):
+    """The loss to differentiate (inside the tape)."""
+    return loss * self.scale
+
+  def unscale(self, scaled):
+    """Gradients of `scale_loss(loss)`, unscaled and zeroed on overflow."""
+    grads = [g / self.scale for g in scaled]
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
+                            for g in grads])
+    context = tf.distribute.get_replica_context()
+    if context is not None:  # every replica must take the same branch
+      finite = context.all_reduce("SUM", 1.0 - tf.cast(finite, tf.float32)) < 0.5
+    grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+    grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_steps)
+    self.scale.assign(tf.where(
+        finite, tf.where(grow, self.scale * 2.0, self.scale),
+        tf.maximum(self.scale / 2.0, 1.0)))
+    self.good_steps.assign(tf.where(
+        tf.logical_and(finite, tf.logical_not(grow)), self.good_steps + 1, 0))
+    return grads
+
+
 def _step_functions(model, optimizer, strategy, num_classes, global_batch,
-                    label_smoothing):
+                    label_smoothing, jit_compile=False):
   """tf.functions for one training step and one evaluation step."""
+  loss_scale = None
+  if keras.mixed_precision.dtype_policy().name == "mixed_float16":
+    with strategy.scope():
+      loss_scale = LossScale()
 
   def train_fn(images, labels):
     targets = tf.one_hot(labels, num_classes)
@@ -128,17 +171,23 @@ def _step_functions(model, optimizer, strategy, num_classes, global_batch,
                                         global_batch_size=global_batch)
       if model.losses:
         loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+      scaled_loss = loss_scale.scale_loss(loss) if loss_scale else loss
     variables = model.trainable_variables
-    grads = tape.gradient(loss, variables)
+    grads = tape.gradient(scaled_loss, variables)
+    if loss_scale:
+      grads = loss_scale.unscale(grads)
     optimizer.apply_gradients(zip(grads, variables))
     correct = tf.reduce_sum(tf.cast(
         tf.equal(tf.argmax(probs, -1, output_type=tf.int32), labels),
         tf.float32))
     return tf.reduce_sum(per_example), correct
 
+  replica_fn = (tf.function(train_fn, jit_compile=True) if jit_compile
+                else train_fn)
+
   @tf.function
   def train_step(iterator):
-    loss, correct = strategy.run(train_fn, args=next(iterator))
+    loss, correct = strategy.run(replica_fn, args=next(iterator))
     return (strategy.reduce("SUM", loss, axis=None),
             strategy.reduce("SUM", correct, axis=None))
 
@@ -233,7 +282,7 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
     optimizer.build(model.trainable_variables)
   train_step, eval_step = _step_functions(
       model, optimizer, strategy, splits.num_classes, batch_size,
-      spec.label_smoothing)
+      spec.label_smoothing, spec.jit_compile)
   dist = strategy.distribute_datasets_from_function(data_lib.input_fn(
       splits.train, size=splits.sizes["train"], image_size=image_size,
       global_batch_size=batch_size, training=True, augment=augment,
