@@ -317,6 +317,8 @@ ERROR_CASES = {
     "unknown_flag": (["--learning_rate=0.1"], "Unknown command line flag"),
     "batch_larger_than_data": (["--weights=none", "--batch_size=500"],
                                "--batch_size=500 is larger than the 72"),
+    "tpu_without_address": (["--strategy=tpu"], "--strategy=tpu needs --tpu"),
+    "bad_profile_steps": (["--profile_steps=5"], "--profile_steps='5'"),
     "unfreeze_too_deep": (["--weights=none", "--unfreeze=500"],
                           "--unfreeze=500 exceeds"),
 }
@@ -342,3 +344,57 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(case, tmp_path):
       result.stderr[-2000:])
   leftovers = [p for p in artifacts.RUN_ARTIFACTS if (out / p).exists()]
   assert not leftovers
+
+
+def test_report_model_card_and_plots(quick_run):
+  out = quick_run[0]
+  metrics = json.loads((out / "metrics.json").read_text())
+  report = (out / "report.html").read_text()
+  assert report.count("data:image/png;base64,") == 2  # self-contained
+  assert f"{100 * metrics['test']['accuracy']:.1f}%" in report
+  assert "Transfer versus from scratch" in report
+  assert "model_int8.tflite" in report and "agreement with Keras" in report
+  assert "python main.py --model=convnet_small" in report
+  for name in ("learning_curves.png", "confusion_matrix.png"):
+    with Image.open(out / name) as image:
+      assert image.format == "PNG" and image.size[0] > 300
+  card = (out / "README.md").read_text()
+  assert "hexagon" in card and "model_int8.tflite" in card
+  assert "## Limitations" in card
+
+
+def test_tensorboard_tells_the_story(quick_run):
+  from tensorboard.backend.event_processing import event_accumulator as ea  # pylint: disable=g-import-not-at-top
+  out = quick_run[0]
+
+  def tags(sub):
+    acc = ea.EventAccumulator(str(out / "tensorboard" / sub),
+                              size_guidance={ea.TENSORS: 0})
+    acc.Reload()
+    return acc
+
+  validation = tags("validation")
+  for name in ("confusion_matrix", "predictions"):
+    events = validation.Tensors(name)
+    assert len(events) == 2  # one per epoch: head, finetune
+    png = events[-1].tensor_proto.string_val[2]
+    assert png.startswith(b"\x89PNG")
+  train = tags("train")
+  assert {"loss", "accuracy", "learning_rate", "phase"} <= set(
+      train.Tags()["tensors"])
+  steps = [e.step for e in train.Tensors("phase")]
+  assert steps == sorted(steps)  # one step axis across phases
+  hparams = tags("hparams")
+  assert "_hparams_/session_start_info" in hparams.Tags()["tensors"]
+  assert "test_accuracy" in hparams.Tags()["tensors"]
+
+
+def test_list_models_and_line_based_progress(quick_run):
+  from tl_keras import models  # pylint: disable=g-import-not-at-top
+  result = run_main("--list_models")
+  assert result.returncode == 0
+  listed = [line.split()[0] for line in result.stdout.splitlines()]
+  assert listed == list(models.REGISTRY)
+  log = quick_run[1].stderr
+  assert "\r" not in log and "\b" not in log  # not a TTY: whole lines
+  assert "head epoch 1/1" in log

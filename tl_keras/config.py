@@ -145,6 +145,9 @@ class Config:
   checkpoint_every: int = _field(
       200, "Checkpoint every N training steps (and at every epoch end); 0 = "
       "epoch ends only. A rerun of the same command resumes.", "run")
+  profile_steps: str = _field(
+      "", "A,B: trace global steps A to B with the TF profiler (TensorBoard's "
+      "Profile tab).", "run")
   log_every_steps: int = _field(
       10, "Write training scalars to TensorBoard every N steps.", "run")
 
@@ -198,6 +201,7 @@ class Config:
                         f"{', '.join(choices)}")
     parse_unfreeze(self.unfreeze)
     parse_exports(self.export)
+    parse_profile_steps(self.profile_steps)
     if "tflite_int8" in parse_exports(self.export) and (
         self.calibration_samples == 0):
       raise UserError("--calibration_samples=0 leaves tflite_int8 "
@@ -207,6 +211,9 @@ class Config:
                        ("predict", "inputs"), ("evaluate", "artifact")):
       if self.mode == mode and not getattr(self, name):
         raise UserError(f"--mode={mode} needs --{name}")
+    if self.strategy == "tpu" and not self.tpu:
+      raise UserError("--strategy=tpu needs --tpu=ADDRESS (or 'local' on a "
+                      "TPU VM)")
     if self.dataset == "folder" and not self.data_dir:
       raise UserError("--dataset=folder needs --data_dir=PATH, a folder with "
                       "one subfolder of images per class")
@@ -243,6 +250,20 @@ RESUME_SETTINGS = ("model", "weights", "image_size", "dropout", "dataset",
                    "seed", "mixed_precision", "no_lr_scaling")
 # Learning rates are given for this global batch size (the linear rule).
 REFERENCE_BATCH = 32
+
+
+def parse_profile_steps(spec):
+  """--profile_steps "A,B" as (A, B), or None when empty."""
+  if not spec:
+    return None
+  try:
+    first, last = (int(v) for v in spec.split(","))
+  except ValueError:
+    first = last = -1
+  if not 0 < first < last:
+    raise UserError(f"--profile_steps={spec!r} is not two step numbers A,B "
+                    "with 0 < A < B")
+  return first, last
 
 
 def parse_exports(spec):

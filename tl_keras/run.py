@@ -22,6 +22,7 @@ from tl_keras import evaluation
 from tl_keras import export
 from tl_keras import models
 from tl_keras import pretraining
+from tl_keras import report
 from tl_keras import tflite
 from tl_keras import training
 from tl_keras.errors import UserError
@@ -195,6 +196,13 @@ def _train_and_evaluate(config, strategy, chief):
       shutil.rmtree(checkpointer.directory, ignore_errors=True)
 
 
+# The settings shown in TensorBoard's HParams dashboard.
+HPARAMS = ("model", "weights", "dataset", "image_size", "batch_size",
+           "head_epochs", "head_lr", "finetune_epochs", "finetune_lr",
+           "unfreeze", "optimizer", "weight_decay", "label_smoothing",
+           "dropout", "seed")
+
+
 def make_checkpointer(config, chief):
   """The run's `training.Checkpointer`; checks a resume uses the same flags.
 
@@ -244,8 +252,9 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   if config.finetune_epochs:
     models.unfreeze_count(model, *recipe.unfreeze)  # fail before training
   timings["setup_seconds"] = time.time() - started
-  summaries = training.Summaries(os.path.join(out, "tensorboard")
-                                 if chief else None)
+  summaries = training.Summaries(
+      os.path.join(out, "tensorboard") if chief else None,
+      profile_steps=config_lib.parse_profile_steps(config.profile_steps))
   summaries.text("config", "\n".join(
       f"    --{k}={v}" for k, v in dataclasses.asdict(config).items()))
   history, info = training.run_recipe(
@@ -293,7 +302,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
         metrics["tflite"] = rows
       artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
       timings["total_seconds"] = time.time() - started
-      artifacts.write_json(os.path.join(stage, "run.json"), {
+      record = {
           "config": dataclasses.asdict(config),
           "model": {**models.describe(config.model), "image_size": image_size,
                     "parameters": model.count_params(),
@@ -310,7 +319,15 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
           "versions": _versions(),
           "timings": timings,
           "history": history,
-      })
+      }
+      artifacts.write_json(os.path.join(stage, "run.json"), record)
+      report.write_all(stage, record, metrics)
+    summaries.hparams(
+        {k: v for k, v in dataclasses.asdict(config).items()
+         if k in HPARAMS}, {
+             "test_accuracy": metrics["test"]["accuracy"],
+             "test_macro_f1": metrics["test"]["macro_f1"],
+             "best_validation_accuracy": info["best_validation_accuracy"]})
     shutil.rmtree(checkpointer.directory, ignore_errors=True)  # finished
     logging.info("wrote %s (%.0fs in all)", out, time.time() - started)
     check_exports(metrics.get("tflite", {}), config.max_accuracy_drop)

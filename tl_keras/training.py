@@ -63,7 +63,11 @@ class Best:
 class Summaries:
   """TensorBoard writers for train and validation; no-ops when disabled."""
 
-  def __init__(self, logdir=None):
+  def __init__(self, logdir=None, profile_steps=None):
+    self.logdir = f"{logdir}/train" if logdir else None
+    # (first, last) global steps to trace with the TF profiler, or None.
+    self.profile_steps = profile_steps if logdir else None
+    self._profiling = False
     self.train = tf.summary.create_file_writer(f"{logdir}/train") if logdir else None
     self.validation = (tf.summary.create_file_writer(f"{logdir}/validation")
                        if logdir else None)
@@ -75,6 +79,46 @@ class Summaries:
     with writer.as_default(step=step):
       for name, value in values.items():
         tf.summary.scalar(name, value)
+
+  def profile(self, step):
+    """Starts or stops the TF profiler around the --profile_steps range."""
+    if not self.profile_steps:
+      return
+    first, last = self.profile_steps
+    if step == first and not self._profiling:
+      tf.profiler.experimental.start(os.path.dirname(self.logdir))
+      self._profiling = True
+    elif step >= last and self._profiling:
+      tf.profiler.experimental.stop()
+      self._profiling = False
+      logging.info("profiled steps %d-%d: open TensorBoard's Profile tab",
+                   first, last)
+
+  @property
+  def enabled(self):
+    return self.train is not None
+
+  def png(self, which, name, png, step):
+    """A PNG image (bytes) on the `which` writer."""
+    writer = getattr(self, which)
+    if writer is None:
+      return
+    image = tf.io.decode_png(png, channels=3)[None]
+    with writer.as_default(step=step):
+      tf.summary.image(name, image)
+
+  def hparams(self, values, metrics):
+    """The HParams dashboard row: run settings and final metrics."""
+    if self.train is None:
+      return
+    from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+    writer = tf.summary.create_file_writer(
+        os.path.join(os.path.dirname(self.logdir), "hparams"))
+    with writer.as_default(step=0):
+      hp.hparams(values)
+      for name, value in metrics.items():
+        tf.summary.scalar(name, value)
+    writer.flush()
 
   def text(self, name, text, step=0):
     if self.train is not None:
@@ -306,6 +350,10 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
     summaries.text("phases", f"phase **{spec.name}** starts at step {step}",
                    step)
 
+  # A fixed handful of validation images, shown with predictions each epoch.
+  sample = (data_lib.to_numpy(splits.validation, image_size, limit=16)
+            if summaries.enabled else None)
+
   def save(step_in_phase):
     if checkpointer:
       checkpointer.save(model, optimizer, phase=spec.name,
@@ -318,6 +366,7 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
     loss_sum = correct = seen = 0.0
     for i in range(done % steps_per_epoch, steps_per_epoch):
       lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+      summaries.profile(step)
       loss, hits = train_step(iterator)
       loss_sum, correct, seen = (loss_sum + float(loss), correct + float(hits),
                                  seen + batch_size)
@@ -345,6 +394,7 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
     history.append(record)
     summaries.scalars("validation", step, {"loss": val["loss"],
                                            "accuracy": val["accuracy"]})
+    _image_summaries(summaries, model, val, sample, splits.class_names, step)
     improved = best.offer(model, val["accuracy"], (spec.name, epoch + 1)) if (
         best is not None) else False
     logging.info("%s epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc "
@@ -358,6 +408,20 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                        checkpointer)
   summaries.flush()
   return history, step
+
+
+def _image_summaries(summaries, model, val, sample, class_names, step):
+  """Confusion matrix and captioned validation images, for TensorBoard."""
+  if not summaries.enabled:
+    return
+  from tl_keras import report  # pylint: disable=g-import-not-at-top
+  summaries.png("validation", "confusion_matrix", report.confusion_matrix_png(
+      val["confusion_matrix"], class_names), step)
+  images, labels = sample
+  if len(images):
+    predicted = model(tf.cast(images, tf.float32), training=False).numpy()
+    summaries.png("validation", "predictions", report.prediction_grid_png(
+        images, labels, predicted.argmax(-1), class_names), step)
 
 
 class Stopped(UserError):

@@ -1,0 +1,280 @@
+"""What a run leaves for people: plots, a self-contained HTML report, a card.
+
+`write_all` turns a finished run's record (run.json) and metrics
+(metrics.json) into `learning_curves.png`, `confusion_matrix.png`,
+`report.html` (images embedded, opens offline) and `README.md`, the model
+card.
+"""
+
+import base64
+import dataclasses
+import html
+import io
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.ticker  # pylint: disable=g-import-not-at-top
+from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
+
+PNG_FILES = ("learning_curves.png", "confusion_matrix.png")
+
+
+def command_line(config):
+  """The command that reproduces a run: the flags that differ from defaults."""
+  skip = {"overwrite", "mode", "run_dir", "artifact", "inputs", "split",
+          "top_k"}
+  args = []
+  for f in dataclasses.fields(config_lib.Config):
+    value = config.get(f.name, f.default)
+    if f.name in skip or value == f.default:
+      continue
+    if isinstance(value, bool):
+      args.append(f"--{'' if value else 'no'}{f.name}")
+    else:
+      args.append(f"--{f.name}={value}")
+  return "python main.py " + " ".join(args)
+
+
+def learning_curves_png(history):
+  """Loss and accuracy per epoch, train and validation, phases marked."""
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+  runs = [h for h in history if h["phase"] != "scratch"]
+  x = np.arange(1, len(runs) + 1)
+  for ax, key, title in ((axes[0], "loss", "loss"),
+                         (axes[1], "accuracy", "accuracy")):
+    ax.plot(x, [h[key] for h in runs], "o-", label="train")
+    ax.plot(x, [h["val_" + key] for h in runs], "s-", label="validation")
+    scratch = [h for h in history if h["phase"] == "scratch"]
+    if scratch and key == "accuracy":
+      ax.plot(np.arange(1, len(scratch) + 1),
+              [h["val_accuracy"] for h in scratch], ":", color="gray",
+              label="from scratch (validation)")
+    boundaries = [i + 0.5 for i in range(1, len(runs))
+                  if runs[i]["phase"] != runs[i - 1]["phase"]]
+    for b in boundaries:
+      ax.axvline(b, color="black", linestyle="--", linewidth=0.8)
+      ax.text(b, ax.get_ylim()[1], " fine-tune", va="top", fontsize=8)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+  axes[1].legend(fontsize=8)
+  fig.tight_layout()
+  return _png(fig)
+
+
+def confusion_matrix_png(confusion, class_names):
+  """The confusion matrix as a heat map with counts, rows = true class."""
+  confusion = np.asarray(confusion)
+  n = len(class_names)
+  size = min(2 + 0.45 * n, 14)
+  fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+  shown = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+  image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+  if n <= 30:
+    ax.set_xticks(range(n), [c[:16] for c in class_names], rotation=60,
+                  ha="right", fontsize=8)
+    ax.set_yticks(range(n), [c[:16] for c in class_names], fontsize=8)
+    for i in range(n):
+      for j in range(n):
+        if confusion[i, j]:
+          ax.text(j, i, int(confusion[i, j]), ha="center", va="center",
+                  fontsize=7, color="white" if shown[i, j] > 0.5 else "black")
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+  fig.tight_layout()
+  return _png(fig)
+
+
+def prediction_grid_png(images, labels, predictions, class_names, cell=96):
+  """Validation images captioned "predicted / true", red when wrong."""
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  columns = min(8, len(images))
+  rows = -(-len(images) // columns)
+  caption = 14
+  grid = Image.new("RGB", (columns * cell, rows * (cell + caption)), "white")
+  draw = ImageDraw.Draw(grid)
+  for i, (image, label, predicted) in enumerate(
+      zip(images, labels, predictions)):
+    x, y = (i % columns) * cell, (i // columns) * (cell + caption)
+    grid.paste(Image.fromarray(np.asarray(image, np.uint8)).resize(
+        (cell - 4, cell - 4)), (x + 2, y + 2))
+    right = predicted == label
+    text = (class_names[predicted][:9] if right else
+            f"{class_names[predicted][:6]}/{class_names[label][:6]}")
+    draw.text((x + 3, y + cell), text,
+              fill=(0, 128, 0) if right else (200, 0, 0))
+  buffer = io.BytesIO()
+  grid.save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def _png(fig):
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png")
+  plt.close(fig)
+  return buffer.getvalue()
+
+
+def _table(header, rows):
+  head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+  body = "".join(
+      "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+      + "</tr>" for row in rows)
+  return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _pct(value):
+  return f"{100 * value:.1f}%"
+
+
+def html_report(record, metrics, images):
+  """The report as one HTML string; `images` maps PNG name -> bytes."""
+  config, test = record["config"], metrics["test"]
+  parts = [
+      f"<h1>{html.escape(config['model'])} on "
+      f"{html.escape(config['dataset'])}</h1>",
+      _table(["", "value"], [
+          ["test accuracy", _pct(test["accuracy"])],
+          ["macro-F1", f"{test['macro_f1']:.4f}"],
+          *([["top-5 accuracy", _pct(test["top5_accuracy"])]]
+            if "top5_accuracy" in test else []),
+          ["test examples", test["examples"]],
+          ["best validation accuracy",
+           f"{_pct(metrics['validation']['best_accuracy'])} "
+           f"({' epoch '.join(map(str, metrics['validation']['best_epoch'] or []))})"],
+          ["classes", len(record["data"]["classes"])],
+          ["train / validation / test", " / ".join(
+              str(record["data"]["sizes"][s])
+              for s in ("train", "validation", "test"))],
+          ["weights", config["weights"]],
+          ["total time", f"{record['timings'].get('total_seconds', 0):.0f} s"],
+      ])]
+  if "scratch" in metrics:
+    parts += ["<h2>Transfer versus from scratch</h2>", _table(
+        ["", "test accuracy"],
+        [["transfer", _pct(test["accuracy"])],
+         ["from scratch, same data and epochs",
+          _pct(metrics["scratch"]["test"]["accuracy"])],
+         ["gain", f"{100 * metrics['transfer_gain']:+.1f} points"]])]
+  parts += ["<h2>Learning curves</h2>", _img(images, "learning_curves.png"),
+            "<h2>Confusion matrix (test)</h2>",
+            _img(images, "confusion_matrix.png"),
+            "<h2>Per class (test)</h2>", _table(
+                ["class", "precision", "recall", "F1", "support"],
+                [[name, f"{m['precision']:.4f}", f"{m['recall']:.4f}",
+                  f"{m['f1']:.4f}", m["support"]]
+                 for name, m in test["per_class"].items()])]
+  if metrics.get("tflite"):
+    first = next(iter(metrics["tflite"].values()))
+    parts += [f"<h2>Exports checked with LiteRT ({first['examples']} test "
+              f"images, {first['threads']} threads)</h2>", _table(
+                  ["model", "accuracy", "agreement with Keras", "size",
+                   "median latency"],
+                  [["Keras", _pct(first["keras_accuracy"]), "", "", ""]] + [
+                      [f"model_{v}.tflite", _pct(r["accuracy"]),
+                       _pct(r["agreement"]), f"{r['size_bytes'] / 1024:.0f} KB",
+                       f"{r['latency_ms']:.3f} ms"]
+                      for v, r in metrics["tflite"].items()])]
+  parts += ["<h2>Reproduce</h2>",
+            f"<pre>{html.escape(command_line(config))}</pre>",
+            "<h2>Environment</h2>", _table(
+                ["", "version"], sorted(record["versions"].items()))]
+  style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;"
+           "color:#222}table{border-collapse:collapse;margin:.5em 0}"
+           "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
+           "th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;"
+           "padding:.6em;white-space:pre-wrap}")
+  title = html.escape(f"tl_keras: {config['model']} on {config['dataset']}")
+  return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}"
+          f"</title><style>{style}</style></head><body>{''.join(parts)}"
+          "</body></html>")
+
+
+def _img(images, name):
+  data = base64.b64encode(images[name]).decode("ascii")
+  return f"<img alt='{name}' src='data:image/png;base64,{data}'>"
+
+
+def model_card(record, metrics):
+  """README.md for the output directory: what the model is and how to use it."""
+  config, test = record["config"], metrics["test"]
+  size = record["model"]["image_size"]
+  labels = record["data"]["classes"]
+  lines = [
+      f"# {config['model']} fine-tuned on {config['dataset']}", "",
+      f"An image classifier for {len(labels)} classes: "
+      f"{', '.join(labels[:20])}{', ...' if len(labels) > 20 else ''}.",
+      f"Backbone `{config['model']}` ({record['model']['family']}) starting "
+      f"from `--weights={config['weights']}`, trained by tl_keras with the "
+      "two-phase transfer recipe (head, then fine-tuning the top of the "
+      "base).", "",
+      "## Results on the test split", "",
+      f"- accuracy {_pct(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
+      f" on {test['examples']} images",
+  ]
+  if "scratch" in metrics:
+    lines.append(f"- the same network trained from scratch: "
+                 f"{_pct(metrics['scratch']['test']['accuracy'])}")
+  for variant, row in metrics.get("tflite", {}).items():
+    lines.append(f"- `model_{variant}.tflite`: accuracy "
+                 f"{_pct(row['accuracy'])}, agrees with the Keras model on "
+                 f"{_pct(row['agreement'])} of test images")
+  lines += [
+      "", "## Input", "",
+      "Raw RGB pixels, 0–255. Resizing to "
+      f"{size}×{size} and the backbone's normalization "
+      f"(`{record['model']['preprocessing']}`) are inside every artifact. "
+      "Labels are in `labels.txt` (one per line, in output order) and inside "
+      "the SavedModel and each .tflite file.", "",
+      "## Use it", "",
+      "```python",
+      "import keras, tl_keras.models  # registers the preprocessing layer",
+      "model = keras.saving.load_model('model.keras')",
+      "probabilities = model.predict(images_uint8.astype('float32'))",
+      "",
+      "import tensorflow as tf",
+      "serve = tf.saved_model.load('saved_model').signatures['serving_default']",
+      "probabilities = serve(images=tf.constant(images_uint8))['probabilities']",
+      "",
+      "from ai_edge_litert.interpreter import Interpreter",
+      "interpreter = Interpreter(model_path='model_int8.tflite')",
+      "```", "",
+      "On Android and iOS, load the `.tflite` files with LiteRT "
+      "(`org.tensorflow:tensorflow-lite` / `TensorFlowLiteSwift`): the input "
+      f"is uint8 `[1, {size}, {size}, 3]`; `model_int8.tflite` also returns "
+      "uint8 (scale and zero point are in the file's `tl_keras` metadata). "
+      "From the command line: `python main.py --mode=predict "
+      "--artifact=THIS_DIR --inputs=photo.jpg`.", "",
+      "## Limitations", "",
+      f"- Trained on {record['data']['sizes']['train']} images; it knows "
+      "only these classes and will pick one of them for any image.",
+      "- Accuracy was measured on this dataset's test split; images from "
+      "other cameras, lighting or sources may score lower.",
+      "- Quantized variants can disagree with the Keras model on a few "
+      "borderline images (the agreement figures above).", "",
+      "## Reproduce", "", "```", command_line(config), "```", ""]
+  return "\n".join(lines)
+
+
+def write_all(directory, record, metrics):
+  """Writes the PNG plots, report.html and README.md into `directory`."""
+  images = {
+      "learning_curves.png": learning_curves_png(record["history"]),
+      "confusion_matrix.png": confusion_matrix_png(
+          metrics["test"]["confusion_matrix"], record["data"]["classes"]),
+  }
+  for name, content in images.items():
+    with open(os.path.join(directory, name), "wb") as f:
+      f.write(content)
+  with open(os.path.join(directory, "report.html"), "w",
+            encoding="utf-8") as f:
+    f.write(html_report(record, metrics, images))
+  with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as f:
+    f.write(model_card(record, metrics))
