@@ -27,12 +27,13 @@ def define_flags():
   """One absl flag per Config field; default and help come from Config."""
   for field in dataclasses.fields(config_lib.Config):
     meta = field.metadata
+    # --helpfull lists flags under their group ("model flags", ...).
+    group = {"module_name": f"{meta['group']} flags"}
     if meta["choices"]:
       flags.DEFINE_enum(field.name, field.default, meta["choices"],
-                        meta["help"])
+                        meta["help"], **group)
     else:
-      _DEFINE[field.type](
-          field.name, field.default, meta["help"])
+      _DEFINE[field.type](field.name, field.default, meta["help"], **group)
   flags.DEFINE_bool("list_models", False, "Print the model registry and exit.")
 
 
@@ -49,7 +50,8 @@ def main(argv):
   if FLAGS.list_models:
     for name in models.REGISTRY:
       row = models.describe(name)
-      print(f"{name:<20} {row['family']:<16} {row['image_size']:>4}px")
+      print(f"{name:<20} {row['family']:<16} {row['image_size']:>4}px "
+            f"{row['base_parameters'] / 1e6:>7.1f}M parameters")
     return
   config = config_lib.Config(**{f.name: FLAGS[f.name].value
                                 for f in dataclasses.fields(config_lib.Config)})

@@ -395,6 +395,26 @@ def test_list_models_and_line_based_progress(quick_run):
   assert result.returncode == 0
   listed = [line.split()[0] for line in result.stdout.splitlines()]
   assert listed == list(models.REGISTRY)
+  helpfull = run_main("--helpfull").stdout
+  for group in ("model", "data", "recipe", "export", "run"):
+    assert f"\n{group} flags:\n" in helpfull, group
   log = quick_run[1].stderr
   assert "\r" not in log and "\b" not in log  # not a TTY: whole lines
   assert "head epoch 1/1" in log
+
+
+@pytest.mark.skipif(not shutil.which("chromium"),
+                    reason="Debian's chromium is not installed")
+def test_report_renders_in_headless_chromium(quick_run, tmp_path):
+  shot = tmp_path / "report.png"
+  result = subprocess.run(
+      ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+       "--hide-scrollbars", "--window-size=1100,2400",
+       f"--screenshot={shot}", f"file://{quick_run[0]}/report.html"],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  with Image.open(shot) as image:
+    pixels = np.asarray(image.convert("L"))
+  # Text, tables and the two plots: many rows hold dark pixels.
+  inked_rows = (pixels < 128).any(axis=1).mean()
+  assert 0.2 < inked_rows < 0.95

@@ -18,6 +18,7 @@ def test_every_registry_entry_builds(name):
   assert probs.shape == (2, 3)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
   assert not models.base_of(model).trainable
+  assert models.base_of(model).count_params() == spec.parameters
   keras.backend.clear_session()
 
 

@@ -96,54 +96,56 @@ class Backbone:
   image_size: int  # default input size (the ImageNet weights' size)
   preprocessing: str  # an ImagePreprocessing mode
   family: str
+  parameters: int  # of the headless backbone (checked by the tests)
   min_size: int = 32  # smallest input the architecture accepts
 
 
 def _rows(family, preprocessing, entries, min_size=32):
-  return {name: Backbone(fn, size, preprocessing, family, min_size)
-          for name, (fn, size) in entries.items()}
+  return {name: Backbone(fn, size, preprocessing, family, params, min_size)
+          for name, (fn, size, params) in entries.items()}
 
 
 REGISTRY = {
     **_rows("resnet", "caffe", {
-        "resnet50": (apps.ResNet50, 224),
-        "resnet101": (apps.ResNet101, 224),
-        "resnet152": (apps.ResNet152, 224)}),
+        "resnet50": (apps.ResNet50, 224, 23_587_712),
+        "resnet101": (apps.ResNet101, 224, 42_658_176),
+        "resnet152": (apps.ResNet152, 224, 58_370_944)}),
     **_rows("resnet_v2", "tf", {
-        "resnet50v2": (apps.ResNet50V2, 224),
-        "resnet101v2": (apps.ResNet101V2, 224),
-        "resnet152v2": (apps.ResNet152V2, 224)}),
-    **_rows("mobilenet", "tf", {"mobilenetv2": (apps.MobileNetV2, 224)}),
+        "resnet50v2": (apps.ResNet50V2, 224, 23_564_800),
+        "resnet101v2": (apps.ResNet101V2, 224, 42_626_560),
+        "resnet152v2": (apps.ResNet152V2, 224, 58_331_648)}),
+    **_rows("mobilenet", "tf", {"mobilenetv2": (apps.MobileNetV2, 224, 2_257_984)}),
     **_rows("mobilenet", "none", {
-        "mobilenetv3_small": (apps.MobileNetV3Small, 224),
-        "mobilenetv3_large": (apps.MobileNetV3Large, 224)}),
+        "mobilenetv3_small": (apps.MobileNetV3Small, 224, 939_120),
+        "mobilenetv3_large": (apps.MobileNetV3Large, 224, 2_996_352)}),
     **_rows("efficientnet", "none", {
-        "efficientnet_b0": (apps.EfficientNetB0, 224),
-        "efficientnet_b1": (apps.EfficientNetB1, 240),
-        "efficientnet_b2": (apps.EfficientNetB2, 260),
-        "efficientnet_b3": (apps.EfficientNetB3, 300),
-        "efficientnet_b4": (apps.EfficientNetB4, 380),
-        "efficientnet_b5": (apps.EfficientNetB5, 456),
-        "efficientnet_b6": (apps.EfficientNetB6, 528),
-        "efficientnet_b7": (apps.EfficientNetB7, 600)}),
+        "efficientnet_b0": (apps.EfficientNetB0, 224, 4_049_571),
+        "efficientnet_b1": (apps.EfficientNetB1, 240, 6_575_239),
+        "efficientnet_b2": (apps.EfficientNetB2, 260, 7_768_569),
+        "efficientnet_b3": (apps.EfficientNetB3, 300, 10_783_535),
+        "efficientnet_b4": (apps.EfficientNetB4, 380, 17_673_823),
+        "efficientnet_b5": (apps.EfficientNetB5, 456, 28_513_527),
+        "efficientnet_b6": (apps.EfficientNetB6, 528, 40_960_143),
+        "efficientnet_b7": (apps.EfficientNetB7, 600, 64_097_687)}),
     **_rows("efficientnet_v2", "none", {
-        "efficientnetv2_b0": (apps.EfficientNetV2B0, 224),
-        "efficientnetv2_b1": (apps.EfficientNetV2B1, 240),
-        "efficientnetv2_b2": (apps.EfficientNetV2B2, 260),
-        "efficientnetv2_b3": (apps.EfficientNetV2B3, 300),
-        "efficientnetv2_s": (apps.EfficientNetV2S, 384),
-        "efficientnetv2_m": (apps.EfficientNetV2M, 480),
-        "efficientnetv2_l": (apps.EfficientNetV2L, 480)}),
+        "efficientnetv2_b0": (apps.EfficientNetV2B0, 224, 5_919_312),
+        "efficientnetv2_b1": (apps.EfficientNetV2B1, 240, 6_931_124),
+        "efficientnetv2_b2": (apps.EfficientNetV2B2, 260, 8_769_374),
+        "efficientnetv2_b3": (apps.EfficientNetV2B3, 300, 12_930_622),
+        "efficientnetv2_s": (apps.EfficientNetV2S, 384, 20_331_360),
+        "efficientnetv2_m": (apps.EfficientNetV2M, 480, 53_150_388),
+        "efficientnetv2_l": (apps.EfficientNetV2L, 480, 117_746_848)}),
     **_rows("convnext", "none", {
-        "convnext_tiny": (apps.ConvNeXtTiny, 224),
-        "convnext_small": (apps.ConvNeXtSmall, 224),
-        "convnext_base": (apps.ConvNeXtBase, 224)}),
-    **_rows("densenet", "torch", {"densenet121": (apps.DenseNet121, 224)}),
-    **_rows("inception", "tf", {"inceptionv3": (apps.InceptionV3, 299)},
+        "convnext_tiny": (apps.ConvNeXtTiny, 224, 27_820_128),
+        "convnext_small": (apps.ConvNeXtSmall, 224, 49_454_688),
+        "convnext_base": (apps.ConvNeXtBase, 224, 87_566_464)}),
+    **_rows("densenet", "torch", {"densenet121": (apps.DenseNet121, 224, 7_037_504)}),
+    **_rows("inception", "tf", {"inceptionv3": (apps.InceptionV3, 299, 21_802_784)},
             min_size=75),
-    **_rows("xception", "tf", {"xception": (apps.Xception, 299)}, min_size=71),
-    **_rows("vgg", "caffe", {"vgg16": (apps.VGG16, 224)}),
-    **_rows("tl_keras", "tf", {"convnet_small": (convnet_small, 32)}),
+    **_rows("xception", "tf", {"xception": (apps.Xception, 299, 20_861_480)}, min_size=71),
+    **_rows("vgg", "caffe", {"vgg16": (apps.VGG16, 224, 14_714_688)}),
+    **_rows("tl_keras", "tf", {
+        "convnet_small": (convnet_small, 32, 241_888)}),
 }
 
 
@@ -305,4 +307,5 @@ def describe(name):
   """One registry row as a dict (for --list_models and run.json)."""
   spec = get_backbone(name)
   return {"name": name, "family": spec.family, "image_size": spec.image_size,
-          "preprocessing": spec.preprocessing}
+          "preprocessing": spec.preprocessing,
+          "base_parameters": spec.parameters}
