@@ -60,8 +60,8 @@ def main(argv):
   except UserError as e:
     _fail(str(e), e.exit_code)
   except KeyboardInterrupt:
-    _fail("interrupted before training started or after it ended: no "
-          "artifacts were written; rerun the same command", 130)
+    _fail("interrupted: no artifacts were written; rerun the same command "
+          "(it resumes from the last checkpoint, if there is one)", 130)
 
 
 def parse_flags(argv):

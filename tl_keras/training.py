@@ -464,6 +464,8 @@ class _StopRequest:
 
   def _note(self, signum, frame):
     del frame
+    if signum == signal.SIGINT and self.signal == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C: stop now, unsaved
     self.signal = signum
 
   def error(self, where, checkpointer):
