@@ -138,3 +138,44 @@ def test_keras_and_saved_model_agree_on_raw_uint8_of_any_size(tmp_path):
                                                 verbose=0), expected, atol=1e-6)
     got = serving(images=tf.constant(images))["probabilities"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_cached_features_train_the_same_head_as_the_slow_path():
+  """Same data order, no dropout, no augmentation: the same head weights."""
+  splits = _splits(n=32)
+  results = {}
+  for cached in (False, True):
+    keras.utils.set_random_seed(3)
+    model = models.build_classifier("convnet_small", 3, weights=None,
+                                    dropout=0.0)
+    features = (training.FeatureCache(model, splits, image_size=32,
+                                      batch_size=8) if cached else None)
+    history, _ = training.train_phase(
+        model, training.PhaseSpec("head", 3, 1e-2), splits,
+        strategy=STRATEGY, image_size=32, batch_size=8, seed=0,
+        augment=False, features=features)
+    results[cached] = (model.get_layer("classifier").get_weights(), history,
+                       _weights(models.base_of(model)))
+  (slow, slow_history, slow_base), (fast, fast_history, fast_base) = (
+      results[False], results[True])
+  for a, b in zip(slow, fast):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  assert [h["val_accuracy"] for h in slow_history] == pytest.approx(
+      [h["val_accuracy"] for h in fast_history])
+  assert not _changed(slow_base, fast_base)  # same init, base untouched
+
+
+def test_feature_cache_views_are_distinct_augmentations():
+  splits = _splits(n=16)
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  cache = training.FeatureCache(model, splits, image_size=32, batch_size=8,
+                                views=3, seed=1)
+  features = np.stack([f for f, _ in cache.train.as_numpy_iterator()])
+  assert features.shape == (48, 128)
+  views = features.reshape(3, 16, 128)
+  assert not np.allclose(views[0], views[1])
+  assert not np.allclose(views[1], views[2])
+  again = training.FeatureCache(model, splits, image_size=32, batch_size=8,
+                                views=3, seed=1)
+  np.testing.assert_array_equal(
+      features, np.stack([f for f, _ in again.train.as_numpy_iterator()]))

@@ -82,6 +82,13 @@ class Config:
                                "recipe")
   label_smoothing: float = _field(0.1, "Label smoothing of the loss.",
                                   "recipe")
+  feature_cache: str = _field(
+      "auto", "Phase 1 runs the frozen base once per image and trains the "
+      "head on the stored features. auto: when they fit in memory on one "
+      "replica.", "recipe", choices=("auto", "memory", "off"))
+  cache_views: int = _field(
+      1, "With the feature cache: views per training image (1 = unaugmented;"
+      " more add flipped and cropped views).", "recipe")
   pretrain_epochs: int = _field(
       10, "Epochs of source-task pretraining for --weights=synthetic.",
       "recipe")
@@ -168,7 +175,7 @@ class Config:
 
   def validate(self):
     """Raises UserError naming the first bad value; does no work."""
-    for name in ("batch_size", "log_every_steps", "top_k"):
+    for name in ("batch_size", "log_every_steps", "top_k", "cache_views"):
       if getattr(self, name) <= 0:
         raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
     for name in ("head_epochs", "finetune_epochs", "pretrain_epochs",
@@ -247,7 +254,8 @@ RESUME_SETTINGS = ("model", "weights", "image_size", "dropout", "dataset",
                    "batch_size", "head_epochs", "head_lr", "finetune_epochs",
                    "finetune_lr", "warmup_epochs", "unfreeze", "optimizer",
                    "weight_decay", "label_smoothing", "pretrain_epochs",
-                   "seed", "mixed_precision", "no_lr_scaling")
+                   "seed", "mixed_precision", "no_lr_scaling",
+                   "feature_cache", "cache_views")
 # Learning rates are given for this global batch size (the linear rule).
 REFERENCE_BATCH = 32
 

@@ -364,7 +364,7 @@ def resize(image, size):
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def _augment(image, seed):
+def augment_image(image, seed):
   """Random horizontal flip and a pad-and-crop shift (train only)."""
   size = tf.shape(image)[0]
   pad = tf.maximum(size // 8, 1)
@@ -381,7 +381,8 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
   Args:
     dataset: unbatched (uint8 image, label) dataset.
     size: number of examples in `dataset`.
-    image_size: images are resized to this square size.
+    image_size: images are resized to this square size. None: the examples
+      are feature vectors (cached backbone outputs), used as they are.
     global_batch_size: batch size across all replicas.
     training: shuffle, repeat forever and drop the remainder. Otherwise
       every example is seen once: the dataset is padded with label -1
@@ -394,7 +395,7 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
     fn(input_context) -> per-replica batched dataset of
     (float32 images [B, image_size, image_size, 3] in 0..255, int32 labels).
   """
-  cache = size * image_size * image_size * 3 < CACHE_LIMIT_BYTES
+  cache = image_size and size * image_size * image_size * 3 < CACHE_LIMIT_BYTES
 
   def fn(context):
     ds = dataset
@@ -404,17 +405,18 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
       ds = ds.concatenate(filler.repeat().take(padded - size))
     if context.num_input_pipelines > 1:
       ds = ds.shard(context.num_input_pipelines, context.input_pipeline_id)
-    ds = ds.map(lambda x, y: (resize(x, image_size), y),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    if image_size:
+      ds = ds.map(lambda x, y: (resize(x, image_size), y),
+                  num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
       ds = ds.cache()
     if training:
       ds = ds.shuffle(min(size, 10_000), seed=seed,
                       reshuffle_each_iteration=True).repeat()
-      if augment:
+      if augment and image_size:
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (_augment(xy[0], s), xy[1]),
+            lambda xy, s: (augment_image(xy[0], s), xy[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),
                 num_parallel_calls=tf.data.AUTOTUNE)

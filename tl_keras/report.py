@@ -92,6 +92,35 @@ def confusion_matrix_png(confusion, class_names):
   return _png(fig)
 
 
+def confusion_matrix_quick_png(confusion, class_names, cell=28):
+  """A light heat map for TensorBoard, drawn directly (milliseconds).
+
+  Rows are true classes, columns predictions; darker blue = larger share of
+  the true class; counts are written in the cells.
+  """
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  confusion = np.asarray(confusion)
+  n = len(class_names)
+  margin = 90
+  share = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+  image = Image.new("RGB", (margin + n * cell, n * cell + 4), "white")
+  draw = ImageDraw.Draw(image)
+  for i in range(n):
+    draw.text((2, i * cell + cell // 3), class_names[i][:14], fill="black")
+    for j in range(n):
+      level = share[i, j]
+      color = tuple(int(255 - level * (255 - c)) for c in (8, 48, 107))
+      box = (margin + j * cell, i * cell, margin + (j + 1) * cell - 1,
+             (i + 1) * cell - 1)
+      draw.rectangle(box, fill=color)
+      if confusion[i, j]:
+        draw.text((box[0] + 3, box[1] + cell // 3), str(int(confusion[i, j])),
+                  fill="white" if level > 0.5 else "black")
+  buffer = io.BytesIO()
+  image.save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
 def prediction_grid_png(images, labels, predictions, class_names, cell=96):
   """Validation images captioned "predicted / true", red when wrong."""
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top

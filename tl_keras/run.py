@@ -260,7 +260,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   history, info = training.run_recipe(
       model, recipe, splits, strategy=strategy, image_size=image_size,
       batch_size=config.batch_size, seed=config.seed, summaries=summaries,
-      augment=config.augment, checkpointer=checkpointer)
+      augment=config.augment, checkpointer=checkpointer,
+      feature_cache=config.feature_cache, cache_views=config.cache_views)
   timings.update({k: v for k, v in info.items() if k.endswith("_seconds")})
   fingerprint = training.fingerprint(model)
   logging.info("final weights fingerprint %s (equal on every worker)",

@@ -303,7 +303,7 @@ class _Progress:
 
 def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                 seed, summaries=None, first_step=0, best=None, augment=True,
-                checkpointer=None, resume=None, history=None):
+                checkpointer=None, resume=None, history=None, features=None):
   """Trains `model`'s trainable weights for `spec.epochs` epochs.
 
   Validates after every epoch; `best` (if given) keeps the weights with the
@@ -314,21 +314,27 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
   optimizer state, schedule position, and the data order (the input
   pipeline is deterministic, so the batches already seen are skipped).
 
+  With `features` (a `FeatureCache`, for a frozen base) the head trains on
+  the cached backbone outputs instead of running the base every step.
+
   Returns:
     (history, next global step): history is one dict per epoch.
   """
   summaries = summaries or Summaries()
+  stepped = features.head if features else model  # what the step runs
   steps_per_epoch = math.ceil(splits.sizes["train"] / batch_size)
   total = steps_per_epoch * spec.epochs
   with strategy.scope():
     optimizer = make_optimizer(spec, total)
     # Build slots now, in cross-replica context, not lazily inside the step.
-    optimizer.build(model.trainable_variables)
+    optimizer.build(stepped.trainable_variables)
   train_step, eval_step = _step_functions(
-      model, optimizer, strategy, splits.num_classes, batch_size,
+      stepped, optimizer, strategy, splits.num_classes, batch_size,
       spec.label_smoothing, spec.jit_compile)
+  train = features.train if features else splits.train
   dist = strategy.distribute_datasets_from_function(data_lib.input_fn(
-      splits.train, size=splits.sizes["train"], image_size=image_size,
+      train, size=splits.sizes["train"],
+      image_size=None if features else image_size,
       global_batch_size=batch_size, training=True, augment=augment,
       seed=seed))
   iterator = iter(dist)
@@ -383,10 +389,12 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
       if (checkpointer and checkpointer.every_steps and
           step % checkpointer.every_steps == 0 and i < steps_per_epoch - 1):
         save(done)
-    val = evaluate(model, splits.validation, splits.sizes["validation"],
-                   strategy=strategy, class_names=splits.class_names,
-                   image_size=image_size, batch_size=batch_size,
-                   eval_step=eval_step)
+    val = evaluate(stepped,
+                   features.validation if features else splits.validation,
+                   splits.sizes["validation"], strategy=strategy,
+                   class_names=splits.class_names,
+                   image_size=None if features else image_size,
+                   batch_size=batch_size, eval_step=eval_step)
     record = {"phase": spec.name, "epoch": epoch + 1, "step": step,
               "loss": loss_sum / seen, "accuracy": correct / seen,
               "val_loss": val["loss"], "val_accuracy": val["accuracy"],
@@ -410,18 +418,98 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
   return history, step
 
 
+class FeatureCache:
+  """The frozen base's pooled features, computed once for the head phase.
+
+  While the base is frozen (and runs in inference mode) it maps an image to
+  the same features every epoch, so phase 1 runs it once per image (and per
+  augmented view) and trains the head, the very same dropout and classifier
+  layers, on the stored vectors.
+
+  Attributes:
+    head: features -> probabilities, sharing the classifier's weights.
+    train: (feature, label) dataset, `views` views of each training image:
+      view 0 unaugmented, the others flipped and cropped at random.
+    validation: (feature, label) dataset of the validation split.
+  """
+
+  def __init__(self, model, splits, *, image_size, batch_size, views=1,
+               seed=0):
+    start = time.time()
+    extractor = keras.Model(model.input, model.get_layer("pool").output)
+    dim = extractor.output.shape[-1]
+    self.head = keras.Sequential([
+        keras.Input((dim,)), model.get_layer("dropout"),
+        model.get_layer("classifier")])
+    views = max(1, views)
+    train = [_features(extractor, splits.train, image_size, batch_size,
+                       view_seed=None if v == 0 else (seed, v))
+             for v in range(views)]
+    self.train = tf.data.Dataset.from_tensor_slices((
+        np.concatenate([f for f, _ in train]),
+        np.concatenate([l for _, l in train])))
+    self.validation = tf.data.Dataset.from_tensor_slices(
+        _features(extractor, splits.validation, image_size, batch_size))
+    logging.info("feature cache: %d training views x %d images and %d "
+                 "validation images through the frozen base once (%.1fs); "
+                 "the head trains on %d-wide features", views,
+                 splits.sizes["train"], splits.sizes["validation"],
+                 time.time() - start, dim)
+
+  @staticmethod
+  def fits(splits, model, views, limit=data_lib.CACHE_LIMIT_BYTES):
+    """Whether the features of all views fit in memory."""
+    dim = model.get_layer("pool").output.shape[-1]
+    return 4 * dim * (views * splits.sizes["train"]
+                      + splits.sizes["validation"]) < limit
+
+
+def _features(extractor, dataset, image_size, batch_size, view_seed=None):
+  """(features [N, C], labels [N]) of a split, in its order."""
+  ds = dataset.map(lambda x, y: (data_lib.resize(x, image_size), y),
+                   num_parallel_calls=tf.data.AUTOTUNE)
+  if view_seed is not None:
+    ds = ds.enumerate().map(
+        lambda i, xy: (data_lib.augment_image(
+            xy[0], tf.stack([tf.cast(i, tf.int64), view_seed[0] * 1000
+                             + view_seed[1]])), xy[1]),
+        num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).batch(batch_size)
+  predict = tf.function(lambda x: extractor(x, training=False))
+  features, labels = [], []
+  for x, y in ds.prefetch(tf.data.AUTOTUNE):
+    features.append(predict(x).numpy())
+    labels.append(y.numpy())
+  return (np.concatenate(features).astype(np.float32),
+          np.concatenate(labels).astype(np.int32))
+
+
 def _image_summaries(summaries, model, val, sample, class_names, step):
   """Confusion matrix and captioned validation images, for TensorBoard."""
   if not summaries.enabled:
     return
   from tl_keras import report  # pylint: disable=g-import-not-at-top
-  summaries.png("validation", "confusion_matrix", report.confusion_matrix_png(
-      val["confusion_matrix"], class_names), step)
+  summaries.png("validation", "confusion_matrix",
+                report.confusion_matrix_quick_png(val["confusion_matrix"],
+                                                  class_names), step)
   images, labels = sample
   if len(images):
     predicted = model(tf.cast(images, tf.float32), training=False).numpy()
     summaries.png("validation", "predictions", report.prediction_grid_png(
         images, labels, predicted.argmax(-1), class_names), step)
+
+
+def _use_feature_cache(mode, strategy, splits, model, views):
+  """--feature_cache: off, memory, or auto (memory if it fits, 1 replica)."""
+  if mode == "off":
+    return False
+  if strategy.num_replicas_in_sync > 1:
+    logging.info("feature cache off: it runs on a single replica")
+    return False
+  if mode == "auto" and not FeatureCache.fits(splits, model, views):
+    logging.info("feature cache off: the features would not fit in memory")
+    return False
+  return True
 
 
 class Stopped(UserError):
@@ -576,13 +664,16 @@ class Recipe:
 
 
 def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
-               seed, summaries=None, augment=True, checkpointer=None):
+               seed, summaries=None, augment=True, checkpointer=None,
+               feature_cache="auto", cache_views=1):
   """Phase 1 (head, base frozen) then phase 2 (top of base unfrozen).
 
   The best weights by validation accuracy over both phases end up in
   `model`. Phase 2 starts from phase 1's best weights. With a
   `checkpointer` holding progress, finished phases are skipped and the
-  interrupted one resumes where it stopped.
+  interrupted one resumes where it stopped. Phase 1 trains on cached
+  features (`FeatureCache`) when `feature_cache` is "memory", or "auto" and
+  they fit in memory on a single replica.
 
   Returns:
     (history, info): per-epoch history and a dict of what was done.
@@ -599,8 +690,15 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   with STOP.handling():
     if recipe.head.epochs and reached == 0:
       start = time.time()
+      cache = None
+      if _use_feature_cache(feature_cache, strategy, splits, model,
+                            cache_views):
+        cache = FeatureCache(model, splits, image_size=image_size,
+                             batch_size=batch_size, views=cache_views,
+                             seed=seed)
       history, step = train_phase(model, recipe.head, splits, first_step=step,
-                                  resume=saved, history=history, **common)
+                                  resume=saved, history=history,
+                                  features=cache, **common)
       info["head_seconds"] = time.time() - start
       best.restore(model)
     if recipe.finetune.epochs:
