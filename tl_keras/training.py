@@ -587,7 +587,6 @@ class Checkpointer:
     # chief's (the tf.distribute multi-worker convention).
     self.restore_from = restore_from or directory
     self._best_saved = None
-    os.makedirs(directory, exist_ok=True)
 
   def progress(self):
     """The saved progress dict, or None when there is none."""
@@ -600,6 +599,7 @@ class Checkpointer:
   def save(self, model, optimizer, *, phase, step_in_phase, step, history,
            best):
     """Writes a checkpoint at this point of `phase`."""
+    os.makedirs(self.directory, exist_ok=True)
     manager = tf.train.CheckpointManager(
         _checkpoint(model, optimizer), self.directory,
         max_to_keep=self.keep)
