@@ -79,16 +79,19 @@ def image_size_of(model):
   return int(model.get_layer("resize").get_config()["height"])
 
 
+def _variant(fmt):
+  """"tflite_int8" -> "int8"; None for a format that is not TFLite."""
+  return fmt[len("tflite_"):] if fmt.startswith("tflite_") else None
+
+
 def tflite_variants(formats):
   """The TFLite variants among --export formats, e.g. ("float32", "int8")."""
-  return tuple(f[len("tflite_"):] for f in formats if f.startswith("tflite_"))
+  return tuple(_variant(f) for f in formats if _variant(f))
 
 
 def filename(fmt):
   """The file or directory name an export format writes."""
-  if fmt == SAVED_MODEL:
-    return SAVED_MODEL
-  return tflite.filename(fmt[len("tflite_"):])
+  return SAVED_MODEL if fmt == SAVED_MODEL else tflite.filename(_variant(fmt))
 
 
 def write_exports(model, directory, formats, *, class_names, image_size,
@@ -110,7 +113,7 @@ def write_exports(model, directory, formats, *, class_names, image_size,
       save_saved_model(model, path, class_names=class_names,
                        image_size=image_size)
       continue
-    tflite.export(model, fmt[len("tflite_"):], path, image_size=image_size,
+    tflite.export(model, _variant(fmt), path, image_size=image_size,
                   class_names=class_names, preprocessing=preprocessing,
                   calibration_images=calibration_images)
 

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras import artifacts
 from tl_keras import data as data_lib
 from tl_keras import evaluation
 from tl_keras import models
@@ -610,7 +611,7 @@ class Checkpointer:
       np.savez(tmp, *best.weights)
       os.replace(tmp, os.path.join(self.directory, "best.npz"))
       self._best_saved = best.where
-    _write_json(os.path.join(self.directory, "progress.json"), {
+    artifacts.write_json(os.path.join(self.directory, "progress.json"), {
         "phase": phase, "step_in_phase": step_in_phase, "step": step,
         "checkpoint": os.path.basename(path), "history": history,
         "best": {"accuracy": best.accuracy if best else -1.0,
@@ -643,13 +644,6 @@ def _checkpoint(model, optimizer):
   if optimizer is not None:
     objects["optimizer"] = optimizer
   return tf.train.Checkpoint(**objects)
-
-
-def _write_json(path, obj):
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
 
 
 _PHASE_IDS = {"pretrain": 0, "head": 1, "finetune": 2, "scratch": 3}
