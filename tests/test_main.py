@@ -171,7 +171,7 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
 
   The tiny run's model is near chance, so the test images are labelled with
   the Keras model's own predictions: Keras is then right on all of them and
-  the broken variant on none.
+  the broken variant on almost none.
   """
   import main  # pylint: disable=g-import-not-at-top
   from tl_keras import tflite  # pylint: disable=g-import-not-at-top
@@ -201,8 +201,10 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
   assert len(errors) == 1 and "dynamic" in errors[0], errors
   assert "float32" not in errors[0] and "--max_accuracy_drop=0.01" in errors[0]
   rows = json.loads((run / "metrics.json").read_text())["tflite"]
-  assert rows["dynamic"]["agreement"] == 0.0  # recorded for inspection
-  assert rows["float32"]["accuracy"] == 1.0
+  # Recorded for inspection. Not exactly zero: where the quantized model's
+  # own top-1 is one class below the Keras one, the shift lands on it.
+  assert rows["dynamic"]["agreement"] < 0.05
+  assert rows["float32"]["accuracy"] > 0.99
 
 
 def test_predict_gives_one_top1_across_artifact_kinds(quick_run, tmp_path):
