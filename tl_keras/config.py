@@ -26,25 +26,39 @@ class Config:
 
   # Model.
   model: str = _field(
-      "resnet50", "Backbone: a registry name (see --list_models).", "model")
+      "resnet50", "Backbone: a keras.applications name, a KerasHub BERT "
+      "preset (e.g. bert_base_en_uncased), a local preset folder, or "
+      "bert_micro (offline); see --list_models.", "model")
   weights: str = _field(
       "imagenet",
       "imagenet, none, synthetic (pretrained on the embedded source task, made "
       "on first use and cached), a .keras/.weights.h5/.h5 file, or an earlier "
-      "run's output directory.", "model")
+      "run's output directory. Text models: imagenet or pretrained = the "
+      "preset's own weights; none; synthetic (bert_micro).", "model")
   image_size: int = _field(
       0, "Input size the backbone sees; 0 = the model's default.", "model")
+  sequence_length: int = _field(
+      0, "Text models: tokens per text, [CLS] and [SEP] included; 0 = 128 "
+      "(32 for bert_micro).", "model")
   dropout: float = _field(0.2, "Dropout before the classification layer.",
                           "model")
 
   # Data.
   dataset: str = _field(
-      "synthetic", "A TFDS image-classification dataset name, 'folder', or "
-      "an embedded task: synthetic (offline default), synthetic_source.",
+      "synthetic", "A TFDS classification dataset name (images, or text with "
+      "a text model: glue/sst2, imdb_reviews...), 'folder' (images), "
+      "csv/tsv/jsonl (texts), or an embedded task: synthetic (offline "
+      "default), synthetic_source, synthetic_text, synthetic_text_source.",
       "data")
   data_dir: str = _field(
-      "", "TFDS data directory, or the image folder for --dataset=folder.",
+      "", "TFDS data directory; the image folder for --dataset=folder; the "
+      "file, or folder of train/validation/test files, for csv/tsv/jsonl.",
       "data")
+  text_column: str = _field(
+      "text", "--dataset=csv/tsv/jsonl: the column holding the text.", "data")
+  label_column: str = _field(
+      "label", "--dataset=csv/tsv/jsonl: the column holding the label (names "
+      "or integers).", "data")
   validation_fraction: float = _field(
       0.1, "Share of train held out for validation when a dataset has no "
       "validation split.", "data")
@@ -179,7 +193,7 @@ class Config:
       if getattr(self, name) <= 0:
         raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
     for name in ("head_epochs", "finetune_epochs", "pretrain_epochs",
-                 "image_size", "max_train_samples", "warmup_epochs",
+                 "image_size", "sequence_length", "max_train_samples", "warmup_epochs",
                  "weight_decay", "calibration_samples", "parity_samples",
                  "checkpoint_every"):
       if getattr(self, name) < 0:
@@ -224,6 +238,13 @@ class Config:
     if self.dataset == "folder" and not self.data_dir:
       raise UserError("--dataset=folder needs --data_dir=PATH, a folder with "
                       "one subfolder of images per class")
+    if self.dataset in ("csv", "tsv", "jsonl") and not self.data_dir:
+      raise UserError(f"--dataset={self.dataset} needs --data_dir=PATH, a "
+                      f".{self.dataset} file or a folder with "
+                      f"train.{self.dataset}")
+    if 0 < self.sequence_length < 8:
+      raise UserError(f"--sequence_length must be 8 or more, got "
+                      f"{self.sequence_length}")
 
 
 def parse_unfreeze(spec):
@@ -248,8 +269,9 @@ def parse_unfreeze(spec):
 
 
 # The settings a resumed run must share with the run it resumes.
-RESUME_SETTINGS = ("model", "weights", "image_size", "dropout", "dataset",
-                   "data_dir", "validation_fraction", "test_fraction",
+RESUME_SETTINGS = ("model", "weights", "image_size", "sequence_length",
+                   "dropout", "dataset", "data_dir", "text_column",
+                   "label_column", "validation_fraction", "test_fraction",
                    "max_train_samples", "skip_bad_images", "augment",
                    "batch_size", "head_epochs", "head_lr", "finetune_epochs",
                    "finetune_lr", "warmup_epochs", "unfreeze", "optimizer",

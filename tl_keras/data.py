@@ -67,6 +67,11 @@ def load(dataset, *, data_dir="", validation_fraction=0.1, test_fraction=0.1,
   else:
     splits = load_tfds(dataset, data_dir=data_dir,
                        validation_fraction=validation_fraction)
+  return limited(splits, dataset, max_train_samples)
+
+
+def limited(splits, dataset, max_train_samples=0):
+  """Applies --max_train_samples and refuses empty splits."""
   if max_train_samples and max_train_samples < splits.sizes["train"]:
     splits.train = splits.train.take(max_train_samples)
     splits.sizes["train"] = max_train_samples
@@ -382,7 +387,7 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
     dataset: unbatched (uint8 image, label) dataset.
     size: number of examples in `dataset`.
     image_size: images are resized to this square size. None: the examples
-      are feature vectors (cached backbone outputs), used as they are.
+      are used as they are (cached float32 features, or token dicts).
     global_batch_size: batch size across all replicas.
     training: shuffle, repeat forever and drop the remainder. Otherwise
       every example is seen once: the dataset is padded with label -1
@@ -418,8 +423,9 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda xy, s: (augment_image(xy[0], s), xy[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    if image_size:
+      ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),
+                  num_parallel_calls=tf.data.AUTOTUNE)
     per_replica = context.get_per_replica_batch_size(global_batch_size)
     return ds.batch(per_replica, drop_remainder=True).prefetch(
         tf.data.AUTOTUNE)

@@ -12,6 +12,7 @@ import urllib.error
 import keras
 from keras import layers
 
+from tl_keras import text_models
 from tl_keras.errors import UserError, unknown_name
 
 apps = keras.applications
@@ -264,6 +265,8 @@ def unfreeze_count(model, mode, value):
   Layers are counted as in `base.layers[-N:]` (activations and pooling
   included), the keras.io convention.
   """
+  if text_models.is_text_classifier(model):
+    return text_models.unfreeze_count(model, mode, value)
   depth = len(_base_layers(model))
   if mode == "all":
     return depth
@@ -291,6 +294,8 @@ def unfreeze_top(model, mode, value):
   Returns:
     The number of base layers with weights now trainable.
   """
+  if text_models.is_text_classifier(model):
+    return text_models.unfreeze_top(model, mode, value)
   count = unfreeze_count(model, mode, value)
   candidates = _base_layers(model)
   base_of(model).trainable = True
@@ -301,6 +306,18 @@ def unfreeze_top(model, mode, value):
         and not isinstance(layer, layers.BatchNormalization))
     trainable += bool(layer.trainable and layer.weights)
   return trainable
+
+
+def head_parts(model):
+  """(pooled-feature tensor, head layers): the classifier's split point.
+
+  The head layers map the pooled features to probabilities; everything
+  below is the base.
+  """
+  if text_models.is_text_classifier(model):
+    return text_models.feature_parts(model)
+  return model.get_layer("pool").output, [model.get_layer("dropout"),
+                                          model.get_layer("classifier")]
 
 
 def describe(name):

@@ -58,3 +58,51 @@ def synthetic_weights(model_name, image_size, *, epochs, seed, strategy):
   models.base_of(model).save_weights(tmp)
   os.replace(tmp, path)
   return path
+
+
+# The embedded source sentences are short: this many tokens hold them all.
+TEXT_SEQUENCE_LENGTH = 32
+TEXT_LEARNING_RATE = 1e-3
+
+
+def synthetic_text_preset(model_name, *, epochs, seed, strategy):
+  """Returns a preset folder of `model_name` pretrained on the source task.
+
+  The backbone and tokenizer are written with `save_to_preset`, so runs load
+  them through `from_preset`, as they would a downloaded preset. Trains
+  them first if the cache has none for these settings.
+  """
+  from tl_keras import text_data  # pylint: disable=g-import-not-at-top
+  from tl_keras import text_models  # pylint: disable=g-import-not-at-top
+  path = os.path.join(cache_dir(), f"{model_name}_synthetic_text_source_"
+                      f"e{epochs}_seed{seed}")
+  if os.path.exists(os.path.join(path, "config.json")):
+    logging.info("using cached source-task preset %s", path)
+    return path
+  logging.info("pretraining %s on the embedded source text task (first use;"
+               " cached in %s)", model_name, cache_dir())
+  start = time.time()
+  splits = text_data.load_synthetic_text("synthetic_text_source", seed=seed)
+  with strategy.scope():
+    model = text_models.build_classifier(
+        model_name, splits.num_classes, weights="none", dropout=0.0,
+        sequence_length=TEXT_SEQUENCE_LENGTH, frozen_base=False)
+  splits = text_data.tokenized_splits(splits, model.preprocessor)
+  spec = training.PhaseSpec("pretrain", epochs, TEXT_LEARNING_RATE,
+                            warmup_epochs=1.0)
+  training.train_phase(model, spec, splits, strategy=strategy,
+                       image_size=None, batch_size=BATCH_SIZE, seed=seed,
+                       augment=False)
+  test = training.evaluate(model, splits.test, splits.sizes["test"],
+                           strategy=strategy, class_names=splits.class_names,
+                           image_size=None, batch_size=BATCH_SIZE)
+  logging.info("source task test accuracy %.4f after %.0fs", test["accuracy"],
+               time.time() - start)
+  tmp = f"{path}.{os.getpid()}.tmp"
+  model.backbone.save_to_preset(tmp)
+  model.preprocessor.tokenizer.save_to_preset(tmp)
+  if os.path.exists(path):  # a partial folder from an interrupted write
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(path)
+  os.replace(tmp, path)
+  return path

@@ -203,7 +203,7 @@ def html_report(record, metrics, images):
   if metrics.get("tflite"):
     first = next(iter(metrics["tflite"].values()))
     parts += [f"<h2>Exports checked with LiteRT ({first['examples']} test "
-              f"images, {first['threads']} threads)</h2>", _table(
+              f"examples, {first['threads']} threads)</h2>", _table(
                   ["model", "accuracy", "agreement with Keras", "size",
                    "median latency"],
                   [["Keras", _pct(first["keras_accuracy"]), "", "", ""]] + [
@@ -234,11 +234,12 @@ def _img(images, name):
 def model_card(record, metrics):
   """README.md for the output directory: what the model is and how to use it."""
   config, test = record["config"], metrics["test"]
-  size = record["model"]["image_size"]
+  text = record["model"].get("kind") == "text"
   labels = record["data"]["classes"]
   lines = [
       f"# {config['model']} fine-tuned on {config['dataset']}", "",
-      f"An image classifier for {len(labels)} classes: "
+      f"A{' text' if text else 'n image'} classifier for {len(labels)} "
+      "classes: "
       f"{', '.join(labels[:20])}{', ...' if len(labels) > 20 else ''}.",
       f"Backbone `{config['model']}` ({record['model']['family']}) starting "
       f"from `--weights={config['weights']}`, trained by tl_keras with the "
@@ -246,7 +247,7 @@ def model_card(record, metrics):
       "base).", "",
       "## Results on the test split", "",
       f"- accuracy {_pct(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
-      f" on {test['examples']} images",
+      f" on {test['examples']} {'texts' if text else 'images'}",
   ]
   if "scratch" in metrics:
     lines.append(f"- the same network trained from scratch: "
@@ -254,7 +255,10 @@ def model_card(record, metrics):
   for variant, row in metrics.get("tflite", {}).items():
     lines.append(f"- `model_{variant}.tflite`: accuracy "
                  f"{_pct(row['accuracy'])}, agrees with the Keras model on "
-                 f"{_pct(row['agreement'])} of test images")
+                 f"{_pct(row['agreement'])} of test examples")
+  if text:
+    return "\n".join(lines + _text_usage(record, config))
+  size = record["model"]["image_size"]
   lines += [
       "", "## Input", "",
       "Raw RGB pixels, 0–255. Resizing to "
@@ -290,6 +294,39 @@ def model_card(record, metrics):
       "borderline images (the agreement figures above).", "",
       "## Reproduce", "", "```", command_line(config), "```", ""]
   return "\n".join(lines)
+
+
+def _text_usage(record, config):
+  """The model card's sections after the results, for a text model."""
+  length = record["model"]["sequence_length"]
+  return [
+      "", "## Input", "",
+      f"Raw strings. The BERT tokenizer is attached to `model.keras`, "
+      f"`preset/` and `saved_model/`; texts are cut to {length} tokens. "
+      "The `.tflite` files take token ids (`token_ids`, `padding_mask`, "
+      f"`segment_ids`, int32 `[1, {length}]`) made with `vocab.txt` and the "
+      "tokenizer settings in their `tl_keras` metadata.", "",
+      "## Use it", "",
+      "```python",
+      "import keras_hub",
+      "model = keras_hub.models.BertTextClassifier.from_preset('preset')",
+      "probabilities = model.predict(['a text to classify'])",
+      "",
+      "import tensorflow as tf, tensorflow_text  # registers the tokenizer ops",
+      "serve = tf.saved_model.load('saved_model').signatures['serving_default']",
+      "probabilities = serve(texts=tf.constant(['a text']))['probabilities']",
+      "```", "",
+      "From the command line: `python main.py --mode=predict "
+      "--artifact=THIS_DIR --inputs=texts.txt` (one text per line; "
+      "`--artifact=THIS_DIR/model_dynamic.tflite` tokenizes for the TFLite "
+      "file).", "",
+      "## Limitations", "",
+      f"- Trained on {record['data']['sizes']['train']} texts; it knows only "
+      "these classes and will pick one of them for any text.",
+      f"- Text beyond {length} tokens is cut off.",
+      "- Quantized variants can disagree with the Keras model on a few "
+      "borderline texts (the agreement figures above).", "",
+      "## Reproduce", "", "```", command_line(config), "```", ""]
 
 
 def write_all(directory, record, metrics):

@@ -23,6 +23,9 @@ from tl_keras import export
 from tl_keras import models
 from tl_keras import pretraining
 from tl_keras import report
+from tl_keras import text_data
+from tl_keras import text_export
+from tl_keras import text_models
 from tl_keras import tflite
 from tl_keras import training
 from tl_keras.errors import UserError
@@ -85,8 +88,52 @@ def transfer_backbone(model, source_path):
   logging.info("backbone weights transferred from %s", source_path)
 
 
+def is_text(config):
+  """Whether the run is text classification (a BERT --model)."""
+  return text_models.is_text_model(config.model)
+
+
+def sequence_length(config):
+  """--sequence_length, or the text model's default."""
+  return config.sequence_length or (
+      pretraining.TEXT_SEQUENCE_LENGTH if config.model in text_models.OFFLINE
+      else 128)
+
+
+def resolve_text_weights(config, strategy):
+  """--weights for a text model as `text_models.build_classifier` takes it."""
+  spec = config.weights
+  if spec in ("imagenet", "pretrained"):
+    return "pretrained"
+  if spec == "none":
+    return "none"
+  if spec == "synthetic":
+    if config.model not in text_models.OFFLINE:
+      raise UserError(f"--weights=synthetic needs an offline text model "
+                      f"({', '.join(text_models.OFFLINE)}); "
+                      f"--model={config.model} brings its own weights: use "
+                      "--weights=pretrained")
+    return pretraining.synthetic_text_preset(
+        config.model, epochs=config.pretrain_epochs, seed=config.seed,
+        strategy=strategy)
+  path = os.path.expanduser(spec)
+  for candidate in (path, os.path.join(path, text_export.PRESET)):
+    if text_models.is_preset_dir(candidate):
+      return candidate
+  raise UserError(f"--weights={spec} is not a KerasHub preset folder or an "
+                  "earlier text run's output directory; for text models use "
+                  "pretrained, none, synthetic, or a preset folder")
+
+
 def build_model(config, num_classes, image_size, strategy):
   """The transfer classifier with its backbone's starting weights."""
+  if is_text(config):
+    weights = resolve_text_weights(config, strategy)
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+      return text_models.build_classifier(
+          config.model, num_classes, sequence_length=sequence_length(config),
+          weights=weights, dropout=config.dropout)
   weights, source = resolve_weights(config, image_size, strategy)
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
@@ -98,11 +145,16 @@ def build_model(config, num_classes, image_size, strategy):
   return model
 
 
+# Weight decay leaves biases and LayerNorm scales and offsets alone (text).
+NO_DECAY = ("bias", "gamma", "beta")
+
+
 def recipe_from_config(config, jit_compile=False):
   """The two phases as `training.Recipe`, learning rates scaled."""
   common = dict(optimizer=config.optimizer, weight_decay=config.weight_decay,
                 label_smoothing=config.label_smoothing,
-                jit_compile=jit_compile)
+                jit_compile=jit_compile,
+                no_decay=NO_DECAY if is_text(config) else ())
   scale = config.lr_scale()
   return training.Recipe(
       head=training.PhaseSpec("head", config.head_epochs,
@@ -122,14 +174,20 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False):
   """
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
-    model = models.build_classifier(
-        config.model, splits.num_classes, image_size=image_size,
-        weights=None, dropout=config.dropout, frozen_base=False)
+    if is_text(config):
+      model = text_models.build_classifier(
+          config.model, splits.num_classes, weights="none",
+          sequence_length=sequence_length(config), dropout=config.dropout,
+          frozen_base=False)
+    else:
+      model = models.build_classifier(
+          config.model, splits.num_classes, image_size=image_size,
+          weights=None, dropout=config.dropout, frozen_base=False)
   spec = training.PhaseSpec(
       "scratch", config.head_epochs + config.finetune_epochs,
       config.head_lr * config.lr_scale(), optimizer=config.optimizer,
       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-      jit_compile=jit_compile)
+      jit_compile=jit_compile, no_decay=NO_DECAY if is_text(config) else ())
   best = training.Best()
   history, _ = training.train_phase(
       model, spec, splits, strategy=strategy, image_size=image_size,
@@ -234,10 +292,14 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                            speed):
   """The run itself, after the output directory is prepared."""
   out = config.output_dir
-  image_size = models.resolve_image_size(config.model, config.image_size)
+  text = is_text(config)
+  if text:
+    text_models.check_model(config.model)
+  image_size = None if text else models.resolve_image_size(
+      config.model, config.image_size)
   recipe = recipe_from_config(config, speed["jit_compile"])
 
-  splits = load_splits(config)
+  splits = raw_splits = load_splits(config)
   for note in splits.notes:
     logging.info("data: %s", note)
   logging.info("data: %d classes; %s", splits.num_classes, ", ".join(
@@ -249,6 +311,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
 
   timings = {}
   model = build_model(config, splits.num_classes, image_size, strategy)
+  if text:  # tokenized once, with the model's own preprocessor
+    splits = text_data.tokenized_splits(splits, model.preprocessor)
   if config.finetune_epochs:
     models.unfreeze_count(model, *recipe.unfreeze)  # fail before training
   timings["setup_seconds"] = time.time() - started
@@ -260,8 +324,9 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   history, info = training.run_recipe(
       model, recipe, splits, strategy=strategy, image_size=image_size,
       batch_size=config.batch_size, seed=config.seed, summaries=summaries,
-      augment=config.augment, checkpointer=checkpointer,
-      feature_cache=config.feature_cache, cache_views=config.cache_views)
+      augment=config.augment and not text, checkpointer=checkpointer,
+      feature_cache=config.feature_cache,
+      cache_views=1 if text else config.cache_views)
   timings.update({k: v for k, v in info.items() if k.endswith("_seconds")})
   fingerprint = training.fingerprint(model)
   logging.info("final weights fingerprint %s (equal on every worker)",
@@ -297,7 +362,13 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
       artifacts.write_labels(os.path.join(stage, "labels.txt"),
                              splits.class_names)
       start = time.time()
-      rows = export_artifacts(model, stage, config, splits, image_size)
+      if text:
+        rows, skipped = export_text_artifacts(model, stage, config,
+                                              raw_splits)
+        if skipped:
+          metrics["exports_skipped"] = skipped
+      else:
+        rows = export_artifacts(model, stage, config, splits, image_size)
       timings["export_seconds"] = time.time() - start
       if rows:
         metrics["tflite"] = rows
@@ -305,7 +376,9 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
       timings["total_seconds"] = time.time() - started
       record = {
           "config": dataclasses.asdict(config),
-          "model": {**models.describe(config.model), "image_size": image_size,
+          "model": {**(text_models.describe(config.model, model) if text
+                       else models.describe(config.model)),
+                    "image_size": image_size,
                     "parameters": model.count_params(),
                     "unfrozen_layers": info.get("unfrozen_layers", 0),
                     "weights_fingerprint": fingerprint},
@@ -361,6 +434,24 @@ def export_artifacts(model, directory, config, splits, image_size):
   images, labels = data.to_numpy(splits.test, image_size,
                                  limit=config.parity_samples)
   return export.tflite_parity(model, directory, variants, images, labels)
+
+
+def export_text_artifacts(model, directory, config, splits):
+  """Text exports into `directory`, TFLite parity on raw test texts.
+
+  Returns:
+    (parity rows, {format: why it was skipped}).
+  """
+  formats = config_lib.parse_exports(config.export)
+  skipped = text_export.write_exports(model, directory, formats,
+                                      class_names=splits.class_names)
+  variants = [v for v in export.tflite_variants(formats)
+              if v in text_export.VARIANTS]
+  if not variants:
+    return {}, skipped
+  texts, labels = text_data.texts_of(splits.test, limit=config.parity_samples)
+  return (text_export.tflite_parity(model, directory, variants, texts,
+                                    labels), skipped)
 
 
 def check_exports(rows, max_accuracy_drop):
@@ -443,7 +534,17 @@ def read_run(run_dir):
 
 
 def load_splits(config):
-  """The dataset named by `config`, its splits as `data.Splits`."""
+  """The dataset named by `config`, its splits as `data.Splits`.
+
+  Text runs get (string, label) splits; tokenizing needs the model.
+  """
+  if is_text(config):
+    return data.limited(text_data.load(
+        config.dataset, data_dir=config.data_dir,
+        text_column=config.text_column, label_column=config.label_column,
+        validation_fraction=config.validation_fraction,
+        test_fraction=config.test_fraction, seed=config.seed),
+        config.dataset, config.max_train_samples)
   return data.load(config.dataset, data_dir=config.data_dir,
                    validation_fraction=config.validation_fraction,
                    test_fraction=config.test_fraction,

@@ -276,6 +276,11 @@ class Runner:
     """uint8 [N, S, S, 3] -> float32 [N, num_classes], one image at a time."""
     return np.stack([self.predict_one(image) for image in images])
 
+  @staticmethod
+  def first(images):
+    """The example latency is measured on."""
+    return images[0]
+
   def latency_ms(self, image, runs=LATENCY_RUNS, warmup=LATENCY_WARMUP):
     """Median single-image latency after warm-up, in milliseconds."""
     data = self._quantize(image[None])
@@ -342,19 +347,20 @@ def export(model, variant, path, *, image_size, class_names, preprocessing,
   return metadata
 
 
-def parity(path, images, labels, keras_probs):
+def parity(path, images, labels, keras_probs, runner=None):
   """One row of the parity table for the .tflite at `path`.
 
   Args:
     path: the .tflite file.
-    images: uint8 [N, S, S, 3] test images.
+    images: uint8 [N, S, S, 3] test images (or what `runner` takes).
     labels: int [N].
     keras_probs: float [N, C], the Keras model on the same images.
+    runner: the file's runner (default: an image `Runner`).
 
   Returns:
     {accuracy, agreement, max_abs_diff, size_bytes, latency_ms, threads}.
   """
-  runner = Runner(path)
+  runner = runner or Runner(path)
   probs = runner.predict(images)
   top1 = probs.argmax(-1)
   return {
@@ -362,7 +368,7 @@ def parity(path, images, labels, keras_probs):
       "agreement": float(np.mean(top1 == keras_probs.argmax(-1))),
       "max_abs_diff": float(np.abs(probs - keras_probs).max()),
       "size_bytes": os.path.getsize(path),
-      "latency_ms": runner.latency_ms(images[0]),
+      "latency_ms": runner.latency_ms(runner.first(images)),
       "threads": LATENCY_THREADS,
       "examples": int(len(labels)),
   }
@@ -372,7 +378,7 @@ def format_parity(rows):
   """The parity table as aligned text: Keras first, then each variant."""
   first = next(iter(rows.values()))
   lines = [f"{'variant':<10} {'accuracy':>9} {'agreement':>10} "
-           f"{'size':>10} {'latency':>10}   ({first['examples']} test images, "
+           f"{'size':>10} {'latency':>10}   ({first['examples']} test examples, "
            f"{first['threads']} threads)",
            f"{'keras':<10} {first['keras_accuracy']:>9.4f}"]
   for variant, row in rows.items():

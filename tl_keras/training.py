@@ -39,6 +39,8 @@ class PhaseSpec:
   weight_decay: float = 1e-4
   label_smoothing: float = 0.0
   jit_compile: bool = False  # XLA-compile the per-replica step
+  # Variable names (substrings) that weight decay leaves alone.
+  no_decay: tuple = ()
 
 
 class Best:
@@ -156,7 +158,10 @@ def make_optimizer(spec, steps):
       "sgd": lambda: keras.optimizers.SGD(
           schedule, momentum=0.9, weight_decay=spec.weight_decay or None),
   }
-  return table[spec.optimizer]()
+  optimizer = table[spec.optimizer]()
+  if spec.no_decay and spec.weight_decay:
+    optimizer.exclude_from_weight_decay(var_names=list(spec.no_decay))
+  return optimizer
 
 
 class LossScale:
@@ -359,7 +364,7 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
 
   # A fixed handful of validation images, shown with predictions each epoch.
   sample = (data_lib.to_numpy(splits.validation, image_size, limit=16)
-            if summaries.enabled else None)
+            if summaries.enabled and image_size else None)
 
   def save(step_in_phase):
     if checkpointer:
@@ -437,11 +442,10 @@ class FeatureCache:
   def __init__(self, model, splits, *, image_size, batch_size, views=1,
                seed=0):
     start = time.time()
-    extractor = keras.Model(model.input, model.get_layer("pool").output)
-    dim = extractor.output.shape[-1]
-    self.head = keras.Sequential([
-        keras.Input((dim,)), model.get_layer("dropout"),
-        model.get_layer("classifier")])
+    pooled, head = models.head_parts(model)
+    extractor = keras.Model(model.input, pooled)
+    dim = pooled.shape[-1]
+    self.head = keras.Sequential([keras.Input((dim,)), *head])
     views = max(1, views)
     train = [_features(extractor, splits.train, image_size, batch_size,
                        view_seed=None if v == 0 else (seed, v))
@@ -460,13 +464,18 @@ class FeatureCache:
   @staticmethod
   def fits(splits, model, views, limit=data_lib.CACHE_LIMIT_BYTES):
     """Whether the features of all views fit in memory."""
-    dim = model.get_layer("pool").output.shape[-1]
+    dim = models.head_parts(model)[0].shape[-1]
     return 4 * dim * (views * splits.sizes["train"]
                       + splits.sizes["validation"]) < limit
 
 
 def _features(extractor, dataset, image_size, batch_size, view_seed=None):
-  """(features [N, C], labels [N]) of a split, in its order."""
+  """(features [N, C], labels [N]) of a split, in its order.
+
+  image_size None: the examples are token dicts, used as they are.
+  """
+  if image_size is None:
+    return _features_of_batches(extractor, dataset.batch(batch_size))
   ds = dataset.map(lambda x, y: (data_lib.resize(x, image_size), y),
                    num_parallel_calls=tf.data.AUTOTUNE)
   if view_seed is not None:
@@ -476,6 +485,10 @@ def _features(extractor, dataset, image_size, batch_size, view_seed=None):
                              + view_seed[1]])), xy[1]),
         num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).batch(batch_size)
+  return _features_of_batches(extractor, ds)
+
+
+def _features_of_batches(extractor, ds):
   predict = tf.function(lambda x: extractor(x, training=False))
   features, labels = [], []
   for x, y in ds.prefetch(tf.data.AUTOTUNE):
@@ -493,7 +506,7 @@ def _image_summaries(summaries, model, val, sample, class_names, step):
   summaries.png("validation", "confusion_matrix",
                 report.confusion_matrix_quick_png(val["confusion_matrix"],
                                                   class_names), step)
-  images, labels = sample
+  images, labels = sample if sample is not None else ((), ())
   if len(images):
     predicted = model(tf.cast(images, tf.float32), training=False).numpy()
     summaries.png("validation", "predictions", report.prediction_grid_png(

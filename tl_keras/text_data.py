@@ -1,0 +1,380 @@
+"""Text classification data: embedded tasks, CSV/TSV/JSONL files and TFDS.
+
+Every loader returns `data.Splits` of unbatched (string text, int32 label)
+datasets; `tokenize` turns them into (token dict, label) datasets with the
+model's preprocessor, once, before training.
+"""
+
+import csv
+import json
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tl_keras import data
+from tl_keras.errors import UserError
+from tl_keras.errors import unknown_name
+
+FILE_FORMATS = ("csv", "tsv", "jsonl")
+SPLIT_FILES = {"train": ("train",), "validation": ("validation", "val", "dev"),
+               "test": ("test",)}
+
+# ---------------------------------------------------------------------------
+# The embedded tasks.
+#
+# A made-up language: TOPICS topics of WORDS_PER_TOPIC content words each,
+# plus filler words that carry no topic. Every word is a pseudo-word built
+# from syllables, so no real-language knowledge helps.
+#
+# * synthetic_text_source: which of the 40 topics a sentence is about (many
+#   labels). A BERT trained on it learns which words belong together.
+# * synthetic_text: 5 coarse classes, each the union of 8 topics, with few
+#   labels: a sentence is about one topic of its class. Most content words
+#   appear in only a couple of training sentences, so a model has to already
+#   know which words go together to do well: transfer does, a model trained
+#   from scratch on the same sentences much less.
+
+TOPICS = 40
+WORDS_PER_TOPIC = 10
+FILLERS = 60
+TARGET_CLASSES = ("astronomy", "botany", "cuisine", "dance", "economy")
+TEXT_TASKS = {
+    # name: (classes, {split: sentences})
+    "synthetic_text_source": (TOPICS, {"train": 8000, "validation": 400,
+                                       "test": 800}),
+    "synthetic_text": (len(TARGET_CLASSES), {"train": 300, "validation": 200,
+                                             "test": 600}),
+}
+
+
+def words():
+  """(content words [TOPICS, WORDS_PER_TOPIC], filler words), fixed."""
+  rng = np.random.default_rng(20240521)
+  syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+  seen, out = set(), []
+  while len(out) < TOPICS * WORDS_PER_TOPIC + FILLERS:
+    word = "".join(rng.choice(syllables, size=rng.integers(2, 4)))
+    if word not in seen:
+      seen.add(word)
+      out.append(word)
+  content = np.array(out[:TOPICS * WORDS_PER_TOPIC]).reshape(
+      TOPICS, WORDS_PER_TOPIC)
+  return content, out[TOPICS * WORDS_PER_TOPIC:]
+
+
+def _sentence(rng, content, fillers, topics, n_content, distractor_topics):
+  picked = [content[rng.choice(topics), rng.integers(WORDS_PER_TOPIC)]
+            for _ in range(n_content)]
+  picked.append(content[rng.choice(distractor_topics),
+                        rng.integers(WORDS_PER_TOPIC)])
+  picked += list(rng.choice(fillers, size=rng.integers(4, 9)))
+  rng.shuffle(picked)
+  return " ".join(picked)
+
+
+def synthetic_texts(task, split, seed=0):
+  """(texts, labels, class names) of an embedded task's split."""
+  num_classes, sizes = TEXT_TASKS[task]
+  content, fillers = words()
+  split_id = ("train", "validation", "test").index(split)
+  rng = np.random.default_rng([seed, split_id, len(task)])
+  texts, labels = [], []
+  for i in range(sizes[split]):
+    label = i % num_classes
+    if task == "synthetic_text_source":
+      topics = [label]
+      others = [t for t in range(TOPICS) if t != label]
+      n_content = rng.integers(3, 6)
+    else:
+      topics = [rng.choice(range(label, TOPICS, num_classes))]
+      others = [t for t in range(TOPICS) if t % num_classes != label]
+      n_content = rng.integers(2, 4)
+    texts.append(_sentence(rng, content, fillers, topics, n_content, others))
+    labels.append(label)
+  order = rng.permutation(len(texts))
+  names = (list(TARGET_CLASSES) if task == "synthetic_text"
+           else [f"topic_{t:02d}" for t in range(TOPICS)])
+  return [texts[i] for i in order], [labels[i] for i in order], names
+
+
+def load_synthetic_text(task, seed=0):
+  out, sizes = {}, {}
+  for split in ("train", "validation", "test"):
+    texts, labels, names = synthetic_texts(task, split, seed)
+    out[split] = _dataset(texts, labels)
+    sizes[split] = len(texts)
+  return data.Splits(**out, sizes=sizes, class_names=names)
+
+
+def _dataset(texts, labels):
+  return tf.data.Dataset.from_tensor_slices(
+      (tf.constant(list(texts), tf.string),
+       tf.constant(np.asarray(labels, np.int32))))
+
+
+# ---------------------------------------------------------------------------
+# Files.
+
+
+def read_table(path, fmt, text_column, label_column):
+  """(texts, raw string labels) of one CSV/TSV/JSONL file.
+
+  Raises:
+    UserError: a named column is missing, a text is empty, or a row cannot
+      be parsed.
+  """
+  rows = []
+  try:
+    with open(path, encoding="utf-8", newline="") as f:
+      if fmt == "jsonl":
+        for number, line in enumerate(f, 1):
+          if line.strip():
+            try:
+              rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as e:
+              raise UserError(f"{path}:{number} is not a JSON object ({e.msg})"
+                              "; --dataset=jsonl needs one object per line")
+        columns = set().union(*(r.keys() for _, r in rows if
+                                isinstance(r, dict))) if rows else set()
+      else:
+        reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
+        columns = set(reader.fieldnames or ())
+        rows = [(reader.line_num, row) for row in reader]
+  except UnicodeDecodeError as e:
+    raise UserError(f"{path} is not UTF-8 text ({e.reason}); save it as "
+                    "UTF-8") from e
+  for flag, name in (("text_column", text_column),
+                     ("label_column", label_column)):
+    if name not in columns:
+      raise UserError(
+          f"{path} has no column {name!r} (it has: "
+          f"{', '.join(sorted(map(str, columns))) or 'none'}); pass "
+          f"--{flag}=NAME")
+  texts, labels = [], []
+  for number, row in rows:
+    if not isinstance(row, dict):
+      raise UserError(f"{path}:{number} is not a JSON object")
+    text, label = row.get(text_column), row.get(label_column)
+    if text is None or not str(text).strip():
+      raise UserError(f"{path}:{number} has an empty {text_column!r}; "
+                      "remove the row or fill in its text")
+    if label is None or str(label).strip() == "":
+      raise UserError(f"{path}:{number} has an empty {label_column!r}; every "
+                      "row needs a label")
+    texts.append(str(text))
+    labels.append(str(label).strip())
+  if not texts:
+    raise UserError(f"{path} has no rows; it needs a header and one row per "
+                    "example")
+  return texts, labels
+
+
+def _split_files(path, fmt):
+  """{split: file} for a file or a folder of train/validation/test files."""
+  if os.path.isfile(path):
+    return {"train": path}
+  if not os.path.isdir(path):
+    raise UserError(f"--data_dir={path}: no such file or folder; pass a "
+                    f".{fmt} file or a folder with train.{fmt} (and "
+                    f"optionally validation.{fmt}, test.{fmt})")
+  found = {}
+  for split, stems in SPLIT_FILES.items():
+    for stem in stems:
+      candidate = os.path.join(path, f"{stem}.{fmt}")
+      if os.path.isfile(candidate):
+        found[split] = candidate
+        break
+  if "train" not in found:
+    raise UserError(f"--data_dir={path} has no train.{fmt}; pass the file "
+                    f"itself, or a folder with train.{fmt}")
+  return found
+
+
+def _class_names(labels):
+  unique = sorted(set(labels))
+  if all(l.lstrip("-").isdigit() for l in unique):
+    unique = sorted(unique, key=int)
+  return unique
+
+
+def load_files(path, fmt, *, text_column="text", label_column="label",
+               validation_fraction=0.1, test_fraction=0.1, seed=0):
+  """`Splits` of CSV/TSV/JSONL data with string (or integer) labels.
+
+  `path` is one file, split into train/validation/test at random by the
+  fractions, or a folder with train.<fmt> and optionally validation.<fmt>
+  (or val/dev) and test.<fmt>; missing splits are cut from train.
+  """
+  files = _split_files(path, fmt)
+  tables = {split: read_table(f, fmt, text_column, label_column)
+            for split, f in files.items()}
+  notes = []
+  rng = np.random.default_rng(seed)
+  for split, fraction in (("test", test_fraction),
+                          ("validation", validation_fraction)):
+    if split in tables:
+      continue
+    texts, labels = tables["train"]
+    order = rng.permutation(len(texts))
+    cut = max(1, round(fraction * len(texts)))
+    held, kept = order[:cut], order[cut:]
+    tables[split] = ([texts[i] for i in held], [labels[i] for i in held])
+    tables["train"] = ([texts[i] for i in kept], [labels[i] for i in kept])
+    notes.append(f"no {split} file: holding out {cut} training examples "
+                 f"({fraction:.0%})")
+  class_names = _class_names(tables["train"][1])
+  index = {name: i for i, name in enumerate(class_names)}
+  out, sizes = {}, {}
+  for split, (texts, labels) in tables.items():
+    unseen = sorted(set(labels) - set(index))
+    if unseen:
+      raise UserError(
+          f"the {split} split has labels never seen in train: "
+          f"{', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}; "
+          "add training examples of them or drop those rows")
+    out[split] = _dataset(texts, [index[l] for l in labels])
+    sizes[split] = len(texts)
+  logging.info("%s files: text column %r, label column %r, %d classes",
+               fmt, text_column, label_column, len(class_names))
+  return data.Splits(**out, sizes=sizes, class_names=class_names, notes=notes)
+
+
+# ---------------------------------------------------------------------------
+# TFDS.
+
+
+def _find_text_features(info):
+  """(text key, label key) of a TFDS text-classification dataset."""
+  tfds = data._tfds()  # pylint: disable=protected-access
+  features = info.features
+  if info.supervised_keys and len(info.supervised_keys) == 2:
+    text_key, label_key = info.supervised_keys
+    if isinstance(features[text_key], tfds.features.Text) and isinstance(
+        features[label_key], tfds.features.ClassLabel):
+      return text_key, label_key
+  texts = [k for k, f in features.items()
+           if isinstance(f, tfds.features.Text)]
+  labels = [k for k, f in features.items()
+            if isinstance(f, tfds.features.ClassLabel)]
+  if len(texts) != 1 or not labels:
+    raise UserError(
+        f"--dataset={info.full_name.split('/')[0]} is not single-text "
+        f"classification (text features: {', '.join(texts) or 'none'}; "
+        "needs exactly one Text and a ClassLabel feature); export it to "
+        "CSV and use --dataset=csv with --text_column")
+  return texts[0], ("label" if "label" in labels else labels[0])
+
+
+def _numpy_split(builder, spec, text_key, label_key):
+  tfds = data._tfds()  # pylint: disable=protected-access
+  texts, labels = [], []
+  ds = builder.as_dataset(split=spec, shuffle_files=False)
+  for ex in tfds.as_numpy(ds.batch(1024)):
+    texts += [t.decode("utf-8") for t in ex[text_key]]
+    labels += list(ex[label_key])
+  return texts, np.asarray(labels, np.int32)
+
+
+def load_tfds_text(name, *, data_dir="", validation_fraction=0.1):
+  """A TFDS text-classification dataset by name (glue/sst2, imdb_reviews...).
+
+  An unlabelled test split (glue's, labels -1) is replaced by validation,
+  and validation is then cut from train; the notes say so.
+  """
+  tfds = data._tfds()  # pylint: disable=protected-access
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    known = tfds.list_builders(with_community_datasets=False)
+    raise unknown_name("dataset", name, known + list(TEXT_TASKS)
+                       + list(FILE_FORMATS), "dataset") from e
+  text_key, label_key = _find_text_features(builder.info)
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # Network errors come in many types from many libs.
+    raise UserError(
+        f"could not download or prepare TFDS dataset {name!r} "
+        f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        "); if this machine is offline, prepare it elsewhere and pass its "
+        "directory as --data_dir") from e
+  available = set(builder.info.splits.keys())
+  specs, notes = data._choose_splits(  # pylint: disable=protected-access
+      name, available, validation_fraction)
+  tables = {s: _numpy_split(builder, spec, text_key, label_key)
+            for s, spec in specs.items()}
+  if len(tables["test"][1]) and (tables["test"][1] < 0).all():
+    val_name = next((s for s in ("validation", "val") if s in available),
+                    None)
+    if val_name is None:
+      raise UserError(f"--dataset={name}: its test split is unlabelled and it "
+                      "has no validation split to test on")
+    keep = round(100 * (1 - validation_fraction))
+    tables["test"] = _numpy_split(builder, val_name, text_key, label_key)
+    tables["train"] = _numpy_split(builder, f"train[:{keep}%]", text_key,
+                                   label_key)
+    tables["validation"] = _numpy_split(builder, f"train[{keep}%:]", text_key,
+                                        label_key)
+    notes = [f"{name}: the test split is unlabelled, so the test figures are "
+             f"on {val_name!r} and validation is the last {100 - keep}% of "
+             "train"]
+  logging.info("TFDS %s: text feature %r, label feature %r", name, text_key,
+               label_key)
+  return data.Splits(
+      **{s: _dataset(*t) for s, t in tables.items()},
+      sizes={s: len(t[0]) for s, t in tables.items()},
+      class_names=list(builder.info.features[label_key].names), notes=notes)
+
+
+def load(dataset, *, data_dir="", text_column="text", label_column="label",
+         validation_fraction=0.1, test_fraction=0.1, seed=0):
+  """Text `Splits` by the name given to --dataset."""
+  if dataset in TEXT_TASKS:
+    return load_synthetic_text(dataset, seed=seed)
+  if dataset in FILE_FORMATS:
+    return load_files(data_dir, dataset, text_column=text_column,
+                      label_column=label_column,
+                      validation_fraction=validation_fraction,
+                      test_fraction=test_fraction, seed=seed)
+  return load_tfds_text(dataset, data_dir=data_dir,
+                        validation_fraction=validation_fraction)
+
+
+# ---------------------------------------------------------------------------
+# Tokenization.
+
+
+def tokenize(dataset, preprocessor, batch_size=512):
+  """(text, label) -> (token dict, label), computed once and kept in memory.
+
+  Labels stay as they are (padding examples keep label -1).
+  """
+  parts, labels = [], []
+  for texts, y in dataset.batch(batch_size):
+    parts.append({k: v.numpy() for k, v in preprocessor(texts).items()})
+    labels.append(y.numpy())
+  if not parts:
+    raise UserError("a text split is empty after loading")
+  features = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  return tf.data.Dataset.from_tensor_slices(
+      (features, np.concatenate(labels).astype(np.int32)))
+
+
+def tokenized_splits(splits, preprocessor):
+  """A copy of text `splits` with every split tokenized."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  return dataclasses.replace(
+      splits, **{s: tokenize(getattr(splits, s), preprocessor)
+                 for s in ("train", "validation", "test")})
+
+
+def texts_of(dataset, limit=0):
+  """The first `limit` (0 = all) texts and labels of a split, as lists."""
+  if limit:
+    dataset = dataset.take(limit)
+  texts, labels = [], []
+  for t, y in dataset.batch(1024).as_numpy_iterator():
+    texts += [s.decode("utf-8") for s in t]
+    labels += list(y)
+  return texts, np.asarray(labels, np.int32)

@@ -1,0 +1,218 @@
+"""BERT text classifiers from KerasHub presets.
+
+`--model` names a KerasHub BERT preset (downloaded on first use), a local
+preset directory (written by `save_to_preset`: works offline), or
+`bert_micro`, a small BERT over the embedded task's vocabulary that
+`--weights=synthetic` pretrains on the embedded source task.
+
+The classifier is `keras_hub.models.BertTextClassifier` with its
+preprocessor (tokenizer) attached, ending in a softmax, so it takes raw
+strings through `predict` and token dicts through `__call__`.
+"""
+
+import logging
+import os
+
+import keras
+
+from tl_keras import text_data
+from tl_keras.errors import UserError
+from tl_keras.errors import unknown_name
+
+# Offline architectures: name -> BertBackbone arguments (the vocabulary is
+# the embedded task's, see `micro_vocabulary`).
+OFFLINE = {
+    "bert_micro": dict(num_layers=2, num_heads=2, hidden_dim=64,
+                       intermediate_dim=256, max_sequence_length=128),
+}
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def _hub():
+  import keras_hub  # pylint: disable=g-import-not-at-top
+  return keras_hub
+
+
+def presets():
+  """The names of KerasHub's BERT presets (a built-in table, no network)."""
+  return sorted(_hub().models.BertBackbone.presets)
+
+
+def is_preset_dir(name):
+  return os.path.isdir(os.path.expanduser(name)) and os.path.exists(
+      os.path.join(os.path.expanduser(name), "config.json"))
+
+
+def is_text_model(name):
+  """Whether --model names a text model (else it is an image backbone)."""
+  if name in OFFLINE or is_preset_dir(name):
+    return True
+  if os.path.isdir(os.path.expanduser(name)):
+    return True  # a folder that is not a preset: `check_model` says why
+  return name.startswith(("bert", "hf://", "kaggle://")) or name in presets()
+
+
+def check_model(name):
+  """Raises UserError for an unknown preset or a folder that is no preset."""
+  path = os.path.expanduser(name)
+  if os.path.isdir(path):
+    if not is_preset_dir(name):
+      raise UserError(f"--model={name} is a folder without config.json, not a "
+                      "KerasHub preset; write one with save_to_preset, or "
+                      "pass the preset folder of an earlier text run")
+    return
+  if name in OFFLINE or "://" in name:
+    return
+  if name not in presets():
+    raise unknown_name("text model", name, presets() + list(OFFLINE),
+                       "model")
+
+
+def micro_vocabulary():
+  """bert_micro's WordPiece vocabulary: the embedded words, then letters.
+
+  Letters and ##letters let any other lowercase word tokenize to pieces.
+  """
+  content, fillers = text_data.words()
+  letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list(
+      "0123456789")
+  return (list(SPECIAL_TOKENS) + list(content.ravel()) + list(fillers)
+          + letters + [f"##{c}" for c in letters])
+
+
+def build_micro(name, sequence_length, dropout=0.1):
+  """A randomly initialized offline BERT (backbone, preprocessor)."""
+  hub = _hub()
+  args = OFFLINE[name]
+  if sequence_length > args["max_sequence_length"]:
+    raise UserError(f"--sequence_length={sequence_length} exceeds {name}'s "
+                    f"{args['max_sequence_length']} positions")
+  tokenizer = hub.models.BertTokenizer(vocabulary=micro_vocabulary(),
+                                       lowercase=True)
+  backbone = hub.models.BertBackbone(
+      vocabulary_size=tokenizer.vocabulary_size(), dropout=dropout, **args)
+  return backbone, hub.models.BertTextClassifierPreprocessor(
+      tokenizer, sequence_length=sequence_length)
+
+
+def _from_preset(cls, name, **kwargs):
+  """`cls.from_preset` with offline and damage errors made one line."""
+  try:
+    return cls.from_preset(name, **kwargs)
+  except Exception as e:  # Hub, HTTP, and file errors come in many types.
+    text = " ".join(str(e).split())[:160]
+    if os.path.isdir(os.path.expanduser(name)):
+      raise UserError(f"cannot load the preset folder --model={name} "
+                      f"({type(e).__name__}: {text}); write it again with "
+                      "save_to_preset") from e
+    raise UserError(
+        f"could not fetch the KerasHub preset {name!r} ({type(e).__name__}: "
+        f"{text}); if this machine is offline, run save_to_preset on a "
+        "machine that has it and pass that folder as --model") from e
+
+
+def build_classifier(name, num_classes, *, sequence_length, weights,
+                     dropout=0.1, frozen_base=True):
+  """A `BertTextClassifier` (softmax output) with its preprocessor.
+
+  Args:
+    name: a preset name, a preset folder, or an `OFFLINE` architecture.
+    num_classes: the size of the new classification layer.
+    sequence_length: tokens per text, [CLS] and [SEP] included.
+    weights: "pretrained" (the preset's), "none" (random init of the same
+      architecture), or a preset folder whose backbone to start from.
+    dropout: dropout before the classification layer.
+    frozen_base: the backbone starts frozen (phase 1 of the recipe).
+  """
+  hub = _hub()
+  check_model(name)
+  source = name
+  if name in OFFLINE:
+    if weights == "pretrained":
+      raise UserError(f"--model={name} has no published weights; use "
+                      "--weights=synthetic (pretrained on the embedded "
+                      "source task) or --weights=none")
+    if weights == "none":
+      backbone, preprocessor = build_micro(name, sequence_length)
+      return _classifier(backbone, preprocessor, num_classes, dropout,
+                         frozen_base)
+    source = weights  # a pretrained preset folder of this architecture
+  backbone = _from_preset(hub.models.BertBackbone, source,
+                          load_weights=weights != "none")
+  limit = backbone.max_sequence_length
+  if sequence_length > limit:
+    raise UserError(f"--sequence_length={sequence_length} exceeds the "
+                    f"{limit} positions of --model={name}; use at most {limit}")
+  preprocessor = _from_preset(hub.models.BertTextClassifierPreprocessor,
+                              source, sequence_length=sequence_length)
+  logging.info("text model %s: %d transformer layers, hidden size %d, "
+               "vocabulary %d", name, backbone.num_layers, backbone.hidden_dim,
+               backbone.vocabulary_size)
+  return _classifier(backbone, preprocessor, num_classes, dropout,
+                     frozen_base)
+
+
+def _classifier(backbone, preprocessor, num_classes, dropout, frozen_base):
+  model = _hub().models.BertTextClassifier(
+      backbone, num_classes, preprocessor=preprocessor, activation="softmax",
+      dropout=dropout)
+  backbone.trainable = not frozen_base
+  return model
+
+
+def is_text_classifier(model):
+  return hasattr(model, "backbone") and hasattr(model, "preprocessor")
+
+
+def feature_parts(model):
+  """(pooled-feature tensor, head layers) for the feature cache."""
+  head = [model.get_layer("classifier_dropout"), model.get_layer("logits")]
+  return head[0].input, head
+
+
+def unfreeze_count(model, mode, value):
+  """How many top transformer layers --unfreeze selects."""
+  depth = len(model.backbone.transformer_layers)
+  if mode == "all":
+    return depth
+  if mode == "layers":
+    if value > depth:
+      raise UserError(f"--unfreeze={value} exceeds the {depth} transformer "
+                      f"layers of the model; use at most {depth} or 'all'")
+    return value
+  return max(1, round(value * depth))
+
+
+def unfreeze_top(model, mode, value):
+  """Makes the top transformer layers and the pooler trainable.
+
+  Embeddings (and their LayerNorm) stay frozen unless --unfreeze=all.
+
+  Returns:
+    The number of backbone layers with weights now trainable.
+  """
+  count = unfreeze_count(model, mode, value)
+  backbone = model.backbone
+  backbone.trainable = True
+  blocks = list(backbone.transformer_layers)
+  top = set(id(l) for l in blocks[len(blocks) - count:])
+  trainable = 0
+  for layer in backbone.layers:
+    if isinstance(layer, keras.layers.InputLayer):
+      continue
+    if layer in blocks:
+      layer.trainable = id(layer) in top
+    else:  # embeddings below the blocks, the pooler above them
+      layer.trainable = mode == "all" or layer.name == "pooled_dense"
+    trainable += bool(layer.trainable and layer.weights)
+  return trainable
+
+
+def describe(name, model):
+  """What run.json says about a text model."""
+  backbone = model.backbone
+  return {"name": name, "family": "bert", "kind": "text",
+          "num_layers": backbone.num_layers, "hidden_dim": backbone.hidden_dim,
+          "vocabulary_size": backbone.vocabulary_size,
+          "sequence_length": model.preprocessor.sequence_length,
+          "base_parameters": backbone.count_params()}
