@@ -60,6 +60,7 @@ def load_keras(path):
       object) or is not a readable Keras file.
   """
   import tl_keras.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  import keras_hub  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  # registers BertTextClassifier
   try:
     return keras.saving.load_model(path, safe_mode=True)
   except Exception as e:  # A damaged or foreign file fails in many ways.

@@ -5,6 +5,10 @@ directory or a `.tflite` file and returns a `Predictor`: labels, the input
 size, and `predict(uint8 [N, S, S, 3]) -> probabilities [N, C]`. Images are
 resized to S by `data.resize`, the same resize training and evaluation use,
 so every artifact of a run sees identical pixels.
+
+A text model's `Predictor` has `text` set and `predict(list of strings)`;
+each artifact tokenizes with the run's own tokenizer (the `.tflite` files
+with `vocab.txt` beside them).
 """
 
 import dataclasses
@@ -19,6 +23,8 @@ from tl_keras import artifacts
 from tl_keras import data
 from tl_keras import evaluation
 from tl_keras import export
+from tl_keras import text_export
+from tl_keras import text_models
 from tl_keras import tflite
 from tl_keras.errors import UserError
 
@@ -28,8 +34,9 @@ class Predictor:
   kind: str  # keras, saved_model or tflite
   path: str
   labels: list
-  image_size: int
-  predict: Callable  # uint8 [N, S, S, 3] -> float32 [N, C]
+  image_size: int  # 0 for text
+  predict: Callable  # uint8 [N, S, S, 3] (or strings) -> float32 [N, C]
+  text: bool = False
 
 
 def load(path):
@@ -67,12 +74,18 @@ def _labels_beside(path, num_classes):
 def _keras(path):
   model = export.load_keras(path)
   num_classes = int(model.output_shape[-1])
-  return Predictor("keras", path, _labels_beside(path, num_classes),
-                   export.image_size_of(model),
+  labels = _labels_beside(path, num_classes)
+  if text_models.is_text_classifier(model):
+    return Predictor("keras", path, labels, 0, lambda texts: (
+        text_export.keras_probabilities(
+            model, text_export.tokens(model.preprocessor, list(texts)))),
+                     text=True)
+  return Predictor("keras", path, labels, export.image_size_of(model),
                    lambda images: export.keras_probabilities(model, images))
 
 
 def _saved_model(path):
+  import tensorflow_text  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  # text models' tokenizer ops
   try:
     loaded = tf.saved_model.load(path)
     serve = loaded.signatures["serving_default"]
@@ -81,6 +94,14 @@ def _saved_model(path):
     raise UserError(f"{path} is not a SavedModel written by tl_keras (needs "
                     "serving_default and metadata signatures)") from e
   labels = [b.decode("utf-8") for b in meta["labels"].numpy()]
+  if "sequence_length" in meta:
+    def predict_texts(texts, batch_size=64):
+      texts = list(texts)
+      return np.concatenate([
+          serve(texts=tf.constant(texts[i:i + batch_size]))[
+              "probabilities"].numpy()
+          for i in range(0, len(texts), batch_size)])
+    return Predictor("saved_model", path, labels, 0, predict_texts, text=True)
 
   def predict(images, batch_size=64):
     return np.concatenate([
@@ -93,7 +114,12 @@ def _saved_model(path):
 
 
 def _tflite(path):
-  metadata = tflite.read_metadata(path)
+  metadata = tflite.read_metadata(path) or {}
+  if metadata.get("kind") == "text":
+    runner = text_export.TextRunner(path)
+    runner.preprocessor()  # fails early if vocab.txt is missing
+    return Predictor("tflite", path, metadata["labels"], 0,
+                     runner.predict_texts, text=True)
   runner = tflite.Runner(path)
   num_classes = int(runner.output["shape"][-1])
   labels = metadata.get("labels") or _labels_beside(path, num_classes)
@@ -118,10 +144,39 @@ def read_images(paths, image_size):
   return np.stack(out)
 
 
+def read_texts(inputs):
+  """--inputs for a text model: each a .txt file (one text per line) or a text.
+
+  Returns:
+    (names, texts): what each result is printed under, and the texts.
+  """
+  names, texts = [], []
+  for item in inputs:
+    if os.path.isfile(item):
+      with open(item, encoding="utf-8") as f:
+        lines = [l.strip() for l in f if l.strip()]
+      if not lines:
+        raise UserError(f"--inputs: {item} has no text; put one text per "
+                        "line")
+      names += [f"{item}:{i + 1}" for i in range(len(lines))]
+      texts += lines
+    else:
+      names.append(repr(item[:60]))
+      texts.append(item)
+  return names, texts
+
+
 def predict_files(artifact, paths, top_k=5):
-  """--mode=predict: [(path, [(label, probability), ...]), ...] and text."""
+  """--mode=predict: [(path, [(label, probability), ...]), ...] and text.
+
+  For a text model, `paths` are .txt files (one text per line) or texts.
+  """
   predictor = load(artifact)
-  probs = predictor.predict(read_images(paths, predictor.image_size))
+  if predictor.text:
+    paths, inputs = read_texts(paths)
+    probs = predictor.predict(inputs)
+  else:
+    probs = predictor.predict(read_images(paths, predictor.image_size))
   k = min(top_k, len(predictor.labels))
   results, lines = [], []
   for path, p in zip(paths, probs):
@@ -152,10 +207,14 @@ def evaluate(artifact, splits, split="test", batch_size=64):
   confusion = np.zeros((num_classes, num_classes))
   loss = top_k = 0.0
   k = min(5, num_classes)
-  for images, labels in getattr(splits, split).map(
-      lambda x, y: (data.resize(x, predictor.image_size), y)).batch(
-          batch_size).as_numpy_iterator():
-    probs = predictor.predict(images)
+  dataset = getattr(splits, split)
+  if not predictor.text:
+    dataset = dataset.map(
+        lambda x, y: (data.resize(x, predictor.image_size), y))
+  for inputs, labels in dataset.batch(batch_size).as_numpy_iterator():
+    if predictor.text:
+      inputs = [t.decode("utf-8") for t in inputs]
+    probs = predictor.predict(inputs)
     np.add.at(confusion, (labels, probs.argmax(-1)), 1)
     loss += float(-np.log(np.maximum(probs[np.arange(len(labels)), labels],
                                      1e-7)).sum())

@@ -488,14 +488,15 @@ def export_run(config):
 def _export_run(config, run_dir, record, formats):
   """`export_run` once the run directory is locked."""
   model = export.load_keras(os.path.join(run_dir, "model.keras"))
+  text = text_models.is_text_classifier(model)
   run_config = dataclasses.replace(
       config_lib.Config(**{k: v for k, v in record["config"].items()
                            if k in _CONFIG_FIELDS}),
       export=config.export, calibration_samples=config.calibration_samples,
       parity_samples=config.parity_samples,
       data_dir=config.data_dir or record["config"]["data_dir"])
-  image_size = export.image_size_of(model)
-  splits = load_splits(run_config)
+  image_size = None if text else export.image_size_of(model)
+  splits = load_splits(run_config, text)
   if splits.class_names != artifacts.read_labels(
       os.path.join(run_dir, "labels.txt")):
     raise UserError(f"the classes of --dataset={run_config.dataset} no longer "
@@ -505,7 +506,10 @@ def _export_run(config, run_dir, record, formats):
   with open(metrics_path, encoding="utf-8") as f:
     metrics = json.load(f)
   with artifacts.staged(run_dir) as stage:
-    rows = export_artifacts(model, stage, run_config, splits, image_size)
+    if text:
+      rows, _ = export_text_artifacts(model, stage, run_config, splits)
+    else:
+      rows = export_artifacts(model, stage, run_config, splits, image_size)
     if rows:
       metrics.setdefault("tflite", {}).update(rows)
       artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
@@ -533,12 +537,13 @@ def read_run(run_dir):
     return json.load(f)
 
 
-def load_splits(config):
+def load_splits(config, text=None):
   """The dataset named by `config`, its splits as `data.Splits`.
 
-  Text runs get (string, label) splits; tokenizing needs the model.
+  Text runs (`text`, by default: a text --model) get (string, label)
+  splits; tokenizing needs the model.
   """
-  if is_text(config):
+  if is_text(config) if text is None else text:
     return data.limited(text_data.load(
         config.dataset, data_dir=config.data_dir,
         text_column=config.text_column, label_column=config.label_column,
@@ -571,7 +576,8 @@ def execute(config):
   if config.mode == "predict":
     paths = [p.strip() for p in config.inputs.split(",") if p.strip()]
     return predictors.predict_files(config.artifact, paths, config.top_k)[1]
-  metrics = predictors.evaluate(config.artifact, load_splits(config),
+  text = predictors.load(config.artifact).text
+  metrics = predictors.evaluate(config.artifact, load_splits(config, text),
                                 split=config.split)
   summary = format_summary({"test": metrics}).replace(
       "test accuracy", f"{config.split} accuracy")

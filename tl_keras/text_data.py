@@ -327,9 +327,18 @@ def load_tfds_text(name, *, data_dir="", validation_fraction=0.1):
       class_names=list(builder.info.features[label_key].names), notes=notes)
 
 
+IMAGE_TASK_NAMES = {"synthetic": "synthetic_text",
+                    "synthetic_source": "synthetic_text_source"}
+
+
 def load(dataset, *, data_dir="", text_column="text", label_column="label",
          validation_fraction=0.1, test_fraction=0.1, seed=0):
-  """Text `Splits` by the name given to --dataset."""
+  """Text `Splits` by the name given to --dataset.
+
+  The image tasks' names stand for their text counterparts, so the default
+  --dataset=synthetic works for a text --model too.
+  """
+  dataset = IMAGE_TASK_NAMES.get(dataset, dataset)
   if dataset in TEXT_TASKS:
     return load_synthetic_text(dataset, seed=seed)
   if dataset in FILE_FORMATS:

@@ -1,0 +1,373 @@
+"""Text classification: KerasHub BERT from a local preset, data, exports."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests.test_main import run_main
+from tl_keras import data
+from tl_keras import predictors
+from tl_keras import text_data
+from tl_keras import text_export
+from tl_keras import text_models
+from tl_keras import tflite
+from tl_keras import training
+from tl_keras.errors import UserError
+
+SEQUENCE_LENGTH = 24
+
+
+@pytest.fixture(scope="module")
+def tiny_preset(tmp_path_factory):
+  """A 2-layer BERT over the embedded vocabulary, saved as a local preset."""
+  import keras_hub  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("preset") / "tiny_bert"
+  tokenizer = keras_hub.models.BertTokenizer(
+      vocabulary=text_models.micro_vocabulary(), lowercase=True)
+  backbone = keras_hub.models.BertBackbone(
+      vocabulary_size=tokenizer.vocabulary_size(), num_layers=2, num_heads=2,
+      hidden_dim=16, intermediate_dim=32, max_sequence_length=64)
+  backbone.save_to_preset(str(path))
+  tokenizer.save_to_preset(str(path))
+  return str(path), [w.numpy() for w in backbone.weights]
+
+
+def _classifier(preset, num_classes=5, **kwargs):
+  return text_models.build_classifier(
+      preset, num_classes, sequence_length=SEQUENCE_LENGTH,
+      weights="pretrained", dropout=0.1, **kwargs)
+
+
+def test_local_preset_loads_through_from_preset(tiny_preset):
+  path, saved = tiny_preset
+  model = _classifier(path)
+  assert [w.shape for w in model.backbone.weights] == [w.shape for w in saved]
+  for loaded, original in zip(model.backbone.weights, saved):
+    np.testing.assert_array_equal(loaded.numpy(), original)
+  assert not model.backbone.trainable
+  probs = model.predict(["a text", "another one"], verbose=0)
+  assert probs.shape == (2, 5)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+  assert model.preprocessor.sequence_length == SEQUENCE_LENGTH
+
+
+def test_random_init_of_the_preset_architecture(tiny_preset):
+  path, saved = tiny_preset
+  model = text_models.build_classifier(path, 3, sequence_length=16,
+                                       weights="none", frozen_base=False)
+  assert model.backbone.trainable
+  assert not all(np.array_equal(w.numpy(), s)
+                 for w, s in zip(model.backbone.weights, saved))
+
+
+def _splits(preset_model, train=60):
+  splits = text_data.load_synthetic_text("synthetic_text", seed=0)
+  splits = data.limited(splits, "synthetic_text", train)
+  return text_data.tokenized_splits(splits, preset_model.preprocessor)
+
+
+@pytest.mark.parametrize("feature_cache", ["off", "memory"])
+def test_head_phase_leaves_the_backbone_unchanged(tiny_preset, feature_cache):
+  path, _ = tiny_preset
+  model = _classifier(path)
+  splits = _splits(model)
+  backbone_before = [w.numpy().copy() for w in model.backbone.weights]
+  head_before = [w.numpy().copy() for w in model.get_layer("logits").weights]
+  recipe = training.Recipe(
+      head=training.PhaseSpec("head", 1, 1e-2),
+      finetune=training.PhaseSpec("finetune", 0, 1e-4), unfreeze=("all", None))
+  training.run_recipe(model, recipe, splits,
+                      strategy=tf.distribute.get_strategy(), image_size=None,
+                      batch_size=16, seed=0, augment=False,
+                      feature_cache=feature_cache)
+  for before, after in zip(backbone_before, model.backbone.weights):
+    np.testing.assert_array_equal(before, after.numpy())
+  assert not all(np.array_equal(b, a.numpy()) for b, a in zip(
+      head_before, model.get_layer("logits").weights))
+
+
+def test_unfreeze_top_layers_keeps_embeddings_frozen(tiny_preset):
+  model = _classifier(tiny_preset[0])
+  assert text_models.unfreeze_top(model, "layers", 1) == 2  # block + pooler
+  backbone = model.backbone
+  assert not backbone.transformer_layers[0].trainable
+  assert backbone.transformer_layers[1].trainable
+  assert not backbone.get_layer("token_embedding").trainable
+  assert backbone.get_layer("pooled_dense").trainable
+  text_models.unfreeze_top(model, "all", None)
+  assert backbone.get_layer("token_embedding").trainable
+  with pytest.raises(UserError, match="exceeds the 2 transformer layers"):
+    text_models.unfreeze_count(model, "layers", 3)
+
+
+def test_weight_decay_skips_biases_and_layer_norm(tiny_preset):
+  model = _classifier(tiny_preset[0], frozen_base=False)
+  optimizer = training.make_optimizer(training.PhaseSpec(
+      "finetune", 1, 1e-3, weight_decay=0.01,
+      no_decay=("bias", "gamma", "beta")), 10)
+  optimizer.build(model.trainable_variables)
+  decayed = {v.path.split("/")[-1] for v in model.trainable_variables
+             if optimizer._use_weight_decay(v)}  # pylint: disable=protected-access
+  assert "kernel" in decayed and "embeddings" in decayed
+  assert not decayed & {"bias", "gamma", "beta"}
+
+
+def test_preset_errors():
+  with pytest.raises(UserError, match="did you mean bert_base_en_uncased"):
+    text_models.check_model("bert_base_en_uncase")
+  with pytest.raises(UserError, match="no published weights"):
+    text_models.build_classifier("bert_micro", 2, sequence_length=16,
+                                 weights="pretrained")
+
+
+def test_folder_that_is_not_a_preset(tmp_path):
+  with pytest.raises(UserError, match="without config.json"):
+    text_models.check_model(str(tmp_path))
+
+
+def test_sequence_length_beyond_the_position_table(tiny_preset):
+  with pytest.raises(UserError, match="exceeds the 64 positions"):
+    text_models.build_classifier(tiny_preset[0], 2, sequence_length=65,
+                                 weights="pretrained")
+
+
+# --- data -------------------------------------------------------------------
+
+
+def test_embedded_text_tasks_are_deterministic_and_in_vocabulary():
+  first = text_data.synthetic_texts("synthetic_text", "train", seed=3)
+  assert first == text_data.synthetic_texts("synthetic_text", "train", seed=3)
+  texts, labels, names = first
+  assert len(texts) == 300 and names == list(text_data.TARGET_CLASSES)
+  assert np.bincount(labels).tolist() == [60] * 5
+  vocabulary = set(text_models.micro_vocabulary())
+  assert all(w in vocabulary for t in texts for w in t.split())
+  source = text_data.synthetic_texts("synthetic_text_source", "test")
+  assert len(set(source[1])) == text_data.TOPICS
+
+
+def _write(path, fmt, rows):
+  if fmt == "jsonl":
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return
+  sep = "\t" if fmt == "tsv" else ","
+  lines = [sep.join(rows[0])] + [
+      sep.join(f'"{r[k]}"' if fmt == "csv" else str(r[k]) for k in rows[0])
+      for r in rows]
+  path.write_text("\n".join(lines) + "\n")
+
+
+ROWS = [{"review": f"text number {i}, with a comma" if i % 3 else f"plain {i}",
+         "sentiment": ("good", "bad", "meh")[i % 3]} for i in range(30)]
+
+
+@pytest.mark.parametrize("fmt", text_data.FILE_FORMATS)
+def test_file_loaders_with_string_labels(tmp_path, fmt):
+  path = tmp_path / f"data.{fmt}"
+  _write(path, fmt, ROWS)
+  splits = text_data.load(fmt, data_dir=str(path), text_column="review",
+                          label_column="sentiment")
+  assert splits.class_names == ["bad", "good", "meh"]
+  assert sum(splits.sizes.values()) == 30 and splits.sizes["test"] == 3
+  texts, labels = text_data.texts_of(splits.train)
+  for text, label in zip(texts, labels):
+    index = int(text.split()[-1]) if text.startswith("plain") else int(
+        text.split()[2].rstrip(","))
+    assert splits.class_names[label] == ROWS[index]["sentiment"]
+  assert any("comma" in t for t in texts)
+
+
+def test_folder_of_split_files(tmp_path):
+  for name, rows in (("train", ROWS), ("dev", ROWS[:6]), ("test", ROWS[:9])):
+    _write(tmp_path / f"{name}.csv", "csv",
+           [{"text": r["review"], "label": r["sentiment"]} for r in rows])
+  splits = text_data.load("csv", data_dir=str(tmp_path))
+  assert splits.sizes == {"train": 30, "validation": 6, "test": 9}
+  assert not splits.notes
+
+
+def test_integer_labels_sort_as_numbers(tmp_path):
+  _write(tmp_path / "d.csv", "csv",
+         [{"text": f"t{i}", "label": str(i % 11)} for i in range(44)])
+  splits = text_data.load("csv", data_dir=str(tmp_path / "d.csv"))
+  assert splits.class_names == [str(i) for i in range(11)]
+
+
+@pytest.mark.parametrize("rows, match", [
+    ([{"text": "a", "y": "x"}], "no column 'label' .*--label_column"),
+    ([{"text": "a", "label": "x"}, {"text": "  ", "label": "x"}],
+     r"d\.csv:3 has an empty 'text'"),
+    ([{"text": "a", "label": ""}], "empty 'label'"),
+])
+def test_file_errors(tmp_path, rows, match):
+  _write(tmp_path / "d.csv", "csv", rows)
+  with pytest.raises(UserError, match=match):
+    text_data.load("csv", data_dir=str(tmp_path / "d.csv"))
+
+
+def test_unseen_test_labels(tmp_path):
+  _write(tmp_path / "train.jsonl", "jsonl",
+         [{"text": "a", "label": "x"}] * 5 + [{"text": "b", "label": "y"}] * 5)
+  _write(tmp_path / "test.jsonl", "jsonl", [{"text": "c", "label": "z"}])
+  with pytest.raises(UserError, match="test split has labels never seen in "
+                     "train: z"):
+    text_data.load("jsonl", data_dir=str(tmp_path))
+
+
+def test_bad_json_line(tmp_path):
+  (tmp_path / "d.jsonl").write_text('{"text": "a", "label": "x"}\n{oops\n')
+  with pytest.raises(UserError, match=r"d\.jsonl:2 is not a JSON object"):
+    text_data.load("jsonl", data_dir=str(tmp_path / "d.jsonl"))
+
+
+def test_tfds_text_dataset_through_mock_data():
+  with tfds.testing.mock_data(num_examples=12):
+    splits = text_data.load("imdb_reviews")
+  assert splits.class_names == ["neg", "pos"]
+  text, label = next(iter(splits.train))
+  assert text.dtype == tf.string and 0 <= int(label) < 2
+
+
+def test_tfds_image_dataset_is_not_text():
+  with tfds.testing.mock_data(num_examples=4):
+    with pytest.raises(UserError, match="not single-text classification"):
+      text_data.load("mnist")
+
+
+# --- a whole run through main.py ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_run(tiny_preset, tmp_path_factory):
+  """main.py on a CSV with string labels, from the local preset."""
+  folder = tmp_path_factory.mktemp("csv")
+  texts, labels, names = text_data.synthetic_texts("synthetic_text", "test")
+  _write(folder / "reviews.csv", "csv",
+         [{"body": t, "topic": names[y]} for t, y in zip(texts, labels)])
+  out = tmp_path_factory.mktemp("text_run") / "out"
+  result = run_main(
+      "--flagfile=flags/base.flags", f"--model={tiny_preset[0]}",
+      "--weights=pretrained", "--dataset=csv",
+      f"--data_dir={folder / 'reviews.csv'}", "--text_column=body",
+      "--label_column=topic", f"--sequence_length={SEQUENCE_LENGTH}",
+      "--batch_size=16", "--head_epochs=1", "--finetune_epochs=1",
+      "--unfreeze=1", "--compare_scratch", "--parity_samples=40",
+      "--export=saved_model,tflite_float32,tflite_dynamic,tflite_int8",
+      f"--output_dir={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return out, result
+
+
+def test_text_run_writes_its_artifacts(text_run):
+  out, result = text_run
+  for name in ("model.keras", "preset", "saved_model", "labels.txt",
+               "vocab.txt", "metrics.json", "run.json", "report.html",
+               "README.md", "model_float32.tflite", "model_dynamic.tflite"):
+    assert (out / name).exists(), name
+  assert not (out / "model_int8.tflite").exists()
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert "tflite_int8" in metrics["exports_skipped"]
+  assert set(metrics["tflite"]) == {"float32", "dynamic"}
+  assert metrics["tflite"]["float32"]["agreement"] == 1.0
+  assert metrics["tflite"]["float32"]["examples"] == 40
+  assert set(metrics["test"]) >= {"accuracy", "macro_f1", "per_class",
+                                  "confusion_matrix"}
+  assert "scratch" in metrics
+  record = json.loads((out / "run.json").read_text())
+  assert record["model"]["kind"] == "text"
+  assert [h["phase"] for h in record["history"]] == ["head", "finetune",
+                                                     "scratch", "scratch"]
+  assert "text classifier" in (out / "README.md").read_text()
+  assert "transfer gain" in result.stdout
+
+
+def test_every_text_artifact_agrees_with_keras(text_run):
+  import keras_hub  # pylint: disable=g-import-not-at-top
+  out, _ = text_run
+  texts = text_data.synthetic_texts("synthetic_text", "validation")[0][:12]
+  keras_probs = predictors.load(str(out)).predict(texts)
+  reloaded = keras_hub.models.BertTextClassifier.from_preset(
+      str(out / "preset"))
+  np.testing.assert_allclose(reloaded.predict(texts, verbose=0), keras_probs,
+                             atol=1e-5)
+  saved = predictors.load(str(out / "saved_model"))
+  assert saved.text and saved.labels == list(text_data.TARGET_CLASSES)
+  np.testing.assert_allclose(saved.predict(texts), keras_probs, atol=1e-5)
+  lite = predictors.load(str(out / "model_float32.tflite"))
+  np.testing.assert_allclose(lite.predict(texts), keras_probs, atol=1e-4)
+
+
+def test_saved_model_signature_takes_strings(text_run):
+  import tensorflow_text  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  out, _ = text_run
+  serve = tf.saved_model.load(str(out / "saved_model")).signatures[
+      "serving_default"]
+  spec = serve.structured_input_signature[1]["texts"]
+  assert spec.dtype == tf.string and spec.shape.as_list() == [None]
+  probs = serve(texts=tf.constant(["one text", "two"]))["probabilities"]
+  assert probs.shape == (2, 5)
+
+
+def test_text_tflite_metadata_says_how_to_tokenize(text_run):
+  out, _ = text_run
+  meta = tflite.read_metadata(str(out / "model_dynamic.tflite"))
+  assert meta["kind"] == "text" and meta["tokenizer"]["vocabulary"] == (
+      "vocab.txt")
+  assert meta["tokenizer"]["sequence_length"] == SEQUENCE_LENGTH
+  runner = text_export.TextRunner(str(out / "model_dynamic.tflite"))
+  assert sorted(runner.signature.get_input_details()) == sorted(
+      text_export.INPUTS)
+
+
+def test_predict_and_evaluate_modes_on_texts(text_run, tmp_path):
+  out, _ = text_run
+  inputs = tmp_path / "texts.txt"
+  inputs.write_text("\n".join(
+      text_data.synthetic_texts("synthetic_text", "validation")[0][:3]) + "\n")
+  tops = []
+  for artifact in (out, out / "saved_model", out / "model_dynamic.tflite"):
+    result = run_main("--mode=predict", f"--artifact={artifact}",
+                      f"--inputs={inputs}", "--top_k=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("texts.txt:") == 3
+    tops.append([l.split()[0] for l in result.stdout.splitlines()
+                 if l.startswith("  ")][::2])
+  assert tops[0] == tops[1] == tops[2]
+  folder = tmp_path / "csv"
+  folder.mkdir()
+  texts, labels, names = text_data.synthetic_texts("synthetic_text", "test")
+  _write(folder / "test.csv", "csv",
+         [{"text": t, "label": names[y]} for t, y in zip(texts, labels)][:40])
+  _write(folder / "train.csv", "csv",
+         [{"text": t, "label": names[y]} for t, y in zip(texts, labels)][40:])
+  result = run_main("--mode=evaluate", f"--artifact={out}", "--dataset=csv",
+                    f"--data_dir={folder}", "--split=test")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "test accuracy" in result.stdout
+
+
+def test_missing_vocabulary_is_named(text_run, tmp_path):
+  out, _ = text_run
+  lone = tmp_path / "model.tflite"
+  lone.write_bytes((out / "model_dynamic.tflite").read_bytes())
+  with pytest.raises(UserError, match="vocab.txt"):
+    predictors.load(str(lone))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model=bert_base_en_uncase"], "did you mean bert_base_en_uncased"),
+    (["--model=bert_micro", "--weights=pretrained"], "no published weights"),
+    (["--model=bert_micro", "--weights=none", "--dataset=csv"],
+     "--dataset=csv needs --data_dir"),
+])
+def test_text_errors_are_one_line(args, message, tmp_path):
+  result = run_main(*args, "--head_epochs=1", "--finetune_epochs=0",
+                    f"--output_dir={tmp_path / 'out'}")
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+  assert message in errors[0]
+  assert not (tmp_path / "out" / "model.keras").exists()
