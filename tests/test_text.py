@@ -371,3 +371,27 @@ def test_text_errors_are_one_line(args, message, tmp_path):
   assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
   assert message in errors[0]
   assert not (tmp_path / "out" / "model.keras").exists()
+
+
+def test_mixed_precision_model_exports_float32(tiny_preset, tmp_path):
+  import keras  # pylint: disable=g-import-not-at-top
+  previous = keras.mixed_precision.dtype_policy()
+  keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+  try:
+    model = _classifier(tiny_preset[0], num_classes=3)
+  finally:
+    keras.mixed_precision.set_dtype_policy(previous)
+  assert model.backbone.dtype_policy.name == "mixed_bfloat16"
+  copy = text_export.float32_copy(model)
+  assert copy.backbone.dtype_policy.name == "float32"
+  inputs = text_export.tokens(model.preprocessor, ["some words", "more"])
+  np.testing.assert_allclose(
+      text_export.keras_probabilities(copy, inputs),
+      text_export.keras_probabilities(model, inputs), atol=0.05)
+  path = str(tmp_path / "model_float32.tflite")
+  text_export.export_tflite(model, "float32", path, class_names=list("abc"))
+  runner = text_export.TextRunner(path)
+  assert "bfloat16" not in {d for ds in runner.op_dtypes().values() for d in ds}
+  np.testing.assert_allclose(
+      runner.predict(inputs), text_export.keras_probabilities(copy, inputs),
+      atol=1e-4)

@@ -32,12 +32,31 @@ INPUTS = ("token_ids", "padding_mask", "segment_ids")
 VARIANTS = ("float32", "float16", "dynamic")
 
 
+def float32_copy(model):
+  """The classifier with a float32 copy of its backbone (same weights).
+
+  Models trained under a mixed-precision policy are exported from it. The
+  preprocessor (an int32 tokenizer) is shared as it is.
+  """
+  if "mixed" not in model.backbone.dtype_policy.name:
+    return model
+  backbone = model.backbone.__class__.from_config(
+      tflite._with_float32_policy(  # pylint: disable=protected-access
+          model.backbone.get_config()))
+  clone = model.__class__(backbone, model.num_classes,
+                          preprocessor=model.preprocessor,
+                          activation="softmax", dropout=model.dropout)
+  clone.set_weights(model.get_weights())
+  return clone
+
+
 def save_preset(model, path):
   model.save_to_preset(path)
 
 
 def save_saved_model(model, path, *, class_names):
   """A SavedModel whose `serving_default` takes a batch of raw strings."""
+  model = float32_copy(model)
   preprocessor = model.preprocessor
   archive = keras.export.ExportArchive()
   archive.track(model)
@@ -78,7 +97,12 @@ def keras_probabilities(model, token_arrays, batch_size=64):
 
 
 def convert(model, variant, sequence_length):
-  """TFLite bytes of `model` taking token arrays [1, sequence_length]."""
+  """TFLite bytes of `model` taking token arrays [1, sequence_length].
+
+  A model trained under a mixed-precision policy is converted from a
+  float32 copy.
+  """
+  model = float32_copy(model)
   specs = [tf.TensorSpec([1, sequence_length], tf.int32, name=n)
            for n in INPUTS]
 
