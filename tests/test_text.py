@@ -395,3 +395,44 @@ def test_mixed_precision_model_exports_float32(tiny_preset, tmp_path):
   np.testing.assert_allclose(
       runner.predict(inputs), text_export.keras_probabilities(copy, inputs),
       atol=1e-4)
+
+
+class _UnlabelledTestBuilder:
+  """Stands in for glue/sst2: labelled train and validation, test all -1."""
+
+  def __init__(self):
+    import types  # pylint: disable=g-import-not-at-top
+    self.info = types.SimpleNamespace(
+        full_name="glue/sst2/2.0.0", supervised_keys=None,
+        splits={"train": None, "validation": None, "test": None},
+        features=tfds.features.FeaturesDict({
+            "sentence": tfds.features.Text(),
+            "label": tfds.features.ClassLabel(names=["negative", "positive"]),
+            "idx": tf.int32}))
+
+  def download_and_prepare(self):
+    pass
+
+  def as_dataset(self, split, shuffle_files=False):
+    del shuffle_files
+    n = {"train": 40, "validation": 8, "test": 10}[split.split("[")[0]]
+    if split == "train[:90%]":
+      n = 36
+    elif split == "train[90%:]":
+      n = 4
+    labels = [-1] * n if split == "test" else [i % 2 for i in range(n)]
+    return tf.data.Dataset.from_tensor_slices({
+        "sentence": [f"{split} sentence {i}" for i in range(n)],
+        "label": labels, "idx": list(range(n))})
+
+
+def test_unlabelled_test_split_is_replaced_by_validation(monkeypatch):
+  monkeypatch.setattr(tfds, "builder",
+                      lambda name, data_dir=None: _UnlabelledTestBuilder())
+  splits = text_data.load("glue/sst2")
+  assert splits.sizes == {"train": 36, "validation": 4, "test": 8}
+  assert splits.class_names == ["negative", "positive"]
+  assert any("unlabelled" in note and "'validation'" in note
+             for note in splits.notes)
+  texts, labels = text_data.texts_of(splits.test)
+  assert texts[0].startswith("validation sentence") and (labels >= 0).all()

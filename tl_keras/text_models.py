@@ -38,6 +38,16 @@ def presets():
   return sorted(_hub().models.BertBackbone.presets)
 
 
+def listing():
+  """(name, parameters, description) of each text model, for --list_models."""
+  rows = [(name, None, "offline: --weights=synthetic or none")
+          for name in OFFLINE]
+  for name, preset in sorted(_hub().models.BertBackbone.presets.items()):
+    meta = preset.get("metadata", {})
+    rows.append((name, meta.get("params"), meta.get("description", "")))
+  return rows
+
+
 def is_preset_dir(name):
   return os.path.isdir(os.path.expanduser(name)) and os.path.exists(
       os.path.join(os.path.expanduser(name), "config.json"))
