@@ -1,11 +1,11 @@
 # make demo: the offline quickstart run.  make test: the test suite.
-# make demo-text: the offline text (BERT) run.
-# Both create .venv and install tl_keras into it on first use.
+# make demo-text: the offline text (BERT) run.  make bench: the benchmarks.
+# Each creates .venv and installs tl_keras into it on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-text test install clean
+.PHONY: demo demo-text test bench install clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ demo-text: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Every benchmark, CPU-sized; JSON lines on stdout (gpu_throughput says when
+# there is no GPU). tflite_latency measures the demo run's files.
+bench: demo
+	$(BIN)/python benchmarks/head_phase.py --epochs=5
+	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/recipe_vs_baseline.py
+	$(BIN)/python benchmarks/tflite_latency.py runs/quickstart --threads=1,2
+	$(BIN)/python benchmarks/gpu_throughput.py
 
 clean:
 	rm -rf $(VENV) runs

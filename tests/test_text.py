@@ -436,3 +436,16 @@ def test_unlabelled_test_split_is_replaced_by_validation(monkeypatch):
              for note in splits.notes)
   texts, labels = text_data.texts_of(splits.test)
   assert texts[0].startswith("validation sentence") and (labels >= 0).all()
+
+
+def test_unreachable_preset_says_offline_and_how_to_fix(monkeypatch):
+  import keras_hub  # pylint: disable=g-import-not-at-top
+
+  def offline(*args, **kwargs):
+    raise ConnectionError("Max retries exceeded (NameResolutionError)")
+
+  monkeypatch.setattr(keras_hub.models.BertBackbone, "from_preset", offline)
+  with pytest.raises(UserError, match="could not fetch the KerasHub preset "
+                     "'bert_tiny_en_uncased' .*offline.*save_to_preset"):
+    text_models.build_classifier("bert_tiny_en_uncased", 2,
+                                 sequence_length=16, weights="pretrained")

@@ -1,5 +1,7 @@
 """The recipe: what each phase may and may not change; metrics; export."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -140,29 +142,46 @@ def test_keras_and_saved_model_agree_on_raw_uint8_of_any_size(tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_cached_features_train_the_same_head_as_the_slow_path():
+def test_cached_features_train_the_same_head_as_the_slow_path(tmp_path):
   """Same data order, no dropout, no augmentation: the same head weights."""
   splits = _splits(n=32)
   results = {}
-  for cached in (False, True):
+  for mode in ("off", "memory", "disk"):
     keras.utils.set_random_seed(3)
     model = models.build_classifier("convnet_small", 3, weights=None,
                                     dropout=0.0)
-    features = (training.FeatureCache(model, splits, image_size=32,
-                                      batch_size=8) if cached else None)
+    features = (training.FeatureCache(
+        model, splits, image_size=32, batch_size=8,
+        directory=str(tmp_path) if mode == "disk" else None)
+                if mode != "off" else None)
     history, _ = training.train_phase(
         model, training.PhaseSpec("head", 3, 1e-2), splits,
         strategy=STRATEGY, image_size=32, batch_size=8, seed=0,
         augment=False, features=features)
-    results[cached] = (model.get_layer("classifier").get_weights(), history,
-                       _weights(models.base_of(model)))
-  (slow, slow_history, slow_base), (fast, fast_history, fast_base) = (
-      results[False], results[True])
-  for a, b in zip(slow, fast):
-    np.testing.assert_allclose(a, b, atol=1e-5)
-  assert [h["val_accuracy"] for h in slow_history] == pytest.approx(
-      [h["val_accuracy"] for h in fast_history])
-  assert not _changed(slow_base, fast_base)  # same init, base untouched
+    results[mode] = (model.get_layer("classifier").get_weights(), history,
+                     _weights(models.base_of(model)))
+  assert sorted(os.listdir(tmp_path)) == ["train-view0.tfrecord",
+                                          "validation.tfrecord"]
+  slow, slow_history, slow_base = results["off"]
+  for mode in ("memory", "disk"):
+    fast, fast_history, fast_base = results[mode]
+    for a, b in zip(slow, fast):
+      np.testing.assert_allclose(a, b, atol=1e-5)
+    assert [h["val_accuracy"] for h in slow_history] == pytest.approx(
+        [h["val_accuracy"] for h in fast_history])
+    assert not _changed(slow_base, fast_base)  # same init, base untouched
+
+
+def test_auto_feature_cache_goes_to_disk_when_memory_is_short(monkeypatch):
+  splits = _splits(n=8)
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  pick = training._use_feature_cache  # pylint: disable=protected-access
+  assert pick("auto", STRATEGY, splits, model, 1, "/d") == "memory"
+  monkeypatch.setattr(training.FeatureCache, "fits",
+                      staticmethod(lambda *a, **k: False))
+  assert pick("auto", STRATEGY, splits, model, 1, "/d") == "disk"
+  assert pick("auto", STRATEGY, splits, model, 1, None) is None
+  assert pick("off", STRATEGY, splits, model, 1, "/d") is None
 
 
 def test_feature_cache_views_are_distinct_augmentations():
@@ -179,3 +198,28 @@ def test_feature_cache_views_are_distinct_augmentations():
                                 views=3, seed=1)
   np.testing.assert_array_equal(
       features, np.stack([f for f, _ in again.train.as_numpy_iterator()]))
+
+
+def test_disk_feature_cache_is_removed_after_the_head_phase(tmp_path):
+  splits = _splits(n=16)
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  recipe = training.Recipe(
+      head=training.PhaseSpec("head", 1, 1e-2),
+      finetune=training.PhaseSpec("finetune", 0, 1e-4), unfreeze=("all", None))
+  seen = []
+  real = training.train_phase
+
+  def spy(*args, **kwargs):
+    seen.append(sorted(os.listdir(tmp_path / "features")))
+    return real(*args, **kwargs)
+
+  training.train_phase = spy
+  try:
+    training.run_recipe(model, recipe, splits, strategy=STRATEGY,
+                        image_size=32, batch_size=8, seed=0,
+                        feature_cache="disk",
+                        feature_dir=str(tmp_path / "features"))
+  finally:
+    training.train_phase = real
+  assert seen == [["train-view0.tfrecord", "validation.tfrecord"]]
+  assert not (tmp_path / "features").exists()

@@ -98,8 +98,9 @@ class Config:
                                   "recipe")
   feature_cache: str = _field(
       "auto", "Phase 1 runs the frozen base once per image and trains the "
-      "head on the stored features. auto: when they fit in memory on one "
-      "replica.", "recipe", choices=("auto", "memory", "off"))
+      "head on the stored features, on one replica. auto: in memory when "
+      "they fit, else on disk in --output_dir (removed after phase 1).",
+      "recipe", choices=("auto", "memory", "disk", "off"))
   cache_views: int = _field(
       1, "With the feature cache: views per training image (1 = unaugmented;"
       " more add flipped and cropped views).", "recipe")

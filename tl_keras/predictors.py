@@ -180,7 +180,9 @@ def predict_files(artifact, paths, top_k=5):
   k = min(top_k, len(predictor.labels))
   results, lines = [], []
   for path, p in zip(paths, probs):
-    top = [(predictor.labels[i], float(p[i])) for i in np.argsort(-p)[:k]]
+    # Stable: a tie goes to the lower class index, as argmax does.
+    top = [(predictor.labels[i], float(p[i]))
+           for i in np.argsort(-p, kind="stable")[:k]]
     results.append((path, top))
     lines.append(path + "\n" + "\n".join(
         f"  {label:<24} {prob:.4f}" for label, prob in top))

@@ -254,6 +254,9 @@ def _train_and_evaluate(config, strategy, chief):
       shutil.rmtree(checkpointer.directory, ignore_errors=True)
 
 
+# --feature_cache=disk writes phase 1's features here, inside --output_dir.
+FEATURE_CACHE = ".feature_cache"
+
 # The settings shown in TensorBoard's HParams dashboard.
 HPARAMS = ("model", "weights", "dataset", "image_size", "batch_size",
            "head_epochs", "head_lr", "finetune_epochs", "finetune_lr",
@@ -326,7 +329,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
       batch_size=config.batch_size, seed=config.seed, summaries=summaries,
       augment=config.augment and not text, checkpointer=checkpointer,
       feature_cache=config.feature_cache,
-      cache_views=1 if text else config.cache_views)
+      cache_views=1 if text else config.cache_views,
+      feature_dir=os.path.join(out, FEATURE_CACHE) if chief else None)
   timings.update({k: v for k, v in info.items() if k.endswith("_seconds")})
   fingerprint = training.fingerprint(model)
   logging.info("final weights fingerprint %s (equal on every worker)",

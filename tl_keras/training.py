@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -440,26 +441,49 @@ class FeatureCache:
   """
 
   def __init__(self, model, splits, *, image_size, batch_size, views=1,
-               seed=0):
+               seed=0, directory=None):
+    """Runs the base over the splits.
+
+    Args:
+      model: the classifier, base frozen.
+      splits: its `data.Splits`.
+      image_size: the input size (None for token dicts).
+      batch_size: batch size of the feature pass.
+      views: views per training image.
+      seed: seed of the augmented views.
+      directory: None keeps the features in memory; a folder streams them
+        into TFRecord files there, read back by tf.data each epoch (for
+        feature sets larger than memory).
+    """
     start = time.time()
     pooled, head = models.head_parts(model)
     extractor = keras.Model(model.input, pooled)
     dim = pooled.shape[-1]
     self.head = keras.Sequential([keras.Input((dim,)), *head])
     views = max(1, views)
-    train = [_features(extractor, splits.train, image_size, batch_size,
-                       view_seed=None if v == 0 else (seed, v))
-             for v in range(views)]
-    self.train = tf.data.Dataset.from_tensor_slices((
-        np.concatenate([f for f, _ in train]),
-        np.concatenate([l for _, l in train])))
-    self.validation = tf.data.Dataset.from_tensor_slices(
-        _features(extractor, splits.validation, image_size, batch_size))
-    logging.info("feature cache: %d training views x %d images and %d "
+
+    def features(dataset, name, view_seed=None):
+      path = directory and os.path.join(directory, f"{name}.tfrecord")
+      return _features(extractor, dataset, image_size, batch_size,
+                       view_seed=view_seed, path=path, dim=dim)
+
+    train = [features(splits.train, f"train-view{v}",
+                      None if v == 0 else (seed, v)) for v in range(views)]
+    self.validation = features(splits.validation, "validation")
+    if directory:
+      self.train = train[0]
+      for more in train[1:]:
+        self.train = self.train.concatenate(more)
+    else:
+      self.train = tf.data.Dataset.from_tensor_slices((
+          np.concatenate([f for f, _ in train]),
+          np.concatenate([l for _, l in train])))
+      self.validation = tf.data.Dataset.from_tensor_slices(self.validation)
+    logging.info("feature cache (%s): %d training views x %d images and %d "
                  "validation images through the frozen base once (%.1fs); "
-                 "the head trains on %d-wide features", views,
-                 splits.sizes["train"], splits.sizes["validation"],
-                 time.time() - start, dim)
+                 "the head trains on %d-wide features",
+                 directory or "memory", views, splits.sizes["train"],
+                 splits.sizes["validation"], time.time() - start, dim)
 
   @staticmethod
   def fits(splits, model, views, limit=data_lib.CACHE_LIMIT_BYTES):
@@ -469,13 +493,17 @@ class FeatureCache:
                       + splits.sizes["validation"]) < limit
 
 
-def _features(extractor, dataset, image_size, batch_size, view_seed=None):
+def _features(extractor, dataset, image_size, batch_size, view_seed=None,
+              path=None, dim=None):
   """(features [N, C], labels [N]) of a split, in its order.
 
-  image_size None: the examples are token dicts, used as they are.
+  image_size None: the examples are token dicts, used as they are. With a
+  `path`, the features go to that TFRecord file and a (feature, label)
+  dataset reading it is returned instead.
   """
   if image_size is None:
-    return _features_of_batches(extractor, dataset.batch(batch_size))
+    return _features_of_batches(extractor, dataset.batch(batch_size), path,
+                                dim)
   ds = dataset.map(lambda x, y: (data_lib.resize(x, image_size), y),
                    num_parallel_calls=tf.data.AUTOTUNE)
   if view_seed is not None:
@@ -485,17 +513,46 @@ def _features(extractor, dataset, image_size, batch_size, view_seed=None):
                              + view_seed[1]])), xy[1]),
         num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).batch(batch_size)
-  return _features_of_batches(extractor, ds)
+  return _features_of_batches(extractor, ds, path, dim)
 
 
-def _features_of_batches(extractor, ds):
+def _features_of_batches(extractor, ds, path=None, dim=None):
   predict = tf.function(lambda x: extractor(x, training=False))
+  if path:
+    return _features_to_file(predict, ds, path, dim)
   features, labels = [], []
   for x, y in ds.prefetch(tf.data.AUTOTUNE):
     features.append(predict(x).numpy())
     labels.append(y.numpy())
   return (np.concatenate(features).astype(np.float32),
           np.concatenate(labels).astype(np.int32))
+
+
+def _features_to_file(predict, ds, path, dim):
+  """Writes one TFRecord per batch (features and labels as tensors).
+
+  Returns:
+    The unbatched (float32 feature [dim], int32 label) dataset reading it.
+  """
+  with tf.io.TFRecordWriter(path) as writer:
+    for x, y in ds.prefetch(tf.data.AUTOTUNE):
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+          name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[
+              tf.io.serialize_tensor(value).numpy()]))
+          for name, value in (("x", tf.cast(predict(x), tf.float32)),
+                              ("y", tf.cast(y, tf.int32)))})).SerializeToString())
+  spec = {k: tf.io.FixedLenFeature([], tf.string) for k in ("x", "y")}
+
+  def parse(record):
+    parts = tf.io.parse_single_example(record, spec)
+    x = tf.io.parse_tensor(parts["x"], tf.float32)
+    x.set_shape([None, dim])
+    y = tf.io.parse_tensor(parts["y"], tf.int32)
+    y.set_shape([None])
+    return x, y
+
+  return tf.data.TFRecordDataset(path).map(
+      parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
 
 def _image_summaries(summaries, model, val, sample, class_names, step):
@@ -513,17 +570,29 @@ def _image_summaries(summaries, model, val, sample, class_names, step):
         images, labels, predicted.argmax(-1), class_names), step)
 
 
-def _use_feature_cache(mode, strategy, splits, model, views):
-  """--feature_cache: off, memory, or auto (memory if it fits, 1 replica)."""
+def _use_feature_cache(mode, strategy, splits, model, views, directory):
+  """--feature_cache as None (off), "memory" or "disk".
+
+  auto: memory if the features fit, else disk if there is a `directory`;
+  on a single replica only.
+  """
   if mode == "off":
-    return False
+    return None
   if strategy.num_replicas_in_sync > 1:
     logging.info("feature cache off: it runs on a single replica")
-    return False
-  if mode == "auto" and not FeatureCache.fits(splits, model, views):
+    return None
+  if mode == "auto":
+    if FeatureCache.fits(splits, model, views):
+      return "memory"
+    if directory:
+      logging.info("feature cache on disk: the features would not fit in "
+                   "memory")
+      return "disk"
     logging.info("feature cache off: the features would not fit in memory")
-    return False
-  return True
+    return None
+  if mode == "disk" and not directory:
+    raise ValueError("--feature_cache=disk needs a directory")
+  return mode
 
 
 class Stopped(UserError):
@@ -672,15 +741,15 @@ class Recipe:
 
 def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
                seed, summaries=None, augment=True, checkpointer=None,
-               feature_cache="auto", cache_views=1):
+               feature_cache="auto", cache_views=1, feature_dir=None):
   """Phase 1 (head, base frozen) then phase 2 (top of base unfrozen).
 
   The best weights by validation accuracy over both phases end up in
   `model`. Phase 2 starts from phase 1's best weights. With a
   `checkpointer` holding progress, finished phases are skipped and the
   interrupted one resumes where it stopped. Phase 1 trains on cached
-  features (`FeatureCache`) when `feature_cache` is "memory", or "auto" and
-  they fit in memory on a single replica.
+  features (`FeatureCache`): in memory or in TFRecord files in
+  `feature_dir` (deleted after phase 1), per `_use_feature_cache`.
 
   Returns:
     (history, info): per-epoch history and a dict of what was done.
@@ -698,14 +767,23 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
     if recipe.head.epochs and reached == 0:
       start = time.time()
       cache = None
-      if _use_feature_cache(feature_cache, strategy, splits, model,
-                            cache_views):
+      where = _use_feature_cache(feature_cache, strategy, splits, model,
+                                 cache_views, feature_dir)
+      if where:
+        if where == "disk":
+          shutil.rmtree(feature_dir, ignore_errors=True)
+          os.makedirs(feature_dir)
         cache = FeatureCache(model, splits, image_size=image_size,
                              batch_size=batch_size, views=cache_views,
-                             seed=seed)
-      history, step = train_phase(model, recipe.head, splits, first_step=step,
-                                  resume=saved, history=history,
-                                  features=cache, **common)
+                             seed=seed,
+                             directory=feature_dir if where == "disk" else None)
+      try:
+        history, step = train_phase(model, recipe.head, splits,
+                                    first_step=step, resume=saved,
+                                    history=history, features=cache, **common)
+      finally:
+        if where == "disk":
+          shutil.rmtree(feature_dir, ignore_errors=True)
       info["head_seconds"] = time.time() - start
       best.restore(model)
     if recipe.finetune.epochs:
