@@ -179,8 +179,9 @@ class Config:
 
   def resolved(self):
     """Returns a copy with derived defaults filled in."""
+    model = os.path.basename(os.path.normpath(self.model))  # a preset folder
     output_dir = self.output_dir or os.path.join(
-        "runs", f"{self.model}-{self.dataset}".replace("/", "_"))
+        "runs", f"{model}-{self.dataset}".replace("/", "_"))
     return dataclasses.replace(
         self, output_dir=os.path.abspath(os.path.expanduser(output_dir)),
         data_dir=os.path.expanduser(self.data_dir),
