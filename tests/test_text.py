@@ -449,3 +449,18 @@ def test_unreachable_preset_says_offline_and_how_to_fix(monkeypatch):
                      "'bert_tiny_en_uncased' .*offline.*save_to_preset"):
     text_models.build_classifier("bert_tiny_en_uncased", 2,
                                  sequence_length=16, weights="pretrained")
+
+
+def test_bert_micro_source_pretraining_writes_a_loadable_preset():
+  from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
+  strategy = tf.distribute.get_strategy()
+  path = pretraining.synthetic_text_preset("bert_micro", epochs=1, seed=0,
+                                           strategy=strategy)
+  assert text_models.is_preset_dir(path)
+  assert pretraining.synthetic_text_preset(
+      "bert_micro", epochs=1, seed=0, strategy=strategy) == path  # cached
+  model = text_models.build_classifier("bert_micro", 5, sequence_length=32,
+                                       weights=path)
+  assert model.backbone.num_layers == 2
+  tokens = model.preprocessor(tf.constant(["zebra"]))["token_ids"].numpy()
+  assert 1 not in tokens  # [UNK]: unknown words fall back to letters

@@ -259,23 +259,33 @@ def _tfds():
   return tfds
 
 
-def _find_features(info):
-  """(image key, label key) of a TFDS image-classification dataset."""
+def classification_features(info, feature_type):
+  """The input keys (of `feature_type`) and the label key of a TFDS dataset.
+
+  The supervised keys win when they fit; the label key is None when there
+  is no ClassLabel feature.
+  """
   tfds = _tfds()
   features = info.features
   if info.supervised_keys and len(info.supervised_keys) == 2:
-    image_key, label_key = info.supervised_keys
-    if isinstance(features[image_key], tfds.features.Image) and isinstance(
+    input_key, label_key = info.supervised_keys
+    if isinstance(features[input_key], feature_type) and isinstance(
         features[label_key], tfds.features.ClassLabel):
-      return image_key, label_key
-  images = [k for k, f in features.items()
-            if isinstance(f, tfds.features.Image)]
+      return [input_key], label_key
+  inputs = [k for k, f in features.items() if isinstance(f, feature_type)]
   labels = [k for k, f in features.items()
             if isinstance(f, tfds.features.ClassLabel)]
-  if not images or not labels:
+  return inputs, ("label" if "label" in labels else
+                  labels[0] if labels else None)
+
+
+def _find_features(info):
+  """(image key, label key) of a TFDS image-classification dataset."""
+  images, label = classification_features(info, _tfds().features.Image)
+  if not images or not label:
     raise UserError(f"--dataset={info.name} is not an image-classification "
                     "dataset (needs an Image and a ClassLabel feature)")
-  return images[0], ("label" if "label" in labels else labels[0])
+  return images[0], label
 
 
 def load_tfds(name, *, data_dir="", validation_fraction=0.1):

@@ -44,20 +44,25 @@ def synthetic_weights(model_name, image_size, *, epochs, seed, strategy):
     model = models.build_classifier(
         model_name, splits.num_classes, image_size=image_size, weights=None,
         dropout=0.0, frozen_base=False)
-  spec = training.PhaseSpec("pretrain", epochs, LEARNING_RATE)
-  training.train_phase(model, spec, splits, strategy=strategy,
-                       image_size=image_size, batch_size=BATCH_SIZE,
-                       seed=seed)
-  test = training.evaluate(model, splits.test, splits.sizes["test"],
-                           strategy=strategy, class_names=splits.class_names,
-                           image_size=image_size, batch_size=BATCH_SIZE)
-  logging.info("source task test accuracy %.4f after %.0fs", test["accuracy"],
-               time.time() - start)
+  _train(model, splits, training.PhaseSpec("pretrain", epochs, LEARNING_RATE),
+         strategy=strategy, image_size=image_size, seed=seed, start=start)
   os.makedirs(cache_dir(), exist_ok=True)
   tmp = f"{path}.{os.getpid()}.weights.h5"
   models.base_of(model).save_weights(tmp)
   os.replace(tmp, path)
   return path
+
+
+def _train(model, splits, spec, *, strategy, image_size, seed, start):
+  """Trains every layer on the source task; logs its test accuracy."""
+  training.train_phase(model, spec, splits, strategy=strategy,
+                       image_size=image_size, batch_size=BATCH_SIZE,
+                       seed=seed, augment=image_size is not None)
+  test = training.evaluate(model, splits.test, splits.sizes["test"],
+                           strategy=strategy, class_names=splits.class_names,
+                           image_size=image_size, batch_size=BATCH_SIZE)
+  logging.info("source task test accuracy %.4f after %.0fs", test["accuracy"],
+               time.time() - start)
 
 
 # The embedded source sentences are short: this many tokens hold them all.
@@ -88,16 +93,9 @@ def synthetic_text_preset(model_name, *, epochs, seed, strategy):
         model_name, splits.num_classes, weights="none", dropout=0.0,
         sequence_length=TEXT_SEQUENCE_LENGTH, frozen_base=False)
   splits = text_data.tokenized_splits(splits, model.preprocessor)
-  spec = training.PhaseSpec("pretrain", epochs, TEXT_LEARNING_RATE,
-                            warmup_epochs=1.0)
-  training.train_phase(model, spec, splits, strategy=strategy,
-                       image_size=None, batch_size=BATCH_SIZE, seed=seed,
-                       augment=False)
-  test = training.evaluate(model, splits.test, splits.sizes["test"],
-                           strategy=strategy, class_names=splits.class_names,
-                           image_size=None, batch_size=BATCH_SIZE)
-  logging.info("source task test accuracy %.4f after %.0fs", test["accuracy"],
-               time.time() - start)
+  _train(model, splits, training.PhaseSpec(
+      "pretrain", epochs, TEXT_LEARNING_RATE, warmup_epochs=1.0),
+         strategy=strategy, image_size=None, seed=seed, start=start)
   tmp = f"{path}.{os.getpid()}.tmp"
   model.backbone.save_to_preset(tmp)
   model.preprocessor.tokenizer.save_to_preset(tmp)

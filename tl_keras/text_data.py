@@ -247,24 +247,15 @@ def load_files(path, fmt, *, text_column="text", label_column="label",
 
 def _find_text_features(info):
   """(text key, label key) of a TFDS text-classification dataset."""
-  tfds = data._tfds()  # pylint: disable=protected-access
-  features = info.features
-  if info.supervised_keys and len(info.supervised_keys) == 2:
-    text_key, label_key = info.supervised_keys
-    if isinstance(features[text_key], tfds.features.Text) and isinstance(
-        features[label_key], tfds.features.ClassLabel):
-      return text_key, label_key
-  texts = [k for k, f in features.items()
-           if isinstance(f, tfds.features.Text)]
-  labels = [k for k, f in features.items()
-            if isinstance(f, tfds.features.ClassLabel)]
-  if len(texts) != 1 or not labels:
+  texts, label = data.classification_features(
+      info, data._tfds().features.Text)  # pylint: disable=protected-access
+  if len(texts) != 1 or not label:
     raise UserError(
         f"--dataset={info.full_name.split('/')[0]} is not single-text "
         f"classification (text features: {', '.join(texts) or 'none'}; "
         "needs exactly one Text and a ClassLabel feature); export it to "
         "CSV and use --dataset=csv with --text_column")
-  return texts[0], ("label" if "label" in labels else labels[0])
+  return texts[0], label
 
 
 def _numpy_split(builder, spec, text_key, label_key):
