@@ -142,3 +142,57 @@ def test_loss_scale_skips_overflow_and_adapts():
   grads = scale.unscale([tf.constant([float("inf"), 1.0])])
   assert grads[0].numpy().tolist() == [0.0, 0.0]  # the step is skipped
   assert float(scale.scale.numpy()) == 8.0 and int(scale.good_steps.numpy()) == 0
+
+
+TEXT_MIRRORED_SCRIPT = textwrap.dedent("""
+    import sys, tempfile
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, keras_hub
+    from tl_keras import data, text_data, text_models, training
+
+    preset = tempfile.mkdtemp()
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=text_models.micro_vocabulary(), lowercase=True)
+    keras_hub.models.BertBackbone(  # no dropout: masks differ per replica
+        vocabulary_size=tokenizer.vocabulary_size(), num_layers=2,
+        num_heads=2, hidden_dim=16, intermediate_dim=32,
+        max_sequence_length=32, dropout=0.0).save_to_preset(preset)
+    tokenizer.save_to_preset(preset)
+    raw = data.limited(text_data.load("synthetic_text"), "synthetic_text", 64)
+
+    def train(strategy):
+      keras.utils.set_random_seed(0)
+      with strategy.scope():
+        model = text_models.build_classifier(
+            preset, raw.num_classes, sequence_length=24,
+            weights="pretrained", dropout=0.0)
+      splits = text_data.tokenized_splits(raw, model.preprocessor)
+      recipe = training.Recipe(
+          head=training.PhaseSpec("head", 1, 1e-2, optimizer="sgd"),
+          finetune=training.PhaseSpec("finetune", 1, 1e-2, optimizer="sgd"),
+          unfreeze=("layers", 1))
+      training.run_recipe(model, recipe, splits, strategy=strategy,
+                          image_size=None, batch_size=16, seed=0,
+                          augment=False, feature_cache="off")
+      return model.get_weights(), strategy.num_replicas_in_sync
+
+    one, n1 = train(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    two, n2 = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    assert (n1, n2) == (1, 2), (n1, n2)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(one, two))
+    print("max weight difference", diff)
+    sys.exit(0 if diff < 1e-4 else 1)
+""")
+
+
+def test_text_model_mirrored_on_two_devices_matches_one_device():
+  result = subprocess.run(
+      [sys.executable, "-c", TEXT_MIRRORED_SCRIPT], cwd=REPO,
+      capture_output=True, text=True, timeout=300,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=False)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  assert "max weight difference" in result.stdout
