@@ -464,3 +464,24 @@ def test_bert_micro_source_pretraining_writes_a_loadable_preset():
   assert model.backbone.num_layers == 2
   tokens = model.preprocessor(tf.constant(["zebra"]))["token_ids"].numpy()
   assert 1 not in tokens  # [UNK]: unknown words fall back to letters
+
+
+def test_text_model_checkpoints_and_restores(tiny_preset, tmp_path):
+  model = _classifier(tiny_preset[0])
+  splits = _splits(model, train=32)
+  checkpointer = training.Checkpointer(str(tmp_path), every_steps=1)
+  recipe = training.Recipe(
+      head=training.PhaseSpec("head", 1, 1e-2),
+      finetune=training.PhaseSpec("finetune", 1, 1e-3), unfreeze=("all", None))
+  training.run_recipe(model, recipe, splits,
+                      strategy=tf.distribute.get_strategy(), image_size=None,
+                      batch_size=16, seed=0, augment=False,
+                      checkpointer=checkpointer)
+  progress = checkpointer.progress()
+  assert progress["phase"] == "done"
+  fresh = _classifier(tiny_preset[0])
+  assert not all(np.array_equal(a, b) for a, b in zip(
+      fresh.get_weights(), model.get_weights()))
+  checkpointer.restore(fresh, None, progress)
+  for a, b in zip(fresh.get_weights(), model.get_weights()):
+    np.testing.assert_array_equal(a, b)
