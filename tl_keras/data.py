@@ -288,11 +288,13 @@ def _find_features(info):
   return images[0], label
 
 
-def load_tfds(name, *, data_dir="", validation_fraction=0.1):
-  """Any TFDS image-classification dataset by name.
+def open_tfds(name, data_dir, find_features, other_names):
+  """A prepared TFDS builder, and `find_features(info)` checked before that.
 
-  Uses its train/validation/test splits (see `_choose_splits`); each
-  substitution is in `notes`.
+  Raises:
+    UserError: an unknown name (with close matches among the local TFDS
+      names and `other_names`), the wrong kind of dataset, or a failed
+      download.
   """
   tfds = _tfds()
   try:
@@ -300,10 +302,9 @@ def load_tfds(name, *, data_dir="", validation_fraction=0.1):
   except tfds.core.registered.DatasetNotFoundError as e:
     # Local names only: the community index is fetched over the network.
     known = tfds.list_builders(with_community_datasets=False)
-    raise unknown_name("dataset", name, known + [
-        "folder", *synthetic.TASKS], "dataset") from e
-  info = builder.info
-  image_key, label_key = _find_features(info)
+    raise unknown_name("dataset", name, known + list(other_names),
+                       "dataset") from e
+  keys = find_features(builder.info)
   try:
     builder.download_and_prepare()
   except Exception as e:  # Network errors come in many types from many libs.
@@ -312,6 +313,18 @@ def load_tfds(name, *, data_dir="", validation_fraction=0.1):
         f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
         "); if this machine is offline, prepare it elsewhere and pass its "
         "directory as --data_dir") from e
+  return builder, keys
+
+
+def load_tfds(name, *, data_dir="", validation_fraction=0.1):
+  """Any TFDS image-classification dataset by name.
+
+  Uses its train/validation/test splits (see `_choose_splits`); each
+  substitution is in `notes`.
+  """
+  builder, (image_key, label_key) = open_tfds(
+      name, data_dir, _find_features, ["folder", *synthetic.TASKS])
+  info = builder.info
   specs, notes = _choose_splits(name, set(info.splits.keys()),
                                 validation_fraction)
   out, sizes = {}, {}

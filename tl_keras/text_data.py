@@ -6,6 +6,7 @@ model's preprocessor, once, before training.
 """
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -15,7 +16,6 @@ import tensorflow as tf
 
 from tl_keras import data
 from tl_keras.errors import UserError
-from tl_keras.errors import unknown_name
 
 FILE_FORMATS = ("csv", "tsv", "jsonl")
 SPLIT_FILES = {"train": ("train",), "validation": ("validation", "val", "dev"),
@@ -274,22 +274,8 @@ def load_tfds_text(name, *, data_dir="", validation_fraction=0.1):
   An unlabelled test split (glue's, labels -1) is replaced by validation,
   and validation is then cut from train; the notes say so.
   """
-  tfds = data._tfds()  # pylint: disable=protected-access
-  try:
-    builder = tfds.builder(name, data_dir=data_dir or None)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    known = tfds.list_builders(with_community_datasets=False)
-    raise unknown_name("dataset", name, known + list(TEXT_TASKS)
-                       + list(FILE_FORMATS), "dataset") from e
-  text_key, label_key = _find_text_features(builder.info)
-  try:
-    builder.download_and_prepare()
-  except Exception as e:  # Network errors come in many types from many libs.
-    raise UserError(
-        f"could not download or prepare TFDS dataset {name!r} "
-        f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-        "); if this machine is offline, prepare it elsewhere and pass its "
-        "directory as --data_dir") from e
+  builder, (text_key, label_key) = data.open_tfds(
+      name, data_dir, _find_text_features, [*TEXT_TASKS, *FILE_FORMATS])
   available = set(builder.info.splits.keys())
   specs, notes = data._choose_splits(  # pylint: disable=protected-access
       name, available, validation_fraction)
@@ -363,7 +349,6 @@ def tokenize(dataset, preprocessor, batch_size=512):
 
 def tokenized_splits(splits, preprocessor):
   """A copy of text `splits` with every split tokenized."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
   return dataclasses.replace(
       splits, **{s: tokenize(getattr(splits, s), preprocessor)
                  for s in ("train", "validation", "test")})

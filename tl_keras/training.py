@@ -275,18 +275,30 @@ def make_eval_step(model, strategy, num_classes):
   return eval_step
 
 
+def eval_input(dataset, size, *, strategy, image_size, batch_size):
+  """The distributed evaluation input of a split.
+
+  Build it once and pass it to every `evaluate` of the same split: its
+  resized images stay cached between passes.
+  """
+  return strategy.distribute_datasets_from_function(data_lib.input_fn(
+      dataset, size=size, image_size=image_size,
+      global_batch_size=batch_size, training=False))
+
+
 def evaluate(model, dataset, size, *, strategy, class_names, image_size,
-             batch_size, eval_step=None):
+             batch_size, eval_step=None, dist=None):
   """Evaluates `model` on a whole split under `strategy`.
+
+  `dist`, from `eval_input`, reuses an evaluation input built before.
 
   Returns:
     The metrics dict of `evaluation.metrics_from_counts`.
   """
   num_classes = len(class_names)
   eval_step = eval_step or make_eval_step(model, strategy, num_classes)
-  dist = strategy.distribute_datasets_from_function(data_lib.input_fn(
-      dataset, size=size, image_size=image_size,
-      global_batch_size=batch_size, training=False))
+  dist = dist or eval_input(dataset, size, strategy=strategy,
+                            image_size=image_size, batch_size=batch_size)
   loss = top_k = 0.0
   confusion = np.zeros((num_classes, num_classes))
   for batch in dist:
@@ -345,6 +357,10 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
       global_batch_size=batch_size, training=True, augment=augment,
       seed=seed))
   iterator = iter(dist)
+  val_input = eval_input(
+      features.validation if features else splits.validation,
+      splits.sizes["validation"], strategy=strategy,
+      image_size=None if features else image_size, batch_size=batch_size)
   history = list(history or [])
   done, step = 0, first_step
   if resume:
@@ -401,7 +417,7 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                    splits.sizes["validation"], strategy=strategy,
                    class_names=splits.class_names,
                    image_size=None if features else image_size,
-                   batch_size=batch_size, eval_step=eval_step)
+                   batch_size=batch_size, eval_step=eval_step, dist=val_input)
     record = {"phase": spec.name, "epoch": epoch + 1, "step": step,
               "loss": loss_sum / seen, "accuracy": correct / seen,
               "val_loss": val["loss"], "val_accuracy": val["accuracy"],
