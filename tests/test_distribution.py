@@ -59,6 +59,17 @@ def test_two_workers_train_alike_and_only_the_chief_writes(tmp_path):
        "run.json", "saved_model", "tensorboard"])
 
 
+# The end of each mirrored script: `train(strategy)` under one device and
+# under two mirrored CPUs must give the same weights.
+_COMPARE = textwrap.dedent("""
+    one, n1 = train(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    two, n2 = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    assert (n1, n2) == (1, 2), (n1, n2)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(one, two))
+    print("max weight difference", diff)
+    sys.exit(0 if diff < 1e-4 else 1)
+""")
+
 MIRRORED_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
@@ -83,13 +94,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
                            augment=False)
       return model.get_weights(), strategy.num_replicas_in_sync
 
-    one, n1 = train(tf.distribute.OneDeviceStrategy("/cpu:0"))
-    two, n2 = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-    assert (n1, n2) == (1, 2), (n1, n2)
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(one, two))
-    print("max weight difference", diff)
-    sys.exit(0 if diff < 1e-4 else 1)
-""")
+""") + _COMPARE
 
 
 def test_mirrored_on_two_devices_matches_one_device():
@@ -180,13 +185,7 @@ TEXT_MIRRORED_SCRIPT = textwrap.dedent("""
                           augment=False, feature_cache="off")
       return model.get_weights(), strategy.num_replicas_in_sync
 
-    one, n1 = train(tf.distribute.OneDeviceStrategy("/cpu:0"))
-    two, n2 = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-    assert (n1, n2) == (1, 2), (n1, n2)
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(one, two))
-    print("max weight difference", diff)
-    sys.exit(0 if diff < 1e-4 else 1)
-""")
+""") + _COMPARE
 
 
 def test_text_model_mirrored_on_two_devices_matches_one_device():
