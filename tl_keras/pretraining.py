@@ -7,6 +7,7 @@ ImageNet weights it downloads. Later runs load the cached file.
 
 import logging
 import os
+import shutil
 import time
 
 from tl_keras import data
@@ -100,7 +101,6 @@ def synthetic_text_preset(model_name, *, epochs, seed, strategy):
   model.backbone.save_to_preset(tmp)
   model.preprocessor.tokenizer.save_to_preset(tmp)
   if os.path.exists(path):  # a partial folder from an interrupted write
-    import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(path)
   os.replace(tmp, path)
   return path

@@ -145,8 +145,9 @@ def build_model(config, num_classes, image_size, strategy):
   return model
 
 
-# Weight decay leaves biases and LayerNorm scales and offsets alone (text).
-NO_DECAY = ("bias", "gamma", "beta")
+def no_decay(config):
+  """Variables weight decay skips: for text, biases and LayerNorm weights."""
+  return ("bias", "gamma", "beta") if is_text(config) else ()
 
 
 def recipe_from_config(config, jit_compile=False):
@@ -154,7 +155,7 @@ def recipe_from_config(config, jit_compile=False):
   common = dict(optimizer=config.optimizer, weight_decay=config.weight_decay,
                 label_smoothing=config.label_smoothing,
                 jit_compile=jit_compile,
-                no_decay=NO_DECAY if is_text(config) else ())
+                no_decay=no_decay(config))
   scale = config.lr_scale()
   return training.Recipe(
       head=training.PhaseSpec("head", config.head_epochs,
@@ -187,7 +188,7 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False):
       "scratch", config.head_epochs + config.finetune_epochs,
       config.head_lr * config.lr_scale(), optimizer=config.optimizer,
       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-      jit_compile=jit_compile, no_decay=NO_DECAY if is_text(config) else ())
+      jit_compile=jit_compile, no_decay=no_decay(config))
   best = training.Best()
   history, _ = training.train_phase(
       model, spec, splits, strategy=strategy, image_size=image_size,
