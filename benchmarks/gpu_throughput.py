@@ -40,18 +40,17 @@ def throughput(policy, jit, batch_size, steps, num_classes=1000):
   spec = training.PhaseSpec("finetune", 1, 1e-4, jit_compile=jit)
   optimizer = training.make_optimizer(spec, steps + 10)
   optimizer.build(model.trainable_variables)
-  train_step, _ = training._step_functions(  # pylint: disable=protected-access
+  train_steps, _ = training._step_functions(  # pylint: disable=protected-access
       model, optimizer, strategy, num_classes, batch_size, 0.0, jit)
   images = tf.random.uniform((batch_size, 224, 224, 3), 0, 255)
   labels = tf.random.uniform((batch_size,), 0, num_classes, tf.int32)
   batches = tf.data.Dataset.from_tensors((images, labels)).repeat()
   iterator = iter(strategy.experimental_distribute_dataset(batches))
   for _ in range(5):  # tracing, autotuning, XLA compilation
-    loss, _ = train_step(iterator)
+    loss, _ = train_steps(iterator, tf.constant(1))
   float(loss)
   start = time.perf_counter()
-  for _ in range(steps):
-    loss, _ = train_step(iterator)
+  loss, _ = train_steps(iterator, tf.constant(steps))  # one call, as training
   float(loss)  # waits for the device
   seconds = time.perf_counter() - start
   keras.mixed_precision.set_dtype_policy("float32")

@@ -223,3 +223,66 @@ def test_disk_feature_cache_is_removed_after_the_head_phase(tmp_path):
     training.train_phase = real
   assert seen == [["train-view0.tfrecord", "validation.tfrecord"]]
   assert not (tmp_path / "features").exists()
+
+
+class _FixedChunks(training._ChunkSize):  # pylint: disable=protected-access
+  """Every call asks for `SIZE` steps: calls cross 10-step marks, and the
+  epoch end and checkpoints cut them short."""
+  SIZE = 1
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.size, self.fixed = self.SIZE, True
+    self.calls = []
+
+  def next(self, step, left, ends):
+    n = super().next(step, left, ends)
+    self.calls.append(n)
+    return n
+
+
+def test_steps_chunked_into_calls_train_the_same_weights(monkeypatch,
+                                                          tmp_path):
+  splits = _splits(n=40)
+  results, calls = {}, {}
+  for size in (1, 4):
+    _FixedChunks.SIZE = size
+    keras.utils.set_random_seed(0)
+    model = models.build_classifier("convnet_small", 3, weights=None)
+    models.unfreeze_top(model, "all", None)
+    seen = []
+    monkeypatch.setattr(training, "_ChunkSize",
+                        lambda seen=seen, **kw: seen.append(_FixedChunks(**kw))
+                        or seen[-1])
+    checkpointer = training.Checkpointer(str(tmp_path / f"ckpt{size}"),
+                                         every_steps=3)
+    history, step = training.train_phase(
+        model, training.PhaseSpec("finetune", 2, 1e-3), splits,
+        strategy=STRATEGY, image_size=32, batch_size=8, seed=0,
+        checkpointer=checkpointer)
+    assert step == 10 and len(history) == 2
+    results[size] = (model.get_weights(), [h["loss"] for h in history])
+    calls[size] = seen[0].calls
+  # 5 steps an epoch, a checkpoint every 3 global steps: 3 | 2 | 1 3 | 1.
+  assert calls[1] == [1] * 10
+  assert calls[4] == [3, 2, 1, 3, 1]
+  np.testing.assert_allclose(results[1][1], results[4][1], rtol=1e-5)
+  for a, b in zip(results[1][0], results[4][0]):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_chunk_size_grows_only_while_calls_stay_short():
+  chunks = training._ChunkSize(target=0.5)  # pylint: disable=protected-access
+  chunks.took(1, 5.0)  # the first call traces: not counted
+  assert chunks.size == 1
+  for _ in range(4):
+    chunks.took(chunks.size, 0.01 * chunks.size)
+  assert chunks.size == 16
+  chunks.took(16, 0.4)  # 0.8 s at 32 steps would overshoot
+  assert chunks.size == 16
+  assert chunks.next(step=95, left=50, ends=[100]) == 5
+  assert chunks.next(step=100, left=3, ends=[100]) == 3
+  fixed = training._ChunkSize(fixed=True)  # pylint: disable=protected-access
+  for _ in range(3):
+    fixed.took(1, 0.001)
+  assert fixed.size == 1

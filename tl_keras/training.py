@@ -237,12 +237,21 @@ def _step_functions(model, optimizer, strategy, num_classes, global_batch,
                 else train_fn)
 
   @tf.function
-  def train_step(iterator):
-    loss, correct = strategy.run(replica_fn, args=next(iterator))
-    return (strategy.reduce("SUM", loss, axis=None),
-            strategy.reduce("SUM", correct, axis=None))
+  def train_steps(iterator, steps):
+    """`steps` (a scalar tensor) steps in one call; summed loss and hits.
 
-  return train_step, make_eval_step(model, strategy, num_classes)
+    One call per chunk of steps, not per step: a step on cached features
+    takes less time than a Python round trip, and `steps` being a tensor,
+    chunks of any length share one trace.
+    """
+    loss = correct = tf.constant(0.0)
+    for _ in tf.range(steps):
+      step_loss, step_correct = strategy.run(replica_fn, args=next(iterator))
+      loss += strategy.reduce("SUM", step_loss, axis=None)
+      correct += strategy.reduce("SUM", step_correct, axis=None)
+    return loss, correct
+
+  return train_steps, make_eval_step(model, strategy, num_classes)
 
 
 def make_eval_step(model, strategy, num_classes):
@@ -347,7 +356,7 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
     optimizer = make_optimizer(spec, total)
     # Build slots now, in cross-replica context, not lazily inside the step.
     optimizer.build(stepped.trainable_variables)
-  train_step, eval_step = _step_functions(
+  train_steps, eval_step = _step_functions(
       stepped, optimizer, strategy, splits.num_classes, batch_size,
       spec.label_smoothing, spec.jit_compile)
   train = features.train if features else splits.train
@@ -389,28 +398,37 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                         step_in_phase=step_in_phase, step=step,
                         history=history, best=best)
 
+  chunks = _ChunkSize(fixed=isinstance(
+      strategy, tf.distribute.MultiWorkerMirroredStrategy))
   for epoch in range(done // steps_per_epoch, spec.epochs):
     start = time.time()
     progress = _Progress(steps_per_epoch)
     loss_sum = correct = seen = 0.0
-    for i in range(done % steps_per_epoch, steps_per_epoch):
+    i = done % steps_per_epoch
+    while i < steps_per_epoch:
+      n = chunks.next(step, steps_per_epoch - i, _chunk_ends(
+          step, checkpointer, summaries))
       lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
       summaries.profile(step)
-      loss, hits = train_step(iterator)
-      loss_sum, correct, seen = (loss_sum + float(loss), correct + float(hits),
-                                 seen + batch_size)
-      step, done = step + 1, done + 1
-      progress.update(i + 1, {"loss": loss_sum / seen, "acc": correct / seen})
-      if step % 10 == 0 or i == steps_per_epoch - 1:
+      began = time.perf_counter()
+      loss, hits = train_steps(iterator, tf.constant(n))
+      loss, hits = float(loss), float(hits)
+      chunks.took(n, time.perf_counter() - began)
+      loss_sum, correct, seen = loss_sum + loss, correct + hits, (
+          seen + n * batch_size)
+      step, done, i = step + n, done + n, i + n
+      progress.update(i, {"loss": loss_sum / seen, "acc": correct / seen})
+      if (step // 10 > (step - n) // 10) or i == steps_per_epoch:
         summaries.scalars("train", step, {
-            "loss": float(loss) / batch_size, "accuracy": float(hits) / batch_size,
+            "loss": loss / (n * batch_size),
+            "accuracy": hits / (n * batch_size),
             "learning_rate": lr, "phase": _PHASE_IDS.get(spec.name, -1)})
-      if STOP.requested and i < steps_per_epoch - 1:
+      if STOP.requested and i < steps_per_epoch:
         save(done)
-        raise STOP.error(f"{spec.name} epoch {epoch + 1}, step {i + 1}",
+        raise STOP.error(f"{spec.name} epoch {epoch + 1}, step {i}",
                          checkpointer)
       if (checkpointer and checkpointer.every_steps and
-          step % checkpointer.every_steps == 0 and i < steps_per_epoch - 1):
+          step % checkpointer.every_steps == 0 and i < steps_per_epoch):
         save(done)
     val = evaluate(stepped,
                    features.validation if features else splits.validation,
@@ -439,6 +457,44 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                        checkpointer)
   summaries.flush()
   return history, step
+
+
+class _ChunkSize:
+  """How many steps each call of the training function runs.
+
+  Starts at one step and doubles while a call takes under `target` seconds,
+  so tiny steps (a head on cached features) run many to a call and big ones
+  stay one to a call. A call never crosses an epoch end, a checkpoint or a
+  profiler boundary, and SIGTERM is acted on within about `target` seconds.
+  `fixed`: always one step (workers of a cluster must make the same calls,
+  and their timings differ).
+  """
+
+  def __init__(self, target=0.5, limit=1000, fixed=False):
+    self.size, self.target, self.limit, self.fixed = 1, target, limit, fixed
+    self._calls = 0
+
+  def next(self, step, left, ends):
+    """Steps for the call starting at global `step`, `left` in the epoch."""
+    to_end = min([e - step for e in ends if e > step], default=left)
+    return max(1, min(self.size, left, to_end))
+
+  def took(self, steps, seconds):
+    self._calls += 1
+    if self.fixed or self._calls == 1:  # the first call includes tracing
+      return
+    per_step = seconds / steps
+    if steps == self.size and per_step * self.size * 2 <= self.target:
+      self.size = min(self.size * 2, self.limit)
+
+
+def _chunk_ends(step, checkpointer, summaries):
+  """Global steps a call must stop at: checkpoints and profiler edges."""
+  ends = list(summaries.profile_steps or ())
+  every = checkpointer.every_steps if checkpointer else 0
+  if every:
+    ends.append((step // every + 1) * every)
+  return ends
 
 
 class FeatureCache:
@@ -478,9 +534,14 @@ class FeatureCache:
     self.head = keras.Sequential([keras.Input((dim,)), *head])
     views = max(1, views)
 
+    # One function for every split: the last, smaller batch of each is
+    # traced once more, not once per split.
+    predict = tf.function(lambda x: extractor(x, training=False),
+                          reduce_retracing=True)
+
     def features(dataset, name, view_seed=None):
       path = directory and os.path.join(directory, f"{name}.tfrecord")
-      return _features(extractor, dataset, image_size, batch_size,
+      return _features(predict, dataset, image_size, batch_size,
                        view_seed=view_seed, path=path, dim=dim)
 
     train = [features(splits.train, f"train-view{v}",
@@ -509,16 +570,17 @@ class FeatureCache:
                       + splits.sizes["validation"]) < limit
 
 
-def _features(extractor, dataset, image_size, batch_size, view_seed=None,
+def _features(predict, dataset, image_size, batch_size, view_seed=None,
               path=None, dim=None):
   """(features [N, C], labels [N]) of a split, in its order.
 
+  `predict` maps a batch of inputs to a batch of features.
   image_size None: the examples are token dicts, used as they are. With a
   `path`, the features go to that TFRecord file and a (feature, label)
   dataset reading it is returned instead.
   """
   if image_size is None:
-    return _features_of_batches(extractor, dataset.batch(batch_size), path,
+    return _features_of_batches(predict, dataset.batch(batch_size), path,
                                 dim)
   ds = dataset.map(lambda x, y: (data_lib.resize(x, image_size), y),
                    num_parallel_calls=tf.data.AUTOTUNE)
@@ -529,11 +591,10 @@ def _features(extractor, dataset, image_size, batch_size, view_seed=None,
                              + view_seed[1]])), xy[1]),
         num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).batch(batch_size)
-  return _features_of_batches(extractor, ds, path, dim)
+  return _features_of_batches(predict, ds, path, dim)
 
 
-def _features_of_batches(extractor, ds, path=None, dim=None):
-  predict = tf.function(lambda x: extractor(x, training=False))
+def _features_of_batches(predict, ds, path=None, dim=None):
   if path:
     return _features_to_file(predict, ds, path, dim)
   features, labels = [], []
