@@ -58,6 +58,7 @@ def test_unknown_flag_value_is_rejected(main_flags):
 @pytest.mark.parametrize("changes, flag", [
     ({"batch_size": 0}, "--batch_size"),
     ({"head_epochs": -1}, "--head_epochs"),
+    ({"patience": -2}, "--patience"),
     ({"head_lr": 0.0}, "--head_lr"),
     ({"finetune_lr": -1e-5}, "--finetune_lr"),
     ({"unfreeze": "lots"}, "--unfreeze"),

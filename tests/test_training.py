@@ -286,3 +286,39 @@ def test_chunk_size_grows_only_while_calls_stay_short():
   for _ in range(3):
     fixed.took(1, 0.001)
   assert fixed.size == 1
+
+
+def test_patience_stops_a_phase_that_stops_improving_and_resume_agrees(
+    tmp_path):
+  splits = _splits()
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  best = training.Best()
+  checkpointer = training.Checkpointer(str(tmp_path / "ckpt"))
+  # A zero learning rate: validation accuracy never moves after epoch 1.
+  spec = training.PhaseSpec("head", 6, 0.0, patience=2)
+  history, step = training.train_phase(
+      model, spec, splits, strategy=STRATEGY, image_size=32, batch_size=8,
+      seed=0, best=best, checkpointer=checkpointer)
+  assert [h["epoch"] for h in history] == [1, 2, 3]
+  assert best.where == ("head", 1) and step == 3 * 3
+  # Resuming from the last checkpoint runs no further epoch.
+  saved = checkpointer.progress()
+  again, again_step = training.train_phase(
+      model, spec, splits, strategy=STRATEGY, image_size=32, batch_size=8,
+      seed=0, best=training.Best(), checkpointer=checkpointer, resume=saved,
+      history=saved["history"], first_step=saved["step"])
+  assert len(again) == 3 and again_step == step
+
+
+def test_epochs_without_gain_count_from_the_best_or_the_phase_start():
+  count = training._epochs_without_gain  # pylint: disable=protected-access
+  best = training.Best()
+  history = [{"phase": "head", "epoch": e} for e in (1, 2, 3, 4)]
+  assert count(history, best, "head") == 0  # nothing offered yet
+  best.where = ("head", 2)
+  assert count(history, best, "head") == 2
+  assert count(history, best, "finetune") == 0
+  history += [{"phase": "finetune", "epoch": e} for e in (1, 2, 3)]
+  assert count(history, best, "finetune") == 3
+  best.where = ("finetune", 3)
+  assert count(history, best, "finetune") == 0

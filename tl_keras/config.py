@@ -87,6 +87,11 @@ class Config:
       "recipe")
   warmup_epochs: float = _field(
       1.0, "Phase 2 linear warmup before cosine decay, in epochs.", "recipe")
+  patience: int = _field(
+      0, "Early stopping: a phase stops after N epochs without a new best "
+      "validation accuracy (0 = never). The best weights are kept either "
+      "way; the --compare_scratch baseline always runs every epoch.",
+      "recipe")
   unfreeze: str = _field(
       "0.25", "Phase 2 unfreezes the top of the base: N layers, a fraction "
       "such as 0.25, or 'all'. BatchNorm layers stay frozen.", "recipe")
@@ -197,7 +202,7 @@ class Config:
     for name in ("head_epochs", "finetune_epochs", "pretrain_epochs",
                  "image_size", "sequence_length", "max_train_samples", "warmup_epochs",
                  "weight_decay", "calibration_samples", "parity_samples",
-                 "checkpoint_every"):
+                 "checkpoint_every", "patience"):
       if getattr(self, name) < 0:
         raise UserError(
             f"--{name} must be zero or more, got {getattr(self, name)}")

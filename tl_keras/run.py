@@ -154,7 +154,7 @@ def recipe_from_config(config, jit_compile=False):
   """The two phases as `training.Recipe`, learning rates scaled."""
   common = dict(optimizer=config.optimizer, weight_decay=config.weight_decay,
                 label_smoothing=config.label_smoothing,
-                jit_compile=jit_compile,
+                jit_compile=jit_compile, patience=config.patience,
                 no_decay=no_decay(config))
   scale = config.lr_scale()
   return training.Recipe(
@@ -322,7 +322,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   timings["setup_seconds"] = time.time() - started
   summaries = training.Summaries(
       os.path.join(out, "tensorboard") if chief else None,
-      profile_steps=config_lib.parse_profile_steps(config.profile_steps))
+      profile_steps=config_lib.parse_profile_steps(config.profile_steps),
+      every_steps=config.log_every_steps)
   summaries.text("config", "\n".join(
       f"    --{k}={v}" for k, v in dataclasses.asdict(config).items()))
   history, info = training.run_recipe(

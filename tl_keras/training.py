@@ -40,6 +40,9 @@ class PhaseSpec:
   weight_decay: float = 1e-4
   label_smoothing: float = 0.0
   jit_compile: bool = False  # XLA-compile the per-replica step
+  # Stop the phase after this many epochs without a new best validation
+  # accuracy (0 = run every epoch).
+  patience: int = 0
   # Variable names (substrings) that weight decay leaves alone.
   no_decay: tuple = ()
 
@@ -67,8 +70,9 @@ class Best:
 class Summaries:
   """TensorBoard writers for train and validation; no-ops when disabled."""
 
-  def __init__(self, logdir=None, profile_steps=None):
+  def __init__(self, logdir=None, profile_steps=None, every_steps=10):
     self.logdir = f"{logdir}/train" if logdir else None
+    self.every_steps = every_steps  # training scalars every N steps
     # (first, last) global steps to trace with the TF profiler, or None.
     self.profile_steps = profile_steps if logdir else None
     self._profiling = False
@@ -401,6 +405,14 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
   chunks = _ChunkSize(fixed=isinstance(
       strategy, tf.distribute.MultiWorkerMirroredStrategy))
   for epoch in range(done // steps_per_epoch, spec.epochs):
+    idle = _epochs_without_gain(history, best, spec.name)
+    if spec.patience and idle >= spec.patience:
+      logging.info("%s: %d epochs without a new best validation accuracy "
+                   "(%.4f, %s epoch %d): the phase stops early, %d of %d "
+                   "epochs run (--patience=%d)", spec.name, idle,
+                   best.accuracy, *best.where, epoch, spec.epochs,
+                   spec.patience)
+      break
     start = time.time()
     progress = _Progress(steps_per_epoch)
     loss_sum = correct = seen = 0.0
@@ -418,7 +430,8 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
           seen + n * batch_size)
       step, done, i = step + n, done + n, i + n
       progress.update(i, {"loss": loss_sum / seen, "acc": correct / seen})
-      if (step // 10 > (step - n) // 10) or i == steps_per_epoch:
+      every = summaries.every_steps
+      if step // every > (step - n) // every or i == steps_per_epoch:
         summaries.scalars("train", step, {
             "loss": loss / (n * batch_size),
             "accuracy": hits / (n * batch_size),
@@ -457,6 +470,21 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                        checkpointer)
   summaries.flush()
   return history, step
+
+
+def _epochs_without_gain(history, best, phase):
+  """Epochs of `phase` in `history` since the best weights last improved.
+
+  Counted from the best epoch when it lies in this phase, else from the
+  phase's start. Derived from what checkpoints hold, so a resumed run
+  stops where an uninterrupted one would.
+  """
+  if best is None or best.where is None:
+    return 0
+  epochs = [h["epoch"] for h in history if h["phase"] == phase]
+  last = epochs[-1] if epochs else 0
+  best_phase, best_epoch = best.where
+  return last - best_epoch if best_phase == phase else last
 
 
 class _ChunkSize:
