@@ -27,7 +27,7 @@ test: install
 # Every benchmark, CPU-sized; JSON lines on stdout (gpu_throughput says when
 # there is no GPU). tflite_latency measures the demo run's files.
 bench: demo
-	$(BIN)/python benchmarks/head_phase.py --epochs=5
+	$(BIN)/python benchmarks/head_phase.py --epochs=5,30
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/recipe_vs_baseline.py
 	$(BIN)/python benchmarks/tflite_latency.py runs/quickstart --threads=1,2
