@@ -6,15 +6,18 @@ Both start from the same pretrained backbone (`convnet_small` pretrained on
 the embedded source task, as in the quickstart) and train on the same data
 for the same epochs at the same learning rates:
 
-* recipe: `training.run_recipe`, the tl_keras two-phase recipe (feature cache
-  in phase 1, warmup and cosine decay, best-epoch restore).
+* recipe: `training.run_recipe`, the tl_keras two-phase recipe as the
+  quickstart runs it (feature cache in phase 1, warmup and cosine decay,
+  best-epoch restore, `--patience` early stopping).
+* recipe, every epoch: the same with `patience=0`, so every epoch runs: what
+  the cache and the loop alone give.
 * baseline: the keras.io transfer-learning guide: freeze the base,
   `compile` + `fit` the head, unfreeze, `compile` at a low learning rate,
   `fit` again; a `cache().shuffle().map(augment).batch().prefetch()` input.
 
 Prints one JSON line per case: wall seconds of training for each (the
-fastest of `--repeats`, run alternately), their ratio, and the test accuracy
-of each. The second case trains on 2,000 images of the source task from a
+fastest of `--repeats`, run in rotating order), the ratios to the baseline,
+the epochs each recipe ran, and the test accuracy of each. The second case trains on 2,000 images of the source task from a
 random-init backbone: more steps per epoch, so less of the time is per-epoch
 overhead.
 """
@@ -52,20 +55,21 @@ def test_accuracy(model, splits):
   return float(np.mean(probs.argmax(-1) == labels))
 
 
-def recipe(weights, splits, args):
+def recipe(weights, splits, args, patience):
   model = build(weights, splits.num_classes)
   plan = training.Recipe(
       head=training.PhaseSpec("head", args.head_epochs, args.head_lr,
-                              label_smoothing=0.1),
+                              label_smoothing=0.1, patience=patience),
       finetune=training.PhaseSpec("finetune", args.finetune_epochs,
                                   args.finetune_lr, warmup_epochs=1.0,
-                                  label_smoothing=0.1),
+                                  label_smoothing=0.1, patience=patience),
       unfreeze=("all", None))
   start = time.perf_counter()
-  training.run_recipe(model, plan, splits,
-                      strategy=tf.distribute.get_strategy(), image_size=SIZE,
-                      batch_size=BATCH, seed=0)
-  return time.perf_counter() - start, test_accuracy(model, splits)
+  history, _ = training.run_recipe(
+      model, plan, splits, strategy=tf.distribute.get_strategy(),
+      image_size=SIZE, batch_size=BATCH, seed=0)
+  return time.perf_counter() - start, test_accuracy(model, splits), len(
+      history)
 
 
 def baseline(weights, splits, args):
@@ -95,31 +99,38 @@ def baseline(weights, splits, args):
                 metrics=["accuracy"])
   model.fit(train, epochs=args.finetune_epochs, validation_data=val,
             verbose=0)
-  return time.perf_counter() - start, test_accuracy(model, splits)
+  return (time.perf_counter() - start, test_accuracy(model, splits),
+          args.head_epochs + args.finetune_epochs)
 
 
 def compare(name, weights, splits, args):
-  """Runs both `args.repeats` times, alternating; prints the fastest of each.
+  """Runs each `args.repeats` times in rotating order; the fastest counts.
 
-  Alternating and taking the minimum keeps one-off costs (TF start-up,
-  first tracing) from landing on whichever runs first.
+  Rotating the order and taking the minimum keeps one-off costs (TF
+  start-up, first tracing) from landing on whichever runs first.
   """
-  runs = {"recipe": [], "baseline": []}
+  runners = {
+      "baseline": lambda: baseline(weights, splits, args),
+      "recipe": lambda: recipe(weights, splits, args, args.patience),
+      "recipe_every_epoch": lambda: recipe(weights, splits, args, 0)}
+  names = list(runners)
+  runs = {which: [] for which in names}
   for i in range(args.repeats):
-    order = ("baseline", "recipe") if i % 2 == 0 else ("recipe", "baseline")
-    for which in order:
-      runs[which].append((recipe if which == "recipe" else baseline)(
-          weights, splits, args))
-  ours, theirs = min(runs["recipe"]), min(runs["baseline"])
+    for which in names[i % 3:] + names[:i % 3]:
+      runs[which].append(runners[which]())
+  fastest = {which: min(results) for which, results in runs.items()}
+  base_seconds = fastest["baseline"][0]
   print(json.dumps({
       "benchmark": "recipe_vs_baseline", "case": name, "model": MODEL,
       "image_size": SIZE, "train_images": splits.sizes["train"],
       "head_epochs": args.head_epochs,
-      "finetune_epochs": args.finetune_epochs, "repeats": args.repeats,
-      "seconds": {"recipe": round(ours[0], 1), "baseline": round(theirs[0], 1)},
-      "time_ratio": round(ours[0] / theirs[0], 3),
-      "test_accuracy": {"recipe": round(ours[1], 4),
-                        "baseline": round(theirs[1], 4)},
+      "finetune_epochs": args.finetune_epochs, "patience": args.patience,
+      "repeats": args.repeats,
+      "seconds": {k: round(v[0], 1) for k, v in fastest.items()},
+      "time_ratio": {k: round(v[0] / base_seconds, 3)
+                     for k, v in fastest.items() if k != "baseline"},
+      "epochs_run": {k: v[2] for k, v in fastest.items()},
+      "test_accuracy": {k: round(v[1], 4) for k, v in fastest.items()},
       "cpu_count": os.cpu_count()}), flush=True)
 
 
@@ -129,6 +140,8 @@ def main():
   parser.add_argument("--finetune_epochs", type=int, default=20)
   parser.add_argument("--head_lr", type=float, default=3e-3)
   parser.add_argument("--finetune_lr", type=float, default=3e-4)
+  parser.add_argument("--patience", type=int, default=5,
+                      help="the recipe's early stopping, as in the quickstart")
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--larger_train_images", type=int, default=2000,
                       help="second case: this many source-task images, "
