@@ -1,10 +1,13 @@
 """Size and latency of each TFLite variant of a finished run.
 
     python benchmarks/tflite_latency.py runs/quickstart [--threads=1,2]
+    python benchmarks/tflite_latency.py runs/quickstart_text
 
 Prints one JSON line per variant and thread count: file size, and the median
-single-image latency under the LiteRT interpreter after warm-up, on a fixed
-random uint8 image of the model's input size.
+single-example latency under the LiteRT interpreter after warm-up. Image
+runs: a fixed random uint8 image of the model's input size. Text runs: a
+fixed sentence, tokenized with the run's vocab.txt and padded to the file's
+sequence length (the latency does not depend on the words).
 """
 
 import argparse
@@ -18,7 +21,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from tl_keras import text_export  # pylint: disable=g-import-not-at-top
 from tl_keras import tflite  # pylint: disable=g-import-not-at-top
+
+SENTENCE = "a short sentence to classify"
+
+
+def example(path, threads):
+  """(runner, one input, its description) for the file at `path`."""
+  if (tflite.read_metadata(path) or {}).get("tokenizer"):
+    runner = text_export.TextRunner(path, num_threads=threads)
+    inputs = text_export.tokens(runner.preprocessor(), [SENTENCE])
+    return runner, inputs, "int32 tokens 1x%d" % inputs["token_ids"].shape[1]
+  runner = tflite.Runner(path, num_threads=threads)
+  size = runner.image_size
+  image = np.random.default_rng(0).integers(0, 256, (size, size, 3), np.uint8)
+  return runner, image, f"{runner.input['dtype'].__name__} {size}x{size}x3"
 
 
 def main():
@@ -33,16 +51,12 @@ def main():
              "--mode=export")
   for threads in (int(t) for t in args.threads.split(",")):
     for path in paths:
-      runner = tflite.Runner(path, num_threads=threads)
-      size = runner.image_size
-      image = np.random.default_rng(0).integers(0, 256, (size, size, 3),
-                                                np.uint8)
+      runner, one, described = example(path, threads)
       print(json.dumps({
           "benchmark": "tflite_latency", "file": os.path.basename(path),
           "size_bytes": os.path.getsize(path), "threads": threads,
-          "median_ms": round(runner.latency_ms(image, runs=args.runs), 4),
-          "input": f"{runner.input['dtype'].__name__} {size}x{size}x3"}),
-            flush=True)
+          "median_ms": round(runner.latency_ms(one, runs=args.runs), 4),
+          "input": described}), flush=True)
 
 
 if __name__ == "__main__":
