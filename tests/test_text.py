@@ -451,8 +451,9 @@ def test_unreachable_preset_says_offline_and_how_to_fix(monkeypatch):
                                  sequence_length=16, weights="pretrained")
 
 
-def test_bert_micro_source_pretraining_writes_a_loadable_preset():
+def test_bert_micro_source_pretraining_writes_a_loadable_preset(monkeypatch):
   from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(pretraining, "TEXT_ROUNDS", 1)  # one epoch is enough
   strategy = tf.distribute.get_strategy()
   path = pretraining.synthetic_text_preset("bert_micro", epochs=1, seed=0,
                                            strategy=strategy)

@@ -322,3 +322,24 @@ def test_epochs_without_gain_count_from_the_best_or_the_phase_start():
   assert count(history, best, "finetune") == 3
   best.where = ("finetune", 3)
   assert count(history, best, "finetune") == 0
+
+
+@pytest.mark.parametrize("target, rounds_run", [(0.0, 1), (1.01, 2)])
+def test_pretraining_trains_more_rounds_until_the_target(target, rounds_run,
+                                                         monkeypatch):
+  from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
+  calls = []
+  real = training.train_phase
+
+  def counted(model, spec, *args, **kwargs):
+    calls.append(spec.learning_rate)
+    return real(model, spec, *args, **kwargs)
+
+  monkeypatch.setattr(training, "train_phase", counted)
+  model = models.build_classifier("convnet_small", 3, weights=None,
+                                  frozen_base=False)
+  pretraining._train(  # pylint: disable=protected-access
+      model, _splits(), training.PhaseSpec("pretrain", 1, 1e-3),
+      strategy=STRATEGY, image_size=32, seed=0, start=0.0, target=target,
+      rounds=2)
+  assert calls == [1e-3, 5e-4][:rounds_run]
