@@ -59,29 +59,26 @@ def _train(model, splits, spec, *, strategy, image_size, seed, start,
            target=None, rounds=1):
   """Trains every layer on the source task; logs its test accuracy.
 
-  With a `target`, a run whose best validation accuracy stays below it
-  trains another `spec.epochs` at half the learning rate, up to `rounds`
-  rounds in all, and keeps its best weights: training from random weights
-  now and then lingers on a plateau, and a half-learned source model
-  transfers little.
+  With a `target`, a run whose last validation accuracy is below it trains
+  another `spec.epochs` at half the learning rate, up to `rounds` rounds in
+  all: training from random weights now and then lingers on a plateau, and
+  a half-learned source model transfers little. The final weights are kept,
+  not the first to reach the target: those are the least trained.
   """
-  best = training.Best() if target is not None else None
   step = 0
   for round_ in range(rounds):
-    _, step = training.train_phase(
+    history, step = training.train_phase(
         model, dataclasses.replace(
             spec, learning_rate=spec.learning_rate / 2 ** round_), splits,
         strategy=strategy, image_size=image_size, batch_size=BATCH_SIZE,
-        seed=seed + round_, augment=image_size is not None, best=best,
-        first_step=step)
-    if best is None or best.accuracy >= target:
+        seed=seed + round_, augment=image_size is not None, first_step=step)
+    reached = history[-1]["val_accuracy"]
+    if target is None or reached >= target:
       break
     if round_ + 1 < rounds:
       logging.info("source validation accuracy %.4f is below %.2f: %d more "
-                   "epochs at half the learning rate", best.accuracy, target,
+                   "epochs at half the learning rate", reached, target,
                    spec.epochs)
-  if best is not None:
-    best.restore(model)
   test = training.evaluate(model, splits.test, splits.sizes["test"],
                            strategy=strategy, class_names=splits.class_names,
                            image_size=image_size, batch_size=BATCH_SIZE)
