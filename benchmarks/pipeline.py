@@ -57,11 +57,12 @@ def main():
     spec = training.PhaseSpec("bench", 1, 1e-3)
     optimizer = training.make_optimizer(spec, args.steps + 1)
     optimizer.build(model.trainable_variables)
-    step, _ = training._step_functions(  # pylint: disable=protected-access
+    train_steps, _ = training._step_functions(  # pylint: disable=protected-access
         model, optimizer, strategy, splits.num_classes, batch, 0.0)
     one_batch = make_input(tf.distribute.InputContext()).take(1).cache()
     held = iter(one_batch.repeat())
-    step_rate = rate(lambda: step(held), args.steps, batch)
+    one = tf.constant(1)
+    step_rate = rate(lambda: train_steps(held, one), args.steps, batch)
     print(json.dumps({
         "benchmark": "pipeline", "model": name, "image_size": size,
         "batch_size": batch, "pipeline_images_per_second": round(pipeline_rate),
