@@ -75,31 +75,47 @@ class Config:
   # Recipe.
   batch_size: int = _field(32, "Global batch size (all replicas together).",
                            "recipe")
+  min_steps: int = _field(
+      300, "Each phase trains at least this many optimizer steps: on a "
+      "small dataset its epochs grow to reach them (the log says so). 0 = "
+      "exactly --head_epochs and --finetune_epochs.", "recipe")
   head_epochs: int = _field(
-      5, "Phase 1: epochs training the head with the base frozen (0 skips).",
-      "recipe")
-  head_lr: float = _field(1e-3, "Phase 1 peak learning rate.", "recipe")
+      5, "Phase 1 trains the head with the base frozen (0 skips it). With "
+      "the feature cache the head is fitted as a linear probe on cached "
+      "features and this only needs to be nonzero; without it, epochs of "
+      "training at --head_lr.", "recipe")
+  head_lr: float = _field(
+      1e-3, "Phase 1 peak learning rate when the head trains in the loop "
+      "(no feature cache); also the --compare_scratch baseline's.", "recipe")
   finetune_epochs: int = _field(
       5, "Phase 2: epochs after unfreezing the top of the base (0 skips).",
       "recipe")
   finetune_lr: float = _field(
-      1e-5, "Phase 2 peak learning rate: low, so pretrained features survive.",
-      "recipe")
-  warmup_epochs: float = _field(
-      1.0, "Phase 2 linear warmup before cosine decay, in epochs.", "recipe")
-  patience: int = _field(
-      0, "Early stopping: a phase stops after N epochs without a new best "
-      "validation accuracy (0 = never). The best weights are kept either "
-      "way; the --compare_scratch baseline always runs every epoch.",
+      0.0, "Phase 2 peak learning rate. 0 = chosen by short trials of 1e-5, "
+      "1e-4 and 1e-3 on the validation split.", "recipe")
+  warmup: float = _field(
+      0.1, "Share of each phase's steps spent warming the learning rate up "
+      "before cosine decay.", "recipe")
+  early_stopping: float = _field(
+      0.3, "A phase stops once this share of its steps has passed without a "
+      "new best validation loss (0 = never). The best weights are kept "
+      "either way; the --compare_scratch baseline runs every step.",
       "recipe")
   unfreeze: str = _field(
-      "0.25", "Phase 2 unfreezes the top of the base: N layers, a fraction "
-      "such as 0.25, or 'all'. BatchNorm layers stay frozen.", "recipe")
+      "all", "Phase 2 unfreezes the top of the base: N layers, a fraction "
+      "such as 0.25, or 'all'.", "recipe")
+  batchnorm: str = _field(
+      "auto", "BatchNorm in the unfrozen part during phase 2. frozen: "
+      "inference mode with the backbone's statistics. train: batch "
+      "statistics, moving statistics updated. auto: train for "
+      "--weights=none (there are no statistics to keep), else frozen unless "
+      "a trial with it training reaches a lower validation loss.", "recipe",
+      choices=("auto", "frozen", "train"))
   optimizer: str = _field("adamw", "Optimizer for both phases.", "recipe",
                           choices=("adam", "adamw", "sgd"))
   weight_decay: float = _field(1e-4, "Weight decay (adamw and sgd).",
                                "recipe")
-  label_smoothing: float = _field(0.1, "Label smoothing of the loss.",
+  label_smoothing: float = _field(0.0, "Label smoothing of the loss.",
                                   "recipe")
   feature_cache: str = _field(
       "auto", "Phase 1 runs the frozen base once per image and trains the "
@@ -200,20 +216,18 @@ class Config:
       if getattr(self, name) <= 0:
         raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
     for name in ("head_epochs", "finetune_epochs", "pretrain_epochs",
-                 "image_size", "sequence_length", "max_train_samples", "warmup_epochs",
-                 "weight_decay", "calibration_samples", "parity_samples",
-                 "checkpoint_every", "patience"):
+                 "image_size", "sequence_length", "max_train_samples",
+                 "min_steps", "weight_decay", "calibration_samples",
+                 "parity_samples", "checkpoint_every", "finetune_lr"):
       if getattr(self, name) < 0:
         raise UserError(
             f"--{name} must be zero or more, got {getattr(self, name)}")
     if self.head_epochs == 0 and self.finetune_epochs == 0:
       raise UserError("--head_epochs and --finetune_epochs are both 0: "
                       "nothing to train; set one of them above 0")
-    for name in ("head_lr", "finetune_lr"):
-      if getattr(self, name) <= 0:
-        raise UserError(
-            f"--{name} must be positive, got {getattr(self, name)}")
-    for name in ("dropout", "label_smoothing"):
+    if self.head_lr <= 0:
+      raise UserError(f"--head_lr must be positive, got {self.head_lr}")
+    for name in ("dropout", "label_smoothing", "warmup", "early_stopping"):
       if not 0 <= getattr(self, name) < 1:
         raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
     for name in ("validation_fraction", "test_fraction"):
@@ -280,8 +294,9 @@ RESUME_SETTINGS = ("model", "weights", "image_size", "sequence_length",
                    "dropout", "dataset", "data_dir", "text_column",
                    "label_column", "validation_fraction", "test_fraction",
                    "max_train_samples", "skip_bad_images", "augment",
-                   "batch_size", "head_epochs", "head_lr", "finetune_epochs",
-                   "finetune_lr", "warmup_epochs", "unfreeze", "optimizer",
+                   "batch_size", "min_steps", "head_epochs", "head_lr",
+                   "finetune_epochs", "finetune_lr", "warmup", "unfreeze",
+                   "batchnorm", "early_stopping", "optimizer",
                    "weight_decay", "label_smoothing", "pretrain_epochs",
                    "seed", "mixed_precision", "no_lr_scaling",
                    "feature_cache", "cache_views")

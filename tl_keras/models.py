@@ -12,6 +12,7 @@ import urllib.error
 import keras
 from keras import layers
 
+from tl_keras import freezing
 from tl_keras import text_models
 from tl_keras.errors import UserError, unknown_name
 
@@ -243,6 +244,7 @@ def build_classifier(name, num_classes, *, image_size=0, weights=None,
   x = ImagePreprocessing(spec.preprocessing, name="preprocess")(x)
   if frozen_base:
     base.trainable = False
+    freezing.inference_when_frozen(base)
     x = base(x, training=False)
   else:
     x = base(x)
@@ -284,12 +286,16 @@ def _base_layers(model):
           if not isinstance(l, layers.InputLayer)]
 
 
-def unfreeze_top(model, mode, value):
-  """Makes the top of the base trainable, BatchNorm excepted.
+def unfreeze_top(model, mode, value, train_batchnorm=False):
+  """Makes the top of the base trainable.
 
   Args:
     model: a classifier from `build_classifier`.
     mode, value: from `config.parse_unfreeze`.
+    train_batchnorm: BatchNorm layers in the unfrozen part train too: they
+      normalize with batch statistics and update their moving statistics.
+      False keeps them frozen, in inference mode, with the backbone's
+      statistics (keras.io's advice for pretrained backbones).
 
   Returns:
     The number of base layers with weights now trainable.
@@ -301,11 +307,18 @@ def unfreeze_top(model, mode, value):
   base_of(model).trainable = True
   trainable = 0
   for i, layer in enumerate(candidates):
-    layer.trainable = (
-        i >= len(candidates) - count
-        and not isinstance(layer, layers.BatchNormalization))
+    layer.trainable = i >= len(candidates) - count and (
+        train_batchnorm or not isinstance(layer, layers.BatchNormalization))
     trainable += bool(layer.trainable and layer.weights)
   return trainable
+
+
+def has_batchnorm(model):
+  """Whether the backbone has BatchNorm layers (text models have none)."""
+  if text_models.is_text_classifier(model):
+    return False
+  return any(isinstance(l, layers.BatchNormalization)
+             for l in base_of(model)._flatten_layers())  # pylint: disable=protected-access
 
 
 def head_parts(model):

@@ -119,7 +119,7 @@ def synthetic_text_preset(model_name, *, epochs, seed, strategy):
         sequence_length=TEXT_SEQUENCE_LENGTH, frozen_base=False)
   splits = text_data.tokenized_splits(splits, model.preprocessor)
   _train(model, splits, training.PhaseSpec(
-      "pretrain", epochs, TEXT_LEARNING_RATE, warmup_epochs=1.0),
+      "pretrain", epochs, TEXT_LEARNING_RATE, warmup=0.1),
          strategy=strategy, image_size=None, seed=seed, start=start,
          target=TEXT_TARGET, rounds=TEXT_ROUNDS)
   tmp = f"{path}.{os.getpid()}.tmp"

@@ -154,24 +154,50 @@ def recipe_from_config(config, jit_compile=False):
   """The two phases as `training.Recipe`, learning rates scaled."""
   common = dict(optimizer=config.optimizer, weight_decay=config.weight_decay,
                 label_smoothing=config.label_smoothing,
-                jit_compile=jit_compile, patience=config.patience,
+                jit_compile=jit_compile, min_steps=config.min_steps,
+                warmup=config.warmup, early_stopping=config.early_stopping,
                 no_decay=no_decay(config))
   scale = config.lr_scale()
+  # Random weights hold no features to fit a head on: phase 2 trains it all.
+  head_epochs = 0 if config.weights == "none" else config.head_epochs
   return training.Recipe(
-      head=training.PhaseSpec("head", config.head_epochs,
+      head=training.PhaseSpec("head", head_epochs,
                               config.head_lr * scale, **common),
       finetune=training.PhaseSpec("finetune", config.finetune_epochs,
-                                  config.finetune_lr * scale,
-                                  warmup_epochs=config.warmup_epochs,
-                                  **common),
-      unfreeze=config_lib.parse_unfreeze(config.unfreeze))
+                                  config.finetune_lr * scale, **common),
+      unfreeze=config_lib.parse_unfreeze(config.unfreeze),
+      batchnorm=batchnorm_policy(config))
 
 
-def train_scratch(config, splits, image_size, strategy, jit_compile=False):
-  """The baseline: same architecture, random init, same data and epochs.
+def batchnorm_policy(config):
+  """--batchnorm, with auto resolved for random weights.
+
+  A randomly initialized backbone has no statistics worth keeping, so its
+  BatchNorm trains; a pretrained one keeps its own unless a trial says
+  otherwise ("auto" in `training.Recipe`).
+  """
+  if config.batchnorm == "auto" and config.weights == "none":
+    return "train"
+  return config.batchnorm
+
+
+def _log_plan(config, recipe):
+  """Says what the recipe will do, before it starts."""
+  if config.weights == "none" and config.head_epochs:
+    logging.info("--weights=none: no pretrained features to fit a head on, "
+                 "so phase 1 is skipped and phase 2 trains every layer")
+  if recipe.batchnorm != config.batchnorm:
+    logging.info("--batchnorm=auto: BatchNorm trains (random weights have "
+                 "no statistics worth keeping)")
+
+
+def train_scratch(config, splits, image_size, strategy, steps,
+                  jit_compile=False):
+  """The baseline: same architecture, random init, same data and budget.
 
   Every layer trains (BatchNorm in training mode) at the head learning rate
-  for head_epochs + finetune_epochs: the budget the transfer recipe had.
+  for `steps` optimizer steps, as many as the transfer recipe trained the
+  network (fine-tuning and its trials), or its epochs if more.
   """
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
@@ -188,7 +214,8 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False):
       "scratch", config.head_epochs + config.finetune_epochs,
       config.head_lr * config.lr_scale(), optimizer=config.optimizer,
       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-      jit_compile=jit_compile, no_decay=no_decay(config))
+      warmup=config.warmup, min_steps=steps, jit_compile=jit_compile,
+      no_decay=no_decay(config))
   best = training.Best()
   history, _ = training.train_phase(
       model, spec, splits, strategy=strategy, image_size=image_size,
@@ -302,6 +329,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   image_size = None if text else models.resolve_image_size(
       config.model, config.image_size)
   recipe = recipe_from_config(config, speed["jit_compile"])
+  _log_plan(config, recipe)
 
   splits = raw_splits = load_splits(config)
   for note in splits.notes:
@@ -342,7 +370,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                    image_size=image_size, batch_size=config.batch_size)
   metrics = {"test": training.evaluate(model, splits.test,
                                        splits.sizes["test"], **eval_args),
-             "validation": {"best_accuracy": info["best_validation_accuracy"],
+             "validation": {"best_loss": info["best_validation_loss"],
+                            "best_accuracy": info["best_validation_accuracy"],
                             "best_epoch": info["best_epoch"]}}
   logging.info("test accuracy %.4f, macro-F1 %.4f\n%s",
                metrics["test"]["accuracy"], metrics["test"]["macro_f1"],
@@ -350,8 +379,9 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
 
   if config.compare_scratch:
     start = time.time()
-    scratch, scratch_history = train_scratch(config, splits, image_size,
-                                             strategy, speed["jit_compile"])
+    scratch, scratch_history = train_scratch(
+        config, splits, image_size, strategy, info["network_steps"],
+        speed["jit_compile"])
     history += scratch_history
     metrics["scratch"] = {"test": training.evaluate(
         scratch, splits.test, splits.sizes["test"], **eval_args)}
@@ -388,6 +418,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                     "parameters": model.count_params(),
                     "unfrozen_layers": info.get("unfrozen_layers", 0),
                     "weights_fingerprint": fingerprint},
+          "recipe": info["choices"],
           "data": {"sizes": splits.sizes, "classes": splits.class_names,
                    "notes": splits.notes,
                    "skipped_images": {"count": len(splits.skipped),

@@ -15,6 +15,7 @@ import os
 
 import keras
 
+from tl_keras import freezing
 from tl_keras import text_data
 from tl_keras.errors import UserError
 from tl_keras.errors import unknown_name
@@ -136,7 +137,6 @@ def build_classifier(name, num_classes, *, sequence_length, weights,
   """
   hub = _hub()
   check_model(name)
-  source = name
   if name in OFFLINE:
     if weights == "pretrained":
       raise UserError(f"--model={name} has no published weights; use "
@@ -146,7 +146,9 @@ def build_classifier(name, num_classes, *, sequence_length, weights,
       backbone, preprocessor = build_micro(name, sequence_length)
       return _classifier(backbone, preprocessor, num_classes, dropout,
                          frozen_base)
-    source = weights  # a pretrained preset folder of this architecture
+  # A preset folder given as weights (an earlier run's, or a pretrained
+  # folder of this architecture) is where the backbone starts from.
+  source = name if weights in ("pretrained", "none") else weights
   backbone = _from_preset(hub.models.BertBackbone, source,
                           load_weights=weights != "none")
   limit = backbone.max_sequence_length
@@ -167,6 +169,8 @@ def _classifier(backbone, preprocessor, num_classes, dropout, frozen_base):
       backbone, num_classes, preprocessor=preprocessor, activation="softmax",
       dropout=dropout)
   backbone.trainable = not frozen_base
+  if frozen_base:
+    freezing.inference_when_frozen(backbone)
   return model
 
 

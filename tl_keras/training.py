@@ -25,39 +25,61 @@ import tensorflow as tf
 from tl_keras import artifacts
 from tl_keras import data as data_lib
 from tl_keras import evaluation
+from tl_keras import freezing
 from tl_keras import models
+from tl_keras import probe
 from tl_keras.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
 class PhaseSpec:
   """One stretch of training with one optimizer and schedule."""
-  name: str  # "head", "finetune", "scratch", "pretrain"
+  name: str  # "head", "finetune", "scratch", "pretrain", "trial"
   epochs: int
   learning_rate: float
-  warmup_epochs: float = 0.0
+  # Linear warmup over this fraction of the phase's steps, then cosine decay.
+  warmup: float = 0.0
   optimizer: str = "adamw"
   weight_decay: float = 1e-4
   label_smoothing: float = 0.0
   jit_compile: bool = False  # XLA-compile the per-replica step
-  # Stop the phase after this many epochs without a new best validation
-  # accuracy (0 = run every epoch).
-  patience: int = 0
+  # The phase runs at least this many optimizer steps: on a small dataset
+  # its epochs grow to reach them (5 epochs of 100 images are 20 steps).
+  min_steps: int = 0
+  # Stop the phase once this fraction of its steps has passed without a new
+  # best validation loss (0 = run every step).
+  early_stopping: float = 0.0
+  # Stop at the first epoch end at or past this fraction of the phase's
+  # steps, its schedule unchanged (1 = the whole phase): a trial.
+  stop_at: float = 1.0
   # Variable names (substrings) that weight decay leaves alone.
   no_decay: tuple = ()
 
+  def epochs_for(self, steps_per_epoch):
+    """Epochs actually run: `epochs`, or more to reach `min_steps`."""
+    return max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
+
 
 class Best:
-  """The best validation accuracy seen and the weights that reached it."""
+  """The weights with the lowest validation loss seen, and their metrics.
+
+  Validation loss, not accuracy: on a small validation split accuracy moves
+  in coarse steps and ties often, while the loss also sees how confident
+  the right answers are, so it picks better weights.
+  """
 
   def __init__(self):
+    self.loss = math.inf
     self.accuracy = -1.0
     self.weights = None
-    self.where = None
+    self.where = None  # (phase, epoch)
+    self.step = None  # global step
 
-  def offer(self, model, accuracy, where):
-    if accuracy > self.accuracy:
-      self.accuracy, self.where = accuracy, where
+  def offer(self, model, val, where, step):
+    """Keeps `model`'s weights if `val["loss"]` is a new best."""
+    if val["loss"] < self.loss:
+      self.loss, self.accuracy = val["loss"], val["accuracy"]
+      self.where, self.step = where, step
       self.weights = [np.copy(w) for w in model.get_weights()]
       return True
     return False
@@ -65,6 +87,12 @@ class Best:
   def restore(self, model):
     if self.weights is not None:
       model.set_weights(self.weights)
+
+  def state(self):
+    """What a checkpoint records besides the weights."""
+    return {"loss": self.loss if self.where else None,
+            "accuracy": self.accuracy, "step": self.step,
+            "where": list(self.where) if self.where else None}
 
 
 class Summaries:
@@ -149,8 +177,7 @@ def fingerprint(model):
 
 def make_optimizer(spec, steps):
   """Optimizer with linear warmup then cosine decay over `steps` steps."""
-  warmup = min(int(spec.warmup_epochs * steps / max(spec.epochs, 1)),
-               steps - 1)
+  warmup = min(int(spec.warmup * steps), steps - 1)
   schedule = keras.optimizers.schedules.CosineDecay(
       initial_learning_rate=0.0 if warmup else spec.learning_rate,
       decay_steps=max(steps - warmup, 1),
@@ -336,10 +363,14 @@ class _Progress:
 def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                 seed, summaries=None, first_step=0, best=None, augment=True,
                 checkpointer=None, resume=None, history=None, features=None):
-  """Trains `model`'s trainable weights for `spec.epochs` epochs.
+  """Trains `model`'s trainable weights for the phase's step budget.
+
+  The phase runs `spec.epochs_for(steps per epoch)` epochs: `spec.epochs`,
+  or more when that many epochs of this dataset fall short of
+  `spec.min_steps` optimizer steps.
 
   Validates after every epoch; `best` (if given) keeps the weights with the
-  highest validation accuracy. With a `checkpointer`, progress is saved every
+  lowest validation loss. With a `checkpointer`, progress is saved every
   `checkpointer.every_steps` steps, at every epoch end, and when SIGTERM or
   SIGINT arrives (then `Stopped` is raised). `resume` (a progress dict from
   `Checkpointer.progress`) continues this phase at the exact step: weights,
@@ -355,7 +386,8 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
   summaries = summaries or Summaries()
   stepped = features.head if features else model  # what the step runs
   steps_per_epoch = math.ceil(splits.sizes["train"] / batch_size)
-  total = steps_per_epoch * spec.epochs
+  epochs = spec.epochs_for(steps_per_epoch)
+  total = steps_per_epoch * epochs
   with strategy.scope():
     optimizer = make_optimizer(spec, total)
     # Build slots now, in cross-replica context, not lazily inside the step.
@@ -377,18 +409,24 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
   history = list(history or [])
   done, step = 0, first_step
   if resume:
-    checkpointer.restore(model, optimizer, resume, best)
+    # At step 0 of a phase a checkpoint holds weights but no optimizer.
+    checkpointer.restore(model, optimizer if resume["step_in_phase"] else None,
+                         resume, best)
     done, step = resume["step_in_phase"], resume["step"]
     for _ in range(done):  # the same batches, in the same order, skipped
       next(iterator)
-    logging.info("resuming phase %s at epoch %d, step %d of %d (global step "
-                 "%d)", spec.name, done // steps_per_epoch + 1,
-                 done % steps_per_epoch, steps_per_epoch, step)
+    if done:
+      logging.info("resuming phase %s at epoch %d, step %d of %d (global "
+                   "step %d)", spec.name, done // steps_per_epoch + 1,
+                   done % steps_per_epoch, steps_per_epoch, step)
+  phase_start = step - done
   trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-  logging.info("phase %s: %d epochs x %d steps, peak lr %g, %s trainable "
-               "parameters", spec.name, spec.epochs, steps_per_epoch,
-               spec.learning_rate, f"{trainable:,}")
-  if not resume:
+  grown = (f" (grown from {spec.epochs} to reach {spec.min_steps} steps)"
+           if epochs > spec.epochs else "")
+  logging.info("phase %s: %d epochs%s x %d steps = %d steps, peak lr %g, %s "
+               "trainable parameters", spec.name, epochs, grown,
+               steps_per_epoch, total, spec.learning_rate, f"{trainable:,}")
+  if not done:
     summaries.text("phases", f"phase **{spec.name}** starts at step {step}",
                    step)
 
@@ -404,14 +442,15 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
 
   chunks = _ChunkSize(fixed=isinstance(
       strategy, tf.distribute.MultiWorkerMirroredStrategy))
-  for epoch in range(done // steps_per_epoch, spec.epochs):
-    idle = _epochs_without_gain(history, best, spec.name)
-    if spec.patience and idle >= spec.patience:
-      logging.info("%s: %d epochs without a new best validation accuracy "
-                   "(%.4f, %s epoch %d): the phase stops early, %d of %d "
-                   "epochs run (--patience=%d)", spec.name, idle,
-                   best.accuracy, *best.where, epoch, spec.epochs,
-                   spec.patience)
+  patience = math.ceil(spec.early_stopping * total)
+  for epoch in range(done // steps_per_epoch, epochs):
+    if done >= spec.stop_at * total:
+      break
+    idle = _steps_without_gain(best, spec.name, phase_start, step)
+    if patience and idle >= patience:
+      logging.info("%s: %d steps without a new best validation loss (%.4f, "
+                   "%s epoch %d): the phase stops early, %d of %d epochs run",
+                   spec.name, idle, best.loss, *best.where, epoch, epochs)
       break
     start = time.time()
     progress = _Progress(steps_per_epoch)
@@ -457,34 +496,33 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
     summaries.scalars("validation", step, {"loss": val["loss"],
                                            "accuracy": val["accuracy"]})
     _image_summaries(summaries, model, val, sample, splits.class_names, step)
-    improved = best.offer(model, val["accuracy"], (spec.name, epoch + 1)) if (
+    improved = best.offer(model, val, (spec.name, epoch + 1), step) if (
         best is not None) else False
     logging.info("%s epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc "
-                 "%.4f%s (%.1fs)", spec.name, epoch + 1, spec.epochs,
+                 "%.4f%s (%.1fs)", spec.name, epoch + 1, epochs,
                  record["loss"], record["accuracy"], val["loss"],
                  val["accuracy"], " *best*" if improved else "",
                  record["seconds"])
     save(done)
-    if STOP.requested and epoch < spec.epochs - 1:
+    if STOP.requested and epoch < epochs - 1:
       raise STOP.error(f"the end of {spec.name} epoch {epoch + 1}",
                        checkpointer)
   summaries.flush()
   return history, step
 
 
-def _epochs_without_gain(history, best, phase):
-  """Epochs of `phase` in `history` since the best weights last improved.
+def _steps_without_gain(best, phase, phase_start, step):
+  """Steps of `phase` since the best weights last improved.
 
-  Counted from the best epoch when it lies in this phase, else from the
+  Counted from the best step when it lies in this phase, else from the
   phase's start. Derived from what checkpoints hold, so a resumed run
   stops where an uninterrupted one would.
   """
   if best is None or best.where is None:
     return 0
-  epochs = [h["epoch"] for h in history if h["phase"] == phase]
-  last = epochs[-1] if epochs else 0
-  best_phase, best_epoch = best.where
-  return last - best_epoch if best_phase == phase else last
+  if best.where[0] == phase:
+    return step - best.step
+  return step - phase_start
 
 
 class _ChunkSize:
@@ -760,9 +798,10 @@ class Checkpointer:
 
   `directory` holds TF checkpoints of the model and the phase's optimizer
   (at most `keep`), `best.npz` (the best weights so far) and
-  `progress.json`: the phase, step within it, global step, history and best
-  validation accuracy, plus `settings`, what a resuming run must share. Files are replaced atomically, so a kill at any moment leaves the
-  previous complete checkpoint.
+  `progress.json`: the phase, step within it, global step, history, the
+  best validation loss, the recipe's `choices`, and `settings`, what a
+  resuming run must share. Files are replaced atomically, so a kill at any
+  moment leaves the previous complete checkpoint.
   """
 
   def __init__(self, directory, *, every_steps=0, keep=2, settings=None,
@@ -774,6 +813,10 @@ class Checkpointer:
     # Non-chief workers write to a private directory but resume from the
     # chief's (the tf.distribute multi-worker convention).
     self.restore_from = restore_from or directory
+    # What the recipe chose on the way (head fit, fine-tuning learning
+    # rate): saved with every checkpoint, so a resumed run does not choose
+    # again.
+    self.choices = {}
     self._best_saved = None
 
   def progress(self):
@@ -801,9 +844,8 @@ class Checkpointer:
     artifacts.write_json(os.path.join(self.directory, "progress.json"), {
         "phase": phase, "step_in_phase": step_in_phase, "step": step,
         "checkpoint": os.path.basename(path), "history": history,
-        "best": {"accuracy": best.accuracy if best else -1.0,
-                 "where": list(best.where) if best and best.where else None},
-        "settings": self.settings})
+        "best": best.state() if best else Best().state(),
+        "choices": self.choices, "settings": self.settings})
 
   def restore(self, model, optimizer, progress, best=None):
     """Loads the checkpoint `progress` names into `model` (and optimizer)."""
@@ -814,7 +856,9 @@ class Checkpointer:
         best_path):
       with np.load(best_path) as saved:
         best.weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+      best.loss = progress["best"]["loss"]
       best.accuracy = progress["best"]["accuracy"]
+      best.step = progress["best"]["step"]
       best.where = tuple(progress["best"]["where"])
       self._best_saved = best.where
 
@@ -833,15 +877,31 @@ def _checkpoint(model, optimizer):
   return tf.train.Checkpoint(**objects)
 
 
-_PHASE_IDS = {"pretrain": 0, "head": 1, "finetune": 2, "scratch": 3}
+_PHASE_IDS = {"pretrain": 0, "head": 1, "finetune": 2, "scratch": 3,
+              "trial": 4}
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
   """The two-phase transfer recipe's settings."""
   head: PhaseSpec
+  # learning_rate 0: phase 2 picks it from `finetune_lrs` by short trials.
   finetune: PhaseSpec
   unfreeze: tuple  # from config.parse_unfreeze
+  # BatchNorm in the unfrozen part: "frozen", "train", or "auto" (frozen,
+  # unless a trial with it training reaches a lower validation loss).
+  batchnorm: str = "frozen"
+  # A decade apart: fine-tuning a small backbone pretrained on a related
+  # task wants about 1e-3, an ImageNet CNN about 1e-4, BERT a few 1e-5.
+  finetune_lrs: tuple = (1e-5, 1e-4, 1e-3)
+  # Each trial runs this fraction of phase 2, on its full schedule: long
+  # enough for a high rate to get past the first steps' disruption of the
+  # pretrained features, which shorter trials mistake for failure.
+  trial_fraction: float = 1 / 3
+
+
+# Images whose batch statistics set BatchNorm's moving statistics.
+CALIBRATION_IMAGES = 2048
 
 
 def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
@@ -849,12 +909,15 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
                feature_cache="auto", cache_views=1, feature_dir=None):
   """Phase 1 (head, base frozen) then phase 2 (top of base unfrozen).
 
-  The best weights by validation accuracy over both phases end up in
-  `model`. Phase 2 starts from phase 1's best weights. With a
+  Phase 1 fits the head as a linear probe on cached features
+  (`probe.fit`): in memory or in TFRecord files in `feature_dir` (deleted
+  after phase 1), per `_use_feature_cache`. Without the cache it trains
+  the head with the training loop. Phase 2 starts from phase 1's best
+  weights; its learning rate and BatchNorm mode, when not given, are picked
+  by short trials (`choose_finetuning`). The weights with the lowest
+  validation loss over both phases end up in `model`. With a
   `checkpointer` holding progress, finished phases are skipped and the
-  interrupted one resumes where it stopped. Phase 1 trains on cached
-  features (`FeatureCache`): in memory or in TFRecord files in
-  `feature_dir` (deleted after phase 1), per `_use_feature_cache`.
+  interrupted one resumes where it stopped.
 
   Returns:
     (history, info): per-epoch history and a dict of what was done.
@@ -864,56 +927,197 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   order = ["head", "finetune", "done"]
   reached = order.index(saved["phase"]) if saved else 0
   history, step = (saved["history"], saved["step"]) if saved else ([], 0)
+  choices = dict(saved.get("choices") or {}) if saved else {}
   common = dict(strategy=strategy, image_size=image_size,
-                batch_size=batch_size, seed=seed, summaries=summaries,
-                best=best, augment=augment, checkpointer=checkpointer)
-  info = {}
+                batch_size=batch_size, seed=seed, augment=augment)
+  info = {"network_steps": 0}
+
+  def save_between_phases():
+    if checkpointer:
+      checkpointer.choices = choices
+      checkpointer.save(model, None, phase="finetune", step_in_phase=0,
+                        step=step, history=history, best=best)
+
   with STOP.handling():
+    if reached == 0 and recipe.batchnorm == "train" and image_size and (
+        models.has_batchnorm(model)):
+      images, _ = data_lib.to_numpy(splits.train, image_size,
+                                    limit=CALIBRATION_IMAGES)
+      freezing.recalibrate_batchnorm(model, images.astype(np.float32),
+                                     batch_size)
+      logging.info("BatchNorm will train: moving statistics set from %d "
+                   "training images first, so phase 1 sees the features "
+                   "phase 2 computes", len(images))
     if recipe.head.epochs and reached == 0:
       start = time.time()
-      cache = None
       where = _use_feature_cache(feature_cache, strategy, splits, model,
                                  cache_views, feature_dir)
       if where:
-        if where == "disk":
-          shutil.rmtree(feature_dir, ignore_errors=True)
-          os.makedirs(feature_dir)
-        cache = FeatureCache(model, splits, image_size=image_size,
-                             batch_size=batch_size, views=cache_views,
-                             seed=seed,
-                             directory=feature_dir if where == "disk" else None)
-      try:
-        history, step = train_phase(model, recipe.head, splits,
-                                    first_step=step, resume=saved,
-                                    history=history, features=cache, **common)
-      finally:
-        if where == "disk":
-          shutil.rmtree(feature_dir, ignore_errors=True)
+        choices["head"] = _fit_head(
+            model, splits, where=where, views=cache_views,
+            directory=feature_dir, step=step, history=history, best=best,
+            summaries=summaries, **common)
+      else:
+        history, step = train_phase(
+            model, recipe.head, splits, first_step=step, resume=saved,
+            history=history, summaries=summaries, best=best,
+            checkpointer=checkpointer, **common)
+        info["network_steps"] += step
       info["head_seconds"] = time.time() - start
       best.restore(model)
-    if recipe.finetune.epochs:
-      with strategy.scope():
-        info["unfrozen_layers"] = models.unfreeze_top(model, *recipe.unfreeze)
+      save_between_phases()
+    elif recipe.head.epochs and not choices.get("head"):
+      # Resumed after a head phase that trained in the loop.
+      spe = math.ceil(splits.sizes["train"] / batch_size)
+      info["network_steps"] += spe * recipe.head.epochs_for(spe)
     if recipe.finetune.epochs and reached <= 1:
       start = time.time()
+      if "finetune" not in choices:
+        if reached == 1:  # the weights phase 1 ended with
+          checkpointer.restore(model, None, saved, best)
+        with strategy.scope():
+          choices["finetune"] = choose_finetuning(
+              model, recipe, splits, **common)
+        save_between_phases()
+        saved, reached = checkpointer and checkpointer.progress(), 1
+      chosen = choices["finetune"]
+      with strategy.scope():
+        info["unfrozen_layers"] = models.unfreeze_top(
+            model, *recipe.unfreeze,
+            train_batchnorm=chosen["batchnorm"] == "train")
       if not info["unfrozen_layers"]:
         logging.warning("--unfreeze leaves no base layer with weights "
                         "trainable (the top layers are BatchNorm, activations "
                         "or pooling): phase 2 trains the head only; unfreeze "
                         "more layers")
+      spec = dataclasses.replace(recipe.finetune,
+                                 learning_rate=chosen["learning_rate"])
       history, step = train_phase(
-          model, recipe.finetune, splits, first_step=step, history=history,
-          resume=saved if reached == 1 else None, **common)
+          model, spec, splits, first_step=step, history=history,
+          resume=saved if reached == 1 else None, summaries=summaries,
+          best=best, checkpointer=checkpointer, **common)
       info["finetune_seconds"] = time.time() - start
+    elif recipe.finetune.epochs:
+      with strategy.scope():
+        info["unfrozen_layers"] = models.unfreeze_top(
+            model, *recipe.unfreeze,
+            train_batchnorm=choices["finetune"]["batchnorm"] == "train")
+    if recipe.finetune.epochs:
+      spe = math.ceil(splits.sizes["train"] / batch_size)
+      info["network_steps"] += (choices["finetune"]["trial_steps"]
+                                + spe * recipe.finetune.epochs_for(spe))
     if reached == 2:
       checkpointer.restore(model, None, saved, best)
       logging.info("resuming after training: both phases were done")
     best.restore(model)
     if checkpointer and reached < 2:
+      checkpointer.choices = choices
       checkpointer.save(model, None, phase="done", step_in_phase=0, step=step,
                         history=history, best=best)
+  info["choices"] = choices
+  info["best_validation_loss"] = best.loss
   info["best_validation_accuracy"] = best.accuracy
   info["best_epoch"] = list(best.where) if best.where else None
-  logging.info("best validation accuracy %.4f (%s epoch %s)", best.accuracy,
-               *(best.where or ("-", "-")))
+  logging.info("best validation loss %.4f, accuracy %.4f (%s epoch %s)",
+               best.loss, best.accuracy, *(best.where or ("-", "-")))
   return history, info
+
+
+def _fit_head(model, splits, *, where, views, directory, step, history,
+              best, summaries, strategy, image_size, batch_size, seed,
+              augment):
+  """Phase 1 on cached features: the head fitted as a linear probe.
+
+  Sets the classification layer's weights, appends the phase's one history
+  row and offers the result to `best`.
+
+  Returns:
+    What `run.json` records about the fit (`probe.Fit.summary`).
+  """
+  del strategy, augment  # the probe runs on this host, on cached features
+  start = time.time()
+  if where == "disk":
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+  try:
+    cache = FeatureCache(model, splits, image_size=image_size,
+                         batch_size=batch_size, views=views, seed=seed,
+                         directory=directory if where == "disk" else None)
+    fit = probe.fit(cache.train, cache.validation, splits.num_classes,
+                    seed=seed)
+  finally:
+    if where == "disk":
+      shutil.rmtree(directory, ignore_errors=True)
+  models.head_parts(model)[1][-1].set_weights([fit.kernel, fit.bias])
+  chosen = fit.grid[[g["strength"] for g in fit.grid].index(fit.strength)]
+  val = {"loss": fit.validation_loss, "accuracy": fit.validation_accuracy}
+  history.append({"phase": "head", "epoch": 1, "step": step,
+                  "loss": chosen["train_loss"],
+                  "accuracy": chosen["train_accuracy"],
+                  "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                  "seconds": time.time() - start})
+  if summaries:
+    summaries.scalars("validation", step, val)
+  best.offer(model, val, ("head", 1), step)
+  return fit.summary()
+
+
+def choose_finetuning(model, recipe, splits, *, strategy, image_size,
+                      batch_size, seed, augment):
+  """Phase 2's learning rate and BatchNorm mode.
+
+  Given ones are used as they are. Otherwise each candidate runs the first
+  `recipe.trial_fraction` of phase 2 from the weights phase 1 ended with,
+  and the one with the lowest validation loss wins:
+  first the learning rates of `recipe.finetune_lrs` (BatchNorm frozen
+  under "auto"), then, under "auto", BatchNorm training at the winning
+  rate. `model` is left with the weights it came with.
+
+  Returns:
+    {"learning_rate", "batchnorm", "trial_steps", "trials": [...]}.
+  """
+  spec = recipe.finetune
+  lrs = [spec.learning_rate] if spec.learning_rate else list(
+      recipe.finetune_lrs)
+  batchnorm = recipe.batchnorm if models.has_batchnorm(model) else "frozen"
+  modes = {"frozen": ["frozen"], "train": ["train"],
+           "auto": ["frozen", "train"]}[batchnorm]
+  if len(lrs) == 1 and len(modes) == 1:
+    return {"learning_rate": lrs[0], "batchnorm": modes[0], "trial_steps": 0,
+            "trials": []}
+  trial_spec = dataclasses.replace(spec, name="trial", early_stopping=0.0,
+                                   stop_at=recipe.trial_fraction)
+  start = [np.copy(w) for w in model.get_weights()]
+  trials = []
+
+  def trial(lr, mode):
+    model.set_weights(start)
+    models.unfreeze_top(model, *recipe.unfreeze,
+                        train_batchnorm=mode == "train")
+    best = Best()
+    _, steps = train_phase(
+        model, dataclasses.replace(trial_spec, learning_rate=lr), splits,
+        best=best, **common)
+    trials.append({"learning_rate": lr, "batchnorm": mode, "steps": steps,
+                   "validation_loss": best.loss,
+                   "validation_accuracy": best.accuracy})
+    logging.info("trial: lr %g, BatchNorm %s: best validation loss %.4f, "
+                 "accuracy %.4f", lr, mode, best.loss, best.accuracy)
+    return best.loss
+
+  common = dict(strategy=strategy, image_size=image_size,
+                batch_size=batch_size, seed=seed, augment=augment)
+  # Ties (to 4 decimals) go to the lower rate, the smaller change to the
+  # pretrained features, and to frozen BatchNorm.
+  losses = {lr: round(trial(lr, modes[0]), 4) for lr in lrs}
+  lr = min(lrs, key=lambda r: (losses[r], r))
+  mode, loss = modes[0], losses[lr]
+  for other in modes[1:]:
+    other_loss = round(trial(lr, other), 4)
+    if other_loss < loss:
+      mode, loss = other, other_loss
+  model.set_weights(start)
+  logging.info("phase 2 will fine-tune at lr %g with BatchNorm %s (picked "
+               "by %d trials)", lr, mode, len(trials))
+  return {"learning_rate": lr, "batchnorm": mode,
+          "trial_steps": sum(t["steps"] for t in trials), "trials": trials}
