@@ -69,8 +69,11 @@ class Config:
   skip_bad_images: bool = _field(
       False, "--dataset=folder: leave out images that cannot be decoded "
       "(counted in run.json) instead of stopping.", "data")
-  augment: bool = _field(True, "Random flip and crop on the training split.",
-                         "data")
+  augment: str = _field(
+      "light", "Augmentation of training images, with Keras's layers: none; "
+      "light (random horizontal flip and shift); randaugment (light, then "
+      "RandAugment); mixup (light, then MixUp).", "data",
+      choices=("none", "light", "randaugment", "mixup"))
 
   # Recipe.
   batch_size: int = _field(32, "Global batch size (all replicas together).",
@@ -124,7 +127,7 @@ class Config:
       "recipe", choices=("auto", "memory", "disk", "off"))
   cache_views: int = _field(
       1, "With the feature cache: views per training image (1 = unaugmented;"
-      " more add flipped and cropped views).", "recipe")
+      " more add views drawn from --augment).", "recipe")
   pretrain_epochs: int = _field(
       10, "Epochs of source-task pretraining for --weights=synthetic.",
       "recipe")

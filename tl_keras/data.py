@@ -392,18 +392,53 @@ def resize(image, size):
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def augment_image(image, seed):
-  """Random horizontal flip and a pad-and-crop shift (train only)."""
-  size = tf.shape(image)[0]
-  pad = tf.maximum(size // 8, 1)
-  image = tf.image.stateless_random_flip_left_right(image, seed)
-  padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-  return tf.image.stateless_random_crop(
-      padded, tf.shape(image), seed=seed[::-1] + 1)
+AUGMENTATIONS = ("none", "light", "randaugment", "mixup")
+
+
+def augmentation(policy, seed):
+  """The --augment policy as a function of a float32 batch of 0..255 images.
+
+  Built from Keras 3's own preprocessing layers, seeded, so a fresh one
+  gives the same augmentations in the same order (a resumed run skips the
+  batches it has seen and continues with the same ones):
+    none: nothing.
+    light: random horizontal flip and a shift of up to 1/8 of the size
+      (reflected borders).
+    randaugment: light, then RandAugment (2 random ops of magnitude 0.5).
+    mixup: light, then MixUp (pairs of images and their labels blended);
+      the labels become one-hot mixtures.
+
+  Returns:
+    (fn, mixes_labels): fn(images, labels) -> (images, labels); labels
+    must be one-hot [B, C] float32 when `mixes_labels`.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  policy = {True: "light", False: "none"}.get(policy, policy)
+  if policy not in AUGMENTATIONS:
+    raise ValueError(f"unknown augmentation {policy!r}")
+  if policy == "none":
+    return (lambda x, y: (x, y)), False
+  layers = [keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect",
+                                           seed=seed + 1)]
+  if policy == "randaugment":
+    layers.append(keras.layers.RandAugment(value_range=(0, 255),
+                                           seed=seed + 2))
+  pipeline = keras.layers.Pipeline(layers)
+  if policy != "mixup":
+    return (lambda x, y: (pipeline(x, training=True), y)), False
+  mixup = keras.layers.MixUp(seed=seed + 3)
+
+  def mixed(images, targets):
+    out = mixup({"images": pipeline(images, training=True),
+                 "labels": targets}, training=True)
+    return out["images"], out["labels"]
+
+  return mixed, True
 
 
 def input_fn(dataset, *, size, image_size, global_batch_size, training,
-             augment=False, seed=0):
+             augment="none", seed=0, num_classes=None):
   """Builds the function `strategy.distribute_datasets_from_function` calls.
 
   Args:
@@ -416,12 +451,14 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
       every example is seen once: the dataset is padded with label -1
       examples to whole global batches, so all replicas and workers run the
       same number of steps, and callers mask label -1 out.
-    augment: random flip and crop (training only).
+    augment: an `augmentation` policy (training images only).
     seed: shuffle and augmentation seed.
+    num_classes: needed by "mixup", whose labels are one-hot mixtures.
 
   Returns:
     fn(input_context) -> per-replica batched dataset of
-    (float32 images [B, image_size, image_size, 3] in 0..255, int32 labels).
+    (float32 images [B, image_size, image_size, 3] in 0..255, int32 labels
+    [B], or float32 one-hot [B, C] under "mixup").
   """
   cache = image_size and size * image_size * image_size * 3 < CACHE_LIMIT_BYTES
 
@@ -441,17 +478,20 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
     if training:
       ds = ds.shuffle(min(size, 10_000), seed=seed,
                       reshuffle_each_iteration=True).repeat()
-      if augment and image_size:
-        seeds = tf.data.Dataset.random(seed=seed).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (augment_image(xy[0], s), xy[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
     if image_size:
       ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),
                   num_parallel_calls=tf.data.AUTOTUNE)
     per_replica = context.get_per_replica_batch_size(global_batch_size)
-    return ds.batch(per_replica, drop_remainder=True).prefetch(
-        tf.data.AUTOTUNE)
+    ds = ds.batch(per_replica, drop_remainder=True)
+    if training and image_size and augment not in ("none", False):
+      augmenter, mixes = augmentation(augment,
+                                      seed + context.input_pipeline_id)
+      if mixes:
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)))
+      # One batch at a time, in order: the layers' random state advances
+      # the same way on every run.
+      ds = ds.map(augmenter)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
   return fn
 

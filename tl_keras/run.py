@@ -191,38 +191,25 @@ def _log_plan(config, recipe):
                  "no statistics worth keeping)")
 
 
-def train_scratch(config, splits, image_size, strategy, steps,
-                  jit_compile=False):
-  """The baseline: same architecture, random init, same data and budget.
+def train_scratch(config, splits, image_size, strategy, jit_compile=False):
+  """The baseline: the same recipe from random weights.
 
-  Every layer trains (BatchNorm in training mode) at the head learning rate
-  for `steps` optimizer steps, as many as the transfer recipe trained the
-  network (fine-tuning and its trials), or its epochs if more.
+  Same architecture, data, step budget and choices made on validation as
+  the transfer run, only the starting weights differ: `--weights=none`,
+  so every layer trains (BatchNorm too) and the learning rate is picked by
+  the same trials. What the transfer run gains over it is what the
+  pretrained weights bought.
+
+  Returns:
+    (model, history): history rows are phase "scratch".
   """
-  keras.utils.set_random_seed(config.seed)
-  with strategy.scope():
-    if is_text(config):
-      model = text_models.build_classifier(
-          config.model, splits.num_classes, weights="none",
-          sequence_length=sequence_length(config), dropout=config.dropout,
-          frozen_base=False)
-    else:
-      model = models.build_classifier(
-          config.model, splits.num_classes, image_size=image_size,
-          weights=None, dropout=config.dropout, frozen_base=False)
-  spec = training.PhaseSpec(
-      "scratch", config.head_epochs + config.finetune_epochs,
-      config.head_lr * config.lr_scale(), optimizer=config.optimizer,
-      weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-      warmup=config.warmup, min_steps=steps, jit_compile=jit_compile,
-      no_decay=no_decay(config))
-  best = training.Best()
-  history, _ = training.train_phase(
-      model, spec, splits, strategy=strategy, image_size=image_size,
-      batch_size=config.batch_size, seed=config.seed, best=best,
-      augment=config.augment)
-  best.restore(model)
-  return model, history
+  config = dataclasses.replace(config, weights="none", unfreeze="all")
+  model = build_model(config, splits.num_classes, image_size, strategy)
+  history, _ = training.run_recipe(
+      model, recipe_from_config(config, jit_compile), splits,
+      strategy=strategy, image_size=image_size, batch_size=config.batch_size,
+      seed=config.seed, augment="none" if is_text(config) else config.augment)
+  return model, [{**h, "phase": "scratch"} for h in history]
 
 
 def _versions():
@@ -357,7 +344,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   history, info = training.run_recipe(
       model, recipe, splits, strategy=strategy, image_size=image_size,
       batch_size=config.batch_size, seed=config.seed, summaries=summaries,
-      augment=config.augment and not text, checkpointer=checkpointer,
+      augment="none" if text else config.augment, checkpointer=checkpointer,
       feature_cache=config.feature_cache,
       cache_views=1 if text else config.cache_views,
       feature_dir=os.path.join(out, FEATURE_CACHE) if chief else None)
@@ -380,8 +367,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   if config.compare_scratch:
     start = time.time()
     scratch, scratch_history = train_scratch(
-        config, splits, image_size, strategy, info["network_steps"],
-        speed["jit_compile"])
+        config, splits, image_size, strategy, speed["jit_compile"])
     history += scratch_history
     metrics["scratch"] = {"test": training.evaluate(
         scratch, splits.test, splits.sizes["test"], **eval_args)}

@@ -243,7 +243,10 @@ def _step_functions(model, optimizer, strategy, num_classes, global_batch,
       loss_scale = LossScale()
 
   def train_fn(images, labels):
-    targets = tf.one_hot(labels, num_classes)
+    if labels.shape.rank == 2:  # MixUp: mixtures of one-hot labels
+      targets, labels = labels, tf.argmax(labels, -1, output_type=tf.int32)
+    else:
+      targets = tf.one_hot(labels, num_classes)
     with tf.GradientTape() as tape:
       probs = model(images, training=True)
       per_example = keras.losses.categorical_crossentropy(
@@ -400,7 +403,7 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
       train, size=splits.sizes["train"],
       image_size=None if features else image_size,
       global_batch_size=batch_size, training=True, augment=augment,
-      seed=seed))
+      seed=seed, num_classes=splits.num_classes))
   iterator = iter(dist)
   val_input = eval_input(
       features.validation if features else splits.validation,
@@ -574,12 +577,12 @@ class FeatureCache:
   Attributes:
     head: features -> probabilities, sharing the classifier's weights.
     train: (feature, label) dataset, `views` views of each training image:
-      view 0 unaugmented, the others flipped and cropped at random.
+      view 0 unaugmented, the others drawn from the augmentation policy.
     validation: (feature, label) dataset of the validation split.
   """
 
   def __init__(self, model, splits, *, image_size, batch_size, views=1,
-               seed=0, directory=None):
+               seed=0, directory=None, augment="light"):
     """Runs the base over the splits.
 
     Args:
@@ -589,6 +592,7 @@ class FeatureCache:
       batch_size: batch size of the feature pass.
       views: views per training image.
       seed: seed of the augmented views.
+      augment: the `data.augmentation` policy the views are drawn from.
       directory: None keeps the features in memory; a folder streams them
         into TFRecord files there, read back by tf.data each epoch (for
         feature sets larger than memory).
@@ -608,8 +612,11 @@ class FeatureCache:
     def features(dataset, name, view_seed=None):
       path = directory and os.path.join(directory, f"{name}.tfrecord")
       return _features(predict, dataset, image_size, batch_size,
-                       view_seed=view_seed, path=path, dim=dim)
+                       view_seed=view_seed, path=path, dim=dim,
+                       augment=augment)
 
+    if augment in ("none", False):
+      views = 1  # unaugmented views would all be the same
     train = [features(splits.train, f"train-view{v}",
                       None if v == 0 else (seed, v)) for v in range(views)]
     self.validation = features(splits.validation, "validation")
@@ -637,7 +644,7 @@ class FeatureCache:
 
 
 def _features(predict, dataset, image_size, batch_size, view_seed=None,
-              path=None, dim=None):
+              path=None, dim=None, augment="light"):
   """(features [N, C], labels [N]) of a split, in its order.
 
   `predict` maps a batch of inputs to a batch of features.
@@ -648,15 +655,16 @@ def _features(predict, dataset, image_size, batch_size, view_seed=None,
   if image_size is None:
     return _features_of_batches(predict, dataset.batch(batch_size), path,
                                 dim)
-  ds = dataset.map(lambda x, y: (data_lib.resize(x, image_size), y),
-                   num_parallel_calls=tf.data.AUTOTUNE)
+  ds = dataset.map(lambda x, y: (tf.cast(data_lib.resize(x, image_size),
+                                        tf.float32), y),
+                   num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
   if view_seed is not None:
-    ds = ds.enumerate().map(
-        lambda i, xy: (data_lib.augment_image(
-            xy[0], tf.stack([tf.cast(i, tf.int64), view_seed[0] * 1000
-                             + view_seed[1]])), xy[1]),
-        num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).batch(batch_size)
+    # The training input's policy; MixUp mixes labels, so its views are
+    # the flip-and-shift part alone.
+    policy = "light" if augment == "mixup" else augment
+    augmenter, _ = data_lib.augmentation(
+        policy, view_seed[0] * 1000 + view_seed[1])
+    ds = ds.map(augmenter)
   return _features_of_batches(predict, ds, path, dim)
 
 
@@ -930,7 +938,7 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   choices = dict(saved.get("choices") or {}) if saved else {}
   common = dict(strategy=strategy, image_size=image_size,
                 batch_size=batch_size, seed=seed, augment=augment)
-  info = {"network_steps": 0}
+  info = {}
 
   def save_between_phases():
     if checkpointer:
@@ -962,14 +970,9 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
             model, recipe.head, splits, first_step=step, resume=saved,
             history=history, summaries=summaries, best=best,
             checkpointer=checkpointer, **common)
-        info["network_steps"] += step
       info["head_seconds"] = time.time() - start
       best.restore(model)
       save_between_phases()
-    elif recipe.head.epochs and not choices.get("head"):
-      # Resumed after a head phase that trained in the loop.
-      spe = math.ceil(splits.sizes["train"] / batch_size)
-      info["network_steps"] += spe * recipe.head.epochs_for(spe)
     if recipe.finetune.epochs and reached <= 1:
       start = time.time()
       if "finetune" not in choices:
@@ -1002,10 +1005,6 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
         info["unfrozen_layers"] = models.unfreeze_top(
             model, *recipe.unfreeze,
             train_batchnorm=choices["finetune"]["batchnorm"] == "train")
-    if recipe.finetune.epochs:
-      spe = math.ceil(splits.sizes["train"] / batch_size)
-      info["network_steps"] += (choices["finetune"]["trial_steps"]
-                                + spe * recipe.finetune.epochs_for(spe))
     if reached == 2:
       checkpointer.restore(model, None, saved, best)
       logging.info("resuming after training: both phases were done")
@@ -1034,7 +1033,7 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
   Returns:
     What `run.json` records about the fit (`probe.Fit.summary`).
   """
-  del strategy, augment  # the probe runs on this host, on cached features
+  del strategy  # the probe runs on this host, on cached features
   start = time.time()
   if where == "disk":
     shutil.rmtree(directory, ignore_errors=True)
@@ -1042,7 +1041,8 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
   try:
     cache = FeatureCache(model, splits, image_size=image_size,
                          batch_size=batch_size, views=views, seed=seed,
-                         directory=directory if where == "disk" else None)
+                         directory=directory if where == "disk" else None,
+                         augment=augment)
     fit = probe.fit(cache.train, cache.validation, splits.num_classes,
                     seed=seed)
   finally:
