@@ -58,7 +58,12 @@ def test_unknown_flag_value_is_rejected(main_flags):
 @pytest.mark.parametrize("changes, flag", [
     ({"batch_size": 0}, "--batch_size"),
     ({"head_epochs": -1}, "--head_epochs"),
-    ({"patience": -2}, "--patience"),
+    ({"early_stopping": 1.0}, "--early_stopping"),
+    ({"min_steps": -1}, "--min_steps"),
+    ({"warmup": -0.1}, "--warmup"),
+    ({"batchnorm": "sometimes"}, "--batchnorm"),
+    ({"augment": "heavy"}, "--augment"),
+    ({"weights": "none", "finetune_epochs": 0}, "--finetune_epochs"),
     ({"head_lr": 0.0}, "--head_lr"),
     ({"finetune_lr": -1e-5}, "--finetune_lr"),
     ({"unfreeze": "lots"}, "--unfreeze"),

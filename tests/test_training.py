@@ -11,6 +11,7 @@ from tl_keras import data
 from tl_keras import evaluation
 from tl_keras import export
 from tl_keras import models
+from tl_keras import probe
 from tl_keras import training
 
 STRATEGY = tf.distribute.get_strategy()
@@ -69,31 +70,57 @@ def test_recipe_restores_best_weights_and_logs_both_phases(tmp_path):
   model = models.build_classifier("convnet_small", 3, weights=None)
   recipe = training.Recipe(head=training.PhaseSpec("head", 2, 1e-2),
                            finetune=training.PhaseSpec("finetune", 2, 1e-3,
-                                                       warmup_epochs=1),
+                                                       warmup=0.5),
                            unfreeze=("all", None))
   summaries = training.Summaries(str(tmp_path / "tb"))
   history, info = training.run_recipe(model, recipe, splits, strategy=STRATEGY,
                                       image_size=32, batch_size=8, seed=0,
                                       summaries=summaries)
-  assert [h["phase"] for h in history] == ["head"] * 2 + ["finetune"] * 2
-  assert [h["step"] for h in history] == [3, 6, 9, 12]  # one step counter
-  best = max(h["val_accuracy"] for h in history)
-  assert info["best_validation_accuracy"] == best
+  # The head is fitted on cached features in one go: one row, at step 0.
+  assert [h["phase"] for h in history] == ["head"] + ["finetune"] * 2
+  assert [h["step"] for h in history] == [0, 3, 6]  # one step counter
+  best = min(history, key=lambda h: h["val_loss"])
+  assert info["best_validation_loss"] == best["val_loss"]
+  assert info["choices"]["head"]["strength"] in probe.STRENGTHS
   final = training.evaluate(model, splits.validation, 24, strategy=STRATEGY,
                             class_names=splits.class_names, image_size=32,
                             batch_size=8)
-  assert final["accuracy"] == pytest.approx(best)
+  assert final["loss"] == pytest.approx(best["val_loss"], rel=1e-4)
   assert list((tmp_path / "tb").glob("train/events.*"))
   assert list((tmp_path / "tb").glob("validation/events.*"))
 
 
 def test_warmup_then_cosine_schedule():
-  spec = training.PhaseSpec("finetune", 4, 1e-3, warmup_epochs=1)
+  spec = training.PhaseSpec("finetune", 4, 1e-3, warmup=0.25)
   optimizer = training.make_optimizer(spec, 40)
   values = [float(optimizer._learning_rate(s)) for s in (0, 5, 10, 25, 40)]  # pylint: disable=protected-access
   assert values[0] == 0 and values[1] == pytest.approx(5e-4)
   assert values[2] == pytest.approx(1e-3)
   assert values[2] > values[3] > values[4] >= 0
+
+
+@pytest.mark.parametrize("examples, epochs, min_steps, expected", [
+    (100, 5, 300, 75),  # 4 steps an epoch: grown to reach 300 steps
+    (100, 5, 0, 5),  # no budget: the epochs as given
+    (50_000, 5, 300, 5),  # 1,563 steps an epoch: already past the budget
+    (32, 2, 3, 3),
+])
+def test_step_budget_grows_epochs_on_small_data(examples, epochs, min_steps,
+                                                expected):
+  spec = training.PhaseSpec("finetune", epochs, 1e-3, min_steps=min_steps)
+  steps_per_epoch = -(-examples // 32)
+  assert spec.epochs_for(steps_per_epoch) == expected
+  assert expected * steps_per_epoch >= min(min_steps, expected *
+                                           steps_per_epoch)
+
+
+def test_a_phase_runs_its_step_budget():
+  splits = _splits(n=16)  # 2 steps an epoch at batch 8
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  models.unfreeze_top(model, "all", None)
+  history, step = _train(model, training.PhaseSpec("finetune", 1, 1e-3,
+                                                   min_steps=7), splits)
+  assert step == 8 and len(history) == 4
 
 
 def test_metrics_from_counts():
@@ -200,27 +227,25 @@ def test_feature_cache_views_are_distinct_augmentations():
       features, np.stack([f for f, _ in again.train.as_numpy_iterator()]))
 
 
-def test_disk_feature_cache_is_removed_after_the_head_phase(tmp_path):
+def test_disk_feature_cache_is_removed_after_the_head_phase(tmp_path,
+                                                            monkeypatch):
   splits = _splits(n=16)
   model = models.build_classifier("convnet_small", 3, weights=None)
   recipe = training.Recipe(
       head=training.PhaseSpec("head", 1, 1e-2),
       finetune=training.PhaseSpec("finetune", 0, 1e-4), unfreeze=("all", None))
   seen = []
-  real = training.train_phase
+  real = probe.fit
 
   def spy(*args, **kwargs):
     seen.append(sorted(os.listdir(tmp_path / "features")))
     return real(*args, **kwargs)
 
-  training.train_phase = spy
-  try:
-    training.run_recipe(model, recipe, splits, strategy=STRATEGY,
-                        image_size=32, batch_size=8, seed=0,
-                        feature_cache="disk",
-                        feature_dir=str(tmp_path / "features"))
-  finally:
-    training.train_phase = real
+  monkeypatch.setattr(probe, "fit", spy)
+  training.run_recipe(model, recipe, splits, strategy=STRATEGY,
+                      image_size=32, batch_size=8, seed=0,
+                      feature_cache="disk",
+                      feature_dir=str(tmp_path / "features"))
   assert seen == [["train-view0.tfrecord", "validation.tfrecord"]]
   assert not (tmp_path / "features").exists()
 
@@ -288,21 +313,23 @@ def test_chunk_size_grows_only_while_calls_stay_short():
   assert fixed.size == 1
 
 
-def test_patience_stops_a_phase_that_stops_improving_and_resume_agrees(
+def test_early_stopping_stops_a_phase_that_stops_improving_and_resume_agrees(
     tmp_path):
   splits = _splits()
   model = models.build_classifier("convnet_small", 3, weights=None)
   best = training.Best()
   checkpointer = training.Checkpointer(str(tmp_path / "ckpt"))
-  # A zero learning rate: validation accuracy never moves after epoch 1.
-  spec = training.PhaseSpec("head", 6, 0.0, patience=2)
+  # A zero learning rate: validation loss never moves after epoch 1. 6
+  # epochs of 3 steps; a third of 18 steps is 6 steps, 2 epochs.
+  spec = training.PhaseSpec("head", 6, 0.0, early_stopping=1 / 3)
   history, step = training.train_phase(
       model, spec, splits, strategy=STRATEGY, image_size=32, batch_size=8,
       seed=0, best=best, checkpointer=checkpointer)
   assert [h["epoch"] for h in history] == [1, 2, 3]
-  assert best.where == ("head", 1) and step == 3 * 3
+  assert best.where == ("head", 1) and best.step == 3 and step == 3 * 3
   # Resuming from the last checkpoint runs no further epoch.
   saved = checkpointer.progress()
+  assert saved["best"]["step"] == 3
   again, again_step = training.train_phase(
       model, spec, splits, strategy=STRATEGY, image_size=32, batch_size=8,
       seed=0, best=training.Best(), checkpointer=checkpointer, resume=saved,
@@ -310,18 +337,26 @@ def test_patience_stops_a_phase_that_stops_improving_and_resume_agrees(
   assert len(again) == 3 and again_step == step
 
 
-def test_epochs_without_gain_count_from_the_best_or_the_phase_start():
-  count = training._epochs_without_gain  # pylint: disable=protected-access
+def test_steps_without_gain_count_from_the_best_or_the_phase_start():
+  count = training._steps_without_gain  # pylint: disable=protected-access
   best = training.Best()
-  history = [{"phase": "head", "epoch": e} for e in (1, 2, 3, 4)]
-  assert count(history, best, "head") == 0  # nothing offered yet
-  best.where = ("head", 2)
-  assert count(history, best, "head") == 2
-  assert count(history, best, "finetune") == 0
-  history += [{"phase": "finetune", "epoch": e} for e in (1, 2, 3)]
-  assert count(history, best, "finetune") == 3
-  best.where = ("finetune", 3)
-  assert count(history, best, "finetune") == 0
+  assert count(best, "head", 0, 40) == 0  # nothing offered yet
+  best.where, best.step = ("head", 2), 20
+  assert count(best, "head", 0, 40) == 20
+  assert count(best, "finetune", 40, 40) == 0  # phase 2 starts
+  assert count(best, "finetune", 40, 70) == 30
+  best.where, best.step = ("finetune", 3), 70
+  assert count(best, "finetune", 40, 70) == 0
+
+
+def test_best_is_the_lowest_validation_loss_not_the_highest_accuracy():
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  best = training.Best()
+  assert best.offer(model, {"loss": 0.9, "accuracy": 0.5}, ("head", 1), 3)
+  assert not best.offer(model, {"loss": 1.2, "accuracy": 0.7}, ("head", 2), 6)
+  assert best.offer(model, {"loss": 0.4, "accuracy": 0.6}, ("head", 3), 9)
+  assert (best.loss, best.accuracy, best.where, best.step) == (
+      0.4, 0.6, ("head", 3), 9)
 
 
 @pytest.mark.parametrize("target, rounds_run", [(0.0, 1), (1.01, 2)])

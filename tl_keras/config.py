@@ -228,6 +228,10 @@ class Config:
     if self.head_epochs == 0 and self.finetune_epochs == 0:
       raise UserError("--head_epochs and --finetune_epochs are both 0: "
                       "nothing to train; set one of them above 0")
+    if self.weights == "none" and self.finetune_epochs == 0:
+      raise UserError("--weights=none with --finetune_epochs=0: random "
+                      "weights have no features for a head alone; train "
+                      "the network with --finetune_epochs above 0")
     if self.head_lr <= 0:
       raise UserError(f"--head_lr must be positive, got {self.head_lr}")
     for name in ("dropout", "label_smoothing", "warmup", "early_stopping"):

@@ -115,9 +115,9 @@ def fit(train, validation, num_classes, *, strengths=STRENGTHS, steps=STEPS,
   """
   start = time.time()
   mean, std = standardization(train)
-  strengths = np.asarray(strengths, np.float32)
+  strengths = [float(s) for s in strengths]
   kernel, bias = _adam(_standardized(train, mean, std), num_classes,
-                       strengths, steps, seed)
+                       np.asarray(strengths, np.float32), steps, seed)
   val_loss, val_acc = _evaluate(_standardized(validation, mean, std),
                                 kernel, bias)
   train_loss, train_acc = _evaluate(_standardized(train, mean, std), kernel,
@@ -126,14 +126,14 @@ def fit(train, validation, num_classes, *, strengths=STRENGTHS, steps=STEPS,
   best = min(range(len(strengths)),
              key=lambda k: (round(float(val_loss[k]), 4), -strengths[k]))
   raw_kernel, raw_bias = fold(kernel[best], bias[best], mean, std)
-  grid = [{"strength": float(s), "validation_loss": float(val_loss[k]),
+  grid = [{"strength": s, "validation_loss": float(val_loss[k]),
            "validation_accuracy": float(val_acc[k]),
            "train_loss": float(train_loss[k]),
            "train_accuracy": float(train_acc[k])}
           for k, s in enumerate(strengths)]
   result = Fit(kernel=raw_kernel.astype(np.float32),
                bias=raw_bias.astype(np.float32),
-               strength=float(strengths[best]),
+               strength=strengths[best],
                validation_loss=float(val_loss[best]),
                validation_accuracy=float(val_acc[best]), grid=grid,
                mean=mean, std=std, seconds=time.time() - start)

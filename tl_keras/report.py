@@ -175,7 +175,7 @@ def html_report(record, metrics, images):
           *([["top-5 accuracy", _pct(test["top5_accuracy"])]]
             if "top5_accuracy" in test else []),
           ["test examples", test["examples"]],
-          ["best validation accuracy",
+          ["validation accuracy of the weights kept (lowest loss)",
            f"{_pct(metrics['validation']['best_accuracy'])} "
            f"({' epoch '.join(map(str, metrics['validation']['best_epoch'] or []))})"],
           ["classes", len(record["data"]["classes"])],
@@ -186,12 +186,19 @@ def html_report(record, metrics, images):
           ["total time", f"{record['timings'].get('total_seconds', 0):.0f} s"],
       ])]
   if "scratch" in metrics:
-    parts += ["<h2>Transfer versus from scratch</h2>", _table(
-        ["", "test accuracy"],
-        [["transfer", _pct(test["accuracy"])],
-         ["from scratch, same data and epochs",
+    parts += ["<h2>Transfer versus from scratch</h2>"]
+    if metrics.get("negative_transfer"):
+      parts.append("<p style='background:#fde8e8;padding:.6em'><b>Warning: "
+                   f"{html.escape(metrics['negative_transfer'])}.</b></p>")
+    parts.append(_table(
+        ["", "validation accuracy", "test accuracy"],
+        [["transfer", _pct(metrics["validation"]["best_accuracy"]),
+          _pct(test["accuracy"])],
+         ["from scratch: the same recipe from random weights",
+          _pct(metrics["scratch"]["validation"]["best_accuracy"]),
           _pct(metrics["scratch"]["test"]["accuracy"])],
-         ["gain", f"{100 * metrics['transfer_gain']:+.1f} points"]])]
+         ["gain", "", f"{100 * metrics['transfer_gain']:+.1f} points"]]))
+  parts += _recipe_section(record.get("recipe", {}))
   parts += ["<h2>Learning curves</h2>", _img(images, "learning_curves.png"),
             "<h2>Confusion matrix (test)</h2>",
             _img(images, "confusion_matrix.png"),
@@ -226,6 +233,36 @@ def html_report(record, metrics, images):
           "</body></html>")
 
 
+def _recipe_section(recipe):
+  """What the recipe chose on the validation split, as HTML parts."""
+  parts = []
+  head = recipe.get("head")
+  if head:
+    parts += ["<h2>Phase 1: the head as a linear probe</h2>",
+              f"<p>L2 strength {head['strength']:g}, picked from "
+              f"{len(head['grid'])} by validation loss.</p>", _table(
+                  ["L2 strength", "validation loss", "validation accuracy",
+                   "training accuracy"],
+                  [[f"{g['strength']:g}", f"{g['validation_loss']:.4f}",
+                    _pct(g["validation_accuracy"]),
+                    _pct(g["train_accuracy"])] for g in head["grid"]])]
+  finetune = recipe.get("finetune")
+  if finetune:
+    parts += ["<h2>Phase 2: fine-tuning</h2>",
+              f"<p>Learning rate {finetune['learning_rate']:g}, BatchNorm "
+              f"{finetune['batchnorm']}"
+              + (", picked by trials:" if finetune["trials"] else ".")
+              + "</p>"]
+    if finetune["trials"]:
+      parts.append(_table(
+          ["learning rate", "BatchNorm", "steps", "validation loss",
+           "validation accuracy"],
+          [[f"{t['learning_rate']:g}", t["batchnorm"], t["steps"],
+            f"{t['validation_loss']:.4f}", _pct(t["validation_accuracy"])]
+           for t in finetune["trials"]]))
+  return parts
+
+
 def _img(images, name):
   data = base64.b64encode(images[name]).decode("ascii")
   return f"<img alt='{name}' src='data:image/png;base64,{data}'>"
@@ -252,6 +289,8 @@ def model_card(record, metrics):
   if "scratch" in metrics:
     lines.append(f"- the same network trained from scratch: "
                  f"{_pct(metrics['scratch']['test']['accuracy'])}")
+  if metrics.get("negative_transfer"):
+    lines += ["", f"**Warning: {metrics['negative_transfer']}.**"]
   for variant, row in metrics.get("tflite", {}).items():
     lines.append(f"- `model_{variant}.tflite`: accuracy "
                  f"{_pct(row['accuracy'])}, agrees with the Keras model on "

@@ -201,15 +201,36 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False):
   pretrained weights bought.
 
   Returns:
-    (model, history): history rows are phase "scratch".
+    (model, history, info): history rows are phase "scratch"; info is
+    `training.run_recipe`'s.
   """
   config = dataclasses.replace(config, weights="none", unfreeze="all")
   model = build_model(config, splits.num_classes, image_size, strategy)
-  history, _ = training.run_recipe(
+  history, info = training.run_recipe(
       model, recipe_from_config(config, jit_compile), splits,
       strategy=strategy, image_size=image_size, batch_size=config.batch_size,
       seed=config.seed, augment="none" if is_text(config) else config.augment)
-  return model, [{**h, "phase": "scratch"} for h in history]
+  return model, [{**h, "phase": "scratch"} for h in history], info
+
+
+def negative_transfer(metrics):
+  """A plain warning when scratch beat transfer on validation, else None.
+
+  Validation, not test: it is what the run chose by, and a user acting on
+  the warning should not be tuning on the test split.
+  """
+  transfer = metrics["validation"]["best_accuracy"]
+  scratch = metrics["scratch"]["validation"]["best_accuracy"]
+  if scratch <= transfer:
+    return None
+  return (f"negative transfer: trained from random weights, the same "
+          f"network reached {scratch:.1%} validation accuracy against "
+          f"{transfer:.1%} from the pretrained weights (test: "
+          f"{metrics['scratch']['test']['accuracy']:.1%} against "
+          f"{metrics['test']['accuracy']:.1%}). The pretrained features do "
+          "not fit this data. Try a backbone pretrained on data closer to "
+          "yours, more fine-tuning (--min_steps, --finetune_epochs), or, if "
+          "you have enough labels, train from scratch (--weights=none)")
 
 
 def _versions():
@@ -366,17 +387,25 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
 
   if config.compare_scratch:
     start = time.time()
-    scratch, scratch_history = train_scratch(
+    scratch, scratch_history, scratch_info = train_scratch(
         config, splits, image_size, strategy, speed["jit_compile"])
     history += scratch_history
-    metrics["scratch"] = {"test": training.evaluate(
-        scratch, splits.test, splits.sizes["test"], **eval_args)}
+    metrics["scratch"] = {
+        "test": training.evaluate(scratch, splits.test, splits.sizes["test"],
+                                  **eval_args),
+        "validation": {"best_loss": scratch_info["best_validation_loss"],
+                       "best_accuracy":
+                           scratch_info["best_validation_accuracy"]}}
     metrics["transfer_gain"] = (metrics["test"]["accuracy"]
                                 - metrics["scratch"]["test"]["accuracy"])
     timings["scratch_seconds"] = time.time() - start
     logging.info("from scratch: test accuracy %.4f; transfer gain %+.1f "
                  "points", metrics["scratch"]["test"]["accuracy"],
                  100 * metrics["transfer_gain"])
+    warning = negative_transfer(metrics)
+    if warning:
+      metrics["negative_transfer"] = warning
+      logging.warning("%s", warning)
 
   if chief:
     with artifacts.staged(out) as stage:

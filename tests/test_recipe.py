@@ -1,0 +1,329 @@
+"""The recipe's parts: the linear-probe head, frozen layers, BatchNorm, trials.
+
+Tiny models and data; each test checks one promise the recipe makes.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tl_keras import config as config_lib
+from tl_keras import data
+from tl_keras import export
+from tl_keras import freezing
+from tl_keras import models
+from tl_keras import probe
+from tl_keras import run
+from tl_keras import tflite
+from tl_keras import training
+
+STRATEGY = tf.distribute.get_strategy()
+
+
+def _blobs(n, dim=12, classes=3, seed=0, scale=4.0, offset=7.0):
+  """Gaussian clusters, features on a scale and offset far from 0 and 1."""
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(classes, dim))
+  labels = np.arange(n) % classes
+  x = centers[labels] + rng.normal(size=(n, dim))
+  return (x * scale + offset).astype(np.float32), labels.astype(np.int32)
+
+
+def _dataset(x, y):
+  return tf.data.Dataset.from_tensor_slices((x, y))
+
+
+def test_fold_is_exact():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(5, 4)).astype(np.float32) * 3 + 2
+  kernel, bias = rng.normal(size=(4, 3)), rng.normal(size=3)
+  mean, std = x.mean(0), x.std(0) + 0.1
+  raw_kernel, raw_bias = probe.fold(kernel, bias, mean, std)
+  np.testing.assert_allclose(x @ raw_kernel + raw_bias,
+                             ((x - mean) / std) @ kernel + bias, atol=1e-5)
+
+
+def test_probe_matches_scikit_learn_at_the_same_strength():
+  """The batched Adam fit reaches the reference solver's answer."""
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  x, y = _blobs(240, seed=2)
+  xv, yv = _blobs(90, seed=3)
+  strength = 1e-2
+  fit = probe.fit(_dataset(x, y), _dataset(xv, yv), 3, strengths=(strength,))
+  mean, std = probe.standardization(_dataset(x, y))
+  reference = LogisticRegression(C=1 / (strength * len(y)), tol=1e-8,
+                                 max_iter=10_000).fit((x - mean) / std, y)
+  ours = (xv @ fit.kernel + fit.bias)
+  theirs = reference.decision_function((xv - mean) / std)
+  # Softmax is shift-invariant: compare probabilities.
+  np.testing.assert_allclose(tf.nn.softmax(ours).numpy(),
+                             tf.nn.softmax(theirs).numpy(), atol=0.02)
+
+
+def test_probe_picks_the_strength_with_the_lowest_validation_loss():
+  x, y = _blobs(60, seed=4)
+  xv, yv = _blobs(60, seed=5)
+  fit = probe.fit(_dataset(x, y), _dataset(xv, yv), 3)
+  losses = {g["strength"]: g["validation_loss"] for g in fit.grid}
+  assert fit.validation_loss == pytest.approx(min(losses.values()))
+  assert losses[fit.strength] == fit.validation_loss
+  assert [g["strength"] for g in fit.grid] == list(probe.STRENGTHS)
+
+
+def test_the_fitted_head_is_the_same_in_keras_saved_model_and_tflite(
+    tmp_path):
+  """Standardization is folded into the classifier: every artifact agrees."""
+  rng = np.random.default_rng(0)
+  labels = np.arange(24, dtype=np.int32) % 3
+  images = (rng.integers(0, 80, (24, 32, 32, 3))
+            + 60 * labels[:, None, None, None]).astype(np.uint8)
+  ds = _dataset(images, labels)
+  splits = data.Splits(train=ds, validation=ds, test=ds,
+                       sizes={"train": 24, "validation": 24, "test": 24},
+                       class_names=["a", "b", "c"])
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  recipe = training.Recipe(head=training.PhaseSpec("head", 1, 1e-3),
+                           finetune=training.PhaseSpec("finetune", 0, 1e-4),
+                           unfreeze=("all", None))
+  _, info = training.run_recipe(model, recipe, splits, strategy=STRATEGY,
+                                image_size=32, batch_size=8, seed=0)
+  head = info["choices"]["head"]
+  probs = model.predict(images.astype(np.float32), verbose=0)
+  assert np.mean(np.log(probs[np.arange(24), labels])) == pytest.approx(
+      -head["validation_loss"], rel=1e-3, abs=1e-5)  # what was fitted
+  export.save_saved_model(model, str(tmp_path / "sm"), class_names="abc",
+                          image_size=32)
+  serve = tf.saved_model.load(str(tmp_path / "sm")).signatures[
+      "serving_default"]
+  np.testing.assert_allclose(
+      serve(images=tf.constant(images))["probabilities"].numpy(), probs,
+      atol=1e-5)
+  path = tmp_path / "model.tflite"
+  path.write_bytes(tflite.convert(model, "float32", 32))
+  runner = tflite.Runner(str(path))
+  np.testing.assert_allclose(runner.predict(images), probs, atol=1e-4)
+
+
+def test_a_frozen_efficientnet_drops_nothing_in_training_mode():
+  model = models.build_classifier("efficientnet_b0", 3, image_size=32,
+                                  weights=None)
+  extractor = keras.Model(model.input, models.head_parts(model)[0])
+  x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)).astype(
+      np.float32)
+  np.testing.assert_array_equal(extractor(x, training=True).numpy(),
+                                extractor(x, training=False).numpy())
+  models.unfreeze_top(model, "all", None)  # unfrozen, Dropout drops again
+  assert not np.allclose(extractor(x, training=True).numpy(),
+                         extractor(x, training=False).numpy())
+
+
+def test_cached_and_uncached_heads_agree_with_dropout_inside_the_base():
+  """EfficientNet's blocks hold Dropout: the slow path must not apply it."""
+  rng = np.random.default_rng(0)
+  labels = np.arange(16, dtype=np.int32) % 2
+  images = rng.integers(0, 255, (16, 32, 32, 3)).astype(np.uint8)
+  ds = _dataset(images, labels)
+  splits = data.Splits(train=ds, validation=ds, test=ds,
+                       sizes={"train": 16, "validation": 16, "test": 16},
+                       class_names=["a", "b"])
+  heads = []
+  for cached in (False, True):
+    keras.utils.set_random_seed(3)
+    model = models.build_classifier("efficientnet_b0", 2, image_size=32,
+                                    weights=None, dropout=0.0)
+    features = training.FeatureCache(
+        model, splits, image_size=32, batch_size=8) if cached else None
+    training.train_phase(model, training.PhaseSpec("head", 2, 1e-2), splits,
+                         strategy=STRATEGY, image_size=32, batch_size=8,
+                         seed=0, augment="none", features=features)
+    heads.append(model.get_layer("classifier").get_weights())
+  for slow, fast in zip(*heads):
+    np.testing.assert_allclose(slow, fast, atol=1e-5)
+
+
+def test_a_frozen_bert_drops_nothing_in_training_mode():
+  from tl_keras import text_models  # pylint: disable=g-import-not-at-top
+  # bert_micro: 2 transformer layers with dropout 0.1 inside.
+  model = text_models.build_classifier("bert_micro", 2, sequence_length=8,
+                                       weights="none", dropout=0.0)
+  tokens = model.preprocessor(tf.constant(["alpha beta", "gamma delta"]))
+  extractor = keras.Model(model.input, models.head_parts(model)[0])
+  np.testing.assert_array_equal(extractor(tokens, training=True).numpy(),
+                                extractor(tokens, training=False).numpy())
+  models.unfreeze_top(model, "all", None)
+  assert not np.allclose(extractor(tokens, training=True).numpy(),
+                         extractor(tokens, training=False).numpy())
+
+
+def test_batchnorm_policy_resolution():
+  def policy(**changes):
+    return run.batchnorm_policy(config_lib.Config(**changes))
+  assert policy(weights="none") == "train"  # no statistics to keep
+  assert policy(weights="imagenet") == "auto"  # frozen unless a trial wins
+  assert policy(weights="none", batchnorm="frozen") == "frozen"
+  assert policy(weights="imagenet", batchnorm="train") == "train"
+
+
+@pytest.mark.parametrize("train_batchnorm", [False, True])
+def test_batchnorm_trains_only_when_asked(train_batchnorm):
+  rng = np.random.default_rng(0)
+  labels = np.arange(16, dtype=np.int32) % 2
+  ds = _dataset(rng.integers(0, 255, (16, 32, 32, 3)).astype(np.uint8),
+                labels)
+  splits = data.Splits(train=ds, validation=ds, test=ds,
+                       sizes={"train": 16, "validation": 16, "test": 16},
+                       class_names=["a", "b"])
+  model = models.build_classifier("convnet_small", 2, weights=None)
+  models.unfreeze_top(model, "all", None, train_batchnorm=train_batchnorm)
+  bn = models.base_of(model).get_layer("stage0_bn0")
+  before = bn.moving_mean.numpy().copy()
+  training.train_phase(model, training.PhaseSpec("finetune", 1, 1e-3), splits,
+                       strategy=STRATEGY, image_size=32, batch_size=8, seed=0)
+  moved = not np.array_equal(before, bn.moving_mean.numpy())
+  assert moved == train_batchnorm
+  assert bn.trainable == train_batchnorm
+
+
+def test_recalibrated_batchnorm_holds_the_data_statistics():
+  model = models.build_classifier("convnet_small", 2, weights=None)
+  flags = [l.trainable for l in model._flatten_layers()]  # pylint: disable=protected-access
+  images = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 3)).astype(
+      np.float32)
+  freezing.recalibrate_batchnorm(model, images, batch_size=16)
+  base = models.base_of(model)
+  # The first BatchNorm sees the first convolution's output directly.
+  conv = keras.Model(base.input, base.get_layer("stage0_conv0").output)
+  pre = conv(images / 127.5 - 1.0).numpy()  # the "tf" preprocessing
+  bn = base.get_layer("stage0_bn0")
+  np.testing.assert_allclose(bn.moving_mean.numpy(),
+                             pre.mean(axis=(0, 1, 2)), atol=1e-4)
+  # Batch variances averaged: close to, a little under, the whole set's.
+  np.testing.assert_allclose(bn.moving_variance.numpy(),
+                             pre.var(axis=(0, 1, 2)), rtol=0.1)
+  assert bn.momentum == 0.9
+  assert [l.trainable for l in model._flatten_layers()] == flags  # pylint: disable=protected-access
+
+
+def _fake_trials(monkeypatch, losses):
+  """train_phase replaced: each trial's best validation loss from `losses`."""
+  calls = []
+
+  def fake(model, spec, splits, *, best, **kwargs):
+    del model, splits, kwargs
+    calls.append((spec.learning_rate, spec.stop_at))
+    loss = losses.pop(0)
+    best.loss, best.accuracy, best.where, best.step = loss, 0.5, ("trial", 1), 1
+    return [], 4
+
+  monkeypatch.setattr(training, "train_phase", fake)
+  return calls
+
+
+def _tiny_splits():
+  ds = _dataset(np.zeros((8, 32, 32, 3), np.uint8),
+                np.arange(8, dtype=np.int32) % 2)
+  return data.Splits(train=ds, validation=ds, test=ds,
+                     sizes={"train": 8, "validation": 8, "test": 8},
+                     class_names=["a", "b"])
+
+
+def test_trials_pick_the_lowest_validation_loss_then_batchnorm(monkeypatch):
+  model = models.build_classifier("convnet_small", 2, weights=None)
+  start = [w.copy() for w in model.get_weights()]
+  # lr 1e-5, 1e-4, 1e-3 with BatchNorm frozen; then 1e-4 with it training.
+  calls = _fake_trials(monkeypatch, [0.50, 0.30, 0.40, 0.20])
+  recipe = training.Recipe(
+      head=training.PhaseSpec("head", 1, 1e-3),
+      finetune=training.PhaseSpec("finetune", 1, 0.0), unfreeze=("all", None),
+      batchnorm="auto")
+  chosen = training.choose_finetuning(
+      model, recipe, _tiny_splits(), strategy=STRATEGY, image_size=32,
+      batch_size=8, seed=0, augment="none")
+  assert [c[0] for c in calls] == [1e-5, 1e-4, 1e-3, 1e-4]
+  assert all(c[1] == recipe.trial_fraction for c in calls)
+  assert (chosen["learning_rate"], chosen["batchnorm"]) == (1e-4, "train")
+  assert chosen["trial_steps"] == 16 and len(chosen["trials"]) == 4
+  for a, b in zip(start, model.get_weights()):
+    np.testing.assert_array_equal(a, b)  # left as it came
+
+
+def test_ties_go_to_the_lower_rate_and_frozen_batchnorm(monkeypatch):
+  model = models.build_classifier("convnet_small", 2, weights=None)
+  _fake_trials(monkeypatch, [0.3, 0.3, 0.3, 0.3])
+  recipe = training.Recipe(
+      head=training.PhaseSpec("head", 1, 1e-3),
+      finetune=training.PhaseSpec("finetune", 1, 0.0), unfreeze=("all", None),
+      batchnorm="auto")
+  chosen = training.choose_finetuning(
+      model, recipe, _tiny_splits(), strategy=STRATEGY, image_size=32,
+      batch_size=8, seed=0, augment="none")
+  assert (chosen["learning_rate"], chosen["batchnorm"]) == (1e-5, "frozen")
+
+
+def test_a_given_rate_and_policy_need_no_trials(monkeypatch):
+  model = models.build_classifier("convnet_small", 2, weights=None)
+  calls = _fake_trials(monkeypatch, [])
+  recipe = training.Recipe(
+      head=training.PhaseSpec("head", 1, 1e-3),
+      finetune=training.PhaseSpec("finetune", 1, 3e-4),
+      unfreeze=("all", None), batchnorm="frozen")
+  chosen = training.choose_finetuning(
+      model, recipe, _tiny_splits(), strategy=STRATEGY, image_size=32,
+      batch_size=8, seed=0, augment="none")
+  assert not calls
+  assert chosen == {"learning_rate": 3e-4, "batchnorm": "frozen",
+                    "trial_steps": 0, "trials": []}
+
+
+@pytest.mark.parametrize("policy", ["light", "randaugment", "mixup"])
+def test_augmentation_is_the_same_eagerly_and_inside_tf_data(policy):
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0, 255, (2, 8, 16, 16, 3)).astype(np.float32)
+  labels = tf.one_hot(np.arange(16).reshape(2, 8) % 3, 3)
+  fn, mixes = data.augmentation(policy, seed=7)
+  eager = [fn(tf.constant(x), y) for x, y in zip(images, labels)]
+  fn, _ = data.augmentation(policy, seed=7)  # fresh: the same random state
+  inside = list(tf.data.Dataset.from_tensor_slices((images, labels)).map(fn))
+  assert mixes == (policy == "mixup")
+  for (x1, y1), (x2, y2) in zip(eager, inside):
+    np.testing.assert_allclose(x1, x2, atol=1e-3)
+    np.testing.assert_allclose(y1, y2, atol=1e-6)
+  assert not np.allclose(eager[0][0], images[0])  # it did something
+  assert float(tf.reduce_min(eager[0][0])) >= 0
+  assert float(tf.reduce_max(eager[0][0])) <= 255.5
+
+
+def test_mixup_labels_reach_the_training_step():
+  splits = _tiny_splits()
+  model = models.build_classifier("convnet_small", 2, weights=None)
+  history, _ = training.train_phase(
+      model, training.PhaseSpec("head", 1, 1e-3), splits, strategy=STRATEGY,
+      image_size=32, batch_size=4, seed=0, augment="mixup")
+  assert 0.0 <= history[0]["accuracy"] <= 1.0
+  assert np.isfinite(history[0]["loss"])
+
+
+def test_negative_transfer_is_said_plainly():
+  metrics = {"test": {"accuracy": 0.81},
+             "validation": {"best_accuracy": 0.80},
+             "scratch": {"test": {"accuracy": 0.90},
+                         "validation": {"best_accuracy": 0.88}}}
+  warning = run.negative_transfer(metrics)
+  assert warning.startswith("negative transfer:")
+  assert "88.0% validation accuracy against 80.0%" in warning
+  assert "--weights=none" in warning
+  metrics["scratch"]["validation"]["best_accuracy"] = 0.80
+  assert run.negative_transfer(metrics) is None
+
+
+def test_weights_none_skips_the_head_and_trains_batchnorm():
+  config = config_lib.Config(weights="none")
+  recipe = run.recipe_from_config(config)
+  assert recipe.head.epochs == 0 and recipe.batchnorm == "train"
+  recipe = run.recipe_from_config(dataclasses.replace(config,
+                                                      weights="imagenet"))
+  assert recipe.head.epochs == 5 and recipe.batchnorm == "auto"
+  assert recipe.finetune.learning_rate == 0.0  # picked by trials
