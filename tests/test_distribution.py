@@ -33,8 +33,8 @@ def test_two_workers_train_alike_and_only_the_chief_writes(tmp_path):
       processes.append(subprocess.Popen(
           [sys.executable, os.path.join(REPO, "main.py"),
            "--model=convnet_small", "--weights=none", "--batch_size=16",
-           "--head_epochs=1", "--finetune_epochs=1", "--unfreeze=all",
-           "--strategy=multi_worker_mirrored", "--export=saved_model",
+           "--min_steps=0", "--head_epochs=1", "--finetune_epochs=1",
+           "--unfreeze=all", "--strategy=multi_worker_mirrored", "--export=saved_model",
            f"--output_dir={out}"],
           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
           text=True))
@@ -119,8 +119,8 @@ def test_mixed_bfloat16_with_xla_trains_and_exports_float32(tmp_path):
   from tl_keras import tflite  # pylint: disable=g-import-not-at-top
   out = tmp_path / "out"
   result = run_main("--model=convnet_small", "--weights=none",
-                    "--batch_size=16", "--head_epochs=1", "--finetune_epochs=1",
-                    "--unfreeze=all", "--mixed_precision=mixed_bfloat16",
+                    "--batch_size=16", "--min_steps=0", "--finetune_epochs=1",
+                    "--finetune_lr=1e-3", "--mixed_precision=mixed_bfloat16",
                     "--jit_compile=on", "--export=saved_model,tflite_float32",
                     f"--output_dir={out}")
   assert result.returncode == 0, result.stderr[-3000:]

@@ -283,14 +283,15 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path):
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
   process = subprocess.Popen(
       [sys.executable, os.path.join(REPO, "main.py"), "--model=convnet_small",
-       "--weights=none", "--head_epochs=200", "--batch_size=8",
+       "--weights=none", "--finetune_epochs=200", "--finetune_lr=1e-3",
+       "--batch_size=8",
        f"--output_dir={out}"], cwd=REPO, env=env, stderr=subprocess.PIPE,
       text=True)
   try:
     lines = []
     for line in process.stderr:  # wait until training is under way
       lines.append(line)
-      if "head epoch 1/" in line:
+      if "finetune epoch 1/" in line:
         break
     process.send_signal(signal.SIGINT)
     _, rest = process.communicate(timeout=120)

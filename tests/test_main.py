@@ -19,7 +19,8 @@ from tl_keras import predictors
 from tl_keras import synthetic
 from tl_keras import tflite
 
-TINY = ["--model=convnet_small", "--batch_size=16", "--head_epochs=1",
+TINY = ["--model=convnet_small", "--batch_size=16", "--min_steps=0",
+        "--head_epochs=1",
         "--finetune_epochs=1", "--unfreeze=all", "--log_every_steps=1"]
 
 
@@ -94,8 +95,15 @@ def test_run_json_records_the_run(quick_run):
   assert run["versions"]["tensorflow"] == tf.__version__
   assert {"head_seconds", "finetune_seconds", "scratch_seconds",
           "total_seconds"} <= set(run["timings"])
+  # Scratch is the same recipe from random weights: no head phase.
   assert [h["phase"] for h in run["history"]] == ["head", "finetune",
-                                                  "scratch", "scratch"]
+                                                  "scratch"]
+  recipe = run["recipe"]
+  assert recipe["head"]["strength"] > 0 and len(recipe["head"]["grid"]) == 13
+  # Default --finetune_lr: picked by trials (3 rates, then BatchNorm).
+  trials = recipe["finetune"]["trials"]
+  assert [t["learning_rate"] for t in trials[:3]] == [1e-5, 1e-4, 1e-3]
+  assert recipe["finetune"]["learning_rate"] in (1e-5, 1e-4, 1e-3)
 
 
 def test_keras_and_saved_model_predict_the_same(quick_run):
@@ -410,7 +418,8 @@ def test_list_models_and_line_based_progress(quick_run):
     assert f"\n{group} flags:\n" in helpfull, group
   log = quick_run[1].stderr
   assert "\r" not in log and "\b" not in log  # not a TTY: whole lines
-  assert "head epoch 1/1" in log
+  assert "head: linear probe on 128-wide standardized features" in log
+  assert "finetune epoch 1/1" in log
 
 
 @pytest.mark.skipif(not shutil.which("chromium"),

@@ -14,7 +14,7 @@ from tests.test_main import run_main
 from tl_keras import artifacts
 
 ARGS = ["--model=convnet_small", "--weights=none", "--batch_size=8",
-        "--head_epochs=2", "--finetune_epochs=8", "--unfreeze=all",
+        "--min_steps=0", "--finetune_epochs=8",
         "--finetune_lr=1e-3", "--checkpoint_every=2", "--export=saved_model"]
 
 
@@ -61,7 +61,7 @@ def _same_history(got, expected, since):
 
 def test_sigkill_mid_finetune_then_rerun_resumes(reference, tmp_path):
   out = tmp_path / "out"
-  code, _ = _interrupt(out, signal.SIGKILL, "finetune epoch 1/")
+  code, _ = _interrupt(out, signal.SIGKILL, "finetune epoch 2/")
   assert code == -signal.SIGKILL
   progress = json.loads((out / "checkpoints" / "progress.json").read_text())
   assert progress["phase"] == "finetune"
@@ -70,11 +70,12 @@ def test_sigkill_mid_finetune_then_rerun_resumes(reference, tmp_path):
   result = run_main(*ARGS, f"--output_dir={out}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "resuming phase finetune" in result.stderr
-  assert "head epoch 1/" not in result.stderr  # finished epochs not redone
+  assert "finetune epoch 1/" not in result.stderr  # finished epochs not redone
+  assert "BatchNorm will train" not in result.stderr  # nor the calibration
   run = json.loads((out / "run.json").read_text())
   resumed_epoch = progress["step_in_phase"] // 9  # 9 steps per epoch
   _same_history(run["history"], reference[0]["history"],
-                since=2 + resumed_epoch + 1)
+                since=resumed_epoch + 1)
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["test"]["accuracy"] == pytest.approx(
       reference[1]["test"]["accuracy"], abs=1e-6)
@@ -99,7 +100,7 @@ def test_sigterm_checkpoints_exits_and_resumes(reference, tmp_path):
   assert "resuming phase finetune" in result.stderr
   run = json.loads((out / "run.json").read_text())
   _same_history(run["history"], reference[0]["history"],
-                since=2 + progress["step_in_phase"] // 9 + 1)
+                since=progress["step_in_phase"] // 9 + 1)
   assert run["model"]["weights_fingerprint"] == reference[0]["model"][
       "weights_fingerprint"]
 
@@ -107,7 +108,7 @@ def test_sigterm_checkpoints_exits_and_resumes(reference, tmp_path):
 def test_resume_with_other_flags_is_refused_and_overwrite_starts_afresh(
     tmp_path):
   out = tmp_path / "out"
-  code, _ = _interrupt(out, signal.SIGKILL, "head epoch 1/")
+  code, _ = _interrupt(out, signal.SIGKILL, "finetune epoch 1/")
   assert code == -signal.SIGKILL
   before = (out / "checkpoints" / "progress.json").read_text()
   changed = [a.replace("--finetune_lr=1e-3", "--finetune_lr=1e-4")

@@ -443,6 +443,7 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                         step_in_phase=step_in_phase, step=step,
                         history=history, best=best)
 
+  sync_statistics = _statistics_sync(stepped, strategy)
   chunks = _ChunkSize(fixed=isinstance(
       strategy, tf.distribute.MultiWorkerMirroredStrategy))
   patience = math.ceil(spec.early_stopping * total)
@@ -485,6 +486,7 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
       if (checkpointer and checkpointer.every_steps and
           step % checkpointer.every_steps == 0 and i < steps_per_epoch):
         save(done)
+    sync_statistics()
     val = evaluate(stepped,
                    features.validation if features else splits.validation,
                    splits.sizes["validation"], strategy=strategy,
@@ -512,6 +514,29 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                        checkpointer)
   summaries.flush()
   return history, step
+
+
+def _statistics_sync(model, strategy):
+  """A function averaging training BatchNorm's moving statistics.
+
+  Each replica updates them from its own batches, and across workers
+  nothing keeps them equal: without this the workers of a cluster end with
+  different models. Called at every epoch end (a no-op on one replica or
+  with no BatchNorm training).
+  """
+  norms = [l for l in model._flatten_layers()  # pylint: disable=protected-access
+           if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
+  variables = [v for l in norms for v in (l.moving_mean, l.moving_variance)]
+  if strategy.num_replicas_in_sync == 1 or not variables:
+    return lambda: None
+
+  @tf.function
+  def sync():
+    local = strategy.run(lambda: [tf.identity(v.value) for v in variables])
+    for variable, value in zip(variables, local):
+      variable.assign(strategy.reduce("MEAN", value, axis=None))
+
+  return sync
 
 
 def _steps_without_gain(best, phase, phase_start, step):
@@ -1033,7 +1058,6 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
   Returns:
     What `run.json` records about the fit (`probe.Fit.summary`).
   """
-  del strategy  # the probe runs on this host, on cached features
   start = time.time()
   if where == "disk":
     shutil.rmtree(directory, ignore_errors=True)
@@ -1050,14 +1074,22 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
       shutil.rmtree(directory, ignore_errors=True)
   models.head_parts(model)[1][-1].set_weights([fit.kernel, fit.bias])
   chosen = fit.grid[[g["strength"] for g in fit.grid].index(fit.strength)]
-  val = {"loss": fit.validation_loss, "accuracy": fit.validation_accuracy}
+  # The whole model on the validation split: the fit's own figures up to
+  # rounding, and a confusion matrix for TensorBoard.
+  val = evaluate(model, splits.validation, splits.sizes["validation"],
+                 strategy=strategy, class_names=splits.class_names,
+                 image_size=image_size, batch_size=batch_size)
   history.append({"phase": "head", "epoch": 1, "step": step,
                   "loss": chosen["train_loss"],
                   "accuracy": chosen["train_accuracy"],
                   "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                   "seconds": time.time() - start})
-  if summaries:
-    summaries.scalars("validation", step, val)
+  summaries = summaries or Summaries()
+  summaries.scalars("validation", step, {"loss": val["loss"],
+                                         "accuracy": val["accuracy"]})
+  sample = (data_lib.to_numpy(splits.validation, image_size, limit=16)
+            if summaries.enabled and image_size else None)
+  _image_summaries(summaries, model, val, sample, splits.class_names, step)
   best.offer(model, val, ("head", 1), step)
   return fit.summary()
 
