@@ -38,13 +38,19 @@ def rate(iterator_fn, steps, batch_size):
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--steps", type=int, default=60)
+  parser.add_argument("--smoke", action="store_true",
+                      help="convnet_small only, 2 steps: a check that the "
+                      "script runs")
   args = parser.parse_args()
   strategy = tf.distribute.get_strategy()
   splits = data.load("synthetic_source")
-  for name, size, batch in CASES:
+  cases = CASES[:1] if args.smoke else CASES
+  if args.smoke:
+    args.steps = 2
+  for name, size, batch in cases:
     make_input = data.input_fn(
         splits.train, size=splits.sizes["train"], image_size=size,
-        global_batch_size=batch, training=True, augment=True, seed=0)
+        global_batch_size=batch, training=True, augment="light", seed=0)
     pipeline = iter(make_input(tf.distribute.InputContext()))
     # Fill the in-memory cache first, as the first epoch of a run does.
     for _ in range(-(-splits.sizes["train"] // batch)):

@@ -138,6 +138,7 @@ def docstrings():
 def write_docstrings(root, smoke=False):
   """source.csv, target.csv and a random-init 2-layer BERT preset folder."""
   import keras_hub  # pylint: disable=g-import-not-at-top
+  os.makedirs(root, exist_ok=True)
   texts = docstrings()
   rng = np.random.default_rng(0)
   paths = {}

@@ -1,0 +1,68 @@
+"""Every benchmark script runs: each in its smallest setting, as a user would.
+
+These check that the scripts work and print what they promise, not their
+figures (those live in the README, from full runs).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+from tl_keras import models
+from tl_keras import tflite
+
+
+def _run(script, *args, env=None):
+  """Runs benchmarks/`script`; returns its JSON lines."""
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "benchmarks", script), *args],
+      cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
+  assert result.returncode == 0, result.stderr[-3000:]
+  return [json.loads(line) for line in result.stdout.splitlines()
+          if line.startswith("{")]
+
+
+def test_head_phase():
+  (row,) = _run("head_phase.py", "--smoke")
+  assert row["benchmark"] == "head_phase" and row["epochs"] == 1
+  assert row["speedup"] > 0 and row["probe_seconds"] > 0
+  assert 0 <= row["best_validation_accuracy"]["probe"] <= 1
+
+
+def test_pipeline():
+  (row,) = _run("pipeline.py", "--smoke")
+  assert row["pipeline_images_per_second"] > 0
+  assert row["step_images_per_second"] > 0
+
+
+def test_recipe_vs_baseline():
+  (row,) = _run("recipe_vs_baseline.py", "--smoke")
+  assert set(row["seconds"]) == {"baseline", "recipe", "recipe_every_epoch"}
+  assert all(0 <= a <= 1 for a in row["test_accuracy"].values())
+
+
+def test_tflite_latency(tmp_path):
+  model = models.build_classifier("convnet_small", 2, weights=None)
+  tflite.export(model, "float32", str(tmp_path / "model_float32.tflite"),
+                image_size=32, class_names=["a", "b"], preprocessing="tf")
+  (row,) = _run("tflite_latency.py", str(tmp_path), "--threads=1",
+                "--runs=3")
+  assert row["file"] == "model_float32.tflite" and row["median_ms"] > 0
+
+
+def test_gpu_throughput_says_when_there_is_no_gpu():
+  rows = _run("gpu_throughput.py", "--steps=1", "--batch_size=2")
+  assert rows and all(r["benchmark"] == "gpu_throughput" for r in rows)
+
+
+def test_transfer_suite(tmp_path):
+  rows = _run("transfer_suite.py", "--smoke", f"--workdir={tmp_path}")
+  results = [r for r in rows if "seed" in r]
+  (summary,) = [r["summary"] for r in rows if "summary" in r]
+  assert len(results) == 1 and summary["task"] == "digits"
+  for arm in ("default", "probe", "scratch", "tuned"):
+    assert 0 <= results[0][arm] <= 1
+  assert results[0]["default_seconds"] > 0
