@@ -327,3 +327,40 @@ def test_weights_none_skips_the_head_and_trains_batchnorm():
                                                       weights="imagenet"))
   assert recipe.head.epochs == 5 and recipe.batchnorm == "auto"
   assert recipe.finetune.learning_rate == 0.0  # picked by trials
+
+
+def _separable_splits():
+  rng = np.random.default_rng(0)
+  labels = np.arange(24, dtype=np.int32) % 3
+  images = (rng.integers(0, 60, (24, 32, 32, 3))
+            + 70 * labels[:, None, None, None]).astype(np.uint8)
+  ds = _dataset(images, labels)
+  return data.Splits(train=ds, validation=ds, test=ds,
+                     sizes={"train": 24, "validation": 24, "test": 24},
+                     class_names=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("phase_2_is_better", [True, False])
+def test_phase_2_is_kept_only_when_clearly_better(phase_2_is_better):
+  splits = _separable_splits()
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  untrained = [w.copy() for w in model.get_weights()]
+  training.train_phase(model, training.PhaseSpec("head", 4, 3e-2), splits,
+                       strategy=STRATEGY, image_size=32, batch_size=8,
+                       seed=0, augment="none")
+  trained = [w.copy() for w in model.get_weights()]
+  # Phase 2 that changed nothing: no gain, so the simpler model stays.
+  nudged = [w.copy() for w in trained]
+  head, tuned = (untrained, trained) if phase_2_is_better else (trained,
+                                                                nudged)
+  history = [{"phase": "head", "step": 0, "val_loss": 1.0,
+              "val_accuracy": 0.5}]
+  best = training.Best()
+  best.weights, best.where, best.step = tuned, ("finetune", 3), 9
+  best.loss, best.accuracy = 0.1, 1.0
+  kept = training._keep_simplest(  # pylint: disable=protected-access
+      model, head, best, history, splits, 32, 8)
+  assert kept == ("finetune" if phase_2_is_better else "head")
+  assert best.where[0] == kept
+  if kept == "head":
+    assert (best.loss, best.accuracy) == (1.0, 0.5)

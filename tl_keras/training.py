@@ -870,9 +870,7 @@ class Checkpointer:
     path = manager.save(checkpoint_number=step)
     if best is not None and best.weights is not None and (
         self._best_saved != best.where):
-      tmp = os.path.join(self.directory, "best.tmp.npz")
-      np.savez(tmp, *best.weights)
-      os.replace(tmp, os.path.join(self.directory, "best.npz"))
+      self.save_weights("best", best.weights)
       self._best_saved = best.where
     artifacts.write_json(os.path.join(self.directory, "progress.json"), {
         "phase": phase, "step_in_phase": step_in_phase, "step": step,
@@ -880,15 +878,28 @@ class Checkpointer:
         "best": best.state() if best else Best().state(),
         "choices": self.choices, "settings": self.settings})
 
+  def save_weights(self, name, weights):
+    """Keeps a list of arrays as `name`.npz, replaced atomically."""
+    os.makedirs(self.directory, exist_ok=True)
+    tmp = os.path.join(self.directory, f"{name}.tmp.npz")
+    np.savez(tmp, *weights)
+    os.replace(tmp, os.path.join(self.directory, f"{name}.npz"))
+
+  def load_weights(self, name):
+    """What `save_weights` kept as `name`, or None."""
+    path = os.path.join(self.restore_from, f"{name}.npz")
+    if not os.path.exists(path):
+      return None
+    with np.load(path) as saved:
+      return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
   def restore(self, model, optimizer, progress, best=None):
     """Loads the checkpoint `progress` names into `model` (and optimizer)."""
     path = os.path.join(self.restore_from, progress["checkpoint"])
     _checkpoint(model, optimizer).read(path).assert_existing_objects_matched()
-    best_path = os.path.join(self.restore_from, "best.npz")
-    if best is not None and progress["best"]["where"] and os.path.exists(
-        best_path):
-      with np.load(best_path) as saved:
-        best.weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    weights = self.load_weights("best")
+    if best is not None and progress["best"]["where"] and weights:
+      best.weights = weights
       best.loss = progress["best"]["loss"]
       best.accuracy = progress["best"]["accuracy"]
       best.step = progress["best"]["step"]
@@ -964,6 +975,7 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   common = dict(strategy=strategy, image_size=image_size,
                 batch_size=batch_size, seed=seed, augment=augment)
   info = {}
+  head = None  # the weights phase 1 ended with
 
   def save_between_phases():
     if checkpointer:
@@ -997,6 +1009,9 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
             checkpointer=checkpointer, **common)
       info["head_seconds"] = time.time() - start
       best.restore(model)
+      head = [np.copy(w) for w in model.get_weights()]
+      if checkpointer:
+        checkpointer.save_weights("head", head)
       save_between_phases()
     if recipe.finetune.epochs and reached <= 1:
       start = time.time()
@@ -1033,6 +1048,10 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
     if reached == 2:
       checkpointer.restore(model, None, saved, best)
       logging.info("resuming after training: both phases were done")
+    head = head or (checkpointer and checkpointer.load_weights("head"))
+    if reached < 2 and head and best.where and best.where[0] != "head":
+      choices["kept"] = _keep_simplest(model, head, best, history, splits,
+                                       image_size, batch_size)
     best.restore(model)
     if checkpointer and reached < 2:
       checkpointer.choices = choices
@@ -1045,6 +1064,53 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   logging.info("best validation loss %.4f, accuracy %.4f (%s epoch %s)",
                best.loss, best.accuracy, *(best.where or ("-", "-")))
   return history, info
+
+
+def _keep_simplest(model, head, best, history, splits, image_size,
+                   batch_size):
+  """Phase 2's best weights, unless they are not clearly better than phase 1's.
+
+  Phase 2 picks among many checkpoints of several trials, phase 1 among a
+  few head strengths, so on a small validation split phase 2's best looks
+  better than it is. It is kept only if its validation loss is lower than
+  the phase-1 head's by more than one standard error of the per-example
+  difference (the one-standard-error rule); otherwise the simpler model,
+  the linear probe on the pretrained features, is kept. `best` is updated
+  to what is kept.
+
+  Returns:
+    "finetune" or "head".
+  """
+  def losses():
+    fn = data_lib.input_fn(splits.validation, size=splits.sizes["validation"],
+                           image_size=image_size, global_batch_size=batch_size,
+                           training=False)
+    out = []
+    for x, y in fn(tf.distribute.InputContext()):
+      probs = model(x, training=False)
+      loss = keras.losses.sparse_categorical_crossentropy(
+          tf.maximum(y, 0), probs).numpy()
+      out.append(loss[y.numpy() >= 0])
+    return np.concatenate(out)
+
+  best.restore(model)
+  tuned = losses()
+  model.set_weights(head)
+  probed = losses()
+  difference = tuned - probed
+  error = difference.std(ddof=1) / np.sqrt(len(difference))
+  if difference.mean() < -error:
+    logging.info("phase 2 lowered the validation loss by %.4f (standard "
+                 "error %.4f): its weights are kept", -difference.mean(),
+                 error)
+    return "finetune"
+  row = next(h for h in history if h["phase"] == "head")
+  logging.info("phase 2 lowered the validation loss by only %.4f (standard "
+               "error %.4f): the phase-1 head on the pretrained features is "
+               "kept, the simpler model", -difference.mean(), error)
+  best.weights, best.where, best.step = head, ("head", 1), row["step"]
+  best.loss, best.accuracy = row["val_loss"], row["val_accuracy"]
+  return "head"
 
 
 def _fit_head(model, splits, *, where, views, directory, step, history,
