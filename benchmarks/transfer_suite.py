@@ -156,8 +156,10 @@ def write_docstrings(root, smoke=False):
       writer.writerow(["text", "label"])
       writer.writerows(rows)
   source_texts = [t for p in SOURCE_PACKAGES for t in texts[p]]
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-      source_texts, vocabulary_size=4000, lowercase=True,
+      tf.data.Dataset.from_tensor_slices(source_texts).batch(256),
+      vocabulary_size=4000, lowercase=True,
       reserved_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
   tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary,
                                              lowercase=True)
