@@ -180,9 +180,11 @@ TEXT_MIRRORED_SCRIPT = textwrap.dedent("""
           head=training.PhaseSpec("head", 1, 1e-2, optimizer="sgd"),
           finetune=training.PhaseSpec("finetune", 1, 1e-2, optimizer="sgd"),
           unfreeze=("layers", 1))
+      # The head is fitted on this host from cached features, then phase
+      # 2 runs on the replicas.
       training.run_recipe(model, recipe, splits, strategy=strategy,
                           image_size=None, batch_size=16, seed=0,
-                          augment=False, feature_cache="off")
+                          augment=False)
       return model.get_weights(), strategy.num_replicas_in_sync
 
 """) + _COMPARE

@@ -230,18 +230,22 @@ def _tiny_splits():
                      class_names=["a", "b"])
 
 
+def _choose(model, finetune_lr=0.0, batchnorm="auto"):
+  recipe = training.Recipe(
+      head=training.PhaseSpec("head", 1, 1e-3),
+      finetune=training.PhaseSpec("finetune", 1, finetune_lr),
+      unfreeze=("all", None), batchnorm=batchnorm)
+  return recipe, training.choose_finetuning(
+      model, recipe, _tiny_splits(), strategy=STRATEGY, image_size=32,
+      batch_size=8, seed=0, augment="none")
+
+
 def test_trials_pick_the_lowest_validation_loss_then_batchnorm(monkeypatch):
   model = models.build_classifier("convnet_small", 2, weights=None)
   start = [w.copy() for w in model.get_weights()]
   # lr 1e-5, 1e-4, 1e-3 with BatchNorm frozen; then 1e-4 with it training.
   calls = _fake_trials(monkeypatch, [0.50, 0.30, 0.40, 0.20])
-  recipe = training.Recipe(
-      head=training.PhaseSpec("head", 1, 1e-3),
-      finetune=training.PhaseSpec("finetune", 1, 0.0), unfreeze=("all", None),
-      batchnorm="auto")
-  chosen = training.choose_finetuning(
-      model, recipe, _tiny_splits(), strategy=STRATEGY, image_size=32,
-      batch_size=8, seed=0, augment="none")
+  recipe, chosen = _choose(model)
   assert [c[0] for c in calls] == [1e-5, 1e-4, 1e-3, 1e-4]
   assert all(c[1] == recipe.trial_fraction for c in calls)
   assert (chosen["learning_rate"], chosen["batchnorm"]) == (1e-4, "train")
@@ -253,26 +257,14 @@ def test_trials_pick_the_lowest_validation_loss_then_batchnorm(monkeypatch):
 def test_ties_go_to_the_lower_rate_and_frozen_batchnorm(monkeypatch):
   model = models.build_classifier("convnet_small", 2, weights=None)
   _fake_trials(monkeypatch, [0.3, 0.3, 0.3, 0.3])
-  recipe = training.Recipe(
-      head=training.PhaseSpec("head", 1, 1e-3),
-      finetune=training.PhaseSpec("finetune", 1, 0.0), unfreeze=("all", None),
-      batchnorm="auto")
-  chosen = training.choose_finetuning(
-      model, recipe, _tiny_splits(), strategy=STRATEGY, image_size=32,
-      batch_size=8, seed=0, augment="none")
+  _, chosen = _choose(model)
   assert (chosen["learning_rate"], chosen["batchnorm"]) == (1e-5, "frozen")
 
 
 def test_a_given_rate_and_policy_need_no_trials(monkeypatch):
   model = models.build_classifier("convnet_small", 2, weights=None)
   calls = _fake_trials(monkeypatch, [])
-  recipe = training.Recipe(
-      head=training.PhaseSpec("head", 1, 1e-3),
-      finetune=training.PhaseSpec("finetune", 1, 3e-4),
-      unfreeze=("all", None), batchnorm="frozen")
-  chosen = training.choose_finetuning(
-      model, recipe, _tiny_splits(), strategy=STRATEGY, image_size=32,
-      batch_size=8, seed=0, augment="none")
+  _, chosen = _choose(model, finetune_lr=3e-4, batchnorm="frozen")
   assert not calls
   assert chosen == {"learning_rate": 3e-4, "batchnorm": "frozen",
                     "trial_steps": 0, "trials": []}

@@ -749,13 +749,16 @@ def _image_summaries(summaries, model, val, sample, class_names, step):
 def _use_feature_cache(mode, strategy, splits, model, views, directory):
   """--feature_cache as None (off), "memory" or "disk".
 
-  auto: memory if the features fit, else disk if there is a `directory`;
-  on a single replica only.
+  auto: memory if the features fit, else disk if there is a `directory`.
+  The features are computed and the head fitted on this host, so not
+  under several workers (each would fit its own) or on a TPU.
   """
   if mode == "off":
     return None
-  if strategy.num_replicas_in_sync > 1:
-    logging.info("feature cache off: it runs on a single replica")
+  if isinstance(strategy, (tf.distribute.MultiWorkerMirroredStrategy,
+                           tf.distribute.TPUStrategy)):
+    logging.info("feature cache off: it runs on one host, not under %s",
+                 type(strategy).__name__)
     return None
   if mode == "auto":
     if FeatureCache.fits(splits, model, views):
