@@ -280,8 +280,7 @@ def model_card(record, metrics):
       f"{', '.join(labels[:20])}{', ...' if len(labels) > 20 else ''}.",
       f"Backbone `{config['model']}` ({record['model']['family']}) starting "
       f"from `--weights={config['weights']}`, trained by tl_keras with the "
-      "two-phase transfer recipe (head, then fine-tuning the top of the "
-      "base).", "",
+      f"two-phase transfer recipe: {_recipe_sentence(record)}", "",
       "## Results on the test split", "",
       f"- accuracy {_pct(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
       f" on {test['examples']} {'texts' if text else 'images'}",
@@ -333,6 +332,26 @@ def model_card(record, metrics):
       "borderline images (the agreement figures above).", "",
       "## Reproduce", "", "```", command_line(config), "```", ""]
   return "\n".join(lines)
+
+
+def _recipe_sentence(record):
+  """One sentence on what the recipe chose, for the model card."""
+  recipe = record.get("recipe", {})
+  parts = []
+  if recipe.get("head"):
+    parts.append("the head fitted as a linear probe on the frozen "
+                 f"backbone's features (L2 strength {recipe['head']['strength']:g})")
+  finetune = recipe.get("finetune")
+  if finetune:
+    parts.append(f"then fine-tuned at learning rate "
+                 f"{finetune['learning_rate']:g} with BatchNorm "
+                 f"{finetune['batchnorm']}"
+                 + (" (picked by trials on the validation split)"
+                    if finetune["trials"] else ""))
+  if recipe.get("kept") == "head":
+    parts.append("fine-tuning did not clearly lower the validation loss, so "
+                 "the probe's head was kept")
+  return "; ".join(parts) + "." if parts else "head, then fine-tuning."
 
 
 def _text_usage(record, config):
