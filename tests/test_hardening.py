@@ -291,7 +291,7 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path):
     lines = []
     for line in process.stderr:  # wait until training is under way
       lines.append(line)
-      if "finetune epoch 1/" in line:
+      if "finetune epoch 2/" in line:  # validated every 2 epochs
         break
     process.send_signal(signal.SIGINT)
     _, rest = process.communicate(timeout=120)

@@ -250,6 +250,9 @@ def test_trials_pick_the_lowest_validation_loss_then_batchnorm(monkeypatch):
   assert all(c[1] == recipe.trial_fraction for c in calls)
   assert (chosen["learning_rate"], chosen["batchnorm"]) == (1e-4, "train")
   assert chosen["trial_steps"] == 16 and len(chosen["trials"]) == 4
+  # The fake trials changed no weight: none is clearly better than the
+  # starting point, so phase 2 is not worth running.
+  assert chosen["skip"]
   for a, b in zip(start, model.get_weights()):
     np.testing.assert_array_equal(a, b)  # left as it came
 
@@ -267,7 +270,7 @@ def test_a_given_rate_and_policy_need_no_trials(monkeypatch):
   _, chosen = _choose(model, finetune_lr=3e-4, batchnorm="frozen")
   assert not calls
   assert chosen == {"learning_rate": 3e-4, "batchnorm": "frozen",
-                    "trial_steps": 0, "trials": []}
+                    "trial_steps": 0, "trials": [], "skip": False}
 
 
 @pytest.mark.parametrize("policy", ["light", "randaugment", "mixup"])
@@ -356,3 +359,14 @@ def test_phase_2_is_kept_only_when_clearly_better(phase_2_is_better):
   assert best.where[0] == kept
   if kept == "head":
     assert (best.loss, best.accuracy) == (1.0, 0.5)
+
+
+def test_clearly_lower_is_the_one_standard_error_rule():
+  rng = np.random.default_rng(0)
+  reference = rng.uniform(0.2, 1.0, 400)
+  noise = rng.normal(0, 0.3, 400)
+  assert not training.clearly_lower(reference + noise, reference)[0]
+  lower, gain, error = training.clearly_lower(reference - 0.1 + noise * 0.1,
+                                              reference)
+  assert lower and gain == pytest.approx(0.1, abs=0.01) and error < 0.01
+  assert not training.clearly_lower(reference, reference)[0]  # a tie

@@ -50,10 +50,16 @@ def _interrupt(out, sig, after):
   return process.returncode, "".join(log) + rest
 
 
-def _same_history(got, expected, since):
-  """Epochs from `since` on (those not cut by the kill) match exactly."""
+# 9 steps an epoch; validated (a history row) every 2 epochs, 18 steps.
+GROUP_STEPS = 18
+
+
+def _same_history(got, expected, killed_at):
+  """Rows whose epochs all ran after the kill (global step) match exactly."""
   assert [(h["phase"], h["epoch"]) for h in got] == [
       (h["phase"], h["epoch"]) for h in expected]
+  since = sum(1 for h in expected if h["step"] - GROUP_STEPS < killed_at)
+  assert since < len(expected)
   for g, e in list(zip(got, expected))[since:]:
     assert g["loss"] == pytest.approx(e["loss"], abs=1e-5), (g, e)
     assert g["val_loss"] == pytest.approx(e["val_loss"], abs=1e-5), (g, e)
@@ -61,21 +67,20 @@ def _same_history(got, expected, since):
 
 def test_sigkill_mid_finetune_then_rerun_resumes(reference, tmp_path):
   out = tmp_path / "out"
-  code, _ = _interrupt(out, signal.SIGKILL, "finetune epoch 2/")
+  code, _ = _interrupt(out, signal.SIGKILL, "finetune epoch 4/")
   assert code == -signal.SIGKILL
   progress = json.loads((out / "checkpoints" / "progress.json").read_text())
   assert progress["phase"] == "finetune"
+  assert progress["step_in_phase"] >= 2 * 9  # epoch 2's checkpoint at least
   assert not any((out / a).exists() for a in artifacts.FINISHED)
 
   result = run_main(*ARGS, f"--output_dir={out}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "resuming phase finetune" in result.stderr
-  assert "finetune epoch 1/" not in result.stderr  # finished epochs not redone
+  assert "finetune epoch 2/" not in result.stderr  # finished epochs not redone
   assert "BatchNorm will train" not in result.stderr  # nor the calibration
   run = json.loads((out / "run.json").read_text())
-  resumed_epoch = progress["step_in_phase"] // 9  # 9 steps per epoch
-  _same_history(run["history"], reference[0]["history"],
-                since=resumed_epoch + 1)
+  _same_history(run["history"], reference[0]["history"], progress["step"])
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["test"]["accuracy"] == pytest.approx(
       reference[1]["test"]["accuracy"], abs=1e-6)
@@ -99,8 +104,7 @@ def test_sigterm_checkpoints_exits_and_resumes(reference, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "resuming phase finetune" in result.stderr
   run = json.loads((out / "run.json").read_text())
-  _same_history(run["history"], reference[0]["history"],
-                since=progress["step_in_phase"] // 9 + 1)
+  _same_history(run["history"], reference[0]["history"], progress["step"])
   assert run["model"]["weights_fingerprint"] == reference[0]["model"][
       "weights_fingerprint"]
 
@@ -108,7 +112,7 @@ def test_sigterm_checkpoints_exits_and_resumes(reference, tmp_path):
 def test_resume_with_other_flags_is_refused_and_overwrite_starts_afresh(
     tmp_path):
   out = tmp_path / "out"
-  code, _ = _interrupt(out, signal.SIGKILL, "finetune epoch 1/")
+  code, _ = _interrupt(out, signal.SIGKILL, "finetune epoch 2/")
   assert code == -signal.SIGKILL
   before = (out / "checkpoints" / "progress.json").read_text()
   changed = [a.replace("--finetune_lr=1e-3", "--finetune_lr=1e-4")

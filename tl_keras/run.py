@@ -150,13 +150,18 @@ def no_decay(config):
   return ("bias", "gamma", "beta") if is_text(config) else ()
 
 
+# Validation at least this many steps apart: on 100 images an epoch is 4
+# steps, and validating after every one would cost more than the training.
+EVAL_STEPS = 10
+
+
 def recipe_from_config(config, jit_compile=False):
   """The two phases as `training.Recipe`, learning rates scaled."""
   common = dict(optimizer=config.optimizer, weight_decay=config.weight_decay,
                 label_smoothing=config.label_smoothing,
                 jit_compile=jit_compile, min_steps=config.min_steps,
                 warmup=config.warmup, early_stopping=config.early_stopping,
-                no_decay=no_decay(config))
+                eval_steps=EVAL_STEPS, no_decay=no_decay(config))
   scale = config.lr_scale()
   # Random weights hold no features to fit a head on: phase 2 trains it all.
   head_epochs = 0 if config.weights == "none" else config.head_epochs

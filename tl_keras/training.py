@@ -52,6 +52,10 @@ class PhaseSpec:
   # Stop at the first epoch end at or past this fraction of the phase's
   # steps, its schedule unchanged (1 = the whole phase): a trial.
   stop_at: float = 1.0
+  # Validate (and checkpoint) at the first epoch end at least this many
+  # steps after the last validation (0 = every epoch): 100 images make
+  # 4-step epochs, and validating after each one costs more than training.
+  eval_steps: int = 0
   # Variable names (substrings) that weight decay leaves alone.
   no_decay: tuple = ()
 
@@ -426,9 +430,12 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
   trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
   grown = (f" (grown from {spec.epochs} to reach {spec.min_steps} steps)"
            if epochs > spec.epochs else "")
-  logging.info("phase %s: %d epochs%s x %d steps = %d steps, peak lr %g, %s "
-               "trainable parameters", spec.name, epochs, grown,
-               steps_per_epoch, total, spec.learning_rate, f"{trainable:,}")
+  trial = (f", of which it runs the first {spec.stop_at:.0%}"
+           if spec.stop_at < 1 else "")
+  logging.info("phase %s: %d epochs%s x %d steps = %d steps%s, peak lr %g, "
+               "%s trainable parameters", spec.name, epochs, grown,
+               steps_per_epoch, total, trial, spec.learning_rate,
+               f"{trainable:,}")
   if not done:
     summaries.text("phases", f"phase **{spec.name}** starts at step {step}",
                    step)
@@ -447,6 +454,10 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
   chunks = _ChunkSize(fixed=isinstance(
       strategy, tf.distribute.MultiWorkerMirroredStrategy))
   patience = math.ceil(spec.early_stopping * total)
+  # Tiny epochs are validated together: every `group` epochs.
+  group = max(1, math.ceil(spec.eval_steps / steps_per_epoch))
+  loss_sum = correct = seen = 0.0
+  start = time.time()
   for epoch in range(done // steps_per_epoch, epochs):
     if done >= spec.stop_at * total:
       break
@@ -456,9 +467,7 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                    "%s epoch %d): the phase stops early, %d of %d epochs run",
                    spec.name, idle, best.loss, *best.where, epoch, epochs)
       break
-    start = time.time()
     progress = _Progress(steps_per_epoch)
-    loss_sum = correct = seen = 0.0
     i = done % steps_per_epoch
     while i < steps_per_epoch:
       n = chunks.next(step, steps_per_epoch - i, _chunk_ends(
@@ -486,6 +495,13 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
       if (checkpointer and checkpointer.every_steps and
           step % checkpointer.every_steps == 0 and i < steps_per_epoch):
         save(done)
+    if not ((epoch + 1) % group == 0 or epoch + 1 == epochs
+            or done >= spec.stop_at * total):
+      if STOP.requested:
+        save(done)
+        raise STOP.error(f"the end of {spec.name} epoch {epoch + 1}",
+                         checkpointer)
+      continue
     sync_statistics()
     val = evaluate(stepped,
                    features.validation if features else splits.validation,
@@ -509,6 +525,8 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                  val["accuracy"], " *best*" if improved else "",
                  record["seconds"])
     save(done)
+    loss_sum = correct = seen = 0.0
+    start = time.time()
     if STOP.requested and epoch < epochs - 1:
       raise STOP.error(f"the end of {spec.name} epoch {epoch + 1}",
                        checkpointer)
@@ -1031,19 +1049,22 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
         info["unfrozen_layers"] = models.unfreeze_top(
             model, *recipe.unfreeze,
             train_batchnorm=chosen["batchnorm"] == "train")
-      if not info["unfrozen_layers"]:
-        logging.warning("--unfreeze leaves no base layer with weights "
-                        "trainable (the top layers are BatchNorm, activations "
-                        "or pooling): phase 2 trains the head only; unfreeze "
-                        "more layers")
-      spec = dataclasses.replace(recipe.finetune,
-                                 learning_rate=chosen["learning_rate"])
-      history, step = train_phase(
-          model, spec, splits, first_step=step, history=history,
-          resume=saved if reached == 1 else None, summaries=summaries,
-          best=best, checkpointer=checkpointer, **common)
+      if chosen.get("skip"):
+        choices["kept"] = "head"
+      else:
+        if not info["unfrozen_layers"]:
+          logging.warning("--unfreeze leaves no base layer with weights "
+                          "trainable (the top layers are BatchNorm, "
+                          "activations or pooling): phase 2 trains the head "
+                          "only; unfreeze more layers")
+        spec = dataclasses.replace(recipe.finetune,
+                                   learning_rate=chosen["learning_rate"])
+        history, step = train_phase(
+            model, spec, splits, first_step=step, history=history,
+            resume=saved if reached == 1 else None, summaries=summaries,
+            best=best, checkpointer=checkpointer, **common)
       info["finetune_seconds"] = time.time() - start
-    elif recipe.finetune.epochs:
+    elif recipe.finetune.epochs:  # resumed after both phases
       with strategy.scope():
         info["unfrozen_layers"] = models.unfreeze_top(
             model, *recipe.unfreeze,
@@ -1069,48 +1090,66 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   return history, info
 
 
+def validation_losses(model, splits, *, image_size, batch_size):
+  """Per-example cross-entropy of `model` on the validation split, in order.
+
+  Run on this host, outside the strategy: every worker computes the same.
+  """
+  fn = data_lib.input_fn(splits.validation, size=splits.sizes["validation"],
+                         image_size=image_size, global_batch_size=batch_size,
+                         training=False)
+  out = []
+  for x, y in fn(tf.distribute.InputContext()):
+    probs = model(x, training=False)
+    loss = keras.losses.sparse_categorical_crossentropy(
+        tf.maximum(y, 0), probs).numpy()
+    out.append(loss[y.numpy() >= 0])
+  return np.concatenate(out)
+
+
+def clearly_lower(losses, reference):
+  """Whether `losses` beat `reference` by more than one standard error.
+
+  Both are per-example losses on the same examples; the standard error is
+  that of the mean per-example difference (the one-standard-error rule:
+  prefer the simpler model unless the data clearly say otherwise).
+
+  Returns:
+    (clearly lower, mean gain, standard error).
+  """
+  difference = np.asarray(losses) - np.asarray(reference)
+  error = float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(
+      difference) > 1 else 0.0
+  return bool(difference.mean() < -error), float(-difference.mean()), error
+
+
 def _keep_simplest(model, head, best, history, splits, image_size,
                    batch_size):
   """Phase 2's best weights, unless they are not clearly better than phase 1's.
 
   Phase 2 picks among many checkpoints of several trials, phase 1 among a
   few head strengths, so on a small validation split phase 2's best looks
-  better than it is. It is kept only if its validation loss is lower than
-  the phase-1 head's by more than one standard error of the per-example
-  difference (the one-standard-error rule); otherwise the simpler model,
-  the linear probe on the pretrained features, is kept. `best` is updated
-  to what is kept.
+  better than it is. It is kept only if its validation loss is `clearly_lower`
+  than the phase-1 head's; otherwise the simpler model, the linear probe on
+  the pretrained features, is kept. `best` is updated to what is kept.
 
   Returns:
     "finetune" or "head".
   """
-  def losses():
-    fn = data_lib.input_fn(splits.validation, size=splits.sizes["validation"],
-                           image_size=image_size, global_batch_size=batch_size,
-                           training=False)
-    out = []
-    for x, y in fn(tf.distribute.InputContext()):
-      probs = model(x, training=False)
-      loss = keras.losses.sparse_categorical_crossentropy(
-          tf.maximum(y, 0), probs).numpy()
-      out.append(loss[y.numpy() >= 0])
-    return np.concatenate(out)
-
+  common = dict(image_size=image_size, batch_size=batch_size)
   best.restore(model)
-  tuned = losses()
+  tuned = validation_losses(model, splits, **common)
   model.set_weights(head)
-  probed = losses()
-  difference = tuned - probed
-  error = difference.std(ddof=1) / np.sqrt(len(difference))
-  if difference.mean() < -error:
+  lower, gain, error = clearly_lower(
+      tuned, validation_losses(model, splits, **common))
+  if lower:
     logging.info("phase 2 lowered the validation loss by %.4f (standard "
-                 "error %.4f): its weights are kept", -difference.mean(),
-                 error)
+                 "error %.4f): its weights are kept", gain, error)
     return "finetune"
   row = next(h for h in history if h["phase"] == "head")
   logging.info("phase 2 lowered the validation loss by only %.4f (standard "
                "error %.4f): the phase-1 head on the pretrained features is "
-               "kept, the simpler model", -difference.mean(), error)
+               "kept, the simpler model", gain, error)
   best.weights, best.where, best.step = head, ("head", 1), row["step"]
   best.loss, best.accuracy = row["val_loss"], row["val_accuracy"]
   return "head"
@@ -1174,8 +1213,12 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
   under "auto"), then, under "auto", BatchNorm training at the winning
   rate. `model` is left with the weights it came with.
 
+  If no trial's best weights have a validation loss `clearly_lower` than
+  the weights `model` came with, phase 2 is not worth running: "skip".
+
   Returns:
-    {"learning_rate", "batchnorm", "trial_steps", "trials": [...]}.
+    {"learning_rate", "batchnorm", "trial_steps", "trials": [...],
+    "skip"}.
   """
   spec = recipe.finetune
   lrs = [spec.learning_rate] if spec.learning_rate else list(
@@ -1185,11 +1228,13 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
            "auto": ["frozen", "train"]}[batchnorm]
   if len(lrs) == 1 and len(modes) == 1:
     return {"learning_rate": lrs[0], "batchnorm": modes[0], "trial_steps": 0,
-            "trials": []}
+            "trials": [], "skip": False}
   trial_spec = dataclasses.replace(spec, name="trial", early_stopping=0.0,
                                    stop_at=recipe.trial_fraction)
   start = [np.copy(w) for w in model.get_weights()]
-  trials = []
+  reference = validation_losses(model, splits, image_size=image_size,
+                                batch_size=batch_size)
+  trials, per_example = [], {}
 
   def trial(lr, mode):
     model.set_weights(start)
@@ -1199,6 +1244,9 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
     _, steps = train_phase(
         model, dataclasses.replace(trial_spec, learning_rate=lr), splits,
         best=best, **common)
+    best.restore(model)
+    per_example[(lr, mode)] = validation_losses(
+        model, splits, image_size=image_size, batch_size=batch_size)
     trials.append({"learning_rate": lr, "batchnorm": mode, "steps": steps,
                    "validation_loss": best.loss,
                    "validation_accuracy": best.accuracy})
@@ -1218,7 +1266,16 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
     if other_loss < loss:
       mode, loss = other, other_loss
   model.set_weights(start)
-  logging.info("phase 2 will fine-tune at lr %g with BatchNorm %s (picked "
-               "by %d trials)", lr, mode, len(trials))
-  return {"learning_rate": lr, "batchnorm": mode,
-          "trial_steps": sum(t["steps"] for t in trials), "trials": trials}
+  lower, gain, error = clearly_lower(per_example[(lr, mode)], reference)
+  chosen = {"learning_rate": lr, "batchnorm": mode,
+            "trial_steps": sum(t["steps"] for t in trials), "trials": trials,
+            "skip": not lower}
+  if lower:
+    logging.info("phase 2 will fine-tune at lr %g with BatchNorm %s (picked "
+                 "by %d trials)", lr, mode, len(trials))
+  else:
+    logging.info("no trial lowered the validation loss clearly (the best, "
+                 "lr %g with BatchNorm %s, by %.4f, standard error %.4f): "
+                 "phase 2 is skipped and phase 1's head is the model", lr,
+                 mode, gain, error)
+  return chosen
