@@ -95,10 +95,13 @@ def test_run_json_records_the_run(quick_run):
   assert run["versions"]["tensorflow"] == tf.__version__
   assert {"head_seconds", "finetune_seconds", "scratch_seconds",
           "total_seconds"} <= set(run["timings"])
-  # Scratch is the same recipe from random weights: no head phase.
-  assert [h["phase"] for h in run["history"]] == ["head", "finetune",
-                                                  "scratch"]
   recipe = run["recipe"]
+  # Phase 2 runs unless no trial clearly beat the head; scratch is the same
+  # recipe from random weights: no head phase, and never skipped.
+  tuned = [] if recipe["finetune"]["skip"] else ["finetune"]
+  assert [h["phase"] for h in run["history"]] == ["head", *tuned, "scratch"]
+  assert recipe.get("kept", "finetune") == ("head" if recipe["finetune"][
+      "skip"] else recipe.get("kept", "finetune"))
   assert recipe["head"]["strength"] > 0 and len(recipe["head"]["grid"]) == 13
   # Default --finetune_lr: picked by trials (3 rates, then BatchNorm).
   trials = recipe["finetune"]["trials"]

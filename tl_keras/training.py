@@ -1041,7 +1041,8 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
           checkpointer.restore(model, None, saved, best)
         with strategy.scope():
           choices["finetune"] = choose_finetuning(
-              model, recipe, splits, **common)
+              model, recipe, splits, may_skip=bool(recipe.head.epochs),
+              **common)
         save_between_phases()
         saved, reached = checkpointer and checkpointer.progress(), 1
       chosen = choices["finetune"]
@@ -1203,7 +1204,7 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
 
 
 def choose_finetuning(model, recipe, splits, *, strategy, image_size,
-                      batch_size, seed, augment):
+                      batch_size, seed, augment, may_skip=True):
   """Phase 2's learning rate and BatchNorm mode.
 
   Given ones are used as they are. Otherwise each candidate runs the first
@@ -1214,7 +1215,8 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
   rate. `model` is left with the weights it came with.
 
   If no trial's best weights have a validation loss `clearly_lower` than
-  the weights `model` came with, phase 2 is not worth running: "skip".
+  the weights `model` came with, phase 2 is not worth running: "skip"
+  (only when `may_skip`: those weights hold a fitted head).
 
   Returns:
     {"learning_rate", "batchnorm", "trial_steps", "trials": [...],
@@ -1269,8 +1271,8 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
   lower, gain, error = clearly_lower(per_example[(lr, mode)], reference)
   chosen = {"learning_rate": lr, "batchnorm": mode,
             "trial_steps": sum(t["steps"] for t in trials), "trials": trials,
-            "skip": not lower}
-  if lower:
+            "skip": may_skip and not lower}
+  if not chosen["skip"]:
     logging.info("phase 2 will fine-tune at lr %g with BatchNorm %s (picked "
                  "by %d trials)", lr, mode, len(trials))
   else:
