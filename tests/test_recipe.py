@@ -370,3 +370,16 @@ def test_clearly_lower_is_the_one_standard_error_rule():
                                               reference)
   assert lower and gain == pytest.approx(0.1, abs=0.01) and error < 0.01
   assert not training.clearly_lower(reference, reference)[0]  # a tie
+
+
+def test_a_feature_that_barely_moves_gets_no_huge_weight():
+  """The standard deviation floor keeps the folded kernel well conditioned."""
+  x, y = _blobs(90, dim=4, seed=6, scale=1.0, offset=0.0)
+  x[:, 0] = 5.0 + 1e-4 * y  # separates the classes, but barely moves
+  mean, std = probe.standardization(_dataset(x, y))
+  rms = np.sqrt(np.mean(x ** 2))
+  assert std[0] == pytest.approx(probe.STD_FLOOR * rms, rel=1e-5)
+  np.testing.assert_allclose(std[1:], x[:, 1:].std(0), rtol=1e-4)
+  fit = probe.fit(_dataset(x, y), _dataset(x, y), 3)
+  # Raw-space weights stay within the standardized ones / the floor.
+  assert np.abs(fit.kernel).max() < 100

@@ -255,7 +255,7 @@ def text_run(tiny_preset, tmp_path_factory):
       f"--data_dir={folder / 'reviews.csv'}", "--text_column=body",
       "--label_column=topic", f"--sequence_length={SEQUENCE_LENGTH}",
       "--batch_size=16", "--min_steps=0", "--head_epochs=1",
-      "--finetune_epochs=1",
+      "--finetune_epochs=1", "--finetune_lr=1e-3",
       "--unfreeze=1", "--compare_scratch", "--parity_samples=40",
       "--export=saved_model,tflite_float32,tflite_dynamic,tflite_int8",
       f"--output_dir={out}")

@@ -1077,6 +1077,8 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
     if reached < 2 and head and best.where and best.where[0] != "head":
       choices["kept"] = _keep_simplest(model, head, best, history, splits,
                                        image_size, batch_size)
+    elif reached < 2 and head:
+      choices["kept"] = "head"
     best.restore(model)
     if checkpointer and reached < 2:
       checkpointer.choices = choices
