@@ -235,9 +235,10 @@ def _choose(model, finetune_lr=0.0, batchnorm="auto"):
       head=training.PhaseSpec("head", 1, 1e-3),
       finetune=training.PhaseSpec("finetune", 1, finetune_lr),
       unfreeze=("all", None), batchnorm=batchnorm)
-  return recipe, training.choose_finetuning(
+  chosen, _ = training.choose_finetuning(
       model, recipe, _tiny_splits(), strategy=STRATEGY, image_size=32,
       batch_size=8, seed=0, augment="none")
+  return recipe, chosen
 
 
 def test_trials_pick_the_lowest_validation_loss_then_batchnorm(monkeypatch):
@@ -383,3 +384,35 @@ def test_a_feature_that_barely_moves_gets_no_huge_weight():
   fit = probe.fit(_dataset(x, y), _dataset(x, y), 3)
   # Raw-space weights stay within the standardized ones / the floor.
   assert np.abs(fit.kernel).max() < 100
+
+
+def test_phase_2_continues_the_winning_trial():
+  """Trials then continuation == a run at the winning rate from the start."""
+  splits = _separable_splits()
+  weights = {}
+  for rate in (0.0, None):  # 0: trials pick; None: the picked rate, given
+    keras.utils.set_random_seed(0)
+    model = models.build_classifier("convnet_small", 3, weights=None,
+                                    dropout=0.0)
+    start = [w.copy() for w in weights.get("start", model.get_weights())]
+    model.set_weights(start)
+    weights["start"] = start
+    recipe = training.Recipe(
+        head=training.PhaseSpec("head", 1, 1e-3),
+        finetune=training.PhaseSpec(
+            "finetune", 6, rate if rate is not None else weights["rate"]),
+        unfreeze=("all", None), batchnorm="frozen",
+        finetune_lrs=(1e-3, 1e-2))
+    _, info = training.run_recipe(model, recipe, splits, strategy=STRATEGY,
+                                  image_size=32, batch_size=8, seed=0,
+                                  augment="none")
+    chosen = info["choices"]["finetune"]
+    assert info["choices"]["kept"] == "finetune"  # else the test proves nothing
+    if rate == 0.0:
+      assert len(chosen["trials"]) == 2 and not chosen["skip"]
+      weights["rate"] = chosen["learning_rate"]
+      weights["trials"] = model.get_weights()
+    else:
+      assert chosen["trials"] == []
+      for a, b in zip(weights["trials"], model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)

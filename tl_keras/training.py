@@ -34,7 +34,7 @@ from tl_keras.errors import UserError
 @dataclasses.dataclass(frozen=True)
 class PhaseSpec:
   """One stretch of training with one optimizer and schedule."""
-  name: str  # "head", "finetune", "scratch", "pretrain", "trial"
+  name: str  # "head", "finetune", "scratch", "pretrain"
   epochs: int
   learning_rate: float
   # Linear warmup over this fraction of the phase's steps, then cosine decay.
@@ -91,6 +91,13 @@ class Best:
   def restore(self, model):
     if self.weights is not None:
       model.set_weights(self.weights)
+
+  def take(self, other, phase):
+    """Takes `other`'s best (from a run renamed `phase`) if it is better."""
+    if other.where is not None and other.loss < self.loss:
+      self.loss, self.accuracy, self.step = other.loss, other.accuracy, (
+          other.step)
+      self.where, self.weights = (phase, other.where[1]), other.weights
 
   def state(self):
     """What a checkpoint records besides the weights."""
@@ -369,7 +376,8 @@ class _Progress:
 
 def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
                 seed, summaries=None, first_step=0, best=None, augment=True,
-                checkpointer=None, resume=None, history=None, features=None):
+                checkpointer=None, resume=None, history=None, features=None,
+                carry=None):
   """Trains `model`'s trainable weights for the phase's step budget.
 
   The phase runs `spec.epochs_for(steps per epoch)` epochs: `spec.epochs`,
@@ -387,34 +395,46 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
   With `features` (a `FeatureCache`, for a frozen base) the head trains on
   the cached backbone outputs instead of running the base every step.
 
+  `carry` (a dict) continues a phase in memory: one that a call stopped
+  (`spec.stop_at`) goes on from where it was, with its optimizer, schedule
+  position and input, when `carry` is given again. Each call leaves them in
+  it.
+
   Returns:
-    (history, next global step): history is one dict per epoch.
+    (history, next global step): history is one dict per validation.
   """
   summaries = summaries or Summaries()
   stepped = features.head if features else model  # what the step runs
   steps_per_epoch = math.ceil(splits.sizes["train"] / batch_size)
   epochs = spec.epochs_for(steps_per_epoch)
   total = steps_per_epoch * epochs
-  with strategy.scope():
-    optimizer = make_optimizer(spec, total)
-    # Build slots now, in cross-replica context, not lazily inside the step.
-    optimizer.build(stepped.trainable_variables)
+  carry = {} if carry is None else carry
+  if "optimizer" in carry:
+    optimizer = carry["optimizer"]
+  else:
+    with strategy.scope():
+      optimizer = make_optimizer(spec, total)
+      # Build slots now, in cross-replica context, not lazily in the step.
+      optimizer.build(stepped.trainable_variables)
   train_steps, eval_step = _step_functions(
       stepped, optimizer, strategy, splits.num_classes, batch_size,
       spec.label_smoothing, spec.jit_compile)
   train = features.train if features else splits.train
-  dist = strategy.distribute_datasets_from_function(data_lib.input_fn(
-      train, size=splits.sizes["train"],
-      image_size=None if features else image_size,
-      global_batch_size=batch_size, training=True, augment=augment,
-      seed=seed, num_classes=splits.num_classes))
-  iterator = iter(dist)
+  if "iterator" in carry:
+    iterator = carry["iterator"]
+  else:
+    iterator = iter(strategy.distribute_datasets_from_function(
+        data_lib.input_fn(
+            train, size=splits.sizes["train"],
+            image_size=None if features else image_size,
+            global_batch_size=batch_size, training=True, augment=augment,
+            seed=seed, num_classes=splits.num_classes)))
   val_input = eval_input(
       features.validation if features else splits.validation,
       splits.sizes["validation"], strategy=strategy,
       image_size=None if features else image_size, batch_size=batch_size)
   history = list(history or [])
-  done, step = 0, first_step
+  done, step = carry.get("done", 0), carry.get("step", first_step)
   if resume:
     # At step 0 of a phase a checkpoint holds weights but no optimizer.
     checkpointer.restore(model, optimizer if resume["step_in_phase"] else None,
@@ -531,6 +551,7 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
       raise STOP.error(f"the end of {spec.name} epoch {epoch + 1}",
                        checkpointer)
   summaries.flush()
+  carry.update(optimizer=optimizer, iterator=iterator, done=done, step=step)
   return history, step
 
 
@@ -942,8 +963,7 @@ def _checkpoint(model, optimizer):
   return tf.train.Checkpoint(**objects)
 
 
-_PHASE_IDS = {"pretrain": 0, "head": 1, "finetune": 2, "scratch": 3,
-              "trial": 4}
+_PHASE_IDS = {"pretrain": 0, "head": 1, "finetune": 2, "scratch": 3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1036,20 +1056,34 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
       save_between_phases()
     if recipe.finetune.epochs and reached <= 1:
       start = time.time()
+      carry = None
       if "finetune" not in choices:
         if reached == 1:  # the weights phase 1 ended with
           checkpointer.restore(model, None, saved, best)
         with strategy.scope():
-          choices["finetune"] = choose_finetuning(
+          choices["finetune"], winner = choose_finetuning(
               model, recipe, splits, may_skip=bool(recipe.head.epochs),
-              **common)
-        save_between_phases()
-        saved, reached = checkpointer and checkpointer.progress(), 1
+              first_step=step, **common)
+        saved, reached = None, 1
       chosen = choices["finetune"]
       with strategy.scope():
         info["unfrozen_layers"] = models.unfreeze_top(
             model, *recipe.unfreeze,
             train_batchnorm=chosen["batchnorm"] == "train")
+      if saved is None:  # just chosen: continue the winning trial, if any
+        if winner:
+          model.set_weights(winner["weights"])
+          history += winner["history"]
+          best.take(winner["best"], "finetune")
+          carry = winner["carry"]
+        if checkpointer:  # a resumed run continues from here, not before
+          checkpointer.choices = choices
+          checkpointer.save(
+              model, carry and carry["optimizer"], phase="finetune",
+              step_in_phase=carry["done"] if carry else 0,
+              step=carry["step"] if carry else step, history=history,
+              best=best)
+          saved = checkpointer.progress()
       if chosen.get("skip"):
         choices["kept"] = "head"
       else:
@@ -1062,8 +1096,9 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
                                    learning_rate=chosen["learning_rate"])
         history, step = train_phase(
             model, spec, splits, first_step=step, history=history,
-            resume=saved if reached == 1 else None, summaries=summaries,
-            best=best, checkpointer=checkpointer, **common)
+            resume=saved if reached == 1 and not carry else None,
+            summaries=summaries, best=best, checkpointer=checkpointer,
+            carry=carry, **common)
       info["finetune_seconds"] = time.time() - start
     elif recipe.finetune.epochs:  # resumed after both phases
       with strategy.scope():
@@ -1206,23 +1241,28 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
 
 
 def choose_finetuning(model, recipe, splits, *, strategy, image_size,
-                      batch_size, seed, augment, may_skip=True):
-  """Phase 2's learning rate and BatchNorm mode.
+                      batch_size, seed, augment, may_skip=True, first_step=0):
+  """Phase 2's learning rate and BatchNorm mode, and the run that continues.
 
   Given ones are used as they are. Otherwise each candidate runs the first
   `recipe.trial_fraction` of phase 2 from the weights phase 1 ended with,
-  and the one with the lowest validation loss wins:
-  first the learning rates of `recipe.finetune_lrs` (BatchNorm frozen
-  under "auto"), then, under "auto", BatchNorm training at the winning
-  rate. `model` is left with the weights it came with.
+  and the one with the lowest validation loss wins: first the learning
+  rates of `recipe.finetune_lrs` (BatchNorm frozen under "auto"), then,
+  under "auto", BatchNorm training at the winning rate. The winner is not
+  run again: phase 2 continues it (its weights, optimizer and input), so
+  the run that was measured is the run that is kept, and its trial steps
+  are not spent twice. `model` is left with the weights it came with.
 
   If no trial's best weights have a validation loss `clearly_lower` than
   the weights `model` came with, phase 2 is not worth running: "skip"
   (only when `may_skip`: those weights hold a fitted head).
 
   Returns:
-    {"learning_rate", "batchnorm", "trial_steps", "trials": [...],
-    "skip"}.
+    (choice, winner): choice is {"learning_rate", "batchnorm",
+    "trial_steps", "trials": [...], "skip"}, what run.json records;
+    winner, None without trials or when skipped, is the winning trial:
+    {"carry" (for `train_phase`), "weights" (at its end), "history",
+    "best" (a `Best`)}.
   """
   spec = recipe.finetune
   lrs = [spec.learning_rate] if spec.learning_rate else list(
@@ -1232,54 +1272,64 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
            "auto": ["frozen", "train"]}[batchnorm]
   if len(lrs) == 1 and len(modes) == 1:
     return {"learning_rate": lrs[0], "batchnorm": modes[0], "trial_steps": 0,
-            "trials": [], "skip": False}
-  trial_spec = dataclasses.replace(spec, name="trial", early_stopping=0.0,
+            "trials": [], "skip": False}, None
+  trial_spec = dataclasses.replace(spec, early_stopping=0.0,
                                    stop_at=recipe.trial_fraction)
   start = [np.copy(w) for w in model.get_weights()]
   reference = validation_losses(model, splits, image_size=image_size,
                                 batch_size=batch_size)
-  trials, per_example = [], {}
+  common = dict(strategy=strategy, image_size=image_size,
+                batch_size=batch_size, seed=seed, augment=augment)
+  trials = []
 
   def trial(lr, mode):
+    logging.info("trial %d: phase 2 at lr %g with BatchNorm %s, its first "
+                 "%.0f%%", len(trials) + 1, lr, mode,
+                 100 * recipe.trial_fraction)
     model.set_weights(start)
     models.unfreeze_top(model, *recipe.unfreeze,
                         train_batchnorm=mode == "train")
-    best = Best()
-    _, steps = train_phase(
+    best, carry = Best(), {}
+    rows, step = train_phase(
         model, dataclasses.replace(trial_spec, learning_rate=lr), splits,
-        best=best, **common)
+        best=best, first_step=first_step, carry=carry, **common)
+    run = {"carry": carry, "weights": [np.copy(w) for w in model.get_weights()],
+           "history": rows, "best": best, "lr": lr, "mode": mode}
     best.restore(model)
-    per_example[(lr, mode)] = validation_losses(
-        model, splits, image_size=image_size, batch_size=batch_size)
-    trials.append({"learning_rate": lr, "batchnorm": mode, "steps": steps,
-                   "validation_loss": best.loss,
+    run["losses"] = validation_losses(model, splits, image_size=image_size,
+                                      batch_size=batch_size)
+    trials.append({"learning_rate": lr, "batchnorm": mode,
+                   "steps": step - first_step, "validation_loss": best.loss,
                    "validation_accuracy": best.accuracy})
     logging.info("trial: lr %g, BatchNorm %s: best validation loss %.4f, "
                  "accuracy %.4f", lr, mode, best.loss, best.accuracy)
-    return best.loss
+    return run
 
-  common = dict(strategy=strategy, image_size=image_size,
-                batch_size=batch_size, seed=seed, augment=augment)
-  # Ties (to 4 decimals) go to the lower rate, the smaller change to the
-  # pretrained features, and to frozen BatchNorm.
-  losses = {lr: round(trial(lr, modes[0]), 4) for lr in lrs}
-  lr = min(lrs, key=lambda r: (losses[r], r))
-  mode, loss = modes[0], losses[lr]
-  for other in modes[1:]:
-    other_loss = round(trial(lr, other), 4)
-    if other_loss < loss:
-      mode, loss = other, other_loss
+  # Only the best run so far is kept (its optimizer can be large). Ties (to
+  # 4 decimals) go to the lower rate, the smaller change to the pretrained
+  # features, and to frozen BatchNorm.
+  winner = None
+  for lr, mode in [(lr, modes[0]) for lr in sorted(lrs)]:
+    run = trial(lr, mode)
+    if winner is None or round(run["best"].loss, 4) < round(
+        winner["best"].loss, 4):
+      winner = run
+  for mode in modes[1:]:
+    run = trial(winner["lr"], mode)
+    if round(run["best"].loss, 4) < round(winner["best"].loss, 4):
+      winner = run
   model.set_weights(start)
-  lower, gain, error = clearly_lower(per_example[(lr, mode)], reference)
-  chosen = {"learning_rate": lr, "batchnorm": mode,
+  lower, gain, error = clearly_lower(winner["losses"], reference)
+  chosen = {"learning_rate": winner["lr"], "batchnorm": winner["mode"],
             "trial_steps": sum(t["steps"] for t in trials), "trials": trials,
             "skip": may_skip and not lower}
-  if not chosen["skip"]:
-    logging.info("phase 2 will fine-tune at lr %g with BatchNorm %s (picked "
-                 "by %d trials)", lr, mode, len(trials))
-  else:
+  if chosen["skip"]:
     logging.info("no trial lowered the validation loss clearly (the best, "
                  "lr %g with BatchNorm %s, by %.4f, standard error %.4f): "
-                 "phase 2 is skipped and phase 1's head is the model", lr,
-                 mode, gain, error)
-  return chosen
+                 "phase 2 is skipped and phase 1's head is the model",
+                 winner["lr"], winner["mode"], gain, error)
+    return chosen, None
+  logging.info("phase 2 goes on from the trial at lr %g with BatchNorm %s "
+               "(picked by %d trials)", winner["lr"], winner["mode"],
+               len(trials))
+  return chosen, winner
