@@ -274,7 +274,7 @@ def test_a_given_rate_and_policy_need_no_trials(monkeypatch):
                     "trial_steps": 0, "trials": [], "skip": False}
 
 
-@pytest.mark.parametrize("policy", ["light", "randaugment", "mixup"])
+@pytest.mark.parametrize("policy", ["shift", "light", "randaugment", "mixup"])
 def test_augmentation_is_the_same_eagerly_and_inside_tf_data(policy):
   rng = np.random.default_rng(0)
   images = rng.uniform(0, 255, (2, 8, 16, 16, 3)).astype(np.float32)
@@ -290,6 +290,38 @@ def test_augmentation_is_the_same_eagerly_and_inside_tf_data(policy):
   assert not np.allclose(eager[0][0], images[0])  # it did something
   assert float(tf.reduce_min(eager[0][0])) >= 0
   assert float(tf.reduce_max(eager[0][0])) <= 255.5
+
+
+@pytest.mark.parametrize("mirror_symmetric", [True, False])
+def test_auto_augmentation_flips_only_mirror_symmetric_classes(
+    mirror_symmetric):
+  # Class 1 is bright all over (symmetric), or bright on the right half
+  # while class 0 is bright on the left (a mirror image is the other class).
+  labels = np.arange(8, dtype=np.int32) % 2
+  images = np.zeros((8, 8, 8, 3), np.uint8)
+  kernel = np.zeros((8, 8, 3, 2), np.float32)
+  if mirror_symmetric:
+    images[labels == 1] = 255
+    kernel[..., 1] = 1 / (8 * 8 * 3 * 255)
+    bias = [0.5, 0.0]
+  else:
+    images[labels == 0, :, :4] = 255
+    images[labels == 1, :, 4:] = 255
+    kernel[:, :4, :, 0] = kernel[:, 4:, :, 1] = 1.0
+    bias = [0.0, 0.0]
+  inputs = keras.Input((8, 8, 3))
+  head = keras.layers.Dense(2, activation="softmax")
+  model = keras.Model(inputs, head(keras.layers.Flatten()(inputs)))
+  head.set_weights([kernel.reshape(-1, 2), np.array(bias, np.float32)])
+  ds = _dataset(images, labels)
+  splits = data.Splits(train=ds, validation=ds, test=ds,
+                       sizes={"train": 8, "validation": 8, "test": 8},
+                       class_names=["a", "b"])
+  chosen = training.choose_augmentation(model, splits, image_size=8,
+                                        batch_size=3)
+  assert chosen["accuracy"] == 1.0
+  assert chosen["mirrored_accuracy"] == (1.0 if mirror_symmetric else 0.0)
+  assert chosen["policy"] == ("light" if mirror_symmetric else "shift")
 
 
 def test_mixup_labels_reach_the_training_step():

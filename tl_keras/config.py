@@ -40,8 +40,10 @@ class Config:
   sequence_length: int = _field(
       0, "Text models: tokens per text, [CLS] and [SEP] included; 0 = 128 "
       "(32 for bert_micro).", "model")
-  dropout: float = _field(0.2, "Dropout before the classification layer.",
-                          "model")
+  dropout: float = _field(
+      0.0, "Dropout before the classification layer. 0 by default: the "
+      "phase-1 head is a linear probe fitted without dropout, and dropout "
+      "in phase 2 would perturb the logits it starts from.", "model")
 
   # Data.
   dataset: str = _field(
@@ -70,10 +72,12 @@ class Config:
       False, "--dataset=folder: leave out images that cannot be decoded "
       "(counted in run.json) instead of stopping.", "data")
   augment: str = _field(
-      "light", "Augmentation of training images, with Keras's layers: none; "
-      "light (random horizontal flip and shift); randaugment (light, then "
-      "RandAugment); mixup (light, then MixUp).", "data",
-      choices=("none", "light", "randaugment", "mixup"))
+      "auto", "Augmentation of training images, with Keras's layers: none; "
+      "shift (random shift); light (random horizontal flip and shift); "
+      "randaugment (light, then RandAugment); mixup (light, then MixUp); "
+      "auto: light, or shift when the phase-1 head tells mirror images "
+      "apart (digits, text, arrows).", "data",
+      choices=("auto", "none", "shift", "light", "randaugment", "mixup"))
 
   # Recipe.
   batch_size: int = _field(32, "Global batch size (all replicas together).",

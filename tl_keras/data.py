@@ -392,7 +392,7 @@ def resize(image, size):
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-AUGMENTATIONS = ("none", "light", "randaugment", "mixup")
+AUGMENTATIONS = ("none", "shift", "light", "randaugment", "mixup")
 
 
 def augmentation(policy, seed):
@@ -402,6 +402,7 @@ def augmentation(policy, seed):
   gives the same augmentations in the same order (a resumed run skips the
   batches it has seen and continues with the same ones):
     none: nothing.
+    shift: a shift of up to 1/8 of the size (reflected borders).
     light: random horizontal flip and a shift of up to 1/8 of the size
       (reflected borders).
     randaugment: light, then RandAugment (2 random ops of magnitude 0.5).
@@ -421,6 +422,8 @@ def augmentation(policy, seed):
   layers = [keras.layers.RandomFlip("horizontal", seed=seed),
             keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect",
                                            seed=seed + 1)]
+  if policy == "shift":
+    layers = layers[1:]
   if policy == "randaugment":
     layers.append(keras.layers.RandAugment(value_range=(0, 255),
                                            seed=seed + 2))

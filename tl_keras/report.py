@@ -260,6 +260,14 @@ def _recipe_section(recipe):
           [[f"{t['learning_rate']:g}", t["batchnorm"], t["steps"],
             f"{t['validation_loss']:.4f}", _pct(t["validation_accuracy"])]
            for t in finetune["trials"]]))
+  augment = recipe.get("augment")
+  if augment and "mirrored_accuracy" in augment:
+    parts.append(
+        f"<p>Augmentation (--augment=auto): {augment['policy']}. The phase-1 "
+        f"head's validation accuracy was {_pct(augment['accuracy'])}, and "
+        f"{_pct(augment['mirrored_accuracy'])} on mirror images"
+        + (": mirror images are another class, so no flips.</p>"
+           if augment["policy"] == "shift" else ".</p>"))
   return parts
 
 
@@ -348,6 +356,10 @@ def _recipe_sentence(record):
                  f"{finetune['batchnorm']}"
                  + (" (picked by trials on the validation split)"
                     if finetune["trials"] else ""))
+  augment = recipe.get("augment")
+  if augment and augment["policy"] == "shift":
+    parts.append("no flips in augmentation (mirror images are another "
+                 "class)")
   if recipe.get("kept") == "head":
     parts.append("fine-tuning did not clearly lower the validation loss, so "
                  "the probe's head was kept")

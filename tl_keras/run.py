@@ -196,14 +196,16 @@ def _log_plan(config, recipe):
                  "no statistics worth keeping)")
 
 
-def train_scratch(config, splits, image_size, strategy, jit_compile=False):
+def train_scratch(config, splits, image_size, strategy, jit_compile=False,
+                  augment=None):
   """The baseline: the same recipe from random weights.
 
   Same architecture, data, step budget and choices made on validation as
   the transfer run, only the starting weights differ: `--weights=none`,
   so every layer trains (BatchNorm too) and the learning rate is picked by
   the same trials. What the transfer run gains over it is what the
-  pretrained weights bought.
+  pretrained weights bought. `augment`: the policy the transfer run
+  trained with (what --augment=auto settled on); default --augment.
 
   Returns:
     (model, history, info): history rows are phase "scratch"; info is
@@ -214,7 +216,8 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False):
   history, info = training.run_recipe(
       model, recipe_from_config(config, jit_compile), splits,
       strategy=strategy, image_size=image_size, batch_size=config.batch_size,
-      seed=config.seed, augment="none" if is_text(config) else config.augment)
+      seed=config.seed,
+      augment="none" if is_text(config) else augment or config.augment)
   return model, [{**h, "phase": "scratch"} for h in history], info
 
 
@@ -393,7 +396,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   if config.compare_scratch:
     start = time.time()
     scratch, scratch_history, scratch_info = train_scratch(
-        config, splits, image_size, strategy, speed["jit_compile"])
+        config, splits, image_size, strategy, speed["jit_compile"],
+        augment=info["choices"].get("augment", {}).get("policy"))
     history += scratch_history
     metrics["scratch"] = {
         "test": training.evaluate(scratch, splits.test, splits.sizes["test"],

@@ -1013,6 +1013,13 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   reached = order.index(saved["phase"]) if saved else 0
   history, step = (saved["history"], saved["step"]) if saved else ([], 0)
   choices = dict(saved.get("choices") or {}) if saved else {}
+  auto = augment == "auto"
+  if auto:  # until the head says whether mirror images are the same class
+    augment = choices.get("augment", {}).get("policy", "shift")
+    if not recipe.head.epochs and image_size and reached == 0:
+      choices["augment"] = {"policy": augment}
+      logging.info("--augment=auto: shift (no phase-1 head to tell whether "
+                   "mirror images keep their class, so no flips)")
   common = dict(strategy=strategy, image_size=image_size,
                 batch_size=batch_size, seed=seed, augment=augment)
   info = {}
@@ -1050,6 +1057,10 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
             checkpointer=checkpointer, **common)
       info["head_seconds"] = time.time() - start
       best.restore(model)
+      if auto and image_size:
+        choices["augment"] = choose_augmentation(
+            model, splits, image_size=image_size, batch_size=batch_size)
+        common["augment"] = choices["augment"]["policy"]
       head = [np.copy(w) for w in model.get_weights()]
       if checkpointer:
         checkpointer.save_weights("head", head)
@@ -1126,6 +1137,43 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   logging.info("best validation loss %.4f, accuracy %.4f (%s epoch %s)",
                best.loss, best.accuracy, *(best.where or ("-", "-")))
   return history, info
+
+
+# Accuracy the phase-1 head may lose on mirrored validation images before
+# --augment=auto leaves the horizontal flip out.
+MIRROR_DROP = 0.05
+
+
+def choose_augmentation(model, splits, *, image_size, batch_size):
+  """--augment=auto: "light", or "shift" if the classes are not mirror-symmetric.
+
+  The phase-1 head is evaluated on the validation images and on their
+  mirror images. Photos of objects keep their class when mirrored; digits,
+  letters and arrows do not, and a head that learnt them loses accuracy on
+  the mirrored ones. Training on flipped images would then teach the wrong
+  labels, so the flip is left out.
+
+  Returns:
+    {"policy", "accuracy", "mirrored_accuracy"}.
+  """
+  images, labels = data_lib.to_numpy(splits.validation, image_size)
+  images = images.astype(np.float32)
+  correct = {False: [], True: []}
+  for start in range(0, len(images), batch_size):
+    batch = images[start:start + batch_size]
+    for mirrored in correct:
+      x = batch[:, :, ::-1] if mirrored else batch
+      probs = np.asarray(model(x, training=False))
+      correct[mirrored].append(
+          probs.argmax(-1) == labels[start:start + batch_size])
+  plain, mirrored = (float(np.concatenate(correct[m]).mean())
+                     for m in (False, True))
+  policy = "shift" if mirrored < plain - MIRROR_DROP else "light"
+  logging.info("--augment=auto: %s (validation accuracy %.4f, %.4f on mirror "
+               "images%s)", policy, plain, mirrored,
+               ": mirror images are another class, no flips" if
+               policy == "shift" else "")
+  return {"policy": policy, "accuracy": plain, "mirrored_accuracy": mirrored}
 
 
 def validation_losses(model, splits, *, image_size, batch_size):
@@ -1253,9 +1301,11 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
   the run that was measured is the run that is kept, and its trial steps
   are not spent twice. `model` is left with the weights it came with.
 
-  If no trial's best weights have a validation loss `clearly_lower` than
-  the weights `model` came with, phase 2 is not worth running: "skip"
-  (only when `may_skip`: those weights hold a fitted head).
+  If no trial's best weights have a lower mean validation loss than the
+  weights `model` came with, phase 2 is not worth running: "skip" (only
+  when `may_skip`: those weights hold a fitted head). A trial that gains a
+  little is continued: it has run at its peak rate, with the decay still
+  to come, and `_keep_simplest` judges the finished phase.
 
   Returns:
     (choice, winner): choice is {"learning_rate", "batchnorm",
@@ -1319,15 +1369,14 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
     if round(run["best"].loss, 4) < round(winner["best"].loss, 4):
       winner = run
   model.set_weights(start)
-  lower, gain, error = clearly_lower(winner["losses"], reference)
+  _, gain, _ = clearly_lower(winner["losses"], reference)
   chosen = {"learning_rate": winner["lr"], "batchnorm": winner["mode"],
             "trial_steps": sum(t["steps"] for t in trials), "trials": trials,
-            "skip": may_skip and not lower}
+            "skip": may_skip and gain <= 0}
   if chosen["skip"]:
-    logging.info("no trial lowered the validation loss clearly (the best, "
-                 "lr %g with BatchNorm %s, by %.4f, standard error %.4f): "
-                 "phase 2 is skipped and phase 1's head is the model",
-                 winner["lr"], winner["mode"], gain, error)
+    logging.info("no trial lowered the validation loss (the best, lr %g "
+                 "with BatchNorm %s, by %.4f): phase 2 is skipped and phase "
+                 "1's head is the model", winner["lr"], winner["mode"], gain)
     return chosen, None
   logging.info("phase 2 goes on from the trial at lr %g with BatchNorm %s "
                "(picked by %d trials)", winner["lr"], winner["mode"],
