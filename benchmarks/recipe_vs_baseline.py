@@ -68,7 +68,7 @@ def recipe(weights, splits, args, early_stopping):
   history, _ = training.run_recipe(
       model, run.recipe_from_config(config), splits,
       strategy=tf.distribute.get_strategy(), image_size=SIZE,
-      batch_size=BATCH, seed=0)
+      batch_size=BATCH, seed=0, augment=config.augment)
   return time.perf_counter() - start, test_accuracy(model, splits), len(
       history)
 
@@ -84,7 +84,7 @@ def baseline(weights, splits, args):
     if train:
       ds = ds.shuffle(1000, seed=0)
     ds = ds.batch(BATCH)
-    if train:  # flip and shift, as the recipe's default --augment=light
+    if train:  # flip and shift: what --augment=auto picks for shapes
       augment = keras.Sequential([
           keras.layers.RandomFlip("horizontal", seed=0),
           keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect",
