@@ -515,38 +515,35 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
       if (checkpointer and checkpointer.every_steps and
           step % checkpointer.every_steps == 0 and i < steps_per_epoch):
         save(done)
-    if not ((epoch + 1) % group == 0 or epoch + 1 == epochs
-            or done >= spec.stop_at * total):
-      if STOP.requested:
-        save(done)
-        raise STOP.error(f"the end of {spec.name} epoch {epoch + 1}",
-                         checkpointer)
-      continue
-    sync_statistics()
-    val = evaluate(stepped,
-                   features.validation if features else splits.validation,
-                   splits.sizes["validation"], strategy=strategy,
-                   class_names=splits.class_names,
-                   image_size=None if features else image_size,
-                   batch_size=batch_size, eval_step=eval_step, dist=val_input)
-    record = {"phase": spec.name, "epoch": epoch + 1, "step": step,
-              "loss": loss_sum / seen, "accuracy": correct / seen,
-              "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-              "seconds": time.time() - start}
-    history.append(record)
-    summaries.scalars("validation", step, {"loss": val["loss"],
-                                           "accuracy": val["accuracy"]})
-    _image_summaries(summaries, model, val, sample, splits.class_names, step)
-    improved = best.offer(model, val, (spec.name, epoch + 1), step) if (
-        best is not None) else False
-    logging.info("%s epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc "
-                 "%.4f%s (%.1fs)", spec.name, epoch + 1, epochs,
-                 record["loss"], record["accuracy"], val["loss"],
-                 val["accuracy"], " *best*" if improved else "",
-                 record["seconds"])
-    save(done)
-    loss_sum = correct = seen = 0.0
-    start = time.time()
+    if (epoch + 1) % group == 0 or epoch + 1 == epochs or (
+        done >= spec.stop_at * total):
+      sync_statistics()
+      val = evaluate(stepped,
+                     features.validation if features else splits.validation,
+                     splits.sizes["validation"], strategy=strategy,
+                     class_names=splits.class_names,
+                     image_size=None if features else image_size,
+                     batch_size=batch_size, eval_step=eval_step, dist=val_input)
+      record = {"phase": spec.name, "epoch": epoch + 1, "step": step,
+                "loss": loss_sum / seen, "accuracy": correct / seen,
+                "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                "seconds": time.time() - start}
+      history.append(record)
+      summaries.scalars("validation", step, {"loss": val["loss"],
+                                             "accuracy": val["accuracy"]})
+      _image_summaries(summaries, model, val, sample, splits.class_names, step)
+      improved = best.offer(model, val, (spec.name, epoch + 1), step) if (
+          best is not None) else False
+      logging.info("%s epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc "
+                   "%.4f%s (%.1fs)", spec.name, epoch + 1, epochs,
+                   record["loss"], record["accuracy"], val["loss"],
+                   val["accuracy"], " *best*" if improved else "",
+                   record["seconds"])
+      save(done)
+      loss_sum = correct = seen = 0.0
+      start = time.time()
+    elif STOP.requested:  # between validations only a stop saves
+      save(done)
     if STOP.requested and epoch < epochs - 1:
       raise STOP.error(f"the end of {spec.name} epoch {epoch + 1}",
                        checkpointer)
@@ -560,8 +557,8 @@ def _statistics_sync(model, strategy):
 
   Each replica updates them from its own batches, and across workers
   nothing keeps them equal: without this the workers of a cluster end with
-  different models. Called at every epoch end (a no-op on one replica or
-  with no BatchNorm training).
+  different models. Called before every validation (a no-op on one
+  replica or with no BatchNorm training).
   """
   norms = [l for l in model._flatten_layers()  # pylint: disable=protected-access
            if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
@@ -1156,18 +1153,13 @@ def choose_augmentation(model, splits, *, image_size, batch_size):
   Returns:
     {"policy", "accuracy", "mirrored_accuracy"}.
   """
-  images, labels = data_lib.to_numpy(splits.validation, image_size)
-  images = images.astype(np.float32)
-  correct = {False: [], True: []}
-  for start in range(0, len(images), batch_size):
-    batch = images[start:start + batch_size]
-    for mirrored in correct:
-      x = batch[:, :, ::-1] if mirrored else batch
-      probs = np.asarray(model(x, training=False))
-      correct[mirrored].append(
-          probs.argmax(-1) == labels[start:start + batch_size])
-  plain, mirrored = (float(np.concatenate(correct[m]).mean())
-                     for m in (False, True))
+  accuracy = []
+  for mirror in (False, True):
+    probs, labels = validation_predictions(
+        model, splits, image_size=image_size, batch_size=batch_size,
+        mirror=mirror)
+    accuracy.append(float(np.mean(probs.argmax(-1) == labels)))
+  plain, mirrored = accuracy
   policy = "shift" if mirrored < plain - MIRROR_DROP else "light"
   logging.info("--augment=auto: %s (validation accuracy %.4f, %.4f on mirror "
                "images%s)", policy, plain, mirrored,
@@ -1176,21 +1168,31 @@ def choose_augmentation(model, splits, *, image_size, batch_size):
   return {"policy": policy, "accuracy": plain, "mirrored_accuracy": mirrored}
 
 
-def validation_losses(model, splits, *, image_size, batch_size):
-  """Per-example cross-entropy of `model` on the validation split, in order.
+def validation_predictions(model, splits, *, image_size, batch_size,
+                           mirror=False):
+  """`model`'s probabilities on the validation split, in order, and labels.
 
   Run on this host, outside the strategy: every worker computes the same.
+  `mirror`: on the mirror images (images only).
   """
   fn = data_lib.input_fn(splits.validation, size=splits.sizes["validation"],
                          image_size=image_size, global_batch_size=batch_size,
                          training=False)
-  out = []
+  probs, labels = [], []
   for x, y in fn(tf.distribute.InputContext()):
-    probs = model(x, training=False)
-    loss = keras.losses.sparse_categorical_crossentropy(
-        tf.maximum(y, 0), probs).numpy()
-    out.append(loss[y.numpy() >= 0])
-  return np.concatenate(out)
+    keep = y.numpy() >= 0
+    if mirror:
+      x = tf.reverse(x, axis=[2])
+    probs.append(np.asarray(model(x, training=False))[keep])
+    labels.append(y.numpy()[keep])
+  return np.concatenate(probs), np.concatenate(labels)
+
+
+def validation_losses(model, splits, *, image_size, batch_size):
+  """Per-example cross-entropy of `model` on the validation split, in order."""
+  probs, labels = validation_predictions(model, splits, image_size=image_size,
+                                         batch_size=batch_size)
+  return keras.losses.sparse_categorical_crossentropy(labels, probs).numpy()
 
 
 def clearly_lower(losses, reference):
