@@ -88,6 +88,30 @@ def test_saved_model_describes_itself(exported):
   assert predictor.labels == LABELS and predictor.image_size == SIZE
 
 
+def test_a_large_photo_is_resized_as_training_resized(exported, tmp_path):
+  """SavedModel on a raw 1000x1000 photo == --mode=predict on its file."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  model, directory, _, _ = exported
+  # Fine stripes: a plain bilinear resize aliases them, antialiasing averages.
+  rows = np.indices((1000, 1000)).sum(0) % 3 == 0
+  photo = np.stack([rows * 255, rows * 90, 255 - rows * 200], -1).astype(
+      np.uint8)
+  Image.fromarray(photo).save(tmp_path / "photo.png")
+  serve = tf.saved_model.load(str(directory / "saved_model")).signatures[
+      "serving_default"]
+  served = serve(images=tf.constant(photo[None]))["probabilities"].numpy()[0]
+  [(_, top)], _ = predictors.predict_files(str(directory / "saved_model"),
+                                           [str(tmp_path / "photo.png")],
+                                           top_k=len(LABELS))
+  predicted = dict(top)
+  assert max(abs(served[i] - predicted[l]) for i, l in enumerate(LABELS)) < 1e-3
+  keras_big = model(photo[None].astype(np.float32)).numpy()[0]
+  np.testing.assert_allclose(keras_big, served, atol=1e-5)
+  aliased = model(tf.image.resize(photo[None].astype(np.float32), (SIZE, SIZE)))
+  assert np.abs(aliased.numpy()[0] - served).max() > 1e-4  # the test can fail
+
+
 def test_metadata_entry_is_replaced_not_duplicated(exported, tmp_path):
   _, directory, _, _ = exported
   content = (directory / "model_float32.tflite").read_bytes()

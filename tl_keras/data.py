@@ -387,9 +387,20 @@ def _as_rgb(image):
 
 
 def resize(image, size):
-  """uint8 [H, W, 3] -> uint8 [size, size, 3] (bilinear, then rounded)."""
-  image = tf.image.resize(image, (size, size), antialias=True)
-  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  """uint8 [H, W, 3] -> uint8 [size, size, 3] by `resize_pixels`."""
+  return tf.cast(resize_pixels(tf.cast(image, tf.float32), (size, size)),
+                 tf.uint8)
+
+
+def resize_pixels(images, size):
+  """The one resize: float pixels [..., H, W, C] -> [..., *size, C].
+
+  Bilinear with antialiasing, rounded and clipped to whole values 0..255.
+  The input pipeline (`resize`) and the model's own `models.ImageResize`
+  both use it, so a model served photos of any size sees what training saw.
+  """
+  out = tf.image.resize(images, size, antialias=True)
+  return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), images.dtype)
 
 
 AUGMENTATIONS = ("none", "shift", "light", "randaugment", "mixup")

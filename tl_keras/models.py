@@ -1,8 +1,9 @@
 """Backbones by name, and the classifier built around them.
 
 The classifier takes raw RGB pixels (0..255, any height and width): resizing
-and the backbone's own normalization are layers inside it, so the trained
-model, the SavedModel and every TFLite file see exactly the same inputs.
+(`ImageResize`, the input pipeline's antialiased resize) and the backbone's own normalization are layers inside it, so
+the trained model, the SavedModel and every TFLite file see exactly the same
+inputs.
 """
 
 import dataclasses
@@ -11,12 +12,50 @@ import urllib.error
 
 import keras
 from keras import layers
+import tensorflow as tf
 
+from tl_keras import data
 from tl_keras import freezing
 from tl_keras import text_models
 from tl_keras.errors import UserError, unknown_name
 
 apps = keras.applications
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
+class ImageResize(layers.Layer):
+  """Raw pixels of any size to height x width, as training saw them.
+
+  The input pipeline's resize (`data.resize_pixels`): bilinear with
+  antialiasing, rounded and clipped to whole pixel values 0..255. A caller sending a 1000x1000 photo gets the
+  features training computed, not the aliased ones of a plain bilinear
+  resize. Images already height x width pass through unchanged; when the
+  size is known when the graph is traced (a fixed-size TFLite input) the
+  graph holds no resize at all, so every TFLite variant converts.
+  """
+
+  def __init__(self, height, width, **kwargs):
+    super().__init__(**kwargs)
+    self.height, self.width = int(height), int(width)
+
+  def call(self, images):
+    size = (self.height, self.width)
+    if tuple(images.shape[1:3]) == size:
+      return images
+
+    shape = tf.shape(images)
+    same = tf.logical_and(tf.equal(shape[1], self.height),
+                          tf.equal(shape[2], self.width))
+    out = tf.cond(same, lambda: images,
+                  lambda: data.resize_pixels(images, size))
+    return tf.ensure_shape(out, [None, self.height, self.width, None])
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], self.height, self.width, input_shape[3])
+
+  def get_config(self):
+    return {**super().get_config(), "height": self.height,
+            "width": self.width}
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
@@ -240,7 +279,7 @@ def build_classifier(name, num_classes, *, image_size=0, weights=None,
   base = build_base(name, size, weights)
   base.name = "base"
   inputs = keras.Input((None, None, 3), name="image")
-  x = layers.Resizing(size, size, name="resize")(inputs)
+  x = ImageResize(size, size, name="resize")(inputs)
   x = ImagePreprocessing(spec.preprocessing, name="preprocess")(x)
   if frozen_base:
     base.trainable = False

@@ -307,9 +307,13 @@ def model_card(record, metrics):
   size = record["model"]["image_size"]
   lines += [
       "", "## Input", "",
-      "Raw RGB pixels, 0–255. Resizing to "
-      f"{size}×{size} and the backbone's normalization "
-      f"(`{record['model']['preprocessing']}`) are inside every artifact. "
+      "Raw RGB pixels, 0–255. The backbone's normalization "
+      f"(`{record['model']['preprocessing']}`) is inside every artifact. "
+      f"`model.keras` and the SavedModel take any size and resize to "
+      f"{size}×{size} the way training did: bilinear with antialiasing "
+      "(`tf.image.resize(..., antialias=True)`), rounded to whole pixel "
+      f"values. The `.tflite` files take {size}×{size}: resize the same way "
+      "before calling them. "
       "Labels are in `labels.txt` (one per line, in output order) and inside "
       "the SavedModel and each .tflite file.", "",
       "## Use it", "",

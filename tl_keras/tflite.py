@@ -1,7 +1,9 @@
 """TFLite export: four variants, labels inside the file, a parity check.
 
 Every variant takes a raw RGB uint8 image [1, S, S, 3] at the model's input
-size S; resizing and the backbone's normalization are inside the graph.
+size S, resized by the caller as training resized (`data.resize`: bilinear
+with antialiasing, `tf.image.resize(..., antialias=True)`, rounded); the
+backbone's normalization is inside the graph.
 
     float32   no quantization: the reference.
     float16   float16 weights, float32 compute on CPU.
@@ -306,6 +308,12 @@ class Runner:
     return out
 
 
+# How a caller of the fixed-size input must resize, to see what training saw.
+RESIZE_NOTE = ("resize to the input size with antialiased bilinear "
+               "(tf.image.resize(image, [S, S], antialias=True)), then round "
+               "to uint8, as training did")
+
+
 def metadata_for(variant, content, class_names, image_size, preprocessing):
   """What goes inside the file: enough to use it without anything else."""
   from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
@@ -319,8 +327,9 @@ def metadata_for(variant, content, class_names, image_size, preprocessing):
                 "dtype": np.dtype(inp["dtype"]).name,
                 "scale": float(inp["quantization"][0]),
                 "zero_point": int(inp["quantization"][1]),
-                "pixels": "raw RGB 0..255; resizing and normalization "
-                          f"({preprocessing}) are inside the model"},
+                "pixels": "raw RGB 0..255; normalization "
+                          f"({preprocessing}) is inside the model",
+                "resize": RESIZE_NOTE},
       "output": {"dtype": np.dtype(out["dtype"]).name,
                  "scale": float(out["quantization"][0]),
                  "zero_point": int(out["quantization"][1]),
