@@ -17,8 +17,20 @@ def test_every_registry_entry_builds(name):
   probs = model.predict(images.astype("float32"), verbose=0)
   assert probs.shape == (2, 3)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-  assert not models.base_of(model).trainable
-  assert models.base_of(model).count_params() == spec.parameters
+  base = models.base_of(model)
+  assert not base.trainable
+  assert base.count_params() == spec.parameters
+  # Every block boundary is a clean cut: the rest of the base is a model
+  # of the tensor just below it (Keras refuses if a skip path crosses).
+  grouped = models.blocks(base)
+  assert len(grouped) >= 3
+  members = [l for _, block in grouped for l in block]
+  assert {id(l) for l in members} == {
+      id(o) for o in base.operations
+      if not isinstance(o, keras.layers.InputLayer)}
+  for _, block in grouped[1:]:
+    below = base.operations[base.operations.index(block[0]) - 1]
+    keras.Model(below.output, base.output)
   keras.backend.clear_session()
 
 
@@ -66,12 +78,16 @@ def test_base_is_called_in_inference_mode():
                              rtol=1e-5, atol=1e-6)
 
 
-def test_unfreeze_top_layers_keeps_batchnorm_frozen():
+def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
   model = models.build_classifier("convnet_small", 3, weights=None)
   base = models.base_of(model)
-  models.unfreeze_top(model, "layers", 4)
+  assert [name for name, _ in models.blocks(base)] == [
+      "stage0", "stage1", "stage2"]
+  models.unfreeze_top(model, "layers", 1)
+  assert models.first_unfrozen_block(model, "layers", 1) == "stage2"
   layers = [l for l in base.layers if not isinstance(l, keras.layers.InputLayer)]
-  top, bottom = layers[-4:], layers[:-4]
+  top = [l for l in layers if l.name.startswith("stage2")]
+  bottom = [l for l in layers if not l.name.startswith("stage2")]
   assert not any(l.trainable for l in bottom)
   for layer in top:
     assert layer.trainable == (
@@ -82,8 +98,25 @@ def test_unfreeze_top_layers_keeps_batchnorm_frozen():
 
 def test_unfreeze_beyond_depth_names_the_flag():
   model = models.build_classifier("convnet_small", 3, weights=None)
-  with pytest.raises(UserError, match="--unfreeze=999 exceeds"):
+  with pytest.raises(UserError, match="--unfreeze=999 exceeds the 3 blocks"):
     models.unfreeze_top(model, "layers", 999)
+
+
+def test_unfreeze_never_splits_a_residual_block():
+  """resnet50: a fraction counts blocks; the boundary is a block's start."""
+  model = models.build_classifier("resnet50", 3, image_size=32, weights=None)
+  grouped = models.blocks(models.base_of(model))
+  assert [n for n, _ in grouped[-3:]] == [
+      "conv5_block1", "conv5_block2", "conv5_block3"]
+  assert models.unfreeze_count(model, "fraction", 0.25) == round(
+      0.25 * len(grouped))
+  models.unfreeze_top(model, "layers", 2, train_batchnorm=True)
+  trainable = {l.name for l in models.base_of(model).layers
+               if l.trainable and not isinstance(l, keras.layers.InputLayer)}
+  assert {n.split("_")[1] for n in trainable} == {"block2", "block3"}
+  assert all(n.startswith("conv5_") for n in trainable)
+  assert "conv5_block2_add" in trainable and "conv5_block2_1_conv" in trainable
+  keras.backend.clear_session()
 
 
 def test_offline_imagenet_weights_give_a_clear_error(monkeypatch):

@@ -109,8 +109,9 @@ class Config:
       "either way; the --compare_scratch baseline runs every step.",
       "recipe")
   unfreeze: str = _field(
-      "all", "Phase 2 unfreezes the top of the base: N layers, a fraction "
-      "such as 0.25, or 'all'.", "recipe")
+      "all", "Phase 2 unfreezes the top of the base: N blocks (whole "
+      "residual blocks, modules or stages; transformer layers for text), a "
+      "fraction of the blocks such as 0.25, or 'all'.", "recipe")
   batchnorm: str = _field(
       "auto", "BatchNorm in the unfrozen part during phase 2. frozen: "
       "inference mode with the backbone's statistics. train: batch "
@@ -280,10 +281,10 @@ class Config:
 
 
 def parse_unfreeze(spec):
-  """Parses --unfreeze: an int (layers), a float in (0, 1], or 'all'.
+  """Parses --unfreeze: an int (blocks), a float in (0, 1], or 'all'.
 
   Returns:
-    ("all", None), ("layers", n) or ("fraction", f).
+    ("all", None), ("layers", n) (n blocks) or ("fraction", f).
   """
   text = str(spec).strip().lower()
   if text == "all":
@@ -295,7 +296,7 @@ def parse_unfreeze(spec):
   except ValueError:
     value = None
   if value is None or not 0 < value <= 1:
-    raise UserError(f"--unfreeze={spec!r} is not a layer count, a fraction "
+    raise UserError(f"--unfreeze={spec!r} is not a block count, a fraction "
                     "in (0, 1], or 'all'")
   return "fraction", value
 

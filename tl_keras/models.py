@@ -8,6 +8,7 @@ inputs.
 
 import dataclasses
 import os
+import re
 import urllib.error
 
 import keras
@@ -301,32 +302,100 @@ def base_of(model):
 
 
 def unfreeze_count(model, mode, value):
-  """How many top base layers --unfreeze selects; raises if too many.
+  """How many top blocks of the base --unfreeze selects; raises if too many.
 
-  Layers are counted as in `base.layers[-N:]` (activations and pooling
-  included), the keras.io convention.
+  Image backbones count `blocks` (whole residual/inverted-residual blocks,
+  inception modules, stages of a plain chain); text models count
+  transformer layers.
   """
   if text_models.is_text_classifier(model):
     return text_models.unfreeze_count(model, mode, value)
-  depth = len(_base_layers(model))
+  depth = len(blocks(base_of(model)))
   if mode == "all":
     return depth
   if mode == "layers":
     if value > depth:
-      raise UserError(f"--unfreeze={value} exceeds the depth of the base "
-                      f"({depth} layers in --model={model.name}); use at most "
-                      f"{depth} or 'all'")
+      raise UserError(f"--unfreeze={value} exceeds the {depth} blocks of "
+                      f"--model={model.name}; use at most {depth} or 'all'")
     return value
   return max(1, round(value * depth))
 
 
-def _base_layers(model):
-  return [l for l in base_of(model).layers
-          if not isinstance(l, layers.InputLayer)]
+# A layer name's block: "conv4_block1" (ResNet, DenseNet), "block5a"
+# (EfficientNet), "block_16" (MobileNetV2), "stage_2_block_3" (ConvNeXt),
+# "expanded_conv_6" (MobileNetV3), "block3" (VGG, Xception), "stage2"
+# (convnet_small), "mixed5" (Inception).
+_BLOCK_NAME = re.compile(r"(stage_\d+_block_\d+|conv\d+_block\d+|"
+                         r"block_?\d+[a-z]?|stage_?\d+|"
+                         r"expanded_conv(?:_\d+)?|mixed\d+)")
+
+
+def _graph_segments(base):
+  """The base's layers split where exactly one tensor crosses.
+
+  In topological order, a cut before operation i is clean when everything the
+  layers from i on read from below i is the output of layer i-1: no skip
+  connection, branch or concatenation crosses it. A residual block, an
+  inception module or a squeeze-excite branch is never cut.
+  """
+  # Operations, not only layers: `x + 3` in a backbone's code (MobileNetV3's
+  # hard-swish, ConvNeXt's residual) is an operation between layers.
+  body = [l for l in base.operations if not isinstance(l, layers.InputLayer)]
+  position = {id(l): i for i, l in enumerate(body)}
+  reads = []  # per layer: positions of the layers it reads (-1: the input)
+  for layer in body:
+    producers = set()
+    for node in layer._inbound_nodes:  # pylint: disable=protected-access
+      for tensor in node.input_tensors:
+        producers.add(position.get(id(tensor._keras_history.operation), -1))  # pylint: disable=protected-access
+    reads.append(producers)
+  last_read = {}  # producer position -> the last position reading it
+  for i, producers in enumerate(reads):
+    for p in producers:
+      last_read[p] = max(last_read.get(p, i), i)
+  segments, current = [], []
+  for i, layer in enumerate(body):
+    live = {p for p, last in last_read.items() if p < i <= last}
+    if current and live <= {i - 1}:
+      segments.append(current)
+      current = []
+    current.append(layer)
+  segments.append(current)
+  return segments
+
+
+def blocks(base):
+  """The base's layers grouped into blocks --unfreeze counts from the top.
+
+  A block is a run of clean graph segments (`_graph_segments`) merged by
+  the block name in their layer names (`_BLOCK_NAME`); layers without
+  weights (activations, padding) join the block before them, and unnamed
+  layers with weights next to each other (a stem, a top conv) form one
+  block. So every block boundary is a clean cut: unfreezing whole blocks
+  never splits a residual block (keras.io: "each block needs to be all
+  turned on or off").
+
+  Returns:
+    [(name, [layer, ...]), ...] bottom to top; a block's name is its block
+    name or the name of its first layer.
+  """
+  out = []
+  for segment in _graph_segments(base):
+    names = [_BLOCK_NAME.search(l.name) for l in segment]
+    key = next((m.group(1) for m in reversed(names) if m), None)
+    if key is None and len(segment) > 1:
+      key = segment[-1].name  # an unnamed module (an inception "mixed")
+    weighted = any(getattr(l, "weights", None) for l in segment)
+    if out and (key is not None and key == out[-1][0] or key is None and (
+        not weighted or out[-1][2] is None)):
+      out[-1][1].extend(segment)
+    else:
+      out.append([key, list(segment), key])
+  return [(key or layers_[0].name, layers_) for key, layers_, _ in out]
 
 
 def unfreeze_top(model, mode, value, train_batchnorm=False):
-  """Makes the top of the base trainable.
+  """Makes the top blocks of the base trainable.
 
   Args:
     model: a classifier from `build_classifier`.
@@ -342,14 +411,30 @@ def unfreeze_top(model, mode, value, train_batchnorm=False):
   if text_models.is_text_classifier(model):
     return text_models.unfreeze_top(model, mode, value)
   count = unfreeze_count(model, mode, value)
-  candidates = _base_layers(model)
+  grouped = blocks(base_of(model))
+  top = {id(l) for _, members in grouped[len(grouped) - count:]
+         for l in members}
   base_of(model).trainable = True
   trainable = 0
-  for i, layer in enumerate(candidates):
-    layer.trainable = i >= len(candidates) - count and (
+  for layer in _base_layers(model):
+    layer.trainable = id(layer) in top and (
         train_batchnorm or not isinstance(layer, layers.BatchNormalization))
     trainable += bool(layer.trainable and layer.weights)
   return trainable
+
+
+def first_unfrozen_block(model, mode, value):
+  """The name of the lowest block --unfreeze makes trainable."""
+  if text_models.is_text_classifier(model):
+    depth = len(model.backbone.transformer_layers)
+    return f"transformer_layer_{depth - unfreeze_count(model, mode, value)}"
+  grouped = blocks(base_of(model))
+  return grouped[len(grouped) - unfreeze_count(model, mode, value)][0]
+
+
+def _base_layers(model):
+  return [l for l in base_of(model).layers
+          if not isinstance(l, layers.InputLayer)]
 
 
 def has_batchnorm(model):

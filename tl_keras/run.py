@@ -361,8 +361,11 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   model = build_model(config, splits.num_classes, image_size, strategy)
   if text:  # tokenized once, with the model's own preprocessor
     splits = text_data.tokenized_splits(splits, model.preprocessor)
-  if config.finetune_epochs:
-    models.unfreeze_count(model, *recipe.unfreeze)  # fail before training
+  if config.finetune_epochs:  # fails before training if too many
+    count = models.unfreeze_count(model, *recipe.unfreeze)
+    logging.info("phase 2 unfreezes the top %d %s of the base, from %s up",
+                 count, "transformer layers" if text else "blocks",
+                 models.first_unfrozen_block(model, *recipe.unfreeze))
   timings["setup_seconds"] = time.time() - started
   summaries = training.Summaries(
       os.path.join(out, "tensorboard") if chief else None,
@@ -441,6 +444,9 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                     "image_size": image_size,
                     "parameters": model.count_params(),
                     "unfrozen_layers": info.get("unfrozen_layers", 0),
+                    "first_unfrozen_block": (
+                        models.first_unfrozen_block(model, *recipe.unfreeze)
+                        if config.finetune_epochs else None),
                     "weights_fingerprint": fingerprint},
           "recipe": info["choices"],
           "data": {"sizes": splits.sizes, "classes": splits.class_names,
