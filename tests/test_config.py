@@ -25,6 +25,19 @@ def _config(main_flags, args):
                               for f in dataclasses.fields(config_lib.Config)})
 
 
+@pytest.mark.parametrize("optimizer, batch, rule, scale", [
+    ("adamw", 128, "square root", 2.0), ("adam", 8, "square root", 0.5),
+    ("sgd", 128, "linear", 4.0), ("sgd", 32, "linear", 1.0)])
+def test_learning_rates_scale_with_the_batch_by_optimizer(
+    main_flags, optimizer, batch, rule, scale):
+  config = _config(main_flags, [f"--optimizer={optimizer}",
+                                f"--batch_size={batch}"])
+  assert config.lr_rule() == rule and config.lr_scale() == pytest.approx(scale)
+  config = _config(main_flags, [f"--optimizer={optimizer}",
+                                f"--batch_size={batch}", "--no_lr_scaling"])
+  assert config.lr_rule() == "none" and config.lr_scale() == 1.0
+
+
 FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
 
 

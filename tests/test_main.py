@@ -102,10 +102,14 @@ def test_run_json_records_the_run(quick_run):
   assert [h["phase"] for h in run["history"]] == ["head", "finetune",
                                                   "scratch"]
   assert recipe["head"]["strength"] > 0 and len(recipe["head"]["grid"]) == 13
-  # Given: 1e-3 for batch 32, halved for batch 16; no trials.
-  assert recipe["finetune"] == {"learning_rate": 5e-4, "batchnorm": "frozen",
-                                "trial_steps": 0, "trials": [],
-                                "skip": False}
+  # Given: 1e-3 for batch 32; AdamW at batch 16: x sqrt(1/2); no trials.
+  assert recipe["finetune"] == {"learning_rate": pytest.approx(1e-3 * 0.5**0.5),
+                                "batchnorm": "frozen", "trial_steps": 0,
+                                "trials": [], "skip": False}
+  assert run["learning_rates"] == {
+      "rule": "square root", "scale": pytest.approx(0.5**0.5),
+      "reference_batch": 32, "global_batch": 16, "head": None,
+      "finetune_trials": [], "finetune": pytest.approx(1e-3 * 0.5**0.5)}
   assert recipe["kept"] in ("head", "finetune")
 
 

@@ -136,8 +136,10 @@ def test_parity_rows_and_accuracy_gate(exported):
     assert row["size_bytes"] > 0
   tflite.check_accuracy_drop(rows, 1.0)  # nothing can fall further
   rows["dynamic"]["accuracy"] = rows["dynamic"]["keras_accuracy"] - 0.05
-  with pytest.raises(CheckFailed, match=r"dynamic .*vs Keras"):
-    tflite.check_accuracy_drop(rows, 0.01)
+  with pytest.raises(CheckFailed, match=r"dynamic .*vs Keras.*float16"):
+    tflite.check_accuracy_drop(rows, 0.01)  # 3 of 60 examples lost
+  rows["dynamic"]["accuracy"] = rows["dynamic"]["keras_accuracy"] - 1 / 60
+  tflite.check_accuracy_drop(rows, 0.01)  # one example is not a drop
 
 
 def test_float32_copy_of_a_mixed_precision_model():

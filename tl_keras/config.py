@@ -154,8 +154,9 @@ class Config:
       1000, "Test images each TFLite variant is checked on against the Keras "
       "model (0 = the whole test split).", "export")
   max_accuracy_drop: float = _field(
-      -1.0, "Fail the run (exit 3) when a TFLite variant's accuracy is more "
-      "than this below the Keras model's, e.g. 0.01; negative = no check.",
+      0.02, "Fail the run (exit 3) when a TFLite variant's accuracy is more "
+      "than this below the Keras model's (and by more than one test "
+      "example); negative = no check.",
       "export")
 
   # Run.
@@ -192,7 +193,8 @@ class Config:
       choices=("auto", "on", "off"))
   no_lr_scaling: bool = _field(
       False, "Use --head_lr/--finetune_lr as given. By default they are for "
-      "a global batch of 32 and scale linearly with --batch_size.", "recipe")
+      "a global batch of 32 and scale with --batch_size: by the square root "
+      "of the ratio for adam/adamw, linearly for sgd.", "recipe")
   checkpoint_every: int = _field(
       200, "Checkpoint every N training steps (and at every epoch end); 0 = "
       "epoch ends only. A rerun of the same command resumes.", "run")
@@ -202,9 +204,23 @@ class Config:
   log_every_steps: int = _field(
       10, "Write training scalars to TensorBoard every N steps.", "run")
 
+  def lr_rule(self):
+    """How --head_lr and --finetune_lr scale with the global batch size.
+
+    SGD: linearly (Goyal et al. 2017). Adam and AdamW: by the square root
+    of the ratio, the rule for adaptive optimizers (Malladi et al. 2022,
+    "On the SDEs and scaling rules for adaptive gradient algorithms"); the
+    linear rule overshoots them at large batches.
+    """
+    if self.no_lr_scaling:
+      return "none"
+    return "linear" if self.optimizer == "sgd" else "square root"
+
   def lr_scale(self):
-    """The factor the linear rule applies to --head_lr and --finetune_lr."""
-    return 1.0 if self.no_lr_scaling else self.batch_size / REFERENCE_BATCH
+    """The factor `lr_rule` applies to --head_lr and --finetune_lr."""
+    ratio = self.batch_size / REFERENCE_BATCH
+    return {"none": 1.0, "linear": ratio,
+            "square root": ratio ** 0.5}[self.lr_rule()]
 
   def resolved(self):
     """Returns a copy with derived defaults filled in."""

@@ -174,6 +174,24 @@ def recipe_from_config(config, jit_compile=False):
       batchnorm=batchnorm_policy(config))
 
 
+def effective_rates(config, recipe, choices):
+  """The learning rates the run trained at, for run.json.
+
+  Given rates are scaled by the batch-size rule; phase 2's trial rates are
+  used as they are (the validation split picks among them).
+  """
+  finetune = choices.get("finetune", {})
+  return {"rule": config.lr_rule(), "scale": config.lr_scale(),
+          "reference_batch": config_lib.REFERENCE_BATCH,
+          "global_batch": config.batch_size,
+          "head": (recipe.head.learning_rate if recipe.head.epochs and
+                   "head" not in choices else None),  # None: a fitted probe
+          "finetune_trials": ([] if recipe.finetune.learning_rate
+                              else list(recipe.finetune_lrs)),
+          "finetune": finetune.get("learning_rate",
+                                   recipe.finetune.learning_rate or None)}
+
+
 def batchnorm_policy(config):
   """--batchnorm, with auto resolved for random weights.
 
@@ -282,10 +300,11 @@ def _train_and_evaluate(config, strategy, chief):
                config.mixed_precision),
            "jit_compile": distribution.resolve_jit_compile(config.jit_compile),
            "lr_scale": config.lr_scale()}
-  logging.info("precision %s, XLA %s; learning rates x%g for global batch "
-               "%d (linear rule from batch %d%s)", speed["policy"],
+  logging.info("precision %s, XLA %s; given learning rates x%.3g for "
+               "global batch %d (%s rule from batch %d%s)", speed["policy"],
                "on" if speed["jit_compile"] else "off", speed["lr_scale"],
-               config.batch_size, config_lib.REFERENCE_BATCH,
+               config.batch_size, config.lr_rule(),
+               config_lib.REFERENCE_BATCH,
                "; off by --no_lr_scaling" if config.no_lr_scaling else "")
   previous = keras.mixed_precision.dtype_policy()
   keras.mixed_precision.set_dtype_policy(speed["policy"])
@@ -449,6 +468,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                         if config.finetune_epochs else None),
                     "weights_fingerprint": fingerprint},
           "recipe": info["choices"],
+          "learning_rates": effective_rates(config, recipe, info["choices"]),
           "data": {"sizes": splits.sizes, "classes": splits.class_names,
                    "notes": splits.notes,
                    "skipped_images": {"count": len(splits.skipped),

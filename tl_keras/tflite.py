@@ -401,13 +401,21 @@ def format_parity(rows):
 def check_accuracy_drop(rows, max_drop):
   """Raises CheckFailed naming each variant more than `max_drop` below Keras.
 
-  `rows` maps variant -> parity row (with its `keras_accuracy`).
+  `rows` maps variant -> parity row (with its `keras_accuracy` and
+  `examples`). A drop of a single example never fails: on a small test
+  split one flipped image is more than a point.
   """
+  def dropped(r):
+    lost = (r["keras_accuracy"] - r["accuracy"]) * r.get("examples", 0)
+    return (r["keras_accuracy"] - r["accuracy"] > max_drop + 1e-9
+            and lost > 1.5)
   failing = [f"{v} {r['accuracy']:.4f} vs Keras {r['keras_accuracy']:.4f}"
-             for v, r in rows.items()
-             if r["keras_accuracy"] - r["accuracy"] > max_drop + 1e-9]
+             for v, r in rows.items() if dropped(r)]
   if failing:
     raise CheckFailed(
         f"TFLite accuracy fell more than --max_accuracy_drop={max_drop} below "
-        f"the Keras model: {'; '.join(failing)}")
+        f"the Keras model: {'; '.join(failing)}; the files are written for "
+        "inspection: ship another variant (float16, dynamic), calibrate int8 "
+        "on more images (--calibration_samples), or accept the drop with a "
+        "larger --max_accuracy_drop (-1: no check)")
 
