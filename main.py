@@ -9,6 +9,7 @@ runs its --mode (train, export, predict, evaluate).
 
 import dataclasses
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up noise
@@ -76,11 +77,30 @@ def parse_flags(argv):
     _fail(f"{str(e).splitlines()[0]}; see python main.py --helpfull")
 
 
+def print_help():
+  """--help: the flags by group, one line each (--helpfull: absl's own)."""
+  print(__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
+  groups = {}
+  for field in dataclasses.fields(config_lib.Config):
+    groups.setdefault(field.metadata["group"], []).append(field)
+  for group, fields in groups.items():
+    print(f"\n{group} flags:")
+    for field in fields:
+      first = re.split(r"(?<!e\.g)\. ", field.metadata["help"])[0].rstrip(".")
+      default = f" [{field.default}]" if field.default not in ("", 0) else ""
+      print(f"  --{field.name:<20} {first}{default}")
+  print("\n  --list_models          Print the backbones and text models\n"
+        "\nEvery flag in full: --helpfull. Recipes: --flagfile=flags/NAME.flags")
+
+
 def _fail(message, exit_code=2):
   print(f"error: {message}", file=sys.stderr)
   sys.exit(exit_code)
 
 
 if __name__ == "__main__":
+  if any(arg in ("--help", "-h", "--helpshort") for arg in sys.argv[1:]):
+    print_help()
+    sys.exit(0)
   logging.set_verbosity(logging.INFO)
   app.run(main, flags_parser=parse_flags)

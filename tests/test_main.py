@@ -422,6 +422,11 @@ def test_list_models_and_line_based_progress(quick_run):
   assert listed[:len(models.REGISTRY)] == list(models.REGISTRY)
   assert {"bert_micro", "bert_base_en_uncased", "bert_tiny_en_uncased"} <= set(
       listed[len(models.REGISTRY):])
+  short = run_main("--help")
+  assert short.returncode == 0 and short.stderr == ""
+  for group in ("model", "data", "recipe", "export", "run"):
+    assert f"\n{group} flags:\n" in short.stdout, group
+  assert "  --model " in short.stdout and "  --unfreeze " in short.stdout
   helpfull = run_main("--helpfull").stdout
   for group in ("model", "data", "recipe", "export", "run"):
     assert f"\n{group} flags:\n" in helpfull, group
