@@ -79,7 +79,7 @@ def parse_flags(argv):
 
 def print_help():
   """--help: the flags by group, one line each (--helpfull: absl's own)."""
-  print(__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
+  print("\n\n".join(__doc__.split("\n\n")[:2]))
   groups = {}
   for field in dataclasses.fields(config_lib.Config):
     groups.setdefault(field.metadata["group"], []).append(field)

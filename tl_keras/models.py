@@ -1,9 +1,9 @@
 """Backbones by name, and the classifier built around them.
 
 The classifier takes raw RGB pixels (0..255, any height and width): resizing
-(`ImageResize`, the input pipeline's antialiased resize) and the backbone's own normalization are layers inside it, so
-the trained model, the SavedModel and every TFLite file see exactly the same
-inputs.
+(`ImageResize`, the input pipeline's antialiased resize) and the backbone's
+own normalization are layers inside it, so the trained model, the SavedModel
+and every TFLite file see exactly the same inputs.
 """
 
 import dataclasses
@@ -28,9 +28,9 @@ class ImageResize(layers.Layer):
   """Raw pixels of any size to height x width, as training saw them.
 
   The input pipeline's resize (`data.resize_pixels`): bilinear with
-  antialiasing, rounded and clipped to whole pixel values 0..255. A caller sending a 1000x1000 photo gets the
-  features training computed, not the aliased ones of a plain bilinear
-  resize. Images already height x width pass through unchanged; when the
+  antialiasing, rounded and clipped to whole pixel values 0..255. A caller
+  sending a 1000x1000 photo gets the features training computed, not the
+  aliased ones of a plain bilinear resize. Images already height x width pass through unchanged; when the
   size is known when the graph is traced (a fixed-size TFLite input) the
   graph holds no resize at all, so every TFLite variant converts.
   """
@@ -43,7 +43,6 @@ class ImageResize(layers.Layer):
     size = (self.height, self.width)
     if tuple(images.shape[1:3]) == size:
       return images
-
     shape = tf.shape(images)
     same = tf.logical_and(tf.equal(shape[1], self.height),
                           tf.equal(shape[2], self.width))
@@ -310,13 +309,16 @@ def unfreeze_count(model, mode, value):
   """
   if text_models.is_text_classifier(model):
     return text_models.unfreeze_count(model, mode, value)
-  depth = len(blocks(base_of(model)))
+  return _block_count(len(blocks(base_of(model))), mode, value, model.name)
+
+
+def _block_count(depth, mode, value, name):
   if mode == "all":
     return depth
   if mode == "layers":
     if value > depth:
       raise UserError(f"--unfreeze={value} exceeds the {depth} blocks of "
-                      f"--model={model.name}; use at most {depth} or 'all'")
+                      f"--model={name}; use at most {depth} or 'all'")
     return value
   return max(1, round(value * depth))
 
@@ -353,10 +355,12 @@ def _graph_segments(base):
   for i, producers in enumerate(reads):
     for p in producers:
       last_read[p] = max(last_read.get(p, i), i)
-  segments, current = [], []
+  # reach: the furthest read of anything below i - 1 (the input included).
+  segments, current, reach = [], [], last_read.get(-1, -1)
   for i, layer in enumerate(body):
-    live = {p for p, last in last_read.items() if p < i <= last}
-    if current and live <= {i - 1}:
+    if i >= 2:
+      reach = max(reach, last_read.get(i - 2, -1))
+    if current and reach < i:
       segments.append(current)
       current = []
     current.append(layer)
@@ -410,8 +414,8 @@ def unfreeze_top(model, mode, value, train_batchnorm=False):
   """
   if text_models.is_text_classifier(model):
     return text_models.unfreeze_top(model, mode, value)
-  count = unfreeze_count(model, mode, value)
   grouped = blocks(base_of(model))
+  count = _block_count(len(grouped), mode, value, model.name)
   top = {id(l) for _, members in grouped[len(grouped) - count:]
          for l in members}
   base_of(model).trainable = True
@@ -429,7 +433,7 @@ def first_unfrozen_block(model, mode, value):
     depth = len(model.backbone.transformer_layers)
     return f"transformer_layer_{depth - unfreeze_count(model, mode, value)}"
   grouped = blocks(base_of(model))
-  return grouped[len(grouped) - unfreeze_count(model, mode, value)][0]
+  return grouped[-_block_count(len(grouped), mode, value, model.name)][0]
 
 
 def _base_layers(model):

@@ -406,9 +406,8 @@ def check_accuracy_drop(rows, max_drop):
   split one flipped image is more than a point.
   """
   def dropped(r):
-    lost = (r["keras_accuracy"] - r["accuracy"]) * r.get("examples", 0)
-    return (r["keras_accuracy"] - r["accuracy"] > max_drop + 1e-9
-            and lost > 1.5)
+    drop = r["keras_accuracy"] - r["accuracy"]
+    return drop > max_drop + 1e-9 and drop * r["examples"] > 1.5
   failing = [f"{v} {r['accuracy']:.4f} vs Keras {r['keras_accuracy']:.4f}"
              for v, r in rows.items() if dropped(r)]
   if failing:
