@@ -176,3 +176,81 @@ def test_a_file_that_is_not_tflite_is_refused(tmp_path):
   path.write_bytes(b"not a flatbuffer at all")
   with pytest.raises(UserError, match="not a TFLite model"):
     predictors.load(str(path))
+
+
+def _int8_hostile_model(size):
+  """A classifier whose decision full-integer int8 cannot represent.
+
+  The first dense layer adds 1000 to a difference of about one unit, so its
+  int8 output, with a step of about 4, loses the difference: fully
+  quantized, the model guesses.
+  """
+  inputs = keras.Input((None, None, 3))
+  pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+  offset = keras.layers.Dense(2, name="offset")
+  logits = keras.layers.Dense(2, activation="softmax", name="logits")
+  model = keras.Model(inputs, logits(offset(pooled)))
+  red_minus_green = np.array([[1, -1], [-1, 1], [0, 0]], np.float32) / 255
+  offset.set_weights([red_minus_green, np.full(2, 1000, np.float32)])
+  logits.set_weights([20 * np.eye(2, dtype=np.float32),
+                      np.full(2, -20000, np.float32)])
+  return model
+
+
+def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
+  from tl_keras import quantization, report  # pylint: disable=g-import-not-at-top
+  size, names = 8, ["red", "green"]
+  model = _int8_hostile_model(size)
+  rng = np.random.default_rng(0)
+  calibration, validation, test = (
+      rng.integers(0, 256, (n, size, size, 3)).astype(np.uint8)
+      for n in (48, 60, 60))
+
+  def labelled(images):
+    return images, export.keras_probabilities(model, images).argmax(-1)
+
+  path = tmp_path / tflite.filename("int8")
+  tflite.export(model, "int8", str(path), image_size=size, class_names=names,
+                preprocessing="none", calibration_images=calibration)
+  plain = path.read_bytes()
+  common = dict(calibration_images=calibration, validation=labelled(validation),
+                test=labelled(test), class_names=names, image_size=size,
+                preprocessing="none")
+  assert export.int8_fallback(model, str(tmp_path), max_drop=1.0,
+                              **common) is None
+  assert path.read_bytes() == plain  # within bounds: untouched
+
+  record = export.int8_fallback(model, str(tmp_path), max_drop=0.02, **common)
+  val = record["validation"]
+  assert val["keras_accuracy"] == 1.0 and val["accuracy_before"] < 0.7
+  assert record["test_before"]["agreement"] < 0.7
+  assert record["within_bounds"] and val["accuracy"] >= 0.98
+  ranked = [r["rmse_steps"] for r in record["worst_layers"]]
+  assert ranked == sorted(ranked, reverse=True) and ranked[0] > 0.7
+  assert record["float_layers"][0] == record["worst_layers"][0]["layer"]
+  assert record["size_bytes"] == path.stat().st_size != len(plain)
+  # Same contract as a fully quantized file: raw uint8 pixels in, uint8 out,
+  # with the layers kept in float named in the metadata.
+  runner = tflite.Runner(str(path))
+  assert runner.input["dtype"] == np.uint8
+  assert runner.input["quantization"] == (1.0, 0)
+  assert runner.output["dtype"] == np.uint8
+  assert any("float32" in d for op, d in runner.op_dtypes().items()
+             if op not in ("QUANTIZE", "DEQUANTIZE"))
+  metadata = tflite.read_metadata(str(path))
+  assert metadata["float_layers"] == record["float_layers"]
+  assert metadata["labels"] == names
+  assert f"{len(record['float_layers'])} of its" in report.fallback_sentence(
+      record)
+
+  # The doubling search on the debugger's ranking: 1, 2, 4 layers.
+  calibrated, layers = quantization.layer_errors(model, size, calibration)
+  tried = []
+  content, kept, ok = quantization.with_fallback(
+      calibrated, layers, lambda c: tried.append(c) or len(tried) == 2)
+  assert ok and kept == [r["layer"] for r in layers[:2]] and len(content)
+
+  rows = {"int8": {"accuracy": 0.5, "keras_accuracy": 1.0, "examples": 60,
+                   "fallback": record}}
+  with pytest.raises(CheckFailed, match="already keeps"):
+    tflite.check_accuracy_drop(rows, 0.02)

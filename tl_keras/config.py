@@ -158,6 +158,12 @@ class Config:
       "than this below the Keras model's (and by more than one test "
       "example); negative = no check.",
       "export")
+  int8_fallback: str = _field(
+      "auto", "When tflite_int8 falls more than --max_accuracy_drop below "
+      "the Keras model on the validation split, auto keeps its worst layers "
+      "(ranked by TensorFlow's quantization debugger) in float until it is "
+      "within bounds; off writes it as it is.", "export",
+      choices=("auto", "off"))
 
   # Run.
   mode: str = _field(

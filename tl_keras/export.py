@@ -2,16 +2,20 @@
 
 `model.keras` is always written; `write_exports` adds the `--export` formats
 (a SavedModel and the TFLite variants) and `tflite_parity` checks every
-TFLite file against the Keras model on the same images.
+TFLite file against the Keras model on the same images; `int8_fallback`
+keeps the int8 file's worst layers in float when it falls too far below.
 """
 
 import logging
 import os
+import tempfile
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras import quantization
 from tl_keras import tflite
 from tl_keras.errors import UserError
 
@@ -145,3 +149,90 @@ def tflite_parity(model, directory, variants, images, labels):
   if rows:
     logging.info("TFLite parity\n%s", tflite.format_parity(rows))
   return rows
+
+
+# Layers of the debugger's ranking recorded in metrics.json and the report.
+WORST_LAYERS_REPORTED = 10
+
+
+def int8_fallback(model, directory, *, calibration_images, validation, test,
+                  max_drop, class_names, image_size, preprocessing):
+  """Rewrites `model_int8.tflite` with its worst layers in float, if needed.
+
+  When the int8 file in `directory` is `tflite.too_far` below the Keras
+  model on the validation images, TensorFlow's quantization debugger ranks
+  its layers (`quantization.layer_errors`) and the worst 1, 2, 4, ... are
+  kept in float until validation is within `max_drop`. Validation decides,
+  so the test split stays a fair judge of the result.
+
+  Args:
+    model: the Keras model.
+    directory: holds model_int8.tflite.
+    calibration_images: the int8 file's calibration images.
+    validation: (uint8 images, labels) that decide.
+    test: (uint8 images, labels): the plain int8 file's test figures are
+      recorded, to compare with the result's.
+    max_drop: --max_accuracy_drop.
+    class_names, image_size, preprocessing: as in `write_exports`.
+
+  Returns:
+    None when the int8 file is within bounds as it is, else what was done:
+    {"validation": {...}, "test_before": {...}, "worst_layers": [...],
+    "float_layers": [...], "within_bounds", "size_bytes_before",
+    "size_bytes", "seconds"}.
+  """
+  path = os.path.join(directory, tflite.filename("int8"))
+  images, labels = validation
+  keras_accuracy = float(np.mean(
+      keras_probabilities(model, images).argmax(-1) == labels))
+
+  def row_of(file_path):
+    accuracy = float(np.mean(
+        tflite.Runner(file_path).predict(images).argmax(-1) == labels))
+    return {"accuracy": accuracy, "keras_accuracy": keras_accuracy,
+            "examples": int(len(labels))}
+
+  before = row_of(path)
+  if not len(labels) or not tflite.too_far(before, max_drop):
+    return None
+  started = time.time()
+  logging.info("tflite_int8 is %.1f points below Keras on validation "
+               "(%.4f vs %.4f): TensorFlow's quantization debugger ranks its "
+               "layers", 100 * (keras_accuracy - before["accuracy"]),
+               before["accuracy"], keras_accuracy)
+  calibrated, layers = quantization.layer_errors(model, image_size,
+                                                 calibration_images)
+  test_before = tflite.parity(path, *test, keras_probabilities(model, test[0]))
+  size_before = os.path.getsize(path)
+  after = {}
+
+  def acceptable(content):
+    with tempfile.TemporaryDirectory() as tmp:
+      candidate = os.path.join(tmp, "candidate.tflite")
+      with open(candidate, "wb") as f:
+        f.write(content)
+      after.update(row_of(candidate))
+    return not tflite.too_far(after, max_drop)
+
+  content, float_layers, ok = quantization.with_fallback(
+      calibrated, layers, acceptable)
+  metadata = tflite.metadata_for("int8", content, class_names, image_size,
+                                 preprocessing)
+  metadata["float_layers"] = float_layers
+  tflite.write(path, content, metadata)
+  record = {
+      "validation": {"keras_accuracy": keras_accuracy, "examples":
+                     int(len(labels)), "accuracy_before": before["accuracy"],
+                     "accuracy": after["accuracy"]},
+      "test_before": {k: test_before[k] for k in ("accuracy", "agreement")},
+      "worst_layers": layers[:WORST_LAYERS_REPORTED],
+      "float_layers": float_layers, "layers": len(layers),
+      "within_bounds": ok, "size_bytes_before": size_before,
+      "size_bytes": os.path.getsize(path),
+      "seconds": time.time() - started}
+  logging.info("tflite_int8 keeps %d of %d layers in float (%s): validation "
+               "%.4f (was %.4f), %d KB (was %d KB)", len(float_layers),
+               len(layers), "within bounds" if ok else "still out of bounds",
+               after["accuracy"], before["accuracy"],
+               record["size_bytes"] // 1024, size_before // 1024)
+  return record

@@ -218,6 +218,7 @@ def html_report(record, metrics, images):
                        _pct(r["agreement"]), f"{r['size_bytes'] / 1024:.0f} KB",
                        f"{r['latency_ms']:.3f} ms"]
                       for v, r in metrics["tflite"].items()])]
+    parts += _fallback_section(metrics["tflite"].get("int8", {}))
   parts += ["<h2>Reproduce</h2>",
             f"<pre>{html.escape(command_line(config))}</pre>",
             "<h2>Environment</h2>", _table(
@@ -302,6 +303,8 @@ def model_card(record, metrics):
     lines.append(f"- `model_{variant}.tflite`: accuracy "
                  f"{_pct(row['accuracy'])}, agrees with the Keras model on "
                  f"{_pct(row['agreement'])} of test examples")
+    if row.get("fallback"):
+      lines[-1] += f" ({fallback_sentence(row['fallback'])})"
   if text:
     return "\n".join(lines + _text_usage(record, config))
   size = record["model"]["image_size"]
@@ -418,3 +421,36 @@ def write_all(directory, record, metrics):
     f.write(html_report(record, metrics, images))
   with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as f:
     f.write(model_card(record, metrics))
+
+
+def fallback_sentence(fallback):
+  """One line on what --int8_fallback did."""
+  return (f"{len(fallback['float_layers'])} of its {fallback['layers']} "
+          "quantized layers are kept in float: fully quantized it reached "
+          f"{_pct(fallback['test_before']['accuracy'])} on test and "
+          f"agreed with Keras on {_pct(fallback['test_before']['agreement'])}"
+          f"; {fallback['size_bytes_before'] / 1024:.0f} KB became "
+          f"{fallback['size_bytes'] / 1024:.0f} KB"
+          + ("" if fallback["within_bounds"] else
+             "; still more than --max_accuracy_drop below Keras"))
+
+
+def _fallback_section(row):
+  """The report's account of the int8 fallback, when there was one."""
+  fallback = row.get("fallback")
+  if not fallback:
+    return []
+  val = fallback["validation"]
+  return [
+      "<h2>int8: layers kept in float</h2>",
+      f"<p>Fully quantized, int8 reached {_pct(val['accuracy_before'])} "
+      f"on {val['examples']} validation examples against Keras's "
+      f"{_pct(val['keras_accuracy'])}; TensorFlow's quantization debugger "
+      "ranked its layers by their error in quantization steps (RMSE / "
+      "scale). With the worst kept in float it reaches "
+      f"{_pct(val['accuracy'])}: {html.escape(fallback_sentence(fallback))}."
+      "</p>", _table(
+          ["layer", "op", "RMSE / scale", "in float"],
+          [[html.escape(r["layer"][:120]), r["op"], f"{r['rmse_steps']:.2f}",
+            "yes" if r["layer"] in fallback["float_layers"] else ""]
+           for r in fallback["worst_layers"]])]

@@ -520,7 +520,20 @@ def export_artifacts(model, directory, config, splits, image_size):
     return {}
   images, labels = data.to_numpy(splits.test, image_size,
                                  limit=config.parity_samples)
-  return export.tflite_parity(model, directory, variants, images, labels)
+  fallback = None
+  if ("int8" in variants and config.int8_fallback == "auto"
+      and config.max_accuracy_drop >= 0):
+    fallback = export.int8_fallback(
+        model, directory, calibration_images=calibration,
+        validation=data.to_numpy(splits.validation, image_size,
+                                 limit=config.parity_samples),
+        test=(images, labels), max_drop=config.max_accuracy_drop,
+        class_names=splits.class_names, image_size=image_size,
+        preprocessing=models.get_backbone(config.model).preprocessing)
+  rows = export.tflite_parity(model, directory, variants, images, labels)
+  if fallback:
+    rows["int8"]["fallback"] = fallback
+  return rows
 
 
 def export_text_artifacts(model, directory, config, splits):
@@ -581,6 +594,8 @@ def _export_run(config, run_dir, record, formats):
                            if k in _CONFIG_FIELDS}),
       export=config.export, calibration_samples=config.calibration_samples,
       parity_samples=config.parity_samples,
+      max_accuracy_drop=config.max_accuracy_drop,
+      int8_fallback=config.int8_fallback,
       data_dir=config.data_dir or record["config"]["data_dir"])
   image_size = None if text else export.image_size_of(model)
   splits = load_splits(run_config, text)

@@ -118,7 +118,7 @@ def convert(model, variant, sequence_length):
     archive.write_out(tmp, verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
     tflite._configure(converter, variant, None)  # pylint: disable=protected-access
-    with tflite._native_stdout_silenced():  # pylint: disable=protected-access
+    with tflite.native_stdout_silenced():
       return converter.convert()
 
 

@@ -8,7 +8,8 @@ backbone's normalization is inside the graph.
     float32   no quantization: the reference.
     float16   float16 weights, float32 compute on CPU.
     dynamic   int8 weights, activations quantized on the fly.
-    int8      full-integer: int8 weights and activations, integer-only ops,
+    int8      full-integer: int8 weights and activations, integer-only ops
+              (unless `quantization` kept its worst layers in float),
               uint8 input and uint8 output (scale and zero point recorded),
               calibrated on a class-stratified sample of the training split.
 
@@ -87,11 +88,24 @@ def convert(model, variant, image_size, calibration_images=None):
   Returns:
     The .tflite file contents, before metadata.
   """
+  with converter_for(model, variant, image_size,
+                     calibration_images) as converter:
+    with native_stdout_silenced():
+      return converter.convert()
+
+
+@contextlib.contextmanager
+def converter_for(model, variant, image_size, calibration_images=None):
+  """A `tf.lite.TFLiteConverter` set up for `variant` (see `convert`).
+
+  A context: the converter reads a temporary SavedModel that lives until
+  the block ends.
+  """
   model = float32_copy(model)
   shape = [1, image_size, image_size, 3]
   if variant == "int8":
     # Float pixels in, so the converter can quantize the input: with the
-    # calibration range forced to [0, 255] (see `_representative`) the uint8
+    # calibration range forced to [0, 255] (see `representative`) the uint8
     # input has scale 1 and zero point 0, i.e. it *is* the raw pixel.
     spec, serve = tf.TensorSpec(shape, tf.float32, name="images"), (
         lambda images: model(images, training=False))
@@ -106,12 +120,11 @@ def convert(model, variant, image_size, calibration_images=None):
     archive.write_out(tmp, verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
     _configure(converter, variant, calibration_images)
-    with _native_stdout_silenced():
-      return converter.convert()
+    yield converter
 
 
 @contextlib.contextmanager
-def _native_stdout_silenced():
+def native_stdout_silenced():
   """The quantizer prints a status line from C++ straight to fd 1."""
   sys.stdout.flush()
   saved = os.dup(1)
@@ -135,7 +148,7 @@ def _configure(converter, variant, calibration_images):
     if calibration_images is None or not len(calibration_images):
       raise ValueError("int8 conversion needs calibration images")
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = _representative(calibration_images)
+    converter.representative_dataset = representative(calibration_images)
     converter.target_spec.supported_ops = [
         tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
@@ -144,7 +157,7 @@ def _configure(converter, variant, calibration_images):
     raise ValueError(f"unknown TFLite variant {variant!r}")
 
 
-def _representative(images):
+def representative(images):
   """Calibration generator: each image alone, as float32 pixels.
 
   One pixel of the first image is set to 0 and one to 255 so the input's
@@ -347,12 +360,17 @@ def export(model, variant, path, *, image_size, class_names, preprocessing,
   except Exception as e:  # The converter raises many types.
     raise UserError(f"TFLite {variant} conversion failed: "
                     f"{str(e).strip().splitlines()[0][:300]}") from e
-  metadata = metadata_for(variant, content, class_names, image_size,
-                          preprocessing)
-  with open(path, "wb") as f:
-    f.write(add_metadata(content, metadata))
+  metadata = write(path, content, metadata_for(
+      variant, content, class_names, image_size, preprocessing))
   logging.info("wrote %s (%d bytes, %.1fs)", os.path.basename(path),
                os.path.getsize(path), time.time() - started)
+  return metadata
+
+
+def write(path, content, metadata):
+  """Writes `content` with `metadata` embedded to `path`. Returns it."""
+  with open(path, "wb") as f:
+    f.write(add_metadata(content, metadata))
   return metadata
 
 
@@ -398,23 +416,33 @@ def format_parity(rows):
   return "\n".join(lines)
 
 
+def too_far(row, max_drop):
+  """Whether a parity row is more than `max_drop` below Keras.
+
+  A drop of a single example never counts: on a small test split one
+  flipped image is more than a point.
+  """
+  drop = row["keras_accuracy"] - row["accuracy"]
+  return drop > max_drop + 1e-9 and drop * row["examples"] > 1.5
+
+
 def check_accuracy_drop(rows, max_drop):
-  """Raises CheckFailed naming each variant more than `max_drop` below Keras.
+  """Raises CheckFailed naming each variant `too_far` below Keras.
 
   `rows` maps variant -> parity row (with its `keras_accuracy` and
-  `examples`). A drop of a single example never fails: on a small test
-  split one flipped image is more than a point.
+  `examples`).
   """
-  def dropped(r):
-    drop = r["keras_accuracy"] - r["accuracy"]
-    return drop > max_drop + 1e-9 and drop * r["examples"] > 1.5
   failing = [f"{v} {r['accuracy']:.4f} vs Keras {r['keras_accuracy']:.4f}"
-             for v, r in rows.items() if dropped(r)]
+             for v, r in rows.items() if too_far(r, max_drop)]
   if failing:
+    fallback = rows.get("int8", {}).get("fallback")
+    int8_hint = (
+        f"int8 already keeps {len(fallback['float_layers'])} layer(s) in "
+        "float (--int8_fallback=auto)" if fallback else
+        "let int8 keep its worst layers in float (--int8_fallback=auto)")
     raise CheckFailed(
         f"TFLite accuracy fell more than --max_accuracy_drop={max_drop} below "
         f"the Keras model: {'; '.join(failing)}; the files are written for "
         "inspection: ship another variant (float16, dynamic), calibrate int8 "
-        "on more images (--calibration_samples), or accept the drop with a "
-        "larger --max_accuracy_drop (-1: no check)")
-
+        f"on more images (--calibration_samples), {int8_hint}, or accept "
+        "the drop with a larger --max_accuracy_drop (-1: no check)")
