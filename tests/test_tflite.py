@@ -254,3 +254,26 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
                    "fallback": record}}
   with pytest.raises(CheckFailed, match="already keeps"):
     tflite.check_accuracy_drop(rows, 0.02)
+
+
+def test_int8_layer_normalization_is_integer_only(tmp_path):
+  """Keras's LayerNormalization negates the mean, which TFLite's int8 has
+  no kernel for; the int8 export rewrites it (ConvNeXt holds 19)."""
+  inputs = keras.Input((None, None, 3))
+  x = keras.layers.Conv2D(8, 3)(inputs)
+  x = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+  model.layers[2].set_weights([np.linspace(0.5, 2, 8, dtype=np.float32),
+                               np.linspace(-1, 1, 8, dtype=np.float32)])
+  images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3)).astype(
+      np.uint8)
+  rewritten = tflite.integer_friendly(model)
+  assert isinstance(rewritten.layers[2], tflite.SubtractingLayerNormalization)
+  np.testing.assert_allclose(export.keras_probabilities(rewritten, images),
+                             export.keras_probabilities(model, images),
+                             atol=1e-5)
+  path = tmp_path / "model_int8.tflite"
+  path.write_bytes(tflite.convert(model, "int8", 8, images))
+  assert not {op for op, dtypes in tflite.Runner(str(path)).op_dtypes().items()
+              if dtypes & {"float32", "float16"}}

@@ -112,15 +112,16 @@ def write_exports(model, directory, formats, *, class_names, image_size,
     preprocessing: the backbone's normalization, recorded in TFLite metadata.
     calibration_images: uint8 [N, S, S, 3] training images for tflite_int8.
   """
-  for fmt in formats:
-    path = os.path.join(directory, filename(fmt))
-    if fmt == SAVED_MODEL:
-      save_saved_model(model, path, class_names=class_names,
-                       image_size=image_size)
-      continue
-    tflite.export(model, _variant(fmt), path, image_size=image_size,
-                  class_names=class_names, preprocessing=preprocessing,
-                  calibration_images=calibration_images)
+  with tflite.converters(model, image_size) as make:
+    for fmt in formats:
+      path = os.path.join(directory, filename(fmt))
+      if fmt == SAVED_MODEL:
+        save_saved_model(model, path, class_names=class_names,
+                         image_size=image_size)
+        continue
+      tflite.export(model, _variant(fmt), path, image_size=image_size,
+                    class_names=class_names, preprocessing=preprocessing,
+                    calibration_images=calibration_images, make=make)
 
 
 def keras_probabilities(model, images, batch_size=64):

@@ -189,6 +189,14 @@ REGISTRY = {
         "convnet_small": (convnet_small, 32, 241_888)}),
 }
 
+# One small member of each keras.applications family (mobilenet twice: v2's
+# depthwise ReLU6 and v3's hard-swish and squeeze-excite quantize
+# differently): what the family tests and benchmarks/int8_families.py run.
+FAMILY_EXAMPLES = ("resnet50", "resnet50v2", "mobilenetv2",
+                   "mobilenetv3_small", "efficientnet_b0", "efficientnetv2_b0",
+                   "convnext_tiny", "densenet121", "inceptionv3", "xception",
+                   "vgg16")
+
 
 def get_backbone(name):
   """Returns the registry row for `name`, or a UserError with close matches."""

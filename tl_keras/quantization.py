@@ -48,11 +48,10 @@ def layer_errors(model, image_size, calibration_images,
     and [{"layer", "op", "rmse_steps", "max_abs_error", "scale"}] sorted by
     rmse_steps, highest first.
   """
-  with tflite.converter_for(model, "int8", image_size,
-                            calibration_images) as converter:
+  with tflite.converters(model, image_size) as make:
     with tflite.native_stdout_silenced():
       debugger = tf.lite.experimental.QuantizationDebugger(
-          converter=converter,
+          converter=make("int8", calibration_images),
           debug_dataset=tflite.representative(calibration_images[:samples]))
       debugger.run()
   dump = io.StringIO()

@@ -58,6 +58,63 @@ def float32_copy(model):
   return clone
 
 
+@keras.saving.register_keras_serializable("tl_keras")
+class SubtractingLayerNormalization(keras.layers.LayerNormalization):
+  """LayerNormalization written as (x - mean) * inv + beta, for int8.
+
+  Keras computes x * inv + (-mean * inv + beta); TFLite has no int8 kernel
+  for that negation, so a full-integer ConvNeXt would keep a float NEG
+  (with a dequantize and a quantize) in every LayerNormalization. Same
+  weights, same maths; only the last-axis, non-RMS form is rewritten.
+  """
+
+  def call(self, inputs):
+    mean, variance = keras.ops.moments(inputs, axes=self.axis, keepdims=True)
+    inv = keras.ops.rsqrt(variance + self.epsilon)
+    if self.scale:
+      inv = inv * self.gamma
+    outputs = (inputs - mean) * inv
+    if self.center:
+      outputs = outputs + self.beta
+    return outputs
+
+
+def _rewritable(layer):
+  if type(layer) is not keras.layers.LayerNormalization:  # pylint: disable=unidiomatic-typecheck
+    return False
+  axis = layer.axis if isinstance(layer.axis, list) else [layer.axis]
+  rank = len(layer.input.shape)
+  return not layer.rms_scaling and [a % rank for a in axis] == [rank - 1]
+
+
+def integer_friendly(model):
+  """`model` with its LayerNormalization layers as
+  `SubtractingLayerNormalization` (same weights), or `model` itself when it
+  has none."""
+  names = {l.name for l in _all_layers(model) if _rewritable(l)}
+  if not names:
+    return model
+  clone = model.__class__.from_config(
+      _with_layer_norm_rewritten(model.get_config(), names))
+  clone.set_weights(model.get_weights())
+  return clone
+
+
+def _with_layer_norm_rewritten(config, names):
+  """A config tree with the LayerNormalization layers `names` replaced."""
+  if isinstance(config, dict):
+    if (config.get("class_name") == "LayerNormalization"
+        and config.get("config", {}).get("name") in names):
+      return {**config, "module": None,
+              "class_name": "SubtractingLayerNormalization",
+              "registered_name": "tl_keras>SubtractingLayerNormalization"}
+    return {k: _with_layer_norm_rewritten(v, names)
+            for k, v in config.items()}
+  if isinstance(config, list):
+    return [_with_layer_norm_rewritten(v, names) for v in config]
+  return config
+
+
 def _all_layers(model):
   for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
     yield layer
@@ -76,7 +133,7 @@ def _with_float32_policy(config):
   return config
 
 
-def convert(model, variant, image_size, calibration_images=None):
+def convert(model, variant, image_size, calibration_images=None, make=None):
   """Converts a raw-pixels classifier to TFLite flatbuffer bytes.
 
   Args:
@@ -84,43 +141,58 @@ def convert(model, variant, image_size, calibration_images=None):
     variant: one of VARIANTS.
     image_size: S of the [1, S, S, 3] input.
     calibration_images: uint8 [N, S, S, 3] training images (int8 only).
+    make: a `converters` context's function for `model`, to share its
+      SavedModels across variants; default: a context of its own.
 
   Returns:
     The .tflite file contents, before metadata.
   """
-  with converter_for(model, variant, image_size,
-                     calibration_images) as converter:
-    with native_stdout_silenced():
-      return converter.convert()
+  if make is None:
+    with converters(model, image_size) as make:
+      return convert(model, variant, image_size, calibration_images, make)
+  converter = make(variant, calibration_images)
+  with native_stdout_silenced():
+    return converter.convert()
 
 
 @contextlib.contextmanager
-def converter_for(model, variant, image_size, calibration_images=None):
-  """A `tf.lite.TFLiteConverter` set up for `variant` (see `convert`).
+def converters(model, image_size):
+  """Yields make(variant, calibration_images=None) -> a set-up converter.
 
-  A context: the converter reads a temporary SavedModel that lives until
-  the block ends.
+  Converters read a temporary SavedModel (which freezes the variables),
+  written once per input type and shared by the variants that take it:
+  float32, float16 and dynamic take uint8 pixels and cast them; int8 takes
+  float pixels (of the `integer_friendly` model), so the converter can
+  quantize the input: with the
+  calibration range forced to [0, 255] (see `representative`) its uint8
+  input has scale 1 and zero point 0, i.e. it *is* the raw pixel.
   """
   model = float32_copy(model)
+  quantizable = integer_friendly(model)
   shape = [1, image_size, image_size, 3]
-  if variant == "int8":
-    # Float pixels in, so the converter can quantize the input: with the
-    # calibration range forced to [0, 255] (see `representative`) the uint8
-    # input has scale 1 and zero point 0, i.e. it *is* the raw pixel.
-    spec, serve = tf.TensorSpec(shape, tf.float32, name="images"), (
-        lambda images: model(images, training=False))
-  else:
-    spec, serve = tf.TensorSpec(shape, tf.uint8, name="images"), (
-        lambda images: model(tf.cast(images, tf.float32), training=False))
-  # Through a SavedModel, so the converter freezes the variables.
+  serving = {
+      "uint8": (tf.TensorSpec(shape, tf.uint8, name="images"),
+                lambda images: model(tf.cast(images, tf.float32),
+                                     training=False)),
+      "float32": (tf.TensorSpec(shape, tf.float32, name="images"),
+                  lambda images: quantizable(images, training=False))}
   with tempfile.TemporaryDirectory() as tmp:
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", serve, input_signature=[spec])
-    archive.write_out(tmp, verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-    _configure(converter, variant, calibration_images)
-    yield converter
+    written = {}
+
+    def make(variant, calibration_images=None):
+      pixels = "float32" if variant == "int8" else "uint8"
+      if pixels not in written:
+        written[pixels] = os.path.join(tmp, pixels)
+        spec, serve = serving[pixels]
+        archive = keras.export.ExportArchive()
+        archive.track(quantizable if pixels == "float32" else model)
+        archive.add_endpoint("serving_default", serve, input_signature=[spec])
+        archive.write_out(written[pixels], verbose=False)
+      converter = tf.lite.TFLiteConverter.from_saved_model(written[pixels])
+      _configure(converter, variant, calibration_images)
+      return converter
+
+    yield make
 
 
 @contextlib.contextmanager
@@ -352,11 +424,14 @@ def metadata_for(variant, content, class_names, image_size, preprocessing):
 
 
 def export(model, variant, path, *, image_size, class_names, preprocessing,
-           calibration_images=None):
-  """Converts, embeds metadata, writes `path`. Returns the metadata."""
+           calibration_images=None, make=None):
+  """Converts, embeds metadata, writes `path`. Returns the metadata.
+
+  `make`: as in `convert`.
+  """
   started = time.time()
   try:
-    content = convert(model, variant, image_size, calibration_images)
+    content = convert(model, variant, image_size, calibration_images, make)
   except Exception as e:  # The converter raises many types.
     raise UserError(f"TFLite {variant} conversion failed: "
                     f"{str(e).strip().splitlines()[0][:300]}") from e
