@@ -120,30 +120,6 @@ def test_a_frozen_efficientnet_drops_nothing_in_training_mode():
                          extractor(x, training=False).numpy())
 
 
-def test_cached_and_uncached_heads_agree_with_dropout_inside_the_base():
-  """EfficientNet's blocks hold Dropout: the slow path must not apply it."""
-  rng = np.random.default_rng(0)
-  labels = np.arange(16, dtype=np.int32) % 2
-  images = rng.integers(0, 255, (16, 32, 32, 3)).astype(np.uint8)
-  ds = _dataset(images, labels)
-  splits = data.Splits(train=ds, validation=ds, test=ds,
-                       sizes={"train": 16, "validation": 16, "test": 16},
-                       class_names=["a", "b"])
-  heads = []
-  for cached in (False, True):
-    keras.utils.set_random_seed(3)
-    model = models.build_classifier("efficientnet_b0", 2, image_size=32,
-                                    weights=None, dropout=0.0)
-    features = training.FeatureCache(
-        model, splits, image_size=32, batch_size=8) if cached else None
-    training.train_phase(model, training.PhaseSpec("head", 2, 1e-2), splits,
-                         strategy=STRATEGY, image_size=32, batch_size=8,
-                         seed=0, augment="none", features=features)
-    heads.append(model.get_layer("classifier").get_weights())
-  for slow, fast in zip(*heads):
-    np.testing.assert_allclose(slow, fast, atol=1e-5)
-
-
 def test_a_frozen_bert_drops_nothing_in_training_mode():
   from tl_keras import text_models  # pylint: disable=g-import-not-at-top
   # bert_micro: 2 transformer layers with dropout 0.1 inside.
