@@ -52,10 +52,7 @@ def float32_copy(model):
   if all(layer.dtype_policy.name == "float32"
          for layer in _all_layers(model)):
     return model
-  config = _with_float32_policy(model.get_config())
-  clone = model.__class__.from_config(config)
-  clone.set_weights(model.get_weights())
-  return clone
+  return _rebuilt(model, _with_float32_policy(model.get_config()))
 
 
 @keras.saving.register_keras_serializable("tl_keras")
@@ -94,8 +91,12 @@ def integer_friendly(model):
   names = {l.name for l in _all_layers(model) if _rewritable(l)}
   if not names:
     return model
-  clone = model.__class__.from_config(
-      _with_layer_norm_rewritten(model.get_config(), names))
+  return _rebuilt(model, _with_layer_norm_rewritten(model.get_config(), names))
+
+
+def _rebuilt(model, config):
+  """A model of `model`'s class from `config`, with `model`'s weights."""
+  clone = model.__class__.from_config(config)
   clone.set_weights(model.get_weights())
   return clone
 
@@ -162,20 +163,13 @@ def converters(model, image_size):
   Converters read a temporary SavedModel (which freezes the variables),
   written once per input type and shared by the variants that take it:
   float32, float16 and dynamic take uint8 pixels and cast them; int8 takes
-  float pixels (of the `integer_friendly` model), so the converter can
-  quantize the input: with the
-  calibration range forced to [0, 255] (see `representative`) its uint8
-  input has scale 1 and zero point 0, i.e. it *is* the raw pixel.
+  float pixels of the `integer_friendly` model, so the converter can
+  quantize the input: with the calibration range forced to [0, 255] (see
+  `representative`) its uint8 input has scale 1 and zero point 0, i.e. it
+  *is* the raw pixel.
   """
   model = float32_copy(model)
-  quantizable = integer_friendly(model)
   shape = [1, image_size, image_size, 3]
-  serving = {
-      "uint8": (tf.TensorSpec(shape, tf.uint8, name="images"),
-                lambda images: model(tf.cast(images, tf.float32),
-                                     training=False)),
-      "float32": (tf.TensorSpec(shape, tf.float32, name="images"),
-                  lambda images: quantizable(images, training=False))}
   with tempfile.TemporaryDirectory() as tmp:
     written = {}
 
@@ -183,9 +177,16 @@ def converters(model, image_size):
       pixels = "float32" if variant == "int8" else "uint8"
       if pixels not in written:
         written[pixels] = os.path.join(tmp, pixels)
-        spec, serve = serving[pixels]
+        if pixels == "float32":
+          served = integer_friendly(model)
+          spec = tf.TensorSpec(shape, tf.float32, name="images")
+          serve = lambda images: served(images, training=False)
+        else:
+          served, spec = model, tf.TensorSpec(shape, tf.uint8, name="images")
+          serve = lambda images: served(tf.cast(images, tf.float32),
+                                        training=False)
         archive = keras.export.ExportArchive()
-        archive.track(quantizable if pixels == "float32" else model)
+        archive.track(served)
         archive.add_endpoint("serving_default", serve, input_signature=[spec])
         archive.write_out(written[pixels], verbose=False)
       converter = tf.lite.TFLiteConverter.from_saved_model(written[pixels])
