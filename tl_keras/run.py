@@ -503,6 +503,7 @@ def export_artifacts(model, directory, config, splits, image_size):
   """
   formats = config_lib.parse_exports(config.export)
   variants = export.tflite_variants(formats)
+  preprocessing = models.get_backbone(config.model).preprocessing
   calibration = None
   if "int8" in variants:
     pool, pool_labels = data.to_numpy(splits.train, image_size,
@@ -514,7 +515,7 @@ def export_artifacts(model, directory, config, splits, image_size):
   export.write_exports(
       model, directory, formats, class_names=splits.class_names,
       image_size=image_size,
-      preprocessing=models.get_backbone(config.model).preprocessing,
+      preprocessing=preprocessing,
       calibration_images=calibration)
   if not variants:
     return {}
@@ -529,7 +530,7 @@ def export_artifacts(model, directory, config, splits, image_size):
                                  limit=config.parity_samples),
         test=(images, labels), max_drop=config.max_accuracy_drop,
         class_names=splits.class_names, image_size=image_size,
-        preprocessing=models.get_backbone(config.model).preprocessing)
+        preprocessing=preprocessing)
   rows = export.tflite_parity(model, directory, variants, images, labels)
   if fallback:
     rows["int8"]["fallback"] = fallback
