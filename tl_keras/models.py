@@ -406,6 +406,17 @@ def blocks(base):
   return [(key or layers_[0].name, layers_) for key, layers_, _ in out]
 
 
+# The momentum of BatchNorm's moving statistics while it trains. Keras
+# applications build it with 0.99 or 0.999 (MobileNetV3): the statistics
+# then average the last 100 or 1,000 steps, and while the weights move fast
+# they describe an older network, so validation in inference mode (which
+# picks the learning rate and the best weights) judges a model no one
+# trained: MobileNetV3 from random weights reached validation loss 216 at
+# lr 1e-3, the trials chose 1e-5, and it never learned. At 0.9 (PyTorch's
+# default) they follow the last ~10 steps.
+TRAINING_MOMENTUM = 0.9
+
+
 def unfreeze_top(model, mode, value, train_batchnorm=False):
   """Makes the top blocks of the base trainable.
 
@@ -413,9 +424,10 @@ def unfreeze_top(model, mode, value, train_batchnorm=False):
     model: a classifier from `build_classifier`.
     mode, value: from `config.parse_unfreeze`.
     train_batchnorm: BatchNorm layers in the unfrozen part train too: they
-      normalize with batch statistics and update their moving statistics.
-      False keeps them frozen, in inference mode, with the backbone's
-      statistics (keras.io's advice for pretrained backbones).
+      normalize with batch statistics and update their moving statistics,
+      with momentum at most `TRAINING_MOMENTUM`. False keeps them frozen,
+      in inference mode, with the backbone's statistics (keras.io's advice
+      for pretrained backbones).
 
   Returns:
     The number of base layers with weights now trainable.
@@ -432,6 +444,8 @@ def unfreeze_top(model, mode, value, train_batchnorm=False):
     layer.trainable = id(layer) in top and (
         train_batchnorm or not isinstance(layer, layers.BatchNormalization))
     trainable += bool(layer.trainable and layer.weights)
+    if layer.trainable and isinstance(layer, layers.BatchNormalization):
+      layer.momentum = min(layer.momentum, TRAINING_MOMENTUM)
   return trainable
 
 
