@@ -32,7 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from tl_keras import litert  # pylint: disable=g-import-not-at-top
 from tl_keras import models  # pylint: disable=g-import-not-at-top
+from tl_keras import serving  # pylint: disable=g-import-not-at-top
 from tl_keras import tflite  # pylint: disable=g-import-not-at-top
 
 SMOKE_FLAGS = ["--max_train_samples=40", "--min_steps=0", "--head_epochs=0",
@@ -68,7 +70,7 @@ def latencies(paths, runs):
   for variant, path in paths.items():
     out[variant] = {}
     for threads in (1, 2):
-      runner = tflite.Runner(path, num_threads=threads)
+      runner = litert.ImageRunner(path, num_threads=threads)
       image = np.random.default_rng(0).integers(
           0, 256, (runner.image_size,) * 2 + (3,), np.uint8)
       out[variant][threads] = round(runner.latency_ms(image, runs=runs), 3)
@@ -84,9 +86,9 @@ def untrained_latencies(family, size, runs):
     paths = {}
     for variant in ("float32", "int8"):
       paths[variant] = os.path.join(tmp, tflite.filename(variant))
-      tflite.export(model, variant, paths[variant], image_size=size,
+      tflite.export(model, variant, paths[variant], serving=serving.of(model),
                     class_names=[str(i) for i in range(10)],
-                    preprocessing="none", calibration_images=calibration)
+                    calibration_images=calibration)
     return latencies(paths, runs)
 
 

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from tl_keras import text_export  # pylint: disable=g-import-not-at-top
+from tl_keras import litert  # pylint: disable=g-import-not-at-top
 from tl_keras import tflite  # pylint: disable=g-import-not-at-top
 
 SENTENCE = "a short sentence to classify"
@@ -30,10 +30,10 @@ SENTENCE = "a short sentence to classify"
 def example(path, threads):
   """(runner, one input, its description) for the file at `path`."""
   if (tflite.read_metadata(path) or {}).get("tokenizer"):
-    runner = text_export.TextRunner(path, num_threads=threads)
-    inputs = text_export.tokens(runner.preprocessor(), [SENTENCE])
+    runner = litert.TextRunner(path, num_threads=threads)
+    inputs = litert.tokens(runner.preprocessor(), [SENTENCE])
     return runner, inputs, "int32 tokens 1x%d" % inputs["token_ids"].shape[1]
-  runner = tflite.Runner(path, num_threads=threads)
+  runner = litert.ImageRunner(path, num_threads=threads)
   size = runner.image_size
   image = np.random.default_rng(0).integers(0, 256, (size, size, 3), np.uint8)
   return runner, image, f"{runner.input['dtype'].__name__} {size}x{size}x3"

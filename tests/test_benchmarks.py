@@ -11,6 +11,7 @@ import sys
 
 from tests.conftest import REPO
 from tl_keras import models
+from tl_keras import serving
 from tl_keras import tflite
 
 
@@ -47,7 +48,7 @@ def test_recipe_vs_baseline():
 def test_tflite_latency(tmp_path):
   model = models.build_classifier("convnet_small", 2, weights=None)
   tflite.export(model, "float32", str(tmp_path / "model_float32.tflite"),
-                image_size=32, class_names=["a", "b"], preprocessing="tf")
+                serving=serving.of(model), class_names=["a", "b"])
   (row,) = _run("tflite_latency.py", str(tmp_path), "--threads=1",
                 "--runs=3")
   assert row["file"] == "model_float32.tflite" and row["median_ms"] > 0

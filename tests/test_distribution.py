@@ -116,7 +116,7 @@ def test_mixed_precision_auto_is_off_on_cpu():
 
 def test_mixed_bfloat16_with_xla_trains_and_exports_float32(tmp_path):
   from tests.test_main import run_main  # pylint: disable=g-import-not-at-top
-  from tl_keras import tflite  # pylint: disable=g-import-not-at-top
+  from tl_keras import litert  # pylint: disable=g-import-not-at-top
   out = tmp_path / "out"
   result = run_main("--model=convnet_small", "--weights=none",
                     "--batch_size=16", "--min_steps=0", "--finetune_epochs=1",
@@ -127,7 +127,7 @@ def test_mixed_bfloat16_with_xla_trains_and_exports_float32(tmp_path):
   run = json.loads((out / "run.json").read_text())
   assert run["precision"]["policy"] == "mixed_bfloat16"
   assert run["precision"]["jit_compile"] is True
-  runner = tflite.Runner(str(out / "model_float32.tflite"))
+  runner = litert.ImageRunner(str(out / "model_float32.tflite"))
   assert runner.output["dtype"].__name__ == "float32"
   assert not {d for ds in runner.op_dtypes().values() for d in ds} & {
       "bfloat16", "float16"}

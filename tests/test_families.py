@@ -14,9 +14,10 @@ import pytest
 import tensorflow as tf
 
 from tl_keras import data
-from tl_keras import export
 from tl_keras import freezing
+from tl_keras import litert
 from tl_keras import models
+from tl_keras import serving
 from tl_keras import tflite
 from tl_keras import training
 
@@ -94,21 +95,21 @@ def test_family_frozen_base_head_and_every_tflite_variant(name, tmp_path):
   np.testing.assert_array_equal(extractor(x, training=True).numpy(),
                                 extractor(x, training=False).numpy())
 
-  keras_probs = export.keras_probabilities(model, images)
+  keras_probs = serving.keras_probabilities(model, images)
   assert keras_probs.max(-1).mean() > 0.6  # far from uniform: a fair check
   calibration = _images(8, size, seed=1)
-  with tflite.converters(model, size) as make:
+  served = serving.of(model)
+  with tflite.converters(model, served) as make:
     for variant in tflite.VARIANTS:
       tflite.export(model, variant, str(tmp_path / tflite.filename(variant)),
-                    image_size=size, class_names=["a", "b", "c"],
-                    preprocessing=models.get_backbone(name).preprocessing,
+                    serving=served, class_names=["a", "b", "c"],
                     calibration_images=calibration, make=make)
   sizes = {v: (tmp_path / tflite.filename(v)).stat().st_size
            for v in tflite.VARIANTS}
   assert sizes["float16"] < 0.6 * sizes["float32"]
   assert max(sizes["dynamic"], sizes["int8"]) < 0.35 * sizes["float32"]
   for variant in tflite.VARIANTS:
-    runner = tflite.Runner(str(tmp_path / tflite.filename(variant)))
+    runner = litert.ImageRunner(str(tmp_path / tflite.filename(variant)))
     assert runner.input["dtype"] == np.uint8
     assert list(runner.input["shape"]) == [1, size, size, 3]
     probs = runner.predict(images)

@@ -15,9 +15,10 @@ import tensorflow as tf
 from tests.conftest import REPO, write_image_folder
 from tl_keras import artifacts
 from tl_keras import export
+from tl_keras import litert
 from tl_keras import predictors
+from tl_keras import serving
 from tl_keras import synthetic
-from tl_keras import tflite
 
 # A given rate and BatchNorm mode: no trials, so phase 2 always runs (the
 # trials run end to end in test_benchmarks' transfer_suite smoke test).
@@ -190,9 +191,8 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
   the broken variant on almost none.
   """
   import main  # pylint: disable=g-import-not-at-top
-  from tl_keras import tflite  # pylint: disable=g-import-not-at-top
   run = _copy_run(quick_run[0], tmp_path / "run")
-  predict, parity = tflite.Runner.predict, export.tflite_parity
+  predict, parity = litert.ImageRunner.predict, export.tflite_parity
 
   def broken(self, images):
     probs = predict(self, images)
@@ -200,10 +200,10 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
 
   def parity_on_keras_labels(model, directory, variants, images, labels):
     del labels
-    keras_top1 = export.keras_probabilities(model, images).argmax(-1)
+    keras_top1 = serving.keras_probabilities(model, images).argmax(-1)
     return parity(model, directory, variants, images, keras_top1)
 
-  monkeypatch.setattr(tflite.Runner, "predict", broken)
+  monkeypatch.setattr(litert.ImageRunner, "predict", broken)
   monkeypatch.setattr(export, "tflite_parity", parity_on_keras_labels)
   main.FLAGS.unparse_flags()
   main.FLAGS(["main.py", "--mode=export", f"--run_dir={run}",
@@ -241,7 +241,7 @@ def test_predict_gives_one_top1_across_artifact_kinds(quick_run, tmp_path):
   # check measured for them, on the same pixels. The others must agree with
   # Keras.
   quantized = {
-      v: names[tflite.Runner(str(out / f"model_{v}.tflite")).predict(
+      v: names[litert.ImageRunner(str(out / f"model_{v}.tflite")).predict(
           images[picks]).argmax(-1)] for v in ("dynamic", "int8")}
   for artifact, want in (("", expected), ("model.keras", expected),
                          ("saved_model", expected),

@@ -1,7 +1,6 @@
 """Text classification: KerasHub BERT from a local preset, data, exports."""
 
 import json
-import os
 
 import keras
 import numpy as np
@@ -11,9 +10,10 @@ import tensorflow_datasets as tfds
 
 from tests.test_main import run_main
 from tl_keras import data
+from tl_keras import litert
 from tl_keras import predictors
+from tl_keras import serving
 from tl_keras import text_data
-from tl_keras import text_export
 from tl_keras import text_models
 from tl_keras import tflite
 from tl_keras import training
@@ -327,9 +327,9 @@ def test_text_tflite_metadata_says_how_to_tokenize(text_run):
   assert meta["kind"] == "text" and meta["tokenizer"]["vocabulary"] == (
       "vocab.txt")
   assert meta["tokenizer"]["sequence_length"] == SEQUENCE_LENGTH
-  runner = text_export.TextRunner(str(out / "model_dynamic.tflite"))
+  runner = litert.TextRunner(str(out / "model_dynamic.tflite"))
   assert sorted(runner.signature.get_input_details()) == sorted(
-      text_export.INPUTS)
+      litert.TEXT_INPUTS)
 
 
 def test_predict_and_evaluate_modes_on_texts(text_run, tmp_path):
@@ -393,18 +393,19 @@ def test_mixed_precision_model_exports_float32(tiny_preset, tmp_path):
   finally:
     keras.mixed_precision.set_dtype_policy(previous)
   assert model.backbone.dtype_policy.name == "mixed_bfloat16"
-  copy = text_export.float32_copy(model)
+  copy = text_models.float32_copy(model)
   assert copy.backbone.dtype_policy.name == "float32"
-  inputs = text_export.tokens(model.preprocessor, ["some words", "more"])
+  inputs = litert.tokens(model.preprocessor, ["some words", "more"])
   np.testing.assert_allclose(
-      text_export.keras_probabilities(copy, inputs),
-      text_export.keras_probabilities(model, inputs), atol=0.05)
+      serving.keras_probabilities(copy, inputs),
+      serving.keras_probabilities(model, inputs), atol=0.05)
   path = str(tmp_path / "model_float32.tflite")
-  text_export.export_tflite(model, "float32", path, class_names=list("abc"))
-  runner = text_export.TextRunner(path)
+  tflite.export(model, "float32", path, serving=serving.of(model),
+                class_names=list("abc"))
+  runner = litert.TextRunner(path)
   assert "bfloat16" not in {d for ds in runner.op_dtypes().values() for d in ds}
   np.testing.assert_allclose(
-      runner.predict(inputs), text_export.keras_probabilities(copy, inputs),
+      runner.predict(inputs), serving.keras_probabilities(copy, inputs),
       atol=1e-4)
 
 

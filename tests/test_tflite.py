@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from tl_keras import export
+from tl_keras import litert
 from tl_keras import models
 from tl_keras import predictors
+from tl_keras import serving
 from tl_keras import synthetic
 from tl_keras import tflite
 from tl_keras.errors import CheckFailed, UserError
@@ -32,7 +34,7 @@ def exported(tmp_path_factory):
   export.write_exports(
       model, str(directory), ["saved_model"] + [
           f"tflite_{v}" for v in tflite.VARIANTS],
-      class_names=LABELS, image_size=SIZE, preprocessing="tf",
+      class_names=LABELS,
       calibration_images=calibration)
   return model, directory, images, labels
 
@@ -40,18 +42,18 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("variant", tflite.VARIANTS)
 def test_each_variant_takes_uint8_pixels_and_matches_keras(exported, variant):
   model, directory, images, _ = exported
-  runner = tflite.Runner(str(directory / tflite.filename(variant)))
+  runner = litert.ImageRunner(str(directory / tflite.filename(variant)))
   assert runner.input["dtype"] == np.uint8
   assert list(runner.input["shape"]) == [1, SIZE, SIZE, 3]
   got = runner.predict(images)
-  expected = export.keras_probabilities(model, images)
+  expected = serving.ImageServing.keras_probabilities(model, images)
   assert got.shape == expected.shape
   assert np.abs(got - expected).max() < TOLERANCE[variant]
 
 
 def test_int8_is_integer_only_with_raw_pixel_input(exported):
   _, directory, _, _ = exported
-  runner = tflite.Runner(str(directory / "model_int8.tflite"))
+  runner = litert.ImageRunner(str(directory / "model_int8.tflite"))
   assert runner.input["quantization"] == (1.0, 0)  # the raw pixel value
   assert runner.output["dtype"] == np.uint8
   float_ops = {op for op, dtypes in runner.op_dtypes().items()
@@ -118,7 +120,7 @@ def test_metadata_entry_is_replaced_not_duplicated(exported, tmp_path):
   path = tmp_path / "relabelled.tflite"
   path.write_bytes(tflite.add_metadata(content, {"labels": ["a", "b"]}))
   assert tflite.read_metadata(str(path)) == {"labels": ["a", "b"]}
-  runner = tflite.Runner(str(path))  # still a valid model
+  runner = litert.ImageRunner(str(path))  # still a valid model
   assert runner.image_size == SIZE
 
 
@@ -129,17 +131,17 @@ def test_parity_rows_and_accuracy_gate(exported):
   assert set(rows) == set(tflite.VARIANTS)
   assert rows["float32"]["agreement"] == 1.0
   keras_accuracy = np.mean(
-      export.keras_probabilities(model, images).argmax(-1) == labels)
+      serving.ImageServing.keras_probabilities(model, images).argmax(-1) == labels)
   for row in rows.values():
     assert row["keras_accuracy"] == pytest.approx(keras_accuracy)
     assert row["examples"] == len(labels) and row["latency_ms"] > 0
     assert row["size_bytes"] > 0
-  tflite.check_accuracy_drop(rows, 1.0)  # nothing can fall further
+  litert.check_accuracy_drop(rows, 1.0)  # nothing can fall further
   rows["dynamic"]["accuracy"] = rows["dynamic"]["keras_accuracy"] - 0.05
   with pytest.raises(CheckFailed, match=r"dynamic .*vs Keras.*float16"):
-    tflite.check_accuracy_drop(rows, 0.01)  # 3 of 60 examples lost
+    litert.check_accuracy_drop(rows, 0.01)  # 3 of 60 examples lost
   rows["dynamic"]["accuracy"] = rows["dynamic"]["keras_accuracy"] - 1 / 60
-  tflite.check_accuracy_drop(rows, 0.01)  # one example is not a drop
+  litert.check_accuracy_drop(rows, 0.01)  # one example is not a drop
 
 
 def test_float32_copy_of_a_mixed_precision_model():
@@ -155,10 +157,10 @@ def test_float32_copy_of_a_mixed_precision_model():
              for l in copy._flatten_layers(include_self=False))  # pylint: disable=protected-access
   images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3),
                                              np.uint8)
-  np.testing.assert_allclose(export.keras_probabilities(copy, images),
-                             export.keras_probabilities(mixed, images),
+  np.testing.assert_allclose(serving.ImageServing.keras_probabilities(copy, images),
+                             serving.ImageServing.keras_probabilities(mixed, images),
                              atol=2e-2)
-  content = tflite.convert(mixed, "float32", SIZE)
+  content = tflite.convert(mixed, "float32", serving.of(mixed))
   assert content[4:8] == b"TFL3"
 
 
@@ -207,15 +209,15 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
       for n in (48, 60, 60))
 
   def labelled(images):
-    return images, export.keras_probabilities(model, images).argmax(-1)
+    return images, serving.ImageServing.keras_probabilities(model, images).argmax(-1)
 
   path = tmp_path / tflite.filename("int8")
-  tflite.export(model, "int8", str(path), image_size=size, class_names=names,
-                preprocessing="none", calibration_images=calibration)
+  served = serving.ImageServing(size, "none")
+  tflite.export(model, "int8", str(path), serving=served, class_names=names,
+                calibration_images=calibration)
   plain = path.read_bytes()
   common = dict(calibration_images=calibration, validation=labelled(validation),
-                test=labelled(test), class_names=names, image_size=size,
-                preprocessing="none")
+                test=labelled(test), class_names=names, serving=served)
   assert export.int8_fallback(model, str(tmp_path), max_drop=1.0,
                               **common) is None
   assert path.read_bytes() == plain  # within bounds: untouched
@@ -231,7 +233,7 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
   assert record["size_bytes"] == path.stat().st_size != len(plain)
   # Same contract as a fully quantized file: raw uint8 pixels in, uint8 out,
   # with the layers kept in float named in the metadata.
-  runner = tflite.Runner(str(path))
+  runner = litert.ImageRunner(str(path))
   assert runner.input["dtype"] == np.uint8
   assert runner.input["quantization"] == (1.0, 0)
   assert runner.output["dtype"] == np.uint8
@@ -244,7 +246,7 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
       record)
 
   # The doubling search on the debugger's ranking: 1, 2, 4 layers.
-  calibrated, layers = quantization.layer_errors(model, size, calibration)
+  calibrated, layers = quantization.layer_errors(model, served, calibration)
   tried = []
   content, kept, ok = quantization.with_fallback(
       calibrated, layers, lambda c: tried.append(c) or len(tried) == 2)
@@ -253,7 +255,7 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
   rows = {"int8": {"accuracy": 0.5, "keras_accuracy": 1.0, "examples": 60,
                    "fallback": record}}
   with pytest.raises(CheckFailed, match="already keeps"):
-    tflite.check_accuracy_drop(rows, 0.02)
+    litert.check_accuracy_drop(rows, 0.02)
 
 
 def test_int8_layer_normalization_is_integer_only(tmp_path):
@@ -270,10 +272,10 @@ def test_int8_layer_normalization_is_integer_only(tmp_path):
       np.uint8)
   rewritten = tflite.integer_friendly(model)
   assert isinstance(rewritten.layers[2], tflite.SubtractingLayerNormalization)
-  np.testing.assert_allclose(export.keras_probabilities(rewritten, images),
-                             export.keras_probabilities(model, images),
+  np.testing.assert_allclose(serving.ImageServing.keras_probabilities(rewritten, images),
+                             serving.ImageServing.keras_probabilities(model, images),
                              atol=1e-5)
   path = tmp_path / "model_int8.tflite"
-  path.write_bytes(tflite.convert(model, "int8", 8, images))
-  assert not {op for op, dtypes in tflite.Runner(str(path)).op_dtypes().items()
+  path.write_bytes(tflite.convert(model, "int8", serving.ImageServing(8, "none"), images))
+  assert not {op for op, dtypes in litert.ImageRunner(str(path)).op_dtypes().items()
               if dtypes & {"float32", "float16"}}

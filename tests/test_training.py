@@ -157,7 +157,7 @@ def test_keras_and_saved_model_agree_on_raw_uint8_of_any_size(tmp_path):
   model = models.build_classifier("convnet_small", 3, weights=None)
   export.save_keras(model, str(tmp_path / "model.keras"))
   export.save_saved_model(model, str(tmp_path / "saved_model"),
-                          class_names=["a", "b", "c"], image_size=32)
+                          class_names=["a", "b", "c"])
   reloaded = export.load_keras(str(tmp_path / "model.keras"))
   serving = tf.saved_model.load(str(tmp_path / "saved_model")).signatures[
       "serving_default"]

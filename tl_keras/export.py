@@ -2,8 +2,10 @@
 
 `model.keras` is always written; `write_exports` adds the `--export` formats
 (a SavedModel and the TFLite variants) and `tflite_parity` checks every
-TFLite file against the Keras model on the same images; `int8_fallback`
+TFLite file against the Keras model on the same examples; `int8_fallback`
 keeps the int8 file's worst layers in float when it falls too far below.
+Every kind of model goes through the same code: what differs (inputs,
+signatures, metadata, runner) is its `serving` object's.
 """
 
 import logging
@@ -15,7 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras import litert
 from tl_keras import quantization
+from tl_keras import serving as serving_lib
 from tl_keras import tflite
 from tl_keras.errors import UserError
 
@@ -27,32 +31,31 @@ def save_keras(model, path):
   model.save(path)
 
 
-def save_saved_model(model, path, *, class_names, image_size):
-  """A SavedModel whose `serving_default` takes raw uint8 RGB batches.
+def save_saved_model(model, path, *, class_names):
+  """A SavedModel that takes raw examples and describes itself.
 
-  `serving_default`: input `images` uint8 [N, H, W, 3], any H and W (the
-  model resizes); output `probabilities` float32 [N, num_classes].
+  `serving_default`: for images, input `images` uint8 [N, H, W, 3], any H
+  and W (the model resizes); for text, input `texts` string [N] (the
+  tokenizer is inside: `import tensorflow_text` before loading it). Output
+  `probabilities` float32 [N, num_classes].
   `metadata`: no input; outputs `labels` (string [num_classes]) and
-  `image_size` (the size the backbone sees), so the directory describes
-  itself.
+  `image_size` (the size the backbone sees) or `sequence_length`.
   """
-  model = tflite.float32_copy(model)
+  serving = serving_lib.of(model)
+  model = serving.float32(model)
   archive = keras.export.ExportArchive()
-  archive.track(model)
-
-  def serve(images):
-    return {"probabilities": model(tf.cast(images, tf.float32),
-                                   training=False)}
-
-  archive.add_endpoint(
-      name="serving_default", fn=serve,
-      input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                     name="images")])
+  for tracked in serving.tracked(model):
+    archive.track(tracked)
+  serve, specs = serving.serving(model)
+  archive.add_endpoint(name="serving_default", fn=serve,
+                       input_signature=specs)
   labels = list(class_names)
+  described = serving.described()
   archive.add_endpoint(
       name="metadata", input_signature=[],
       fn=lambda: {"labels": tf.constant(labels, tf.string),
-                  "image_size": tf.constant(int(image_size), tf.int32)})
+                  **{k: tf.constant(int(v), tf.int32)
+                     for k, v in described.items()}})
   archive.write_out(path, verbose=False)
 
 
@@ -79,11 +82,6 @@ def load_keras(path):
                     "pass a .keras file saved by Keras 3") from e
 
 
-def image_size_of(model):
-  """The size a classifier from `models.build_classifier` resizes to."""
-  return int(model.get_layer("resize").get_config()["height"])
-
-
 def _variant(fmt):
   """"tflite_int8" -> "int8"; None for a format that is not TFLite."""
   return fmt[len("tflite_"):] if fmt.startswith("tflite_") else None
@@ -99,8 +97,8 @@ def filename(fmt):
   return SAVED_MODEL if fmt == SAVED_MODEL else tflite.filename(_variant(fmt))
 
 
-def write_exports(model, directory, formats, *, class_names, image_size,
-                  preprocessing, calibration_images=None):
+def write_exports(model, directory, formats, *, class_names,
+                  calibration_images=None):
   """Writes each of `formats` (config.EXPORT_FORMATS names) into `directory`.
 
   Args:
@@ -108,47 +106,53 @@ def write_exports(model, directory, formats, *, class_names, image_size,
     directory: where the files go (a staging directory).
     formats: export format names.
     class_names: labels, in class order.
-    image_size: the TFLite input size.
-    preprocessing: the backbone's normalization, recorded in TFLite metadata.
     calibration_images: uint8 [N, S, S, 3] training images for tflite_int8.
+
+  Returns:
+    {format: why it was skipped} for the TFLite variants the model's kind
+    does not offer (int8 for text).
   """
-  with tflite.converters(model, image_size) as make:
+  serving = serving_lib.of(model)
+  skipped, wrote_tflite = {}, False
+  with tflite.converters(model, serving) as make:
     for fmt in formats:
       path = os.path.join(directory, filename(fmt))
       if fmt == SAVED_MODEL:
-        save_saved_model(model, path, class_names=class_names,
-                         image_size=image_size)
-        continue
-      tflite.export(model, _variant(fmt), path, image_size=image_size,
-                    class_names=class_names, preprocessing=preprocessing,
-                    calibration_images=calibration_images, make=make)
+        save_saved_model(model, path, class_names=class_names)
+      elif _variant(fmt) not in serving.variants:
+        skipped[fmt] = serving.SKIPPED
+        logging.info("%s skipped: %s", fmt, skipped[fmt])
+      else:
+        tflite.export(model, _variant(fmt), path, serving=serving,
+                      class_names=class_names,
+                      calibration_images=calibration_images, make=make)
+        wrote_tflite = True
+  serving.write_extras(model, directory, wrote_tflite)
+  return skipped
 
 
-def keras_probabilities(model, images, batch_size=64):
-  """The Keras model on uint8 images, in inference mode."""
-  out = [model(tf.cast(images[i:i + batch_size], tf.float32),
-               training=False).numpy()
-         for i in range(0, len(images), batch_size)]
-  return np.concatenate(out).astype(np.float32)
-
-
-def tflite_parity(model, directory, variants, images, labels):
+def tflite_parity(model, directory, variants, examples, labels):
   """The parity table: each variant's file in `directory` against Keras.
 
+  Args:
+    examples: raw test examples (uint8 images, or strings).
+
   Returns:
-    {variant: row} as in `tflite.parity`, each row with `keras_accuracy`
-    (the Keras model on the same images).
+    {variant: row} as in `litert.parity`, each row with `keras_accuracy`
+    (the Keras model on the same examples).
   """
-  keras_probs = keras_probabilities(model, images)
+  serving = serving_lib.of(model)
+  inputs = serving.inputs(examples)
+  keras_probs = serving.keras_probabilities(model, inputs)
   keras_accuracy = float(np.mean(keras_probs.argmax(-1) == labels))
   rows = {}
   for variant in variants:
-    rows[variant] = {
-        **tflite.parity(os.path.join(directory, tflite.filename(variant)),
-                        images, labels, keras_probs),
-        "keras_accuracy": keras_accuracy}
+    path = os.path.join(directory, tflite.filename(variant))
+    rows[variant] = {**litert.parity(path, inputs, labels, keras_probs,
+                                     runner=serving.runner(path)),
+                     "keras_accuracy": keras_accuracy}
   if rows:
-    logging.info("TFLite parity\n%s", tflite.format_parity(rows))
+    logging.info("TFLite parity\n%s", litert.format_parity(rows))
   return rows
 
 
@@ -157,10 +161,10 @@ WORST_LAYERS_REPORTED = 10
 
 
 def int8_fallback(model, directory, *, calibration_images, validation, test,
-                  max_drop, class_names, image_size, preprocessing):
+                  max_drop, class_names, serving=None):
   """Rewrites `model_int8.tflite` with its worst layers in float, if needed.
 
-  When the int8 file in `directory` is `tflite.too_far` below the Keras
+  When the int8 file in `directory` is `litert.too_far` below the Keras
   model on the validation images, TensorFlow's quantization debugger ranks
   its layers (`quantization.layer_errors`) and the worst 1, 2, 4, ... are
   kept in float until validation is within `max_drop`. Validation decides,
@@ -174,7 +178,8 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
     test: (uint8 images, labels): the plain int8 file's test figures are
       recorded, to compare with the result's.
     max_drop: --max_accuracy_drop.
-    class_names, image_size, preprocessing: as in `write_exports`.
+    class_names: as in `write_exports`.
+    serving: the model's `serving` object (default: `serving.of(model)`).
 
   Returns:
     None when the int8 file is within bounds as it is, else what was done:
@@ -183,27 +188,29 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
     "size_bytes", "seconds"}.
   """
   path = os.path.join(directory, tflite.filename("int8"))
+  serving = serving or serving_lib.of(model)
   images, labels = validation
   keras_accuracy = float(np.mean(
-      keras_probabilities(model, images).argmax(-1) == labels))
+      serving.keras_probabilities(model, images).argmax(-1) == labels))
 
   def row_of(file_path):
     accuracy = float(np.mean(
-        tflite.Runner(file_path).predict(images).argmax(-1) == labels))
+        litert.ImageRunner(file_path).predict(images).argmax(-1) == labels))
     return {"accuracy": accuracy, "keras_accuracy": keras_accuracy,
             "examples": int(len(labels))}
 
   before = row_of(path)
-  if not len(labels) or not tflite.too_far(before, max_drop):
+  if not len(labels) or not litert.too_far(before, max_drop):
     return None
   started = time.time()
   logging.info("tflite_int8 is %.1f points below Keras on validation "
                "(%.4f vs %.4f): TensorFlow's quantization debugger ranks its "
                "layers", 100 * (keras_accuracy - before["accuracy"]),
                before["accuracy"], keras_accuracy)
-  calibrated, layers = quantization.layer_errors(model, image_size,
+  calibrated, layers = quantization.layer_errors(model, serving,
                                                  calibration_images)
-  test_before = tflite.parity(path, *test, keras_probabilities(model, test[0]))
+  test_before = litert.parity(
+      path, *test, serving.keras_probabilities(model, test[0]))
   size_before = os.path.getsize(path)
   after = {}
 
@@ -213,12 +220,11 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
       with open(candidate, "wb") as f:
         f.write(content)
       after.update(row_of(candidate))
-    return not tflite.too_far(after, max_drop)
+    return not litert.too_far(after, max_drop)
 
   content, float_layers, ok = quantization.with_fallback(
       calibrated, layers, acceptable)
-  metadata = tflite.metadata_for("int8", content, class_names, image_size,
-                                 preprocessing)
+  metadata = serving.tflite_metadata("int8", content, class_names)
   metadata["float_layers"] = float_layers
   tflite.write(path, content, metadata)
   record = {

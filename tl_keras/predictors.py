@@ -23,8 +23,8 @@ from tl_keras import artifacts
 from tl_keras import data
 from tl_keras import evaluation
 from tl_keras import export
-from tl_keras import text_export
-from tl_keras import text_models
+from tl_keras import litert
+from tl_keras import serving as serving_lib
 from tl_keras import tflite
 from tl_keras.errors import UserError
 
@@ -75,13 +75,11 @@ def _keras(path):
   model = export.load_keras(path)
   num_classes = int(model.output_shape[-1])
   labels = _labels_beside(path, num_classes)
-  if text_models.is_text_classifier(model):
-    return Predictor("keras", path, labels, 0, lambda texts: (
-        text_export.keras_probabilities(
-            model, text_export.tokens(model.preprocessor, list(texts)))),
-                     text=True)
-  return Predictor("keras", path, labels, export.image_size_of(model),
-                   lambda images: export.keras_probabilities(model, images))
+  serving = serving_lib.of(model)
+  return Predictor(
+      "keras", path, labels, getattr(serving, "image_size", 0),
+      lambda examples: serving.keras_probabilities(
+          model, serving.inputs(examples)), text=serving.kind == "text")
 
 
 def _saved_model(path):
@@ -116,11 +114,11 @@ def _saved_model(path):
 def _tflite(path):
   metadata = tflite.read_metadata(path) or {}
   if metadata.get("kind") == "text":
-    runner = text_export.TextRunner(path)
+    runner = litert.TextRunner(path)
     runner.preprocessor()  # fails early if vocab.txt is missing
     return Predictor("tflite", path, metadata["labels"], 0,
                      runner.predict_texts, text=True)
-  runner = tflite.Runner(path)
+  runner = litert.ImageRunner(path)
   num_classes = int(runner.output["shape"][-1])
   labels = metadata.get("labels") or _labels_beside(path, num_classes)
   return Predictor("tflite", path, labels, runner.image_size, runner.predict)

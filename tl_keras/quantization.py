@@ -32,13 +32,13 @@ SUSPECT_STEPS = 0.7
 DEBUG_SAMPLES = 64
 
 
-def layer_errors(model, image_size, calibration_images,
+def layer_errors(model, serving, calibration_images,
                  samples=DEBUG_SAMPLES):
   """Each quantized layer's int8 error, worst first.
 
   Args:
     model: the classifier (raw float pixels in).
-    image_size: S of the [1, S, S, 3] input.
+    serving: the model's `serving` object (an image one).
     calibration_images: uint8 [N, S, S, 3], the int8 variant's calibration
       set; the first `samples` are run through the debugger.
     samples: how many images the debugger runs.
@@ -48,7 +48,7 @@ def layer_errors(model, image_size, calibration_images,
     and [{"layer", "op", "rmse_steps", "max_abs_error", "scale"}] sorted by
     rmse_steps, highest first.
   """
-  with tflite.converters(model, image_size) as make:
+  with tflite.converters(model, serving) as make:
     with tflite.native_stdout_silenced():
       debugger = tf.lite.experimental.QuantizationDebugger(
           converter=make("int8", calibration_images),

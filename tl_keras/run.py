@@ -20,11 +20,12 @@ from tl_keras import data
 from tl_keras import distribution
 from tl_keras import evaluation
 from tl_keras import export
+from tl_keras import litert
 from tl_keras import models
 from tl_keras import pretraining
 from tl_keras import report
+from tl_keras import serving as serving_lib
 from tl_keras import text_data
-from tl_keras import text_export
 from tl_keras import text_models
 from tl_keras import tflite
 from tl_keras import training
@@ -117,7 +118,7 @@ def resolve_text_weights(config, strategy):
         config.model, epochs=config.pretrain_epochs, seed=config.seed,
         strategy=strategy)
   path = os.path.expanduser(spec)
-  for candidate in (path, os.path.join(path, text_export.PRESET)):
+  for candidate in (path, os.path.join(path, serving_lib.TextServing.PRESET)):
     if text_models.is_preset_dir(candidate):
       return candidate
   raise UserError(f"--weights={spec} is not a KerasHub preset folder or an "
@@ -444,13 +445,9 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
       artifacts.write_labels(os.path.join(stage, "labels.txt"),
                              splits.class_names)
       start = time.time()
-      if text:
-        rows, skipped = export_text_artifacts(model, stage, config,
-                                              raw_splits)
-        if skipped:
-          metrics["exports_skipped"] = skipped
-      else:
-        rows = export_artifacts(model, stage, config, splits, image_size)
+      rows, skipped = export_artifacts(model, stage, config, raw_splits)
+      if skipped:
+        metrics["exports_skipped"] = skipped
       timings["export_seconds"] = time.time() - start
       if rows:
         metrics["tflite"] = rows
@@ -495,70 +492,53 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   return metrics
 
 
-def export_artifacts(model, directory, config, splits, image_size):
+def export_artifacts(model, directory, config, splits):
   """Writes the --export formats into `directory` and checks TFLite parity.
 
+  `splits` hold raw examples (images, or untokenized texts).
+
   Returns:
-    The parity rows {variant: row} of the TFLite variants written.
+    (parity rows {variant: row} of the TFLite variants written, {format:
+    why it was skipped}).
   """
   formats = config_lib.parse_exports(config.export)
-  variants = export.tflite_variants(formats)
-  preprocessing = models.get_backbone(config.model).preprocessing
+  serving = serving_lib.of(model)
+  variants = [v for v in export.tflite_variants(formats)
+              if v in serving.variants]
   calibration = None
   if "int8" in variants:
-    pool, pool_labels = data.to_numpy(splits.train, image_size,
-                                      limit=10 * config.calibration_samples)
+    pool, pool_labels = serving.examples(
+        splits.train, limit=10 * config.calibration_samples)
     calibration = pool[tflite.stratified_sample(
         pool, pool_labels, config.calibration_samples, seed=config.seed)]
     logging.info("tflite_int8: calibrating on %d training images",
                  len(calibration))
-  export.write_exports(
-      model, directory, formats, class_names=splits.class_names,
-      image_size=image_size,
-      preprocessing=preprocessing,
-      calibration_images=calibration)
+  skipped = export.write_exports(model, directory, formats,
+                                 class_names=splits.class_names,
+                                 calibration_images=calibration)
   if not variants:
-    return {}
-  images, labels = data.to_numpy(splits.test, image_size,
-                                 limit=config.parity_samples)
+    return {}, skipped
+  examples, labels = serving.examples(splits.test,
+                                      limit=config.parity_samples)
   fallback = None
   if ("int8" in variants and config.int8_fallback == "auto"
       and config.max_accuracy_drop >= 0):
     fallback = export.int8_fallback(
         model, directory, calibration_images=calibration,
-        validation=data.to_numpy(splits.validation, image_size,
-                                 limit=config.parity_samples),
-        test=(images, labels), max_drop=config.max_accuracy_drop,
-        class_names=splits.class_names, image_size=image_size,
-        preprocessing=preprocessing)
-  rows = export.tflite_parity(model, directory, variants, images, labels)
+        validation=serving.examples(splits.validation,
+                                    limit=config.parity_samples),
+        test=(examples, labels), max_drop=config.max_accuracy_drop,
+        class_names=splits.class_names, serving=serving)
+  rows = export.tflite_parity(model, directory, variants, examples, labels)
   if fallback:
     rows["int8"]["fallback"] = fallback
-  return rows
-
-
-def export_text_artifacts(model, directory, config, splits):
-  """Text exports into `directory`, TFLite parity on raw test texts.
-
-  Returns:
-    (parity rows, {format: why it was skipped}).
-  """
-  formats = config_lib.parse_exports(config.export)
-  skipped = text_export.write_exports(model, directory, formats,
-                                      class_names=splits.class_names)
-  variants = [v for v in export.tflite_variants(formats)
-              if v in text_export.VARIANTS]
-  if not variants:
-    return {}, skipped
-  texts, labels = text_data.texts_of(splits.test, limit=config.parity_samples)
-  return (text_export.tflite_parity(model, directory, variants, texts,
-                                    labels), skipped)
+  return rows, skipped
 
 
 def check_exports(rows, max_accuracy_drop):
   """Applies --max_accuracy_drop (negative: no check) to the parity rows."""
   if max_accuracy_drop >= 0 and rows:
-    tflite.check_accuracy_drop(rows, max_accuracy_drop)
+    litert.check_accuracy_drop(rows, max_accuracy_drop)
 
 
 def export_run(config):
@@ -589,7 +569,6 @@ def export_run(config):
 def _export_run(config, run_dir, record, formats):
   """`export_run` once the run directory is locked."""
   model = export.load_keras(os.path.join(run_dir, "model.keras"))
-  text = text_models.is_text_classifier(model)
   run_config = dataclasses.replace(
       config_lib.Config(**{k: v for k, v in record["config"].items()
                            if k in _CONFIG_FIELDS}),
@@ -598,8 +577,7 @@ def _export_run(config, run_dir, record, formats):
       max_accuracy_drop=config.max_accuracy_drop,
       int8_fallback=config.int8_fallback,
       data_dir=config.data_dir or record["config"]["data_dir"])
-  image_size = None if text else export.image_size_of(model)
-  splits = load_splits(run_config, text)
+  splits = load_splits(run_config, serving_lib.of(model).kind == "text")
   if splits.class_names != artifacts.read_labels(
       os.path.join(run_dir, "labels.txt")):
     raise UserError(f"the classes of --dataset={run_config.dataset} no longer "
@@ -609,10 +587,7 @@ def _export_run(config, run_dir, record, formats):
   with open(metrics_path, encoding="utf-8") as f:
     metrics = json.load(f)
   with artifacts.staged(run_dir) as stage:
-    if text:
-      rows, _ = export_text_artifacts(model, stage, run_config, splits)
-    else:
-      rows = export_artifacts(model, stage, run_config, splits, image_size)
+    rows, _ = export_artifacts(model, stage, run_config, splits)
     if rows:
       metrics.setdefault("tflite", {}).update(rows)
       artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
@@ -674,7 +649,7 @@ def execute(config):
     return format_summary(train_and_evaluate(config, strategy))
   if config.mode == "export":
     metrics = export_run(config)
-    return (tflite.format_parity(metrics["tflite"])
+    return (litert.format_parity(metrics["tflite"])
             if metrics.get("tflite") else f"exported to {config.run_dir}")
   if config.mode == "predict":
     paths = [p.strip() for p in config.inputs.split(",") if p.strip()]
@@ -698,5 +673,5 @@ def format_summary(metrics):
                  f"  (transfer gain {100 * metrics['transfer_gain']:+.1f} "
                  "points)")
   if metrics.get("tflite"):
-    lines.append(tflite.format_parity(metrics["tflite"]))
+    lines.append(litert.format_parity(metrics["tflite"]))
   return "\n".join(lines)

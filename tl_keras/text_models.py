@@ -178,6 +178,24 @@ def is_text_classifier(model):
   return hasattr(model, "backbone") and hasattr(model, "preprocessor")
 
 
+def float32_copy(model):
+  """The classifier with a float32 copy of its backbone (same weights).
+
+  Models trained under a mixed-precision policy are exported from it. The
+  preprocessor (an int32 tokenizer) is shared as it is.
+  """
+  if "mixed" not in model.backbone.dtype_policy.name:
+    return model
+  from tl_keras import tflite  # pylint: disable=g-import-not-at-top
+  backbone = model.backbone.__class__.from_config(
+      tflite.with_float32_policy(model.backbone.get_config()))
+  clone = model.__class__(backbone, model.num_classes,
+                          preprocessor=model.preprocessor,
+                          activation="softmax", dropout=model.dropout)
+  clone.set_weights(model.get_weights())
+  return clone
+
+
 def feature_parts(model):
   """(pooled-feature tensor, head layers) for the feature cache."""
   head = [model.get_layer("classifier_dropout"), model.get_layer("logits")]

@@ -1,9 +1,10 @@
-"""TFLite export: four variants, labels inside the file, a parity check.
+"""TFLite conversion: four variants, with metadata inside the file.
 
-Every variant takes a raw RGB uint8 image [1, S, S, 3] at the model's input
-size S, resized by the caller as training resized (`data.resize`: bilinear
-with antialiasing, `tf.image.resize(..., antialias=True)`, rounded); the
-backbone's normalization is inside the graph.
+What a file takes is the model's `serving` object's business. An image
+file takes a raw RGB uint8 image [1, S, S, 3] at the model's input size S,
+resized by the caller as training resized (`data.resize`: bilinear with
+antialiasing, `tf.image.resize(..., antialias=True)`, rounded); the
+backbone's normalization is inside the graph. `litert` runs the files.
 
     float32   no quantization: the reference.
     float16   float16 weights, float32 compute on CPU.
@@ -21,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -30,13 +30,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tl_keras.errors import CheckFailed, UserError
+from tl_keras.errors import UserError
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 METADATA_NAME = "tl_keras"
-LATENCY_THREADS = 2
-LATENCY_RUNS = 50
-LATENCY_WARMUP = 5
 
 
 def filename(variant):
@@ -52,7 +49,7 @@ def float32_copy(model):
   if all(layer.dtype_policy.name == "float32"
          for layer in _all_layers(model)):
     return model
-  return _rebuilt(model, _with_float32_policy(model.get_config()))
+  return _rebuilt(model, with_float32_policy(model.get_config()))
 
 
 @keras.saving.register_keras_serializable("tl_keras")
@@ -121,26 +118,26 @@ def _all_layers(model):
     yield layer
 
 
-def _with_float32_policy(config):
+def with_float32_policy(config):
   """A layer config tree with every dtype policy replaced by float32."""
   if isinstance(config, dict):
     if config.get("class_name") == "DTypePolicy":
       return {**config, "config": {**config["config"], "name": "float32"}}
     return {k: ("float32" if k == "dtype" and isinstance(v, str)
-                and "mixed" in v else _with_float32_policy(v))
+                and "mixed" in v else with_float32_policy(v))
             for k, v in config.items()}
   if isinstance(config, list):
-    return [_with_float32_policy(v) for v in config]
+    return [with_float32_policy(v) for v in config]
   return config
 
 
-def convert(model, variant, image_size, calibration_images=None, make=None):
-  """Converts a raw-pixels classifier to TFLite flatbuffer bytes.
+def convert(model, variant, serving, calibration_images=None, make=None):
+  """Converts a classifier to TFLite flatbuffer bytes.
 
   Args:
-    model: a classifier taking float32 pixels 0..255 of any size.
-    variant: one of VARIANTS.
-    image_size: S of the [1, S, S, 3] input.
+    model: a classifier built by tl_keras.
+    variant: one of `serving.variants`.
+    serving: the model's `serving` object (its inputs).
     calibration_images: uint8 [N, S, S, 3] training images (int8 only).
     make: a `converters` context's function for `model`, to share its
       SavedModels across variants; default: a context of its own.
@@ -149,47 +146,41 @@ def convert(model, variant, image_size, calibration_images=None, make=None):
     The .tflite file contents, before metadata.
   """
   if make is None:
-    with converters(model, image_size) as make:
-      return convert(model, variant, image_size, calibration_images, make)
+    with converters(model, serving) as make:
+      return convert(model, variant, serving, calibration_images, make)
   converter = make(variant, calibration_images)
   with native_stdout_silenced():
     return converter.convert()
 
 
 @contextlib.contextmanager
-def converters(model, image_size):
+def converters(model, serving):
   """Yields make(variant, calibration_images=None) -> a set-up converter.
 
   Converters read a temporary SavedModel (which freezes the variables),
-  written once per input type and shared by the variants that take it:
-  float32, float16 and dynamic take uint8 pixels and cast them; int8 takes
-  float pixels of the `integer_friendly` model, so the converter can
-  quantize the input: with the calibration range forced to [0, 255] (see
-  `representative`) its uint8 input has scale 1 and zero point 0, i.e. it
-  *is* the raw pixel.
+  written once per input type (`serving.tflite_input`) and shared by the
+  variants that take it. For images: float32, float16 and dynamic take
+  uint8 pixels and cast them; int8 takes float pixels of the
+  `integer_friendly` model, so the converter can quantize the input: with
+  the calibration range forced to [0, 255] (see `representative`) its uint8
+  input has scale 1 and zero point 0, i.e. it *is* the raw pixel.
   """
-  model = float32_copy(model)
-  shape = [1, image_size, image_size, 3]
+  model = serving.float32(model)
   with tempfile.TemporaryDirectory() as tmp:
     written = {}
 
     def make(variant, calibration_images=None):
-      pixels = "float32" if variant == "int8" else "uint8"
-      if pixels not in written:
-        written[pixels] = os.path.join(tmp, pixels)
-        if pixels == "float32":
-          served = integer_friendly(model)
-          spec = tf.TensorSpec(shape, tf.float32, name="images")
-          serve = lambda images: served(images, training=False)
-        else:
-          served, spec = model, tf.TensorSpec(shape, tf.uint8, name="images")
-          serve = lambda images: served(tf.cast(images, tf.float32),
-                                        training=False)
+      if variant not in serving.variants:
+        raise ValueError(f"{serving.kind} models have no TFLite {variant}")
+      key = serving.tflite_input(variant)
+      if key not in written:
+        written[key] = os.path.join(tmp, key)
+        served, serve, specs = serving.tflite_serving(model, key)
         archive = keras.export.ExportArchive()
         archive.track(served)
-        archive.add_endpoint("serving_default", serve, input_signature=[spec])
-        archive.write_out(written[pixels], verbose=False)
-      converter = tf.lite.TFLiteConverter.from_saved_model(written[pixels])
+        archive.add_endpoint("serving_default", serve, input_signature=specs)
+        archive.write_out(written[key], verbose=False)
+      converter = tf.lite.TFLiteConverter.from_saved_model(written[key])
       _configure(converter, variant, calibration_images)
       return converter
 
@@ -313,87 +304,6 @@ def read_metadata(path):
   return {}
 
 
-# --- Running .tflite files -------------------------------------------------
-
-class Runner:
-  """A .tflite model under the LiteRT interpreter: uint8 images in, probs out.
-
-  Quantized outputs are dequantized with the file's own scale and zero point;
-  a quantized input is quantized from pixels the same way.
-  """
-
-  def __init__(self, path, num_threads=LATENCY_THREADS):
-    from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
-    self.path = path
-    try:
-      self.interpreter = litert.Interpreter(model_path=path,
-                                            num_threads=num_threads)
-      self.interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-      raise UserError(f"cannot load {path} as a TFLite model: "
-                      f"{str(e).splitlines()[0][:200]}") from e
-    self.input = self.interpreter.get_input_details()[0]
-    self.output = self.interpreter.get_output_details()[0]
-    self.image_size = int(self.input["shape"][1])
-
-  def _quantize(self, images):
-    dtype = self.input["dtype"]
-    scale, zero = self.input["quantization"]
-    if dtype in (np.float32, np.float16):
-      return images.astype(dtype)
-    if scale and (scale, zero) != (1.0, 0):
-      images = np.round(images.astype(np.float32) / scale + zero)
-    info = np.iinfo(dtype)
-    return np.clip(images, info.min, info.max).astype(dtype)
-
-  def _dequantize(self, values):
-    scale, zero = self.output["quantization"]
-    if self.output["dtype"] in (np.float32, np.float16):
-      return values.astype(np.float32)
-    return (values.astype(np.float32) - zero) * scale
-
-  def predict_one(self, image):
-    """uint8 [S, S, 3] -> float32 [num_classes]."""
-    self.interpreter.set_tensor(self.input["index"],
-                               self._quantize(image[None]))
-    self.interpreter.invoke()
-    return self._dequantize(self.interpreter.get_tensor(
-        self.output["index"]))[0]
-
-  def predict(self, images):
-    """uint8 [N, S, S, 3] -> float32 [N, num_classes], one image at a time."""
-    return np.stack([self.predict_one(image) for image in images])
-
-  @staticmethod
-  def first(images):
-    """The example latency is measured on."""
-    return images[0]
-
-  def latency_ms(self, image, runs=LATENCY_RUNS, warmup=LATENCY_WARMUP):
-    """Median single-image latency after warm-up, in milliseconds."""
-    data = self._quantize(image[None])
-    times = []
-    for i in range(warmup + runs):
-      self.interpreter.set_tensor(self.input["index"], data)
-      start = time.perf_counter()
-      self.interpreter.invoke()
-      if i >= warmup:
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-  def op_dtypes(self):
-    """{op name: set of tensor dtype names it reads or writes}."""
-    details = self.interpreter._get_ops_details()  # pylint: disable=protected-access
-    tensors = {t["index"]: t for t in self.interpreter.get_tensor_details()}
-    out = {}
-    for op in details:
-      for index in list(op["inputs"]) + list(op["outputs"]):
-        if index >= 0 and index in tensors:
-          out.setdefault(op["op_name"], set()).add(
-              np.dtype(tensors[index]["dtype"]).name)
-    return out
-
-
 # How a caller of the fixed-size input must resize, to see what training saw.
 RESIZE_NOTE = ("resize to the input size with antialiased bilinear "
                "(tf.image.resize(image, [S, S], antialias=True)), then round "
@@ -424,7 +334,7 @@ def metadata_for(variant, content, class_names, image_size, preprocessing):
   }
 
 
-def export(model, variant, path, *, image_size, class_names, preprocessing,
+def export(model, variant, path, *, serving, class_names,
            calibration_images=None, make=None):
   """Converts, embeds metadata, writes `path`. Returns the metadata.
 
@@ -432,12 +342,12 @@ def export(model, variant, path, *, image_size, class_names, preprocessing,
   """
   started = time.time()
   try:
-    content = convert(model, variant, image_size, calibration_images, make)
+    content = convert(model, variant, serving, calibration_images, make)
   except Exception as e:  # The converter raises many types.
     raise UserError(f"TFLite {variant} conversion failed: "
                     f"{str(e).strip().splitlines()[0][:300]}") from e
-  metadata = write(path, content, metadata_for(
-      variant, content, class_names, image_size, preprocessing))
+  metadata = write(path, content, serving.tflite_metadata(
+      variant, content, class_names))
   logging.info("wrote %s (%d bytes, %.1fs)", os.path.basename(path),
                os.path.getsize(path), time.time() - started)
   return metadata
@@ -448,77 +358,3 @@ def write(path, content, metadata):
   with open(path, "wb") as f:
     f.write(add_metadata(content, metadata))
   return metadata
-
-
-def parity(path, images, labels, keras_probs, runner=None):
-  """One row of the parity table for the .tflite at `path`.
-
-  Args:
-    path: the .tflite file.
-    images: uint8 [N, S, S, 3] test images (or what `runner` takes).
-    labels: int [N].
-    keras_probs: float [N, C], the Keras model on the same images.
-    runner: the file's runner (default: an image `Runner`).
-
-  Returns:
-    {accuracy, agreement, max_abs_diff, size_bytes, latency_ms, threads}.
-  """
-  runner = runner or Runner(path)
-  probs = runner.predict(images)
-  top1 = probs.argmax(-1)
-  return {
-      "accuracy": float(np.mean(top1 == labels)),
-      "agreement": float(np.mean(top1 == keras_probs.argmax(-1))),
-      "max_abs_diff": float(np.abs(probs - keras_probs).max()),
-      "size_bytes": os.path.getsize(path),
-      "latency_ms": runner.latency_ms(runner.first(images)),
-      "threads": LATENCY_THREADS,
-      "examples": int(len(labels)),
-  }
-
-
-def format_parity(rows):
-  """The parity table as aligned text: Keras first, then each variant."""
-  first = next(iter(rows.values()))
-  lines = [f"{'variant':<10} {'accuracy':>9} {'agreement':>10} "
-           f"{'size':>10} {'latency':>10}   ({first['examples']} test examples, "
-           f"{first['threads']} threads)",
-           f"{'keras':<10} {first['keras_accuracy']:>9.4f}"]
-  for variant, row in rows.items():
-    lines.append(f"{variant:<10} {row['accuracy']:>9.4f} "
-                 f"{row['agreement']:>10.4f} "
-                 f"{row['size_bytes'] / 1024:>8.1f}KB "
-                 f"{row['latency_ms']:>8.3f}ms")
-  return "\n".join(lines)
-
-
-def too_far(row, max_drop):
-  """Whether a parity row is more than `max_drop` below Keras.
-
-  A drop of a single example never counts: on a small test split one
-  flipped image is more than a point.
-  """
-  drop = row["keras_accuracy"] - row["accuracy"]
-  return drop > max_drop + 1e-9 and drop * row["examples"] > 1.5
-
-
-def check_accuracy_drop(rows, max_drop):
-  """Raises CheckFailed naming each variant `too_far` below Keras.
-
-  `rows` maps variant -> parity row (with its `keras_accuracy` and
-  `examples`).
-  """
-  failing = [f"{v} {r['accuracy']:.4f} vs Keras {r['keras_accuracy']:.4f}"
-             for v, r in rows.items() if too_far(r, max_drop)]
-  if failing:
-    fallback = rows.get("int8", {}).get("fallback")
-    int8_hint = (
-        f"int8 already keeps {len(fallback['float_layers'])} layer(s) in "
-        "float (--int8_fallback=auto)" if fallback else
-        "let int8 keep its worst layers in float (--int8_fallback=auto)")
-    raise CheckFailed(
-        f"TFLite accuracy fell more than --max_accuracy_drop={max_drop} below "
-        f"the Keras model: {'; '.join(failing)}; the files are written for "
-        "inspection: ship another variant (float16, dynamic), calibrate int8 "
-        f"on more images (--calibration_samples), {int8_hint}, or accept "
-        "the drop with a larger --max_accuracy_drop (-1: no check)")

@@ -1,0 +1,250 @@
+"""Running .tflite files under the LiteRT interpreter, and the parity table.
+
+`ImageRunner` takes uint8 images, `TextRunner` token arrays (or raw
+strings, tokenized as the file's metadata says); both return float32
+probabilities and time single-example latency. `parity` compares a file
+with the Keras model on the same examples; `check_accuracy_drop` applies
+--max_accuracy_drop to the table.
+"""
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+from tl_keras import tflite
+from tl_keras.errors import CheckFailed, UserError
+
+LATENCY_THREADS = 2
+LATENCY_RUNS = 50
+LATENCY_WARMUP = 5
+# The inputs of a text .tflite file, each int32 [1, sequence_length].
+TEXT_INPUTS = ("token_ids", "padding_mask", "segment_ids")
+
+
+class _Runner:
+  """A .tflite file loaded in LiteRT's interpreter."""
+
+  def __init__(self, path, num_threads=LATENCY_THREADS):
+    from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
+    self.path = path
+    try:
+      self.interpreter = litert.Interpreter(model_path=path,
+                                            num_threads=num_threads)
+      self.interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+      raise UserError(f"cannot load {path} as a TFLite model: "
+                      f"{str(e).splitlines()[0][:200]}") from e
+    self.output = self.interpreter.get_output_details()[0]
+
+  def predict(self, inputs):
+    """A batch of examples -> float32 [N, num_classes], one at a time."""
+    return np.stack([self._invoke(self._feed(one))
+                     for one in self._examples(inputs)])
+
+  def latency_ms(self, one, runs=LATENCY_RUNS, warmup=LATENCY_WARMUP):
+    """Median single-example latency after warm-up, in milliseconds.
+
+    `one`: an example as `first` returns it.
+    """
+    fed = self._feed(one)
+    times = []
+    for i in range(warmup + runs):
+      start = time.perf_counter()
+      self._invoke(fed)
+      if i >= warmup:
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+  def op_dtypes(self):
+    """{op name: set of tensor dtype names it reads or writes}."""
+    details = self.interpreter._get_ops_details()  # pylint: disable=protected-access
+    tensors = {t["index"]: t for t in self.interpreter.get_tensor_details()}
+    out = {}
+    for op in details:
+      for index in list(op["inputs"]) + list(op["outputs"]):
+        if index >= 0 and index in tensors:
+          out.setdefault(op["op_name"], set()).add(
+              np.dtype(tensors[index]["dtype"]).name)
+    return out
+
+
+class ImageRunner(_Runner):
+  """uint8 images in, probabilities out.
+
+  Quantized outputs are dequantized with the file's own scale and zero point;
+  a quantized input is quantized from pixels the same way.
+  """
+
+  def __init__(self, path, num_threads=LATENCY_THREADS):
+    super().__init__(path, num_threads)
+    self.input = self.interpreter.get_input_details()[0]
+    self.image_size = int(self.input["shape"][1])
+
+  def _quantize(self, images):
+    dtype = self.input["dtype"]
+    scale, zero = self.input["quantization"]
+    if dtype in (np.float32, np.float16):
+      return images.astype(dtype)
+    if scale and (scale, zero) != (1.0, 0):
+      images = np.round(images.astype(np.float32) / scale + zero)
+    info = np.iinfo(dtype)
+    return np.clip(images, info.min, info.max).astype(dtype)
+
+  def _dequantize(self, values):
+    scale, zero = self.output["quantization"]
+    if self.output["dtype"] in (np.float32, np.float16):
+      return values.astype(np.float32)
+    return (values.astype(np.float32) - zero) * scale
+
+  @staticmethod
+  def _examples(images):
+    return images
+
+  def _feed(self, image):
+    return self._quantize(np.asarray(image)[None])
+
+  def _invoke(self, fed):
+    self.interpreter.set_tensor(self.input["index"], fed)
+    self.interpreter.invoke()
+    return self._dequantize(self.interpreter.get_tensor(
+        self.output["index"]))[0]
+
+  def predict_one(self, image):
+    """uint8 [S, S, 3] -> float32 [num_classes]."""
+    return self._invoke(self._feed(image))
+
+  @staticmethod
+  def first(images):
+    """The example latency is measured on."""
+    return images[0]
+
+
+class TextRunner(_Runner):
+  """Token arrays {name: int32 [N, L]} in, probabilities out."""
+
+  def __init__(self, path, num_threads=LATENCY_THREADS):
+    super().__init__(path, num_threads)
+    self.signature = self.interpreter.get_signature_runner()
+    self.metadata = tflite.read_metadata(path) or {}
+
+  @staticmethod
+  def _examples(inputs):
+    n = len(inputs["token_ids"])
+    return [{k: v[i:i + 1] for k, v in inputs.items()} for i in range(n)]
+
+  @staticmethod
+  def _feed(one):
+    return one
+
+  def _invoke(self, one):
+    return self.signature(**one)["probabilities"].astype(np.float32)[0]
+
+  @staticmethod
+  def first(inputs):
+    return {k: v[:1] for k, v in inputs.items()}
+
+  def preprocessor(self):
+    """The KerasHub preprocessor that makes this file's inputs from text."""
+    import keras_hub  # pylint: disable=g-import-not-at-top
+    settings = self.metadata.get("tokenizer")
+    if not settings:
+      raise UserError(f"{self.path} has no tokenizer settings in its "
+                      "metadata; it was not written by a tl_keras text run")
+    vocabulary = os.path.join(os.path.dirname(self.path),
+                              settings["vocabulary"])
+    if not os.path.exists(vocabulary):
+      raise UserError(f"{vocabulary} is missing: the text .tflite needs the "
+                      "vocab.txt written beside it")
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=vocabulary, lowercase=settings["lowercase"],
+        strip_accents=settings["strip_accents"])
+    return keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=settings["sequence_length"])
+
+  def predict_texts(self, texts):
+    return self.predict(tokens(self.preprocessor(), list(texts)))
+
+
+def tokens(preprocessor, texts, batch_size=256):
+  """Raw strings -> {input name: int32 [N, sequence_length]}."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  parts = [preprocessor(tf.constant(texts[i:i + batch_size]))
+           for i in range(0, len(texts), batch_size)]
+  return {k: np.concatenate([np.asarray(p[k]) for p in parts]).astype(np.int32)
+          for k in TEXT_INPUTS}
+
+
+def parity(path, inputs, labels, keras_probs, runner=None):
+  """One row of the parity table for the .tflite at `path`.
+
+  Args:
+    path: the .tflite file.
+    inputs: uint8 [N, S, S, 3] test images (or what `runner` takes).
+    labels: int [N].
+    keras_probs: float [N, C], the Keras model on the same examples.
+    runner: the file's runner (default: an `ImageRunner`).
+
+  Returns:
+    {accuracy, agreement, max_abs_diff, size_bytes, latency_ms, threads}.
+  """
+  runner = runner or ImageRunner(path)
+  probs = runner.predict(inputs)
+  top1 = probs.argmax(-1)
+  return {
+      "accuracy": float(np.mean(top1 == labels)),
+      "agreement": float(np.mean(top1 == keras_probs.argmax(-1))),
+      "max_abs_diff": float(np.abs(probs - keras_probs).max()),
+      "size_bytes": os.path.getsize(path),
+      "latency_ms": runner.latency_ms(runner.first(inputs)),
+      "threads": LATENCY_THREADS,
+      "examples": int(len(labels)),
+  }
+
+
+def format_parity(rows):
+  """The parity table as aligned text: Keras first, then each variant."""
+  first = next(iter(rows.values()))
+  lines = [f"{'variant':<10} {'accuracy':>9} {'agreement':>10} "
+           f"{'size':>10} {'latency':>10}   ({first['examples']} test examples, "
+           f"{first['threads']} threads)",
+           f"{'keras':<10} {first['keras_accuracy']:>9.4f}"]
+  for variant, row in rows.items():
+    lines.append(f"{variant:<10} {row['accuracy']:>9.4f} "
+                 f"{row['agreement']:>10.4f} "
+                 f"{row['size_bytes'] / 1024:>8.1f}KB "
+                 f"{row['latency_ms']:>8.3f}ms")
+  return "\n".join(lines)
+
+
+def too_far(row, max_drop):
+  """Whether a parity row is more than `max_drop` below Keras.
+
+  A drop of a single example never counts: on a small test split one
+  flipped image is more than a point.
+  """
+  drop = row["keras_accuracy"] - row["accuracy"]
+  return drop > max_drop + 1e-9 and drop * row["examples"] > 1.5
+
+
+def check_accuracy_drop(rows, max_drop):
+  """Raises CheckFailed naming each variant `too_far` below Keras.
+
+  `rows` maps variant -> parity row (with its `keras_accuracy` and
+  `examples`).
+  """
+  failing = [f"{v} {r['accuracy']:.4f} vs Keras {r['keras_accuracy']:.4f}"
+             for v, r in rows.items() if too_far(r, max_drop)]
+  if failing:
+    fallback = rows.get("int8", {}).get("fallback")
+    int8_hint = (
+        f"int8 already keeps {len(fallback['float_layers'])} layer(s) in "
+        "float (--int8_fallback=auto)" if fallback else
+        "let int8 keep its worst layers in float (--int8_fallback=auto)")
+    raise CheckFailed(
+        f"TFLite accuracy fell more than --max_accuracy_drop={max_drop} below "
+        f"the Keras model: {'; '.join(failing)}; the files are written for "
+        "inspection: ship another variant (float16, dynamic), calibrate int8 "
+        f"on more images (--calibration_samples), {int8_hint}, or accept "
+        "the drop with a larger --max_accuracy_drop (-1: no check)")

@@ -1,0 +1,234 @@
+"""How each kind of classifier is fed and served, in one object per kind.
+
+Every exporter (`export`: SavedModel, TFLite, parity, fallback) and every
+reader (`predictors`) takes one of these instead of asking which kind of
+model it has; `of(model)` is the one place that asks.
+
+    ImageServing  raw RGB uint8 images in: the SavedModel takes any size
+                  [N, H, W, 3] (the model resizes), the .tflite files the
+                  model's size [1, S, S, 3]; normalization is inside.
+    TextServing   the SavedModel takes raw strings (the tokenizer is inside
+                  the graph); the .tflite files take token ids
+                  (`token_ids`, `padding_mask`, `segment_ids`: int32
+                  [1, sequence_length]), since the TFLite converter cannot
+                  take the WordPiece tokenizer, with `vocab.txt` beside
+                  them and the tokenizer's settings in their metadata.
+
+Each has:
+    kind, variants            "image"/"text"; the TFLite variants offered.
+    float32(model)            the model rebuilt under float32 if mixed.
+    serving(model)            (fn, input specs) of the SavedModel's
+                              `serving_default` (outputs `probabilities`).
+    described()               what the SavedModel's `metadata` signature
+                              returns besides `labels`.
+    tflite_input(variant)     a key: variants with the same key convert from
+                              the same SavedModel.
+    tflite_serving(model, key)  (model served, fn, input specs) that key's
+                              SavedModel is written from.
+    tflite_metadata(variant, content, class_names)  the files' own entry.
+    examples(dataset, limit)  (raw examples, labels) of a split: uint8
+                              images at the model's size, or strings.
+    inputs(examples)          raw examples -> what the Keras model and the
+                              .tflite runner take.
+    keras_probabilities(model, inputs)
+    runner(path, num_threads) the .tflite file under LiteRT.
+    write_extras(model, directory, wrote_tflite)  files beside the exports.
+"""
+
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tl_keras import data
+from tl_keras import litert
+from tl_keras import text_data
+from tl_keras import text_models
+from tl_keras import tflite
+
+
+def of(model):
+  """The serving object for a classifier built by tl_keras."""
+  if text_models.is_text_classifier(model):
+    return TextServing(model.preprocessor)
+  return ImageServing(
+      int(model.get_layer("resize").get_config()["height"]),
+      model.get_layer("preprocess").get_config()["mode"])
+
+
+class ImageServing:
+  """Raw RGB uint8 images in, class probabilities out."""
+
+  kind = "image"
+  variants = tflite.VARIANTS
+
+  def __init__(self, image_size, preprocessing):
+    self.image_size = int(image_size)
+    self.preprocessing = preprocessing
+
+  float32 = staticmethod(tflite.float32_copy)
+
+  @staticmethod
+  def tracked(model):
+    return [model]
+
+  @staticmethod
+  def serving(model):
+    def serve(images):
+      return {"probabilities": model(tf.cast(images, tf.float32),
+                                     training=False)}
+    return serve, [tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                 name="images")]
+
+  def described(self):
+    return {"image_size": self.image_size}
+
+  @staticmethod
+  def tflite_input(variant):
+    # int8 takes float pixels, so the converter can quantize the input (see
+    # `tflite.representative`); the others take uint8 pixels and cast them.
+    return "float32" if variant == "int8" else "uint8"
+
+  def tflite_serving(self, model, key):
+    shape = [1, self.image_size, self.image_size, 3]
+    if key == "float32":
+      served = tflite.integer_friendly(model)
+      return served, lambda images: served(images, training=False), [
+          tf.TensorSpec(shape, tf.float32, name="images")]
+    return model, lambda images: model(tf.cast(images, tf.float32),
+                                       training=False), [
+                                           tf.TensorSpec(shape, tf.uint8,
+                                                         name="images")]
+
+  def tflite_metadata(self, variant, content, class_names):
+    return tflite.metadata_for(variant, content, class_names, self.image_size,
+                               self.preprocessing)
+
+  def examples(self, dataset, limit=0):
+    """(uint8 images [N, S, S, 3], labels) of a split's first `limit`."""
+    return data.to_numpy(dataset, self.image_size, limit=limit)
+
+  @staticmethod
+  def inputs(images):
+    return np.asarray(images)
+
+  @staticmethod
+  def keras_probabilities(model, images, batch_size=64):
+    """The Keras model on uint8 images, in inference mode."""
+    out = [model(tf.cast(images[i:i + batch_size], tf.float32),
+                 training=False).numpy()
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+  @staticmethod
+  def runner(path, num_threads=litert.LATENCY_THREADS):
+    return litert.ImageRunner(path, num_threads)
+
+  @staticmethod
+  def write_extras(model, directory, wrote_tflite):
+    del model, directory, wrote_tflite  # everything is inside the files
+
+
+class TextServing:
+  """Raw strings in (token ids for TFLite), class probabilities out."""
+
+  kind = "text"
+  # Full-integer int8 is not offered: its inputs are token ids, not values
+  # to quantize, and BERT's softmax and LayerNorm lose too much.
+  variants = ("float32", "float16", "dynamic")
+  PRESET = "preset"
+  VOCABULARY = "vocab.txt"
+  SKIPPED = ("full-integer TFLite is not offered for text models; "
+             "tflite_dynamic is the small one")
+
+  def __init__(self, preprocessor):
+    self.preprocessor = preprocessor
+    self.sequence_length = int(preprocessor.sequence_length)
+
+  float32 = staticmethod(text_models.float32_copy)
+
+  @staticmethod
+  def tracked(model):
+    return [model, model.preprocessor]
+
+  @staticmethod
+  def serving(model):
+    preprocessor = model.preprocessor
+
+    def serve(texts):
+      return {"probabilities": model(preprocessor(texts), training=False)}
+    return serve, [tf.TensorSpec([None], tf.string, name="texts")]
+
+  def described(self):
+    return {"sequence_length": self.sequence_length}
+
+  @staticmethod
+  def tflite_input(variant):
+    del variant  # every variant takes the same token arrays
+    return "int32"
+
+  def tflite_serving(self, model, key):
+    del key
+    specs = [tf.TensorSpec([1, self.sequence_length], tf.int32, name=n)
+             for n in litert.TEXT_INPUTS]
+
+    def serve(token_ids, padding_mask, segment_ids):
+      return {"probabilities": model(
+          {"token_ids": token_ids,
+           "padding_mask": tf.cast(padding_mask, tf.bool),
+           "segment_ids": segment_ids}, training=False)}
+    return model, serve, specs
+
+  def tokenizer_settings(self):
+    """How to tokenize for the .tflite files, recorded in their metadata."""
+    tokenizer = self.preprocessor.tokenizer
+    return {"vocabulary": self.VOCABULARY,
+            "lowercase": bool(getattr(tokenizer, "lowercase", True)),
+            "strip_accents": bool(getattr(tokenizer, "strip_accents", False)),
+            "sequence_length": self.sequence_length}
+
+  def tflite_metadata(self, variant, content, class_names):
+    del content
+    return {"labels": list(class_names), "variant": variant, "kind": "text",
+            "inputs": list(litert.TEXT_INPUTS),
+            "tokenizer": self.tokenizer_settings(),
+            "output": {"meaning": "class probabilities, in label order"}}
+
+  @staticmethod
+  def examples(dataset, limit=0):
+    """(raw strings, labels) of a split's first `limit` (0 = all)."""
+    return text_data.texts_of(dataset, limit=limit)
+
+  def inputs(self, texts):
+    return litert.tokens(self.preprocessor, list(texts))
+
+  @staticmethod
+  def keras_probabilities(model, inputs, batch_size=64):
+    """The Keras model on token arrays, in inference mode."""
+    out = []
+    for i in range(0, len(inputs["token_ids"]), batch_size):
+      batch = {k: v[i:i + batch_size] for k, v in inputs.items()}
+      batch["padding_mask"] = batch["padding_mask"].astype(bool)
+      out.append(np.asarray(model(batch, training=False)))
+    return np.concatenate(out).astype(np.float32)
+
+  @staticmethod
+  def runner(path, num_threads=litert.LATENCY_THREADS):
+    return litert.TextRunner(path, num_threads)
+
+  def write_extras(self, model, directory, wrote_tflite):
+    """The KerasHub preset always; the vocabulary beside .tflite files."""
+    model.save_to_preset(os.path.join(directory, self.PRESET))
+    if wrote_tflite:
+      vocabulary = self.preprocessor.tokenizer.get_vocabulary()
+      with open(os.path.join(directory, self.VOCABULARY), "w",
+                encoding="utf-8") as f:
+        f.write("\n".join(vocabulary) + "\n")
+      logging.info("wrote %s (the .tflite files' vocabulary)",
+                   self.VOCABULARY)
+
+
+def keras_probabilities(model, inputs):
+  """`model` on inputs of its kind (uint8 images or token arrays)."""
+  return of(model).keras_probabilities(model, inputs)
