@@ -254,7 +254,7 @@ def decode_image(contents):
   return image
 
 
-def _tfds():
+def tfds_module():
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   return tfds
 
@@ -265,7 +265,7 @@ def classification_features(info, feature_type):
   The supervised keys win when they fit; the label key is None when there
   is no ClassLabel feature.
   """
-  tfds = _tfds()
+  tfds = tfds_module()
   features = info.features
   if info.supervised_keys and len(info.supervised_keys) == 2:
     input_key, label_key = info.supervised_keys
@@ -281,7 +281,7 @@ def classification_features(info, feature_type):
 
 def _find_features(info):
   """(image key, label key) of a TFDS image-classification dataset."""
-  images, label = classification_features(info, _tfds().features.Image)
+  images, label = classification_features(info, tfds_module().features.Image)
   if not images or not label:
     raise UserError(f"--dataset={info.name} is not an image-classification "
                     "dataset (needs an Image and a ClassLabel feature)")
@@ -296,7 +296,7 @@ def open_tfds(name, data_dir, find_features, other_names):
       names and `other_names`), the wrong kind of dataset, or a failed
       download.
   """
-  tfds = _tfds()
+  tfds = tfds_module()
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -319,13 +319,13 @@ def open_tfds(name, data_dir, find_features, other_names):
 def load_tfds(name, *, data_dir="", validation_fraction=0.1):
   """Any TFDS image-classification dataset by name.
 
-  Uses its train/validation/test splits (see `_choose_splits`); each
+  Uses its train/validation/test splits (see `choose_splits`); each
   substitution is in `notes`.
   """
   builder, (image_key, label_key) = open_tfds(
       name, data_dir, _find_features, ["folder", *synthetic.TASKS])
   info = builder.info
-  specs, notes = _choose_splits(name, set(info.splits.keys()),
+  specs, notes = choose_splits(name, set(info.splits.keys()),
                                 validation_fraction)
   out, sizes = {}, {}
   for split, spec in specs.items():
@@ -342,7 +342,7 @@ def load_tfds(name, *, data_dir="", validation_fraction=0.1):
                 class_names=list(info.features[label_key].names), notes=notes)
 
 
-def _choose_splits(name, available, validation_fraction):
+def choose_splits(name, available, validation_fraction):
   """Maps train/validation/test to TFDS split specs, with notes.
 
   A missing validation split is cut from the end of train; a missing test

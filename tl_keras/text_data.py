@@ -248,7 +248,7 @@ def load_files(path, fmt, *, text_column="text", label_column="label",
 def _find_text_features(info):
   """(text key, label key) of a TFDS text-classification dataset."""
   texts, label = data.classification_features(
-      info, data._tfds().features.Text)  # pylint: disable=protected-access
+      info, data.tfds_module().features.Text)
   if len(texts) != 1 or not label:
     raise UserError(
         f"--dataset={info.full_name.split('/')[0]} is not single-text "
@@ -259,7 +259,7 @@ def _find_text_features(info):
 
 
 def _numpy_split(builder, spec, text_key, label_key):
-  tfds = data._tfds()  # pylint: disable=protected-access
+  tfds = data.tfds_module()
   texts, labels = [], []
   ds = builder.as_dataset(split=spec, shuffle_files=False)
   for ex in tfds.as_numpy(ds.batch(1024)):
@@ -277,7 +277,7 @@ def load_tfds_text(name, *, data_dir="", validation_fraction=0.1):
   builder, (text_key, label_key) = data.open_tfds(
       name, data_dir, _find_text_features, [*TEXT_TASKS, *FILE_FORMATS])
   available = set(builder.info.splits.keys())
-  specs, notes = data._choose_splits(  # pylint: disable=protected-access
+  specs, notes = data.choose_splits(
       name, available, validation_fraction)
   tables = {s: _numpy_split(builder, spec, text_key, label_key)
             for s, spec in specs.items()}
