@@ -332,6 +332,31 @@ def test_text_tflite_metadata_says_how_to_tokenize(text_run):
       litert.TEXT_INPUTS)
 
 
+@pytest.mark.parametrize("variant", ["float32", "dynamic"])
+def test_mediapipe_text_classifier_takes_raw_strings(text_run, variant):
+  """The real client: MediaPipe Tasks tokenizes with the vocabulary and
+  tokenizer settings inside the file and scores as our runner does."""
+  from mediapipe.tasks.python import text  # pylint: disable=g-import-not-at-top
+  from mediapipe.tasks.python.core import base_options  # pylint: disable=g-import-not-at-top
+  from tl_keras import standard_metadata  # pylint: disable=g-import-not-at-top
+  out, _ = text_run
+  path = str(out / f"model_{variant}.tflite")
+  labels = list(text_data.TARGET_CLASSES)
+  assert standard_metadata.read(path)["labels"] == labels
+  texts = text_data.synthetic_texts("synthetic_text", "validation")[0][:12]
+  expected = litert.TextRunner(path).predict_texts(texts)
+  options = text.TextClassifierOptions(
+      base_options=base_options.BaseOptions(model_asset_path=path),
+      max_results=len(labels))
+  got = np.zeros_like(expected)
+  with text.TextClassifier.create_from_options(options) as classifier:
+    for i, one in enumerate(texts):
+      for category in classifier.classify(one).classifications[0].categories:
+        assert category.category_name == labels[category.index]
+        got[i, category.index] = category.score
+  np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
 def test_predict_and_evaluate_modes_on_texts(text_run, tmp_path):
   out, _ = text_run
   inputs = tmp_path / "texts.txt"

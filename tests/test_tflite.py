@@ -279,3 +279,82 @@ def test_int8_layer_normalization_is_integer_only(tmp_path):
   path.write_bytes(tflite.convert(model, "int8", serving.ImageServing(8, "none"), images))
   assert not {op for op, dtypes in litert.ImageRunner(str(path)).op_dtypes().items()
               if dtypes & {"float32", "float16"}}
+
+
+def _mediapipe_scores(path, images, num_classes):
+  """MediaPipe Tasks' ImageClassifier on `images`: [N, C] scores, labels."""
+  import mediapipe as mp  # pylint: disable=g-import-not-at-top
+  from mediapipe.tasks.python import vision  # pylint: disable=g-import-not-at-top
+  from mediapipe.tasks.python.core import base_options  # pylint: disable=g-import-not-at-top
+  options = vision.ImageClassifierOptions(
+      base_options=base_options.BaseOptions(model_asset_path=path),
+      max_results=num_classes)
+  scores, names = np.zeros((len(images), num_classes), np.float32), {}
+  with vision.ImageClassifier.create_from_options(options) as classifier:
+    for i, image in enumerate(images):
+      result = classifier.classify(mp.Image(
+          image_format=mp.ImageFormat.SRGB,
+          data=np.ascontiguousarray(image)))
+      for category in result.classifications[0].categories:
+        scores[i, category.index] = category.score
+        names[category.index] = category.category_name
+  return scores, [names.get(i) for i in range(num_classes)]
+
+
+@pytest.mark.parametrize("variant", tflite.VARIANTS)
+def test_mediapipe_image_classifier_runs_every_variant(exported, variant):
+  """The real client: MediaPipe Tasks loads the file as written, reads its
+  labels and normalization from the standard metadata, and scores as the
+  plain interpreter does."""
+  _, directory, images, _ = exported
+  path = str(directory / tflite.filename(variant))
+  runner = litert.ImageRunner(path)
+  expected = runner.predict(images[:12])
+  got, names = _mediapipe_scores(path, images[:12], len(LABELS))
+  assert names == LABELS
+  scale = runner.output["quantization"][0] if variant == "int8" else 0.0
+  np.testing.assert_allclose(got, expected, atol=max(1e-3, scale + 1e-6))
+  assert (got.argmax(-1) == expected.argmax(-1)).all()
+
+
+def test_standard_metadata_reads_back_what_was_written(exported):
+  from tl_keras import standard_metadata  # pylint: disable=g-import-not-at-top
+  _, directory, _, _ = exported
+  for variant in tflite.VARIANTS:
+    path = str(directory / tflite.filename(variant))
+    meta = standard_metadata.read(path)
+    assert meta["labels"] == LABELS
+    assert meta["mean"] == [0.0] and meta["std"] == [1.0]
+    assert "image classifier" in meta["name"] and variant in meta[
+        "description"]
+    assert meta["min_parser_version"] == "1.0.0"  # what the C++ rules give
+    assert tflite.read_metadata(path)["labels"] == LABELS  # ours kept too
+
+
+def test_minimum_parser_version_follows_the_schema_rules():
+  from mediapipe.tasks.metadata import metadata_schema_py_generated as fb  # pylint: disable=g-import-not-at-top
+  import flatbuffers  # pylint: disable=g-import-not-at-top
+  from tl_keras import standard_metadata  # pylint: disable=g-import-not-at-top
+
+  def version(graph):
+    model = fb.ModelMetadataT()
+    model.subgraphMetadata = [graph]
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), b"M001")
+    return standard_metadata.minimum_parser_version(builder.Output())
+
+  graph = fb.SubGraphMetadataT()
+  assert version(graph) == "1.0.0"
+  tensor = fb.TensorMetadataT()
+  vocabulary = fb.AssociatedFileT()
+  vocabulary.type = fb.AssociatedFileType.VOCABULARY
+  tensor.associatedFiles = [vocabulary]
+  graph.inputTensorMetadata = [tensor]
+  assert version(graph) == "1.0.1"
+  tokenizer = fb.ProcessUnitT()
+  tokenizer.optionsType = fb.ProcessUnitOptions.BertTokenizerOptions
+  tokenizer.options = fb.BertTokenizerOptionsT()
+  graph.inputProcessUnits = [tokenizer]
+  assert version(graph) == "1.1.0"
+  graph.customMetadata = [fb.CustomMetadataT()]
+  assert version(graph) == "1.5.0"

@@ -226,7 +226,8 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
       calibrated, layers, acceptable)
   metadata = serving.tflite_metadata("int8", content, class_names)
   metadata["float_layers"] = float_layers
-  tflite.write(path, content, metadata)
+  tflite.write(path, content, metadata, standard=lambda c: (
+      serving.standard_metadata("int8", c, class_names)))
   record = {
       "validation": {"keras_accuracy": keras_accuracy, "examples":
                      int(len(labels)), "accuracy_before": before["accuracy"],

@@ -25,6 +25,7 @@ from tl_keras import evaluation
 from tl_keras import export
 from tl_keras import litert
 from tl_keras import serving as serving_lib
+from tl_keras import standard_metadata
 from tl_keras import tflite
 from tl_keras.errors import UserError
 
@@ -120,7 +121,9 @@ def _tflite(path):
                      runner.predict_texts, text=True)
   runner = litert.ImageRunner(path)
   num_classes = int(runner.output["shape"][-1])
-  labels = metadata.get("labels") or _labels_beside(path, num_classes)
+  labels = (metadata.get("labels")
+            or standard_metadata.read(path).get("labels")
+            or _labels_beside(path, num_classes))
   return Predictor("tflite", path, labels, runner.image_size, runner.predict)
 
 

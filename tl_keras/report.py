@@ -306,7 +306,7 @@ def model_card(record, metrics):
     if row.get("fallback"):
       lines[-1] += f" ({fallback_sentence(row['fallback'])})"
   if text:
-    return "\n".join(lines + _text_usage(record, config))
+    return "\n".join(lines + _text_usage(record, config, metrics))
   size = record["model"]["image_size"]
   lines += [
       "", "## Input", "",
@@ -332,10 +332,11 @@ def model_card(record, metrics):
       "from ai_edge_litert.interpreter import Interpreter",
       "interpreter = Interpreter(model_path='model_int8.tflite')",
       "```", "",
-      "On Android and iOS, load the `.tflite` files with LiteRT "
-      "(`org.tensorflow:tensorflow-lite` / `TensorFlowLiteSwift`): the input "
-      f"is uint8 `[1, {size}, {size}, 3]`; `model_int8.tflite` also returns "
-      "uint8 (scale and zero point are in the file's `tl_keras` metadata). "
+      *_mediapipe_usage("image", "ImageClassifier", "photo.jpg",
+                        _variants(metrics)),
+      "With the plain LiteRT interpreter, the input is uint8 "
+      f"`[1, {size}, {size}, 3]`; `model_int8.tflite` also returns uint8 "
+      "(scale and zero point are in the file). "
       "From the command line: `python main.py --mode=predict "
       "--artifact=THIS_DIR --inputs=photo.jpg`.", "",
       "## Limitations", "",
@@ -373,7 +374,59 @@ def _recipe_sentence(record):
   return "; ".join(parts) + "." if parts else "head, then fine-tuning."
 
 
-def _text_usage(record, config):
+def _variants(metrics):
+  return list(metrics.get("tflite", {})) or ["float32"]
+
+
+def _mediapipe_usage(kind, task, example, variants):
+  """Model-card lines: the MediaPipe Tasks code that loads the .tflite files.
+
+  Every file carries the standard TFLite metadata (labels, and the
+  normalization or the tokenizer), so the task needs nothing else.
+  """
+  first = f"model_{variants[0]}.tflite"
+  files = ", ".join(f"`model_{v}.tflite`" for v in variants)
+  package = "vision" if kind == "image" else "text"
+  if kind == "image":
+    python_input = "mp.Image.create_from_file('photo.jpg')"
+    kotlin_input, swift_input, web_input = ("mpImage", "mpImage", "image")
+  else:
+    python_input = kotlin_input = swift_input = web_input = (
+        f'"{example}"')
+  return [
+      f"Each of {files} carries the standard TFLite metadata (labels "
+      + ("and normalization" if kind == "image" else "and the BERT tokenizer "
+         "with its vocabulary") + "), so MediaPipe Tasks "
+      f"`{task}` loads it as it is"
+      + (" and takes raw strings" if kind == "text" else "") + ":", "",
+      "```python",
+      *(["import mediapipe as mp"] if kind == "image" else []),
+      f"from mediapipe.tasks.python import {package}",
+      f"classifier = {package}.{task}.create_from_model_path('{first}')",
+      f"result = classifier.classify({python_input})",
+      "print(result.classifications[0].categories[0].category_name)",
+      "```", "",
+      "```kotlin",
+      f"// Android: com.google.mediapipe:tasks-{package}",
+      f"val classifier = {task}.createFromFile(context, \"{first}\")",
+      f"val result = classifier.classify({kotlin_input})",
+      "```", "",
+      "```swift",
+      f"// iOS: MediaPipeTasks{package.capitalize()}",
+      f"let classifier = try {task}(modelPath: "
+      f"Bundle.main.path(forResource: \"model_{variants[0]}\", "
+      "ofType: \"tflite\")!)",
+      f"let result = try classifier.classify({'image: ' if kind == 'image' else 'text: '}{swift_input})",
+      "```", "",
+      "```javascript",
+      f"// Web: @mediapipe/tasks-{package}",
+      f"const classifier = await {task}.createFromModelPath(files, "
+      f"\"{first}\");",
+      f"const result = classifier.classify({web_input});",
+      "```", ""]
+
+
+def _text_usage(record, config, metrics):
   """The model card's sections after the results, for a text model."""
   length = record["model"]["sequence_length"]
   return [
@@ -393,6 +446,8 @@ def _text_usage(record, config):
       "serve = tf.saved_model.load('saved_model').signatures['serving_default']",
       "probabilities = serve(texts=tf.constant(['a text']))['probabilities']",
       "```", "",
+      *_mediapipe_usage("text", "TextClassifier", "a text to classify",
+                        _variants(metrics)),
       "From the command line: `python main.py --mode=predict "
       "--artifact=THIS_DIR --inputs=texts.txt` (one text per line; "
       "`--artifact=THIS_DIR/model_dynamic.tflite` tokenizes for the TFLite "

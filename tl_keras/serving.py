@@ -26,6 +26,8 @@ Each has:
     tflite_serving(model, key)  (model served, fn, input specs) that key's
                               SavedModel is written from.
     tflite_metadata(variant, content, class_names)  the files' own entry.
+    standard_metadata(variant, content, class_names)  the file with the
+                              standard TFLite metadata apps read.
     examples(dataset, limit)  (raw examples, labels) of a split: uint8
                               images at the model's size, or strings.
     inputs(examples)          raw examples -> what the Keras model and the
@@ -43,6 +45,7 @@ import tensorflow as tf
 
 from tl_keras import data
 from tl_keras import litert
+from tl_keras import standard_metadata
 from tl_keras import text_data
 from tl_keras import text_models
 from tl_keras import tflite
@@ -54,7 +57,7 @@ def of(model):
     return TextServing(model.preprocessor)
   return ImageServing(
       int(model.get_layer("resize").get_config()["height"]),
-      model.get_layer("preprocess").get_config()["mode"])
+      model.get_layer("preprocess").get_config()["mode"], name=model.name)
 
 
 class ImageServing:
@@ -63,9 +66,10 @@ class ImageServing:
   kind = "image"
   variants = tflite.VARIANTS
 
-  def __init__(self, image_size, preprocessing):
+  def __init__(self, image_size, preprocessing, name="classifier"):
     self.image_size = int(image_size)
     self.preprocessing = preprocessing
+    self.name = name
 
   float32 = staticmethod(tflite.float32_copy)
 
@@ -104,6 +108,18 @@ class ImageServing:
   def tflite_metadata(self, variant, content, class_names):
     return tflite.metadata_for(variant, content, class_names, self.image_size,
                                self.preprocessing)
+
+  def standard_metadata(self, variant, content, class_names):
+    """`content` with the metadata MediaPipe Tasks and LiteRT apps read."""
+    size = self.image_size
+    return standard_metadata.image_classifier(
+        content, labels=class_names, name=f"{self.name} image classifier",
+        version=_version(),
+        description=(
+            f"{len(class_names)} classes, TFLite {variant}, by tl_keras. "
+            f"Input: raw RGB uint8 {size}x{size}; the normalization is inside "
+            f"the model; {tflite.RESIZE_NOTE}. Output: class probabilities "
+            "in label order."))
 
   def examples(self, dataset, limit=0):
     """(uint8 images [N, S, S, 3], labels) of a split's first `limit`."""
@@ -188,6 +204,19 @@ class TextServing:
             "strip_accents": bool(getattr(tokenizer, "strip_accents", False)),
             "sequence_length": self.sequence_length}
 
+  def standard_metadata(self, variant, content, class_names):
+    """`content` with the BERT metadata MediaPipe's TextClassifier reads."""
+    return standard_metadata.bert_text_classifier(
+        content, labels=class_names,
+        vocabulary=self.preprocessor.tokenizer.get_vocabulary(),
+        inputs=litert.TEXT_INPUTS, name="BERT text classifier",
+        version=_version(),
+        description=(
+            f"{len(class_names)} classes, TFLite {variant}, by tl_keras. "
+            "Input: WordPiece token ids, padding mask and segment ids, int32 "
+            f"[1, {self.sequence_length}] (the vocabulary is inside the "
+            "file). Output: class probabilities in label order."))
+
   def tflite_metadata(self, variant, content, class_names):
     del content
     return {"labels": list(class_names), "variant": variant, "kind": "text",
@@ -227,6 +256,15 @@ class TextServing:
         f.write("\n".join(vocabulary) + "\n")
       logging.info("wrote %s (the .tflite files' vocabulary)",
                    self.VOCABULARY)
+
+
+def _version():
+  """tl_keras's version, the files' version."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  try:
+    return metadata.version("tl_keras")
+  except metadata.PackageNotFoundError:
+    return "unknown"
 
 
 def keras_probabilities(model, inputs):

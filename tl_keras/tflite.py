@@ -347,14 +347,22 @@ def export(model, variant, path, *, serving, class_names,
     raise UserError(f"TFLite {variant} conversion failed: "
                     f"{str(e).strip().splitlines()[0][:300]}") from e
   metadata = write(path, content, serving.tflite_metadata(
-      variant, content, class_names))
+      variant, content, class_names), standard=lambda c: (
+          serving.standard_metadata(variant, c, class_names)))
   logging.info("wrote %s (%d bytes, %.1fs)", os.path.basename(path),
                os.path.getsize(path), time.time() - started)
   return metadata
 
 
-def write(path, content, metadata):
-  """Writes `content` with `metadata` embedded to `path`. Returns it."""
+def write(path, content, metadata, standard=None):
+  """Writes `content` with `metadata` embedded to `path`. Returns it.
+
+  `standard`: bytes -> bytes adding the standard metadata, applied last
+  (its packed files follow the flatbuffer, which `add_metadata` rebuilds).
+  """
+  content = add_metadata(content, metadata)
+  if standard:
+    content = standard(content)
   with open(path, "wb") as f:
-    f.write(add_metadata(content, metadata))
+    f.write(content)
   return metadata
