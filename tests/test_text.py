@@ -385,12 +385,15 @@ def test_predict_and_evaluate_modes_on_texts(text_run, tmp_path):
   assert "test accuracy" in result.stdout
 
 
-def test_missing_vocabulary_is_named(text_run, tmp_path):
+def test_a_lone_text_tflite_uses_the_vocabulary_inside_it(text_run,
+                                                          tmp_path):
   out, _ = text_run
   lone = tmp_path / "model.tflite"
   lone.write_bytes((out / "model_dynamic.tflite").read_bytes())
-  with pytest.raises(UserError, match="vocab.txt"):
-    predictors.load(str(lone))
+  texts = text_data.synthetic_texts("synthetic_text", "validation")[0][:6]
+  np.testing.assert_array_equal(
+      predictors.load(str(lone)).predict(texts),
+      predictors.load(str(out / "model_dynamic.tflite")).predict(texts))
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,7 +1,8 @@
 """Running .tflite files under the LiteRT interpreter, and the parity table.
 
 `ImageRunner` takes uint8 images, `TextRunner` token arrays (or raw
-strings, tokenized as the file's metadata says); both return float32
+strings, tokenized as the file's metadata says, with `vocab.txt` beside it
+or the vocabulary packed inside it); both return float32
 probabilities and time single-example latency. `parity` compares a file
 with the Keras model on the same examples; `check_accuracy_drop` applies
 --max_accuracy_drop to the table.
@@ -13,6 +14,7 @@ import time
 
 import numpy as np
 
+from tl_keras import standard_metadata
 from tl_keras import tflite
 from tl_keras.errors import CheckFailed, UserError
 
@@ -154,9 +156,14 @@ class TextRunner(_Runner):
                       "metadata; it was not written by a tl_keras text run")
     vocabulary = os.path.join(os.path.dirname(self.path),
                               settings["vocabulary"])
-    if not os.path.exists(vocabulary):
-      raise UserError(f"{vocabulary} is missing: the text .tflite needs the "
-                      "vocab.txt written beside it")
+    if not os.path.exists(vocabulary):  # the copy inside the file, if any
+      packed = standard_metadata.packed_file(self.path,
+                                             settings["vocabulary"])
+      if packed is None:
+        raise UserError(f"{vocabulary} is missing and {self.path} holds no "
+                        "vocabulary: put the vocab.txt its run wrote beside "
+                        "it")
+      vocabulary = [t for t in packed.decode("utf-8").split("\n") if t]
     tokenizer = keras_hub.models.BertTokenizer(
         vocabulary=vocabulary, lowercase=settings["lowercase"],
         strip_accents=settings["strip_accents"])

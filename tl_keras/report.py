@@ -434,8 +434,9 @@ def _text_usage(record, config, metrics):
       f"Raw strings. The BERT tokenizer is attached to `model.keras`, "
       f"`preset/` and `saved_model/`; texts are cut to {length} tokens. "
       "The `.tflite` files take token ids (`token_ids`, `padding_mask`, "
-      f"`segment_ids`, int32 `[1, {length}]`) made with `vocab.txt` and the "
-      "tokenizer settings in their `tl_keras` metadata.", "",
+      f"`segment_ids`, int32 `[1, {length}]`); their metadata declares the "
+      "BERT tokenizer and holds its vocabulary (also in `vocab.txt`), so "
+      "MediaPipe Tasks tokenizes raw strings for them.", "",
       "## Use it", "",
       "```python",
       "import keras_hub",

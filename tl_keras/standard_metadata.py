@@ -195,6 +195,27 @@ def _writer_class(writer_lib):
   return Writer
 
 
+def _displayer(path):
+  """MediaPipe's reader of the file's metadata; None if it has none."""
+  _install_parser_version()
+  from mediapipe.tasks.python.metadata import metadata  # pylint: disable=g-import-not-at-top
+  with open(path, "rb") as f:
+    content = f.read()
+  try:
+    return metadata.MetadataDisplayer.with_model_buffer(content)
+  except ValueError:  # no TFLITE_METADATA entry
+    return None
+
+
+def packed_file(path, name):
+  """The bytes of the file `name` packed inside a .tflite, or None."""
+  displayer = _displayer(path)
+  if displayer is None or name not in (
+      displayer.get_packed_associated_file_list()):
+    return None
+  return bytes(displayer.get_associated_file_buffer(name))
+
+
 def read(path):
   """The standard metadata of a .tflite file: {} if it has none.
 
@@ -203,13 +224,8 @@ def read(path):
     file), "mean", "std" (the image input's normalization, if any),
     "min_parser_version"}.
   """
-  _install_parser_version()
-  from mediapipe.tasks.python.metadata import metadata  # pylint: disable=g-import-not-at-top
-  with open(path, "rb") as f:
-    content = f.read()
-  try:
-    displayer = metadata.MetadataDisplayer.with_model_buffer(content)
-  except ValueError:  # no TFLITE_METADATA entry
+  displayer = _displayer(path)
+  if displayer is None:
     return {}
   described = json.loads(displayer.get_metadata_json())
   out = {k: described.get(k) for k in ("name", "description", "version")}
