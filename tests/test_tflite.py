@@ -358,3 +358,14 @@ def test_minimum_parser_version_follows_the_schema_rules():
   assert version(graph) == "1.1.0"
   graph.customMetadata = [fb.CustomMetadataT()]
   assert version(graph) == "1.5.0"
+
+
+def test_author_and_license_go_into_the_standard_metadata(exported, tmp_path):
+  from tl_keras import standard_metadata  # pylint: disable=g-import-not-at-top
+  model = exported[0]
+  path = str(tmp_path / "model_float32.tflite")
+  tflite.export(model, "float32", path, class_names=LABELS, serving=serving.of(
+      model, about={"author": "Ada Lovelace", "license": "Apache-2.0"}))
+  meta = standard_metadata.read(path)
+  assert (meta["author"], meta["license"]) == ("Ada Lovelace", "Apache-2.0")
+  assert meta["version"] and meta["labels"] == LABELS

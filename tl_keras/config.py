@@ -164,6 +164,12 @@ class Config:
       "(ranked by TensorFlow's quantization debugger) in float until it is "
       "within bounds; off writes it as it is.", "export",
       choices=("auto", "off"))
+  author: str = _field(
+      "", "Author written into the .tflite files' standard metadata and the "
+      "model card.", "export")
+  license: str = _field(
+      "", "License written into the .tflite files' standard metadata and "
+      "the model card, e.g. Apache-2.0.", "export")
 
   # Run.
   mode: str = _field(

@@ -98,7 +98,7 @@ def filename(fmt):
 
 
 def write_exports(model, directory, formats, *, class_names,
-                  calibration_images=None):
+                  calibration_images=None, serving=None):
   """Writes each of `formats` (config.EXPORT_FORMATS names) into `directory`.
 
   Args:
@@ -107,12 +107,13 @@ def write_exports(model, directory, formats, *, class_names,
     formats: export format names.
     class_names: labels, in class order.
     calibration_images: uint8 [N, S, S, 3] training images for tflite_int8.
+    serving: the model's `serving` object (default: `serving.of(model)`).
 
   Returns:
     {format: why it was skipped} for the TFLite variants the model's kind
     does not offer (int8 for text).
   """
-  serving = serving_lib.of(model)
+  serving = serving or serving_lib.of(model)
   skipped, wrote_tflite = {}, False
   with tflite.converters(model, serving) as make:
     for fmt in formats:

@@ -290,6 +290,7 @@ def model_card(record, metrics):
       f"Backbone `{config['model']}` ({record['model']['family']}) starting "
       f"from `--weights={config['weights']}`, trained by tl_keras with the "
       f"two-phase transfer recipe: {_recipe_sentence(record)}", "",
+      *_provenance(config),
       "## Results on the test split", "",
       f"- accuracy {_pct(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
       f" on {test['examples']} {'texts' if text else 'images'}",
@@ -348,6 +349,13 @@ def model_card(record, metrics):
       "borderline images (the agreement figures above).", "",
       "## Reproduce", "", "```", command_line(config), "```", ""]
   return "\n".join(lines)
+
+
+def _provenance(config):
+  """The model card's author and license lines (--author, --license)."""
+  parts = [f"{name}: {config[key]}." for name, key in (
+      ("Author", "author"), ("License", "license")) if config.get(key)]
+  return [" ".join(parts), ""] if parts else []
 
 
 def _recipe_sentence(record):

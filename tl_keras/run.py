@@ -502,7 +502,8 @@ def export_artifacts(model, directory, config, splits):
     why it was skipped}).
   """
   formats = config_lib.parse_exports(config.export)
-  serving = serving_lib.of(model)
+  serving = serving_lib.of(model, about={"author": config.author,
+                                         "license": config.license})
   variants = [v for v in export.tflite_variants(formats)
               if v in serving.variants]
   calibration = None
@@ -515,7 +516,8 @@ def export_artifacts(model, directory, config, splits):
                  len(calibration))
   skipped = export.write_exports(model, directory, formats,
                                  class_names=splits.class_names,
-                                 calibration_images=calibration)
+                                 calibration_images=calibration,
+                                 serving=serving)
   if not variants:
     return {}, skipped
   examples, labels = serving.examples(splits.test,
@@ -576,6 +578,8 @@ def _export_run(config, run_dir, record, formats):
       parity_samples=config.parity_samples,
       max_accuracy_drop=config.max_accuracy_drop,
       int8_fallback=config.int8_fallback,
+      author=config.author or record["config"].get("author", ""),
+      license=config.license or record["config"].get("license", ""),
       data_dir=config.data_dir or record["config"]["data_dir"])
   splits = load_splits(run_config, serving_lib.of(model).kind == "text")
   if splits.class_names != artifacts.read_labels(

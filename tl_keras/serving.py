@@ -51,13 +51,17 @@ from tl_keras import text_models
 from tl_keras import tflite
 
 
-def of(model):
-  """The serving object for a classifier built by tl_keras."""
+def of(model, about=None):
+  """The serving object for a classifier built by tl_keras.
+
+  `about`: {"author", "license"} for the files' standard metadata.
+  """
   if text_models.is_text_classifier(model):
-    return TextServing(model.preprocessor)
+    return TextServing(model.preprocessor, about=about)
   return ImageServing(
       int(model.get_layer("resize").get_config()["height"]),
-      model.get_layer("preprocess").get_config()["mode"], name=model.name)
+      model.get_layer("preprocess").get_config()["mode"], name=model.name,
+      about=about)
 
 
 class ImageServing:
@@ -66,10 +70,12 @@ class ImageServing:
   kind = "image"
   variants = tflite.VARIANTS
 
-  def __init__(self, image_size, preprocessing, name="classifier"):
+  def __init__(self, image_size, preprocessing, name="classifier",
+               about=None):
     self.image_size = int(image_size)
     self.preprocessing = preprocessing
     self.name = name
+    self.about = about or {}
 
   float32 = staticmethod(tflite.float32_copy)
 
@@ -114,7 +120,7 @@ class ImageServing:
     size = self.image_size
     return standard_metadata.image_classifier(
         content, labels=class_names, name=f"{self.name} image classifier",
-        version=_version(),
+        version=_version(), **self.about,
         description=(
             f"{len(class_names)} classes, TFLite {variant}, by tl_keras. "
             f"Input: raw RGB uint8 {size}x{size}; the normalization is inside "
@@ -158,8 +164,9 @@ class TextServing:
   SKIPPED = ("full-integer TFLite is not offered for text models; "
              "tflite_dynamic is the small one")
 
-  def __init__(self, preprocessor):
+  def __init__(self, preprocessor, about=None):
     self.preprocessor = preprocessor
+    self.about = about or {}
     self.sequence_length = int(preprocessor.sequence_length)
 
   float32 = staticmethod(text_models.float32_copy)
@@ -210,7 +217,7 @@ class TextServing:
         content, labels=class_names,
         vocabulary=self.preprocessor.tokenizer.get_vocabulary(),
         inputs=litert.TEXT_INPUTS, name="BERT text classifier",
-        version=_version(),
+        version=_version(), **self.about,
         description=(
             f"{len(class_names)} classes, TFLite {variant}, by tl_keras. "
             "Input: WordPiece token ids, padding mask and segment ids, int32 "

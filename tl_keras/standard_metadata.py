@@ -111,7 +111,8 @@ def _writers():
   return metadata_info, metadata_writer
 
 
-def image_classifier(content, *, labels, name, description, version):
+def image_classifier(content, *, labels, name, description, version,
+                     author=None, license=None):  # pylint: disable=redefined-builtin
   """`content` with standard image-classifier metadata.
 
   The input is raw RGB pixels (normalization is inside the model), so its
@@ -126,7 +127,8 @@ def image_classifier(content, *, labels, name, description, version):
   try:
     # add_general_info takes a name and a description only.
     writer._general_md = info.GeneralMd(  # pylint: disable=protected-access
-        name=name, version=version, description=description)
+        name=name, version=version, description=description,
+        author=author or None, licenses=license or None)
     writer.add_image_input([0.0], [1.0])
     writer.add_classification_output(writer_lib.Labels().add(list(labels)))
     populated, _ = writer.populate()
@@ -136,7 +138,7 @@ def image_classifier(content, *, labels, name, description, version):
 
 
 def bert_text_classifier(content, *, labels, vocabulary, inputs, name,
-                         description, version):
+                         description, version, author=None, license=None):  # pylint: disable=redefined-builtin
   """`content` with standard BERT text-classifier metadata.
 
   MediaPipe's `TextClassifier` then takes raw strings: the metadata holds
@@ -149,7 +151,8 @@ def bert_text_classifier(content, *, labels, vocabulary, inputs, name,
     vocabulary: the tokenizer's vocabulary, one token per entry.
     inputs: (token ids, padding mask, segment ids) input names, each
       contained in the name of one input tensor of `content`.
-    name, description, version: the model's general information.
+    name, description, version, author, license: the model's general
+      information.
 
   Returns:
     The .tflite bytes.
@@ -165,7 +168,8 @@ def bert_text_classifier(content, *, labels, vocabulary, inputs, name,
   writer = _writer_class(writer_lib)(bytearray(content))
   try:
     writer._general_md = info.GeneralMd(  # pylint: disable=protected-access
-        name=name, version=version, description=description)
+        name=name, version=version, description=description,
+        author=author or None, licenses=license or None)
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, "vocab.txt")
       with open(path, "w", encoding="utf-8") as f:
@@ -228,7 +232,8 @@ def read(path):
   if displayer is None:
     return {}
   described = json.loads(displayer.get_metadata_json())
-  out = {k: described.get(k) for k in ("name", "description", "version")}
+  out = {k: described.get(k) for k in ("name", "description", "version",
+                                        "author", "license")}
   out["min_parser_version"] = described.get("min_parser_version")
   graph = (described.get("subgraph_metadata") or [{}])[0]
   for tensor in graph.get("input_tensor_metadata", []):
