@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_throughput.py [--batch_size=256 --steps=50]
 
-Compares the tl_keras training step (`training._step_functions`, the one
+Compares the tl_keras training step (`training.steps.step_functions`, the one
 `train_phase` runs) with mixed bfloat16 + XLA against float32 without XLA,
 on a batch held on the device (so the input pipeline is out of the
 picture; `pipeline.py` measures that). Prints one JSON line per setting
@@ -40,7 +40,7 @@ def throughput(policy, jit, batch_size, steps, num_classes=1000):
   spec = training.PhaseSpec("finetune", 1, 1e-4, jit_compile=jit)
   optimizer = training.make_optimizer(spec, steps + 10)
   optimizer.build(model.trainable_variables)
-  train_steps, _ = training._step_functions(  # pylint: disable=protected-access
+  train_steps, _ = training.steps.step_functions(
       model, optimizer, strategy, num_classes, batch_size, 0.0, jit)
   images = tf.random.uniform((batch_size, 224, 224, 3), 0, 255)
   labels = tf.random.uniform((batch_size,), 0, num_classes, tf.int32)

@@ -63,7 +63,7 @@ def main():
     spec = training.PhaseSpec("bench", 1, 1e-3)
     optimizer = training.make_optimizer(spec, args.steps + 1)
     optimizer.build(model.trainable_variables)
-    train_steps, _ = training._step_functions(  # pylint: disable=protected-access
+    train_steps, _ = training.steps.step_functions(
         model, optimizer, strategy, splits.num_classes, batch, 0.0)
     one_batch = make_input(tf.distribute.InputContext()).take(1).cache()
     held = iter(one_batch.repeat())

@@ -195,7 +195,7 @@ def _fake_trials(monkeypatch, losses):
     best.loss, best.accuracy, best.where, best.step = loss, 0.5, ("trial", 1), 1
     return [], 4
 
-  monkeypatch.setattr(training, "train_phase", fake)
+  monkeypatch.setattr(training.loop, "train_phase", fake)
   return calls
 
 
@@ -363,7 +363,7 @@ def test_phase_2_is_kept_only_when_clearly_better(phase_2_is_better):
   best = training.Best()
   best.weights, best.where, best.step = tuned, ("finetune", 3), 9
   best.loss, best.accuracy = 0.1, 1.0
-  kept = training._keep_simplest(  # pylint: disable=protected-access
+  kept = training.recipe._keep_simplest(  # pylint: disable=protected-access
       model, head, best, history, splits, 32, 8)
   assert kept == ("finetune" if phase_2_is_better else "head")
   assert best.where[0] == kept

@@ -1,0 +1,36 @@
+"""The training loop and the two-phase transfer recipe, by concern.
+
+    loop        one phase under any tf.distribute strategy (`train_phase`)
+    steps       the optimizer, loss scaling, compiled train and eval steps
+    recipe      the two-phase recipe: head, trials, fine-tuning (`run_recipe`)
+    features    the feature cache (the frozen base's outputs, computed once)
+    checkpoint  checkpoints, the best weights, SIGTERM/SIGINT handling
+    summaries   TensorBoard
+
+The names other modules use are importable from `tl_keras.training`.
+"""
+
+from tl_keras.training.checkpoint import Best
+from tl_keras.training.checkpoint import Checkpointer
+from tl_keras.training.checkpoint import STOP
+from tl_keras.training.checkpoint import Stopped
+from tl_keras.training.features import FeatureCache
+from tl_keras.training.loop import PhaseSpec
+from tl_keras.training.loop import fingerprint
+from tl_keras.training.loop import train_phase
+from tl_keras.training.recipe import Recipe
+from tl_keras.training.recipe import choose_augmentation
+from tl_keras.training.recipe import choose_finetuning
+from tl_keras.training.recipe import clearly_lower
+from tl_keras.training.recipe import run_recipe
+from tl_keras.training.steps import LossScale
+from tl_keras.training.steps import evaluate
+from tl_keras.training.steps import make_optimizer
+from tl_keras.training.summaries import Summaries
+
+__all__ = [
+    "Best", "Checkpointer", "STOP", "Stopped", "FeatureCache", "PhaseSpec",
+    "fingerprint", "train_phase", "Recipe", "choose_augmentation",
+    "choose_finetuning", "clearly_lower", "run_recipe", "LossScale",
+    "evaluate", "make_optimizer", "Summaries",
+]

@@ -1,0 +1,209 @@
+"""Checkpoints, the best weights, and stop signals.
+
+A run stopped by SIGTERM or SIGINT, or killed, resumes at its exact step.
+"""
+
+import contextlib
+import json
+import math
+import os
+import signal
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from tl_keras import artifacts
+from tl_keras.errors import UserError
+
+
+class Best:
+  """The weights with the lowest validation loss seen, and their metrics.
+
+  Validation loss, not accuracy: on a small validation split accuracy moves
+  in coarse steps and ties often, while the loss also sees how confident
+  the right answers are, so it picks better weights.
+  """
+
+  def __init__(self):
+    self.loss = math.inf
+    self.accuracy = -1.0
+    self.weights = None
+    self.where = None  # (phase, epoch)
+    self.step = None  # global step
+
+  def offer(self, model, val, where, step):
+    """Keeps `model`'s weights if `val["loss"]` is a new best."""
+    if val["loss"] < self.loss:
+      self.loss, self.accuracy = val["loss"], val["accuracy"]
+      self.where, self.step = where, step
+      self.weights = [np.copy(w) for w in model.get_weights()]
+      return True
+    return False
+
+  def restore(self, model):
+    if self.weights is not None:
+      model.set_weights(self.weights)
+
+  def take(self, other, phase):
+    """Takes `other`'s best (from a run renamed `phase`) if it is better."""
+    if other.where is not None and other.loss < self.loss:
+      self.loss, self.accuracy, self.step = other.loss, other.accuracy, (
+          other.step)
+      self.where, self.weights = (phase, other.where[1]), other.weights
+
+  def state(self):
+    """What a checkpoint records besides the weights."""
+    return {"loss": self.loss if self.where else None,
+            "accuracy": self.accuracy, "step": self.step,
+            "where": list(self.where) if self.where else None}
+
+
+class Stopped(UserError):
+  """SIGTERM or SIGINT stopped training; progress was checkpointed."""
+
+  def __init__(self, message, exit_code):
+    super().__init__(message)
+    self.exit_code = exit_code
+
+
+class _StopRequest:
+  """SIGTERM/SIGINT during training: finish the step, checkpoint, stop.
+
+  Cloud schedulers send SIGTERM before preempting a machine; Ctrl-C sends
+  SIGINT. Either one is noted by the handler and acted on at the next step
+  boundary, where the state is consistent.
+  """
+
+  def __init__(self):
+    self.signal = None
+
+  @property
+  def requested(self):
+    return self.signal is not None
+
+  @contextlib.contextmanager
+  def handling(self):
+    """Installs the handlers (main thread only) for the duration."""
+    if threading.current_thread() is not threading.main_thread():
+      yield
+      return
+    self.signal = None
+    previous = {sig: signal.signal(sig, self._note)
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+      yield
+    finally:
+      for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+  def _note(self, signum, frame):
+    del frame
+    if signum == signal.SIGINT and self.signal == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C: stop now, unsaved
+    self.signal = signum
+
+  def error(self, where, checkpointer):
+    name = signal.Signals(self.signal).name
+    saved = (f"progress saved in {checkpointer.directory}; rerun the same "
+             "command to resume" if checkpointer else "nothing was saved")
+    return Stopped(f"stopped by {name} at {where}: {saved}",
+                   128 + self.signal)
+
+
+STOP = _StopRequest()
+
+
+class Checkpointer:
+  """Training progress on disk, so a killed or preempted run resumes.
+
+  `directory` holds TF checkpoints of the model and the phase's optimizer
+  (at most `keep`), `best.npz` (the best weights so far) and
+  `progress.json`: the phase, step within it, global step, history, the
+  best validation loss, the recipe's `choices`, and `settings`, what a
+  resuming run must share. Files are replaced atomically, so a kill at any
+  moment leaves the previous complete checkpoint.
+  """
+
+  def __init__(self, directory, *, every_steps=0, keep=2, settings=None,
+               restore_from=None):
+    self.directory = directory
+    self.every_steps = every_steps
+    self.keep = keep
+    self.settings = settings or {}
+    # Non-chief workers write to a private directory but resume from the
+    # chief's (the tf.distribute multi-worker convention).
+    self.restore_from = restore_from or directory
+    # What the recipe chose on the way (head fit, fine-tuning learning
+    # rate): saved with every checkpoint, so a resumed run does not choose
+    # again.
+    self.choices = {}
+    self._best_saved = None
+
+  def progress(self):
+    """The saved progress dict, or None when there is none."""
+    path = os.path.join(self.restore_from, "progress.json")
+    if not os.path.exists(path):
+      return None
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+
+  def save(self, model, optimizer, *, phase, step_in_phase, step, history,
+           best):
+    """Writes a checkpoint at this point of `phase`."""
+    os.makedirs(self.directory, exist_ok=True)
+    manager = tf.train.CheckpointManager(
+        _checkpoint(model, optimizer), self.directory,
+        max_to_keep=self.keep)
+    path = manager.save(checkpoint_number=step)
+    if best is not None and best.weights is not None and (
+        self._best_saved != best.where):
+      self.save_weights("best", best.weights)
+      self._best_saved = best.where
+    artifacts.write_json(os.path.join(self.directory, "progress.json"), {
+        "phase": phase, "step_in_phase": step_in_phase, "step": step,
+        "checkpoint": os.path.basename(path), "history": history,
+        "best": best.state() if best else Best().state(),
+        "choices": self.choices, "settings": self.settings})
+
+  def save_weights(self, name, weights):
+    """Keeps a list of arrays as `name`.npz, replaced atomically."""
+    os.makedirs(self.directory, exist_ok=True)
+    tmp = os.path.join(self.directory, f"{name}.tmp.npz")
+    np.savez(tmp, *weights)
+    os.replace(tmp, os.path.join(self.directory, f"{name}.npz"))
+
+  def load_weights(self, name):
+    """What `save_weights` kept as `name`, or None."""
+    path = os.path.join(self.restore_from, f"{name}.npz")
+    if not os.path.exists(path):
+      return None
+    with np.load(path) as saved:
+      return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+  def restore(self, model, optimizer, progress, best=None):
+    """Loads the checkpoint `progress` names into `model` (and optimizer)."""
+    path = os.path.join(self.restore_from, progress["checkpoint"])
+    _checkpoint(model, optimizer).read(path).assert_existing_objects_matched()
+    weights = self.load_weights("best")
+    if best is not None and progress["best"]["where"] and weights:
+      best.weights = weights
+      best.loss = progress["best"]["loss"]
+      best.accuracy = progress["best"]["accuracy"]
+      best.step = progress["best"]["step"]
+      best.where = tuple(progress["best"]["where"])
+      self._best_saved = best.where
+
+
+def _checkpoint(model, optimizer):
+  """What a checkpoint holds: weights, optimizer, and the random state.
+
+  Keras keeps dropout's random state in seed-generator variables that the
+  model does not track for `tf.train.Checkpoint`; they are added by hand so
+  a resumed run draws the same dropout masks as an uninterrupted one.
+  """
+  objects = {"model": model, "seeds": [
+      v.value for v in model.variables if "seed_generator" in v.path]}
+  if optimizer is not None:
+    objects["optimizer"] = optimizer
+  return tf.train.Checkpoint(**objects)

@@ -1,0 +1,184 @@
+"""The optimizer, loss scaling, and the compiled train and evaluation steps."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_keras import data as data_lib
+from tl_keras import evaluation
+
+
+def make_optimizer(spec, steps):
+  """Optimizer with linear warmup then cosine decay over `steps` steps."""
+  warmup = min(int(spec.warmup * steps), steps - 1)
+  schedule = keras.optimizers.schedules.CosineDecay(
+      initial_learning_rate=0.0 if warmup else spec.learning_rate,
+      decay_steps=max(steps - warmup, 1),
+      warmup_target=spec.learning_rate if warmup else None,
+      warmup_steps=warmup)
+  table = {
+      "adam": lambda: keras.optimizers.Adam(schedule),
+      "adamw": lambda: keras.optimizers.AdamW(
+          schedule, weight_decay=spec.weight_decay),
+      "sgd": lambda: keras.optimizers.SGD(
+          schedule, momentum=0.9, weight_decay=spec.weight_decay or None),
+  }
+  optimizer = table[spec.optimizer]()
+  if spec.no_decay and spec.weight_decay:
+    optimizer.exclude_from_weight_decay(var_names=list(spec.no_decay))
+  return optimizer
+
+
+class LossScale:
+  """Dynamic loss scaling for float16 training inside `strategy.run`.
+
+  float16 gradients underflow unless the loss is scaled up first. The scale
+  doubles after `growth_steps` finite steps and halves on an overflow, whose
+  gradients are zeroed (all replicas agree, so they stay in sync). Keras's
+  `LossScaleOptimizer` fails inside a custom tf.function loop here, so the
+  standard algorithm is done by hand.
+  """
+
+  def __init__(self, initial=2.0 ** 15, growth_steps=2000):
+    agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    self.scale = tf.Variable(initial, trainable=False, aggregation=agg)
+    self.good_steps = tf.Variable(0, trainable=False, aggregation=agg)
+    self.growth_steps = growth_steps
+
+  def scale_loss(self, loss):
+    """The loss to differentiate (inside the tape)."""
+    return loss * self.scale
+
+  def unscale(self, scaled):
+    """Gradients of `scale_loss(loss)`, unscaled and zeroed on overflow."""
+    grads = [g / self.scale for g in scaled]
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
+                            for g in grads])
+    context = tf.distribute.get_replica_context()
+    if context is not None:  # every replica must take the same branch
+      finite = context.all_reduce("SUM", 1.0 - tf.cast(finite, tf.float32)) < 0.5
+    grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+    grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_steps)
+    self.scale.assign(tf.where(
+        finite, tf.where(grow, self.scale * 2.0, self.scale),
+        tf.maximum(self.scale / 2.0, 1.0)))
+    self.good_steps.assign(tf.where(
+        tf.logical_and(finite, tf.logical_not(grow)), self.good_steps + 1, 0))
+    return grads
+
+
+def step_functions(model, optimizer, strategy, num_classes, global_batch,
+                    label_smoothing, jit_compile=False):
+  """tf.functions for one training step and one evaluation step."""
+  loss_scale = None
+  if keras.mixed_precision.dtype_policy().name == "mixed_float16":
+    with strategy.scope():
+      loss_scale = LossScale()
+
+  def train_fn(images, labels):
+    if labels.shape.rank == 2:  # MixUp: mixtures of one-hot labels
+      targets, labels = labels, tf.argmax(labels, -1, output_type=tf.int32)
+    else:
+      targets = tf.one_hot(labels, num_classes)
+    with tf.GradientTape() as tape:
+      probs = model(images, training=True)
+      per_example = keras.losses.categorical_crossentropy(
+          targets, probs, label_smoothing=label_smoothing)
+      # Divide by the global batch: gradients are summed across replicas.
+      loss = tf.nn.compute_average_loss(per_example,
+                                        global_batch_size=global_batch)
+      if model.losses:
+        loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+      scaled_loss = loss_scale.scale_loss(loss) if loss_scale else loss
+    variables = model.trainable_variables
+    grads = tape.gradient(scaled_loss, variables)
+    if loss_scale:
+      grads = loss_scale.unscale(grads)
+    optimizer.apply_gradients(zip(grads, variables))
+    correct = tf.reduce_sum(tf.cast(
+        tf.equal(tf.argmax(probs, -1, output_type=tf.int32), labels),
+        tf.float32))
+    return tf.reduce_sum(per_example), correct
+
+  replica_fn = (tf.function(train_fn, jit_compile=True) if jit_compile
+                else train_fn)
+
+  @tf.function
+  def train_steps(iterator, steps):
+    """`steps` (a scalar tensor) steps in one call; summed loss and hits.
+
+    One call per chunk of steps, not per step: a step on cached features
+    takes less time than a Python round trip, and `steps` being a tensor,
+    chunks of any length share one trace.
+    """
+    loss = correct = tf.constant(0.0)
+    for _ in tf.range(steps):
+      step_loss, step_correct = strategy.run(replica_fn, args=next(iterator))
+      loss += strategy.reduce("SUM", step_loss, axis=None)
+      correct += strategy.reduce("SUM", step_correct, axis=None)
+    return loss, correct
+
+  return train_steps, make_eval_step(model, strategy, num_classes)
+
+
+def make_eval_step(model, strategy, num_classes):
+  """A tf.function: batch -> summed loss, top-5 hits and confusion matrix.
+
+  Sums reduce across replicas and workers, so evaluation is distributed like
+  training. Padding examples (label -1) are masked out.
+  """
+
+  def eval_fn(images, labels):
+    probs = model(images, training=False)
+    valid = labels >= 0
+    labels = tf.where(valid, labels, 0)
+    weights = tf.cast(valid, tf.float32)
+    per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
+    k = min(5, num_classes)
+    top_k = tf.cast(tf.math.in_top_k(labels, probs, k), tf.float32)
+    confusion = tf.math.confusion_matrix(
+        labels, tf.argmax(probs, -1), num_classes=num_classes,
+        weights=weights, dtype=tf.float32)
+    return (tf.reduce_sum(per_example * weights), tf.reduce_sum(top_k * weights),
+            confusion)
+
+  @tf.function
+  def eval_step(batch):
+    loss, top_k, confusion = strategy.run(eval_fn, args=batch)
+    return tuple(strategy.reduce("SUM", v, axis=None)
+                 for v in (loss, top_k, confusion))
+
+  return eval_step
+
+
+def eval_input(dataset, size, *, strategy, image_size, batch_size):
+  """The distributed evaluation input of a split.
+
+  Build it once and pass it to every `evaluate` of the same split: its
+  resized images stay cached between passes.
+  """
+  return strategy.distribute_datasets_from_function(data_lib.input_fn(
+      dataset, size=size, image_size=image_size,
+      global_batch_size=batch_size, training=False))
+
+
+def evaluate(model, dataset, size, *, strategy, class_names, image_size,
+             batch_size, eval_step=None, dist=None):
+  """Evaluates `model` on a whole split under `strategy`.
+
+  `dist`, from `eval_input`, reuses an evaluation input built before.
+
+  Returns:
+    The metrics dict of `evaluation.metrics_from_counts`.
+  """
+  num_classes = len(class_names)
+  eval_step = eval_step or make_eval_step(model, strategy, num_classes)
+  dist = dist or eval_input(dataset, size, strategy=strategy,
+                            image_size=image_size, batch_size=batch_size)
+  loss = top_k = 0.0
+  confusion = np.zeros((num_classes, num_classes))
+  for batch in dist:
+    l, k, c = eval_step(batch)
+    loss, top_k, confusion = loss + float(l), top_k + float(k), confusion + c
+  return evaluation.metrics_from_counts(confusion, top_k=top_k, loss=loss,
+                                        class_names=class_names)
