@@ -47,16 +47,10 @@ def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form "
           "--name=value")
-  from tl_keras import models, run, text_models  # pylint: disable=g-import-not-at-top
+  from tl_keras import listing, run  # pylint: disable=g-import-not-at-top
   from tl_keras.errors import UserError  # pylint: disable=g-import-not-at-top
   if FLAGS.list_models:
-    for name in models.REGISTRY:
-      row = models.describe(name)
-      print(f"{name:<20} {row['family']:<16} {row['image_size']:>4}px "
-            f"{row['base_parameters'] / 1e6:>7.1f}M parameters")
-    for name, params, about in text_models.listing():
-      size = f"{params / 1e6:>7.1f}M parameters" if params else ""
-      print(f"{name:<26} text  {size:<18}  {about[:50]}")
+    print(listing.format_listing())
     return
   config = config_lib.Config(**{f.name: FLAGS[f.name].value
                                 for f in dataclasses.fields(config_lib.Config)})

@@ -192,17 +192,17 @@ def probe_accuracy(args):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
   from tl_keras import models  # pylint: disable=g-import-not-at-top
-  from tl_keras import run  # pylint: disable=g-import-not-at-top
+  from tl_keras import starting  # pylint: disable=g-import-not-at-top
   from tl_keras import text_data  # pylint: disable=g-import-not-at-top
   from tl_keras import training  # pylint: disable=g-import-not-at-top
   flags = dict(a[2:].split("=", 1) for a in args)
   fields = {f.name: f.type for f in dataclasses.fields(config_lib.Config)}
   config = config_lib.Config(**{k: fields[k](v) for k, v in flags.items()})
   strategy = tf.distribute.get_strategy()
-  text = run.is_text(config)
-  splits = run.load_splits(config)
+  text = starting.is_text(config)
+  splits = starting.load_splits(config)
   image_size = None if text else models.resolve_image_size(config.model)
-  model = run.build_model(config, splits.num_classes, image_size, strategy)
+  model = starting.build_model(config, splits.num_classes, image_size, strategy)
   if text:
     splits = text_data.tokenized_splits(splits, model.preprocessor)
   features = {}

@@ -418,10 +418,16 @@ def test_list_models_and_line_based_progress(quick_run):
   from tl_keras import models  # pylint: disable=g-import-not-at-top
   result = run_main("--list_models")
   assert result.returncode == 0
-  listed = [line.split()[0] for line in result.stdout.splitlines()]
+  lines = result.stdout.splitlines()
+  listed = [line.split()[0] for line in lines if line.startswith("  ")]
   assert listed[:len(models.REGISTRY)] == list(models.REGISTRY)
   assert {"bert_micro", "bert_base_en_uncased", "bert_tiny_en_uncased"} <= set(
       listed[len(models.REGISTRY):])
+  # Grouped by family, one header each, and the size column aligned.
+  assert "image: efficientnet" in lines and "image: convnext" in lines
+  columns = {line.index("px") for line in lines if line.endswith("M")
+             and "px" in line}
+  assert len(columns) == 1
   short = run_main("--help")
   assert short.returncode == 0 and short.stderr == ""
   for group in ("model", "data", "recipe", "export", "run"):

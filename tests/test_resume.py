@@ -5,13 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.conftest import REPO
 from tests.test_main import run_main
 from tl_keras import artifacts
+from tl_keras.errors import UserError
 
 ARGS = ["--model=convnet_small", "--weights=none", "--batch_size=8",
         "--min_steps=0", "--finetune_epochs=8",
@@ -123,4 +123,17 @@ def test_resume_with_other_flags_is_refused_and_overwrite_starts_afresh(
   assert (out / "checkpoints" / "progress.json").read_text() == before
   assert artifacts.prepare(str(out), overwrite=True) is False
   assert not (out / "checkpoints").exists()
-  time.sleep(0)  # the directory is free for a fresh run
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_not_a_run(tmp_path):
+  """Killed during the feature pass, a run leaves only its event files: the
+  same command starts again, while a finished run is still protected."""
+  out = tmp_path / "out"
+  (out / "tensorboard" / "train").mkdir(parents=True)
+  (out / "tensorboard" / "train" / "events.out").write_text("x")
+  assert artifacts.prepare(str(out)) is False
+  assert not (out / "tensorboard").exists()
+  (out / "tensorboard").mkdir()
+  (out / "model.keras").write_text("x")
+  with pytest.raises(UserError, match="already holds a run"):
+    artifacts.prepare(str(out))

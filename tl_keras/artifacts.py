@@ -52,6 +52,11 @@ def prepare(output_dir, overwrite=False):
   finished = [a for a in FINISHED if a in existing]
   if not finished and os.path.exists(progress):
     return True
+  if existing == ["tensorboard"]:
+    # A run stopped before its first checkpoint (killed during the feature
+    # pass, say) leaves only its event files: nothing to keep or resume.
+    shutil.rmtree(os.path.join(output_dir, "tensorboard"), ignore_errors=True)
+    return False
   if existing:
     raise UserError(
         f"--output_dir={output_dir} already holds a run "

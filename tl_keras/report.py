@@ -397,7 +397,7 @@ def _mediapipe_usage(kind, task, example, variants):
   package = "vision" if kind == "image" else "text"
   if kind == "image":
     python_input = "mp.Image.create_from_file('photo.jpg')"
-    kotlin_input, swift_input, web_input = ("mpImage", "mpImage", "image")
+    kotlin_input, swift_input, web_input = "mpImage", "mpImage", "image"
   else:
     python_input = kotlin_input = swift_input = web_input = (
         f'"{example}"')
@@ -424,7 +424,7 @@ def _mediapipe_usage(kind, task, example, variants):
       f"let classifier = try {task}(modelPath: "
       f"Bundle.main.path(forResource: \"model_{variants[0]}\", "
       "ofType: \"tflite\")!)",
-      f"let result = try classifier.classify({'image: ' if kind == 'image' else 'text: '}{swift_input})",
+      f"let result = try classifier.classify({kind}: {swift_input})",
       "```", "",
       "```javascript",
       f"// Web: @mediapipe/tasks-{package}",

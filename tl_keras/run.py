@@ -1,7 +1,6 @@
 """A whole run: data, model, recipe, evaluation, artifacts."""
 
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -16,139 +15,23 @@ import tensorflow as tf
 
 from tl_keras import artifacts
 from tl_keras import config as config_lib
-from tl_keras import data
 from tl_keras import distribution
 from tl_keras import evaluation
 from tl_keras import export
+from tl_keras import export_mode
 from tl_keras import litert
 from tl_keras import models
-from tl_keras import pretraining
 from tl_keras import report
-from tl_keras import serving as serving_lib
+from tl_keras import starting
 from tl_keras import text_data
 from tl_keras import text_models
-from tl_keras import tflite
 from tl_keras import training
 from tl_keras.errors import UserError
 
 
-def resolve_weights(config, image_size, strategy):
-  """Turns --weights into (constructor weights, .keras to transfer from).
-
-  Returns:
-    (weights, source): `weights` goes to the backbone constructor ("imagenet",
-    None or a weights file); `source`, if not None, is a `.keras` classifier
-    whose backbone weights are copied over after building.
-  """
-  spec = config.weights
-  if spec == "imagenet":
-    return "imagenet", None
-  if spec == "none":
-    return None, None
-  if spec == "synthetic":
-    return pretraining.synthetic_weights(
-        config.model, image_size, epochs=config.pretrain_epochs,
-        seed=config.seed, strategy=strategy), None
-  path = os.path.expanduser(spec)
-  if os.path.isdir(path):
-    if not os.path.exists(os.path.join(path, "model.keras")):
-      raise UserError(f"--weights={spec} is a folder without model.keras; "
-                      "pass an earlier run's output directory or a file")
-    path = os.path.join(path, "model.keras")
-  if not os.path.exists(path):
-    raise UserError(f"--weights={spec}: no such file; use imagenet, none, "
-                    "synthetic, a .keras/.weights.h5/.h5 file, or a run "
-                    "directory")
-  if path.endswith(".keras"):
-    return None, path
-  if path.endswith(".h5"):
-    return path, None
-  raise UserError(f"--weights={spec} is not a .keras, .weights.h5 or .h5 "
-                  "file")
-
-
-def transfer_backbone(model, source_path):
-  """Copies the backbone weights of an earlier run's classifier into `model`."""
-  source = export.load_keras(source_path)
-  try:
-    source_base = models.base_of(source)
-  except ValueError as e:
-    raise UserError(f"--weights={source_path} is not a tl_keras classifier "
-                    "(it has no 'base' layer)") from e
-  target_base = models.base_of(model)
-  src, dst = source_base.weights, target_base.weights
-  mismatched = [f"{d.path} {tuple(d.shape)} vs {tuple(s.shape)}"
-                for s, d in zip(src, dst) if tuple(s.shape) != tuple(d.shape)]
-  if len(src) != len(dst) or mismatched:
-    raise UserError(
-        f"--weights={source_path} holds a {source.name} backbone "
-        f"({len(src)} weights) that does not fit --model={model.name} "
-        f"({len(dst)} weights)"
-        + (f"; first mismatch: {mismatched[0]}" if mismatched else ""))
-  target_base.set_weights(source_base.get_weights())
-  logging.info("backbone weights transferred from %s", source_path)
-
-
-def is_text(config):
-  """Whether the run is text classification (a BERT --model)."""
-  return text_models.is_text_model(config.model)
-
-
-def sequence_length(config):
-  """--sequence_length, or the text model's default."""
-  return config.sequence_length or (
-      pretraining.TEXT_SEQUENCE_LENGTH if config.model in text_models.OFFLINE
-      else 128)
-
-
-def resolve_text_weights(config, strategy):
-  """--weights for a text model as `text_models.build_classifier` takes it."""
-  spec = config.weights
-  if spec in ("imagenet", "pretrained"):
-    return "pretrained"
-  if spec == "none":
-    return "none"
-  if spec == "synthetic":
-    if config.model not in text_models.OFFLINE:
-      raise UserError(f"--weights=synthetic needs an offline text model "
-                      f"({', '.join(text_models.OFFLINE)}); "
-                      f"--model={config.model} brings its own weights: use "
-                      "--weights=pretrained")
-    return pretraining.synthetic_text_preset(
-        config.model, epochs=config.pretrain_epochs, seed=config.seed,
-        strategy=strategy)
-  path = os.path.expanduser(spec)
-  for candidate in (path, os.path.join(path, serving_lib.TextServing.PRESET)):
-    if text_models.is_preset_dir(candidate):
-      return candidate
-  raise UserError(f"--weights={spec} is not a KerasHub preset folder or an "
-                  "earlier text run's output directory; for text models use "
-                  "pretrained, none, synthetic, or a preset folder")
-
-
-def build_model(config, num_classes, image_size, strategy):
-  """The transfer classifier with its backbone's starting weights."""
-  if is_text(config):
-    weights = resolve_text_weights(config, strategy)
-    keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-      return text_models.build_classifier(
-          config.model, num_classes, sequence_length=sequence_length(config),
-          weights=weights, dropout=config.dropout)
-  weights, source = resolve_weights(config, image_size, strategy)
-  keras.utils.set_random_seed(config.seed)
-  with strategy.scope():
-    model = models.build_classifier(
-        config.model, num_classes, image_size=image_size, weights=weights,
-        dropout=config.dropout)
-    if source:
-      transfer_backbone(model, source)
-  return model
-
-
 def no_decay(config):
   """Variables weight decay skips: for text, biases and LayerNorm weights."""
-  return ("bias", "gamma", "beta") if is_text(config) else ()
+  return ("bias", "gamma", "beta") if starting.is_text(config) else ()
 
 
 # Validation at least this many steps apart: on 100 images an epoch is 4
@@ -231,12 +114,12 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False,
     `training.run_recipe`'s.
   """
   config = dataclasses.replace(config, weights="none", unfreeze="all")
-  model = build_model(config, splits.num_classes, image_size, strategy)
+  model = starting.build_model(config, splits.num_classes, image_size, strategy)
   history, info = training.run_recipe(
       model, recipe_from_config(config, jit_compile), splits,
       strategy=strategy, image_size=image_size, batch_size=config.batch_size,
       seed=config.seed,
-      augment="none" if is_text(config) else augment or config.augment)
+      augment="none" if starting.is_text(config) else augment or config.augment)
   return model, [{**h, "phase": "scratch"} for h in history], info
 
 
@@ -321,6 +204,7 @@ def _train_and_evaluate(config, strategy, chief):
 # --feature_cache=disk writes phase 1's features here, inside --output_dir.
 FEATURE_CACHE = ".feature_cache"
 
+
 # The settings shown in TensorBoard's HParams dashboard.
 HPARAMS = ("model", "weights", "dataset", "image_size", "batch_size",
            "head_epochs", "head_lr", "finetune_epochs", "finetune_lr",
@@ -359,7 +243,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                            speed):
   """The run itself, after the output directory is prepared."""
   out = config.output_dir
-  text = is_text(config)
+  text = starting.is_text(config)
   if text:
     text_models.check_model(config.model)
   image_size = None if text else models.resolve_image_size(
@@ -367,7 +251,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   recipe = recipe_from_config(config, speed["jit_compile"])
   _log_plan(config, recipe)
 
-  splits = raw_splits = load_splits(config)
+  splits = raw_splits = starting.load_splits(config)
   for note in splits.notes:
     logging.info("data: %s", note)
   logging.info("data: %d classes; %s", splits.num_classes, ", ".join(
@@ -378,7 +262,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                     "--batch_size")
 
   timings = {}
-  model = build_model(config, splits.num_classes, image_size, strategy)
+  model = starting.build_model(config, splits.num_classes, image_size, strategy)
   if text:  # tokenized once, with the model's own preprocessor
     splits = text_data.tokenized_splits(splits, model.preprocessor)
   if config.finetune_epochs:  # fails before training if too many
@@ -445,7 +329,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
       artifacts.write_labels(os.path.join(stage, "labels.txt"),
                              splits.class_names)
       start = time.time()
-      rows, skipped = export_artifacts(model, stage, config, raw_splits)
+      rows, skipped = export_mode.export_artifacts(model, stage, config,
+                                                   raw_splits)
       if skipped:
         metrics["exports_skipped"] = skipped
       timings["export_seconds"] = time.time() - start
@@ -488,155 +373,9 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
              "best_validation_accuracy": info["best_validation_accuracy"]})
     shutil.rmtree(checkpointer.directory, ignore_errors=True)  # finished
     logging.info("wrote %s (%.0fs in all)", out, time.time() - started)
-    check_exports(metrics.get("tflite", {}), config.max_accuracy_drop)
+    export_mode.check_exports(metrics.get("tflite", {}),
+                              config.max_accuracy_drop)
   return metrics
-
-
-def export_artifacts(model, directory, config, splits):
-  """Writes the --export formats into `directory` and checks TFLite parity.
-
-  `splits` hold raw examples (images, or untokenized texts).
-
-  Returns:
-    (parity rows {variant: row} of the TFLite variants written, {format:
-    why it was skipped}).
-  """
-  formats = config_lib.parse_exports(config.export)
-  serving = serving_lib.of(model, about={"author": config.author,
-                                         "license": config.license})
-  variants = [v for v in export.tflite_variants(formats)
-              if v in serving.variants]
-  calibration = None
-  if "int8" in variants:
-    pool, pool_labels = serving.examples(
-        splits.train, limit=10 * config.calibration_samples)
-    calibration = pool[tflite.stratified_sample(
-        pool, pool_labels, config.calibration_samples, seed=config.seed)]
-    logging.info("tflite_int8: calibrating on %d training images",
-                 len(calibration))
-  skipped = export.write_exports(model, directory, formats,
-                                 class_names=splits.class_names,
-                                 calibration_images=calibration,
-                                 serving=serving)
-  if not variants:
-    return {}, skipped
-  examples, labels = serving.examples(splits.test,
-                                      limit=config.parity_samples)
-  fallback = None
-  if ("int8" in variants and config.int8_fallback == "auto"
-      and config.max_accuracy_drop >= 0):
-    fallback = export.int8_fallback(
-        model, directory, calibration_images=calibration,
-        validation=serving.examples(splits.validation,
-                                    limit=config.parity_samples),
-        test=(examples, labels), max_drop=config.max_accuracy_drop,
-        class_names=splits.class_names, serving=serving)
-  rows = export.tflite_parity(model, directory, variants, examples, labels)
-  if fallback:
-    rows["int8"]["fallback"] = fallback
-  return rows, skipped
-
-
-def check_exports(rows, max_accuracy_drop):
-  """Applies --max_accuracy_drop (negative: no check) to the parity rows."""
-  if max_accuracy_drop >= 0 and rows:
-    litert.check_accuracy_drop(rows, max_accuracy_drop)
-
-
-def export_run(config):
-  """--mode=export: adds --export formats to an existing run directory.
-
-  The run's model, data and settings come from its model.keras and run.json;
-  files already there are kept unless --overwrite; metrics.json gains the
-  new parity rows.
-
-  Returns:
-    The run's updated metrics.
-  """
-  run_dir = config.run_dir
-  record = read_run(run_dir)
-  formats = config_lib.parse_exports(config.export)
-  if not formats:
-    raise UserError("--mode=export with an empty --export: nothing to do; "
-                    "name formats, e.g. --export=tflite_int8")
-  existing = [export.filename(f) for f in formats
-              if os.path.exists(os.path.join(run_dir, export.filename(f)))]
-  if existing and not config.overwrite:
-    raise UserError(f"{run_dir} already has {', '.join(existing)}; pass "
-                    "--overwrite to replace them")
-  with artifacts.locked(run_dir, flag="run_dir"):
-    return _export_run(config, run_dir, record, formats)
-
-
-def _export_run(config, run_dir, record, formats):
-  """`export_run` once the run directory is locked."""
-  model = export.load_keras(os.path.join(run_dir, "model.keras"))
-  run_config = dataclasses.replace(
-      config_lib.Config(**{k: v for k, v in record["config"].items()
-                           if k in _CONFIG_FIELDS}),
-      export=config.export, calibration_samples=config.calibration_samples,
-      parity_samples=config.parity_samples,
-      max_accuracy_drop=config.max_accuracy_drop,
-      int8_fallback=config.int8_fallback,
-      author=config.author or record["config"].get("author", ""),
-      license=config.license or record["config"].get("license", ""),
-      data_dir=config.data_dir or record["config"]["data_dir"])
-  splits = load_splits(run_config, serving_lib.of(model).kind == "text")
-  if splits.class_names != artifacts.read_labels(
-      os.path.join(run_dir, "labels.txt")):
-    raise UserError(f"the classes of --dataset={run_config.dataset} no longer "
-                    f"match {run_dir}/labels.txt; point --data_dir at the "
-                    "data the run was trained on")
-  metrics_path = os.path.join(run_dir, "metrics.json")
-  with open(metrics_path, encoding="utf-8") as f:
-    metrics = json.load(f)
-  with artifacts.staged(run_dir) as stage:
-    rows, _ = export_artifacts(model, stage, run_config, splits)
-    if rows:
-      metrics.setdefault("tflite", {}).update(rows)
-      artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
-  logging.info("added %s to %s", ", ".join(formats), run_dir)
-  check_exports(rows, config.max_accuracy_drop)
-  return metrics
-
-
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(config_lib.Config)}
-
-
-def read_run(run_dir):
-  """The run.json of a finished run, checking the run's files are there."""
-  if not os.path.isdir(run_dir):
-    raise UserError(f"--run_dir={run_dir} is not a directory; pass the "
-                    "--output_dir of an earlier run")
-  missing = [n for n in ("model.keras", "run.json", "labels.txt",
-                         "metrics.json")
-             if not os.path.exists(os.path.join(run_dir, n))]
-  if missing:
-    raise UserError(f"--run_dir={run_dir} is not a finished run (missing "
-                    f"{', '.join(missing)}); pass the --output_dir of a "
-                    "completed training run")
-  with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
-    return json.load(f)
-
-
-def load_splits(config, text=None):
-  """The dataset named by `config`, its splits as `data.Splits`.
-
-  Text runs (`text`, by default: a text --model) get (string, label)
-  splits; tokenizing needs the model.
-  """
-  if is_text(config) if text is None else text:
-    return data.limited(text_data.load(
-        config.dataset, data_dir=config.data_dir,
-        text_column=config.text_column, label_column=config.label_column,
-        validation_fraction=config.validation_fraction,
-        test_fraction=config.test_fraction, seed=config.seed),
-        config.dataset, config.max_train_samples)
-  return data.load(config.dataset, data_dir=config.data_dir,
-                   validation_fraction=config.validation_fraction,
-                   test_fraction=config.test_fraction,
-                   max_train_samples=config.max_train_samples,
-                   seed=config.seed, skip_bad_images=config.skip_bad_images)
 
 
 def execute(config):
@@ -652,14 +391,15 @@ def execute(config):
     strategy = distribution.build_strategy(config.strategy, config.tpu)
     return format_summary(train_and_evaluate(config, strategy))
   if config.mode == "export":
-    metrics = export_run(config)
+    metrics = export_mode.export_run(config)
     return (litert.format_parity(metrics["tflite"])
             if metrics.get("tflite") else f"exported to {config.run_dir}")
   if config.mode == "predict":
     paths = [p.strip() for p in config.inputs.split(",") if p.strip()]
     return predictors.predict_files(config.artifact, paths, config.top_k)[1]
   text = predictors.load(config.artifact).text
-  metrics = predictors.evaluate(config.artifact, load_splits(config, text),
+  metrics = predictors.evaluate(config.artifact,
+                                starting.load_splits(config, text),
                                 split=config.split)
   summary = format_summary({"test": metrics}).replace(
       "test accuracy", f"{config.split} accuracy")

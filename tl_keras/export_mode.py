@@ -1,0 +1,148 @@
+"""The exports a run ends with, and --mode=export on a finished run.
+
+`export_artifacts` writes the --export formats and checks each TFLite file
+against the Keras model; `export_run` adds formats to a run directory
+without retraining.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+
+from tl_keras import artifacts
+from tl_keras import config as config_lib
+from tl_keras import export
+from tl_keras import litert
+from tl_keras import serving as serving_lib
+from tl_keras import starting
+from tl_keras import tflite
+from tl_keras.errors import UserError
+
+
+def export_artifacts(model, directory, config, splits):
+  """Writes the --export formats into `directory` and checks TFLite parity.
+
+  `splits` hold raw examples (images, or untokenized texts).
+
+  Returns:
+    (parity rows {variant: row} of the TFLite variants written, {format:
+    why it was skipped}).
+  """
+  formats = config_lib.parse_exports(config.export)
+  serving = serving_lib.of(model, about={"author": config.author,
+                                         "license": config.license})
+  variants = [v for v in export.tflite_variants(formats)
+              if v in serving.variants]
+  calibration = None
+  if "int8" in variants:
+    pool, pool_labels = serving.examples(
+        splits.train, limit=10 * config.calibration_samples)
+    calibration = pool[tflite.stratified_sample(
+        pool, pool_labels, config.calibration_samples, seed=config.seed)]
+    logging.info("tflite_int8: calibrating on %d training images",
+                 len(calibration))
+  skipped = export.write_exports(model, directory, formats,
+                                 class_names=splits.class_names,
+                                 calibration_images=calibration,
+                                 serving=serving)
+  if not variants:
+    return {}, skipped
+  examples, labels = serving.examples(splits.test,
+                                      limit=config.parity_samples)
+  fallback = None
+  if ("int8" in variants and config.int8_fallback == "auto"
+      and config.max_accuracy_drop >= 0):
+    fallback = export.int8_fallback(
+        model, directory, calibration_images=calibration,
+        validation=serving.examples(splits.validation,
+                                    limit=config.parity_samples),
+        test=(examples, labels), max_drop=config.max_accuracy_drop,
+        class_names=splits.class_names, serving=serving)
+  rows = export.tflite_parity(model, directory, variants, examples, labels)
+  if fallback:
+    rows["int8"]["fallback"] = fallback
+  return rows, skipped
+
+
+def check_exports(rows, max_accuracy_drop):
+  """Applies --max_accuracy_drop (negative: no check) to the parity rows."""
+  if max_accuracy_drop >= 0 and rows:
+    litert.check_accuracy_drop(rows, max_accuracy_drop)
+
+
+def export_run(config):
+  """--mode=export: adds --export formats to an existing run directory.
+
+  The run's model, data and settings come from its model.keras and run.json;
+  files already there are kept unless --overwrite; metrics.json gains the
+  new parity rows.
+
+  Returns:
+    The run's updated metrics.
+  """
+  run_dir = config.run_dir
+  record = read_run(run_dir)
+  formats = config_lib.parse_exports(config.export)
+  if not formats:
+    raise UserError("--mode=export with an empty --export: nothing to do; "
+                    "name formats, e.g. --export=tflite_int8")
+  existing = [export.filename(f) for f in formats
+              if os.path.exists(os.path.join(run_dir, export.filename(f)))]
+  if existing and not config.overwrite:
+    raise UserError(f"{run_dir} already has {', '.join(existing)}; pass "
+                    "--overwrite to replace them")
+  with artifacts.locked(run_dir, flag="run_dir"):
+    return _export_run(config, run_dir, record, formats)
+
+
+def _export_run(config, run_dir, record, formats):
+  """`export_run` once the run directory is locked."""
+  model = export.load_keras(os.path.join(run_dir, "model.keras"))
+  run_config = dataclasses.replace(
+      config_lib.Config(**{k: v for k, v in record["config"].items()
+                           if k in _CONFIG_FIELDS}),
+      export=config.export, calibration_samples=config.calibration_samples,
+      parity_samples=config.parity_samples,
+      max_accuracy_drop=config.max_accuracy_drop,
+      int8_fallback=config.int8_fallback,
+      author=config.author or record["config"].get("author", ""),
+      license=config.license or record["config"].get("license", ""),
+      data_dir=config.data_dir or record["config"]["data_dir"])
+  splits = starting.load_splits(run_config,
+                                serving_lib.of(model).kind == "text")
+  if splits.class_names != artifacts.read_labels(
+      os.path.join(run_dir, "labels.txt")):
+    raise UserError(f"the classes of --dataset={run_config.dataset} no longer "
+                    f"match {run_dir}/labels.txt; point --data_dir at the "
+                    "data the run was trained on")
+  metrics_path = os.path.join(run_dir, "metrics.json")
+  with open(metrics_path, encoding="utf-8") as f:
+    metrics = json.load(f)
+  with artifacts.staged(run_dir) as stage:
+    rows, _ = export_artifacts(model, stage, run_config, splits)
+    if rows:
+      metrics.setdefault("tflite", {}).update(rows)
+      artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
+  logging.info("added %s to %s", ", ".join(formats), run_dir)
+  check_exports(rows, config.max_accuracy_drop)
+  return metrics
+
+
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(config_lib.Config)}
+
+
+def read_run(run_dir):
+  """The run.json of a finished run, checking the run's files are there."""
+  if not os.path.isdir(run_dir):
+    raise UserError(f"--run_dir={run_dir} is not a directory; pass the "
+                    "--output_dir of an earlier run")
+  missing = [n for n in ("model.keras", "run.json", "labels.txt",
+                         "metrics.json")
+             if not os.path.exists(os.path.join(run_dir, n))]
+  if missing:
+    raise UserError(f"--run_dir={run_dir} is not a finished run (missing "
+                    f"{', '.join(missing)}); pass the --output_dir of a "
+                    "completed training run")
+  with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
+    return json.load(f)
