@@ -60,6 +60,26 @@ def test_run_writes_every_artifact(quick_run):
   assert "int8" in result.stdout and "agreement" in result.stdout
 
 
+def test_mediapipe_reads_the_run_files_as_predict_does(quick_run):
+  """The quickstart-style run's files in MediaPipe Tasks' ImageClassifier:
+  the labels of labels.txt, the top-1 of --mode=predict's predictor, scores
+  within 1e-3 (int8: one quantization step)."""
+  from tests.test_tflite import _mediapipe_scores  # pylint: disable=g-import-not-at-top
+  out, _, _ = quick_run
+  labels = artifacts.read_labels(out / "labels.txt")
+  images, _ = synthetic.load("synthetic", "test", seed=0)
+  for variant in ("float32", "float16", "dynamic", "int8"):
+    path = str(out / f"model_{variant}.tflite")
+    predictor = predictors.load(path)
+    expected = predictor.predict(images[:8])
+    got, names = _mediapipe_scores(path, images[:8], len(labels))
+    assert names == labels == predictor.labels, variant
+    scale = litert.ImageRunner(path).output["quantization"][0]
+    np.testing.assert_allclose(got, expected, atol=max(1e-3, scale + 1e-6),
+                               err_msg=variant)
+    assert (got.argmax(-1) == expected.argmax(-1)).all(), variant
+
+
 def test_parity_rows_for_every_tflite_variant(quick_run):
   out, _, _ = quick_run
   metrics = json.loads((out / "metrics.json").read_text())

@@ -342,7 +342,11 @@ def test_mediapipe_text_classifier_takes_raw_strings(text_run, variant):
   out, _ = text_run
   path = str(out / f"model_{variant}.tflite")
   labels = list(text_data.TARGET_CLASSES)
-  assert standard_metadata.read(path)["labels"] == labels
+  meta = standard_metadata.read(path)
+  assert meta["labels"] == labels and meta["tokenizer"] == "BertTokenizer"
+  assert meta["min_parser_version"] == "1.1.0"  # tokenizer process units
+  assert standard_metadata.packed_file(path, meta["vocabulary"]) == (
+      out / "vocab.txt").read_bytes()
   texts = text_data.synthetic_texts("synthetic_text", "validation")[0][:12]
   expected = litert.TextRunner(path).predict_texts(texts)
   options = text.TextClassifierOptions(
@@ -355,6 +359,9 @@ def test_mediapipe_text_classifier_takes_raw_strings(text_run, variant):
         assert category.category_name == labels[category.index]
         got[i, category.index] = category.score
   np.testing.assert_allclose(got, expected, atol=1e-4)
+  if variant == "float32":  # exact parity: Keras's own top-1
+    keras_top1 = predictors.load(str(out)).predict(texts).argmax(-1)
+    assert (got.argmax(-1) == keras_top1).all()
 
 
 def test_predict_and_evaluate_modes_on_texts(text_run, tmp_path):

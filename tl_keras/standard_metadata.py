@@ -224,8 +224,10 @@ def read(path):
   """The standard metadata of a .tflite file: {} if it has none.
 
   Returns:
-    {"name", "description", "version", "labels" (from the packed labels
-    file), "mean", "std" (the image input's normalization, if any),
+    {"name", "description", "version", "author", "license", "labels" (from
+    the packed labels file), "mean", "std" (the image input's
+    normalization, if any), "tokenizer" and "vocabulary" (text: the
+    tokenizer's type and the packed vocabulary file's name),
     "min_parser_version"}.
   """
   displayer = _displayer(path)
@@ -241,6 +243,11 @@ def read(path):
       if unit.get("options_type") == "NormalizationOptions":
         out["mean"] = unit["options"]["mean"]
         out["std"] = unit["options"]["std"]
+  for unit in graph.get("input_process_units") or []:
+    if unit.get("options_type", "").endswith("TokenizerOptions"):
+      out["tokenizer"] = unit["options_type"][:-len("Options")]
+      files = unit["options"].get("vocab_file") or []
+      out["vocabulary"] = files[0]["name"] if files else None
   for tensor in graph.get("output_tensor_metadata", []):
     for entry in tensor.get("associated_files") or []:
       if entry.get("type") == "TENSOR_AXIS_LABELS":
