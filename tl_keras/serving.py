@@ -11,12 +11,15 @@ model it has; `of(model)` is the one place that asks.
                   the graph); the .tflite files take token ids
                   (`token_ids`, `padding_mask`, `segment_ids`: int32
                   [1, sequence_length]), since the TFLite converter cannot
-                  take the WordPiece tokenizer, with `vocab.txt` beside
-                  them and the tokenizer's settings in their metadata.
+                  take the WordPiece tokenizer; their metadata declares
+                  the BERT tokenizer and packs its vocabulary (also written
+                  beside them as `vocab.txt`).
 
 Each has:
     kind, variants            "image"/"text"; the TFLite variants offered.
     float32(model)            the model rebuilt under float32 if mixed.
+    tracked(model)            what the SavedModel tracks (text: the
+                              preprocessor too).
     serving(model)            (fn, input specs) of the SavedModel's
                               `serving_default` (outputs `probabilities`).
     described()               what the SavedModel's `metadata` signature
