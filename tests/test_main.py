@@ -186,6 +186,8 @@ def test_export_mode_adds_a_variant_and_touches_nothing_else(quick_run,
   metrics = json.loads((run / "metrics.json").read_text())
   del metrics["tflite"]["int8"]
   (run / "metrics.json").write_text(json.dumps(metrics))
+  for stale in ("README.md", "report.html"):
+    (run / stale).write_text("written before the int8 file")
   before = {p: (run / p).read_bytes() for p in (
       "model.keras", "model_float32.tflite", "model_dynamic.tflite",
       "labels.txt", "run.json")}
@@ -197,6 +199,9 @@ def test_export_mode_adds_a_variant_and_touches_nothing_else(quick_run,
   after = json.loads((run / "metrics.json").read_text())
   assert after["tflite"]["float32"] == metrics["tflite"]["float32"]
   assert after["tflite"]["int8"]["examples"] == 600
+  # The report and the model card are written again, int8 included.
+  assert "model_int8.tflite" in (run / "README.md").read_text()
+  assert "model_int8.tflite" in (run / "report.html").read_text()
   assert not [p for p in os.listdir(run) if p.startswith(".staging")]
   again = run_main("--mode=export", f"--run_dir={run}", "--export=tflite_int8")
   assert again.returncode == 2 and "--overwrite" in again.stderr

@@ -2,7 +2,7 @@
 
 `export_artifacts` writes the --export formats and checks each TFLite file
 against the Keras model; `export_run` adds formats to a run directory
-without retraining.
+without retraining, and rewrites its report and model card.
 """
 
 import dataclasses
@@ -14,6 +14,7 @@ from tl_keras import artifacts
 from tl_keras import config as config_lib
 from tl_keras import export
 from tl_keras import litert
+from tl_keras import report
 from tl_keras import serving as serving_lib
 from tl_keras import starting
 from tl_keras import tflite
@@ -124,6 +125,8 @@ def _export_run(config, run_dir, record, formats):
     if rows:
       metrics.setdefault("tflite", {}).update(rows)
       artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
+    # The report and the model card describe the files now there.
+    report.write_all(stage, record, metrics)
   logging.info("added %s to %s", ", ".join(formats), run_dir)
   check_exports(rows, config.max_accuracy_drop)
   return metrics
