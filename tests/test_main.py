@@ -223,10 +223,11 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
     probs = predict(self, images)
     return np.roll(probs, 1, axis=-1) if "dynamic" in self.path else probs
 
-  def parity_on_keras_labels(model, directory, variants, images, labels):
+  def parity_on_keras_labels(model, directory, variants, images, labels,
+                             **kwargs):
     del labels
     keras_top1 = serving.keras_probabilities(model, images).argmax(-1)
-    return parity(model, directory, variants, images, keras_top1)
+    return parity(model, directory, variants, images, keras_top1, **kwargs)
 
   monkeypatch.setattr(litert.ImageRunner, "predict", broken)
   monkeypatch.setattr(export, "tflite_parity", parity_on_keras_labels)

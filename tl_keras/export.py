@@ -132,17 +132,19 @@ def write_exports(model, directory, formats, *, class_names,
   return skipped
 
 
-def tflite_parity(model, directory, variants, examples, labels):
+def tflite_parity(model, directory, variants, examples, labels,
+                  serving=None):
   """The parity table: each variant's file in `directory` against Keras.
 
   Args:
     examples: raw test examples (uint8 images, or strings).
+    serving: the model's `serving` object (default: `serving.of(model)`).
 
   Returns:
     {variant: row} as in `litert.parity`, each row with `keras_accuracy`
     (the Keras model on the same examples).
   """
-  serving = serving_lib.of(model)
+  serving = serving or serving_lib.of(model)
   inputs = serving.inputs(examples)
   keras_probs = serving.keras_probabilities(model, inputs)
   keras_accuracy = float(np.mean(keras_probs.argmax(-1) == labels))

@@ -60,7 +60,8 @@ def export_artifacts(model, directory, config, splits):
                                     limit=config.parity_samples),
         test=(examples, labels), max_drop=config.max_accuracy_drop,
         class_names=splits.class_names, serving=serving)
-  rows = export.tflite_parity(model, directory, variants, examples, labels)
+  rows = export.tflite_parity(model, directory, variants, examples, labels,
+                              serving=serving)
   if fallback:
     rows["int8"]["fallback"] = fallback
   return rows, skipped

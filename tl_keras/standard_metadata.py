@@ -19,6 +19,7 @@ schema member added later), when the compiled one is missing.
 """
 
 import json
+import os
 import sys
 import types
 
@@ -111,34 +112,22 @@ def _writers():
   return metadata_info, metadata_writer
 
 
-def image_classifier(content, *, labels, name, description, version,
-                     author=None, license=None):  # pylint: disable=redefined-builtin
+def image_classifier(content, *, labels, **general):
   """`content` with standard image-classifier metadata.
 
   The input is raw RGB pixels (normalization is inside the model), so its
   normalization is mean 0, std 1: MediaPipe passes the pixels unchanged.
-  The labels go in as `labels.txt`, packed inside the file.
+  The labels go in as `labels.txt`, packed inside the file. `general`: as
+  in `_populated`.
 
   Returns:
     The .tflite bytes.
   """
-  info, writer_lib = _writers()
-  writer = _writer_class(writer_lib)(bytearray(content))
-  try:
-    # add_general_info takes a name and a description only.
-    writer._general_md = info.GeneralMd(  # pylint: disable=protected-access
-        name=name, version=version, description=description,
-        author=author or None, licenses=license or None)
-    writer.add_image_input([0.0], [1.0])
-    writer.add_classification_output(writer_lib.Labels().add(list(labels)))
-    populated, _ = writer.populate()
-  finally:
-    writer._temp_folder.cleanup()  # pylint: disable=protected-access
-  return bytes(populated)
+  return _populated(content, labels, lambda writer, folder, writers: (
+      writer.add_image_input([0.0], [1.0])), **general)
 
 
-def bert_text_classifier(content, *, labels, vocabulary, inputs, name,
-                         description, version, author=None, license=None):  # pylint: disable=redefined-builtin
+def bert_text_classifier(content, *, labels, vocabulary, inputs, **general):
   """`content` with standard BERT text-classifier metadata.
 
   MediaPipe's `TextClassifier` then takes raw strings: the metadata holds
@@ -151,39 +140,55 @@ def bert_text_classifier(content, *, labels, vocabulary, inputs, name,
     vocabulary: the tokenizer's vocabulary, one token per entry.
     inputs: (token ids, padding mask, segment ids) input names, each
       contained in the name of one input tensor of `content`.
-    name, description, version, author, license: the model's general
-      information.
+    **general: as in `_populated`.
 
   Returns:
     The .tflite bytes.
   """
-  import os  # pylint: disable=g-import-not-at-top
-  import tempfile  # pylint: disable=g-import-not-at-top
   from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
-  info, writer_lib = _writers()
   tensors = [d["name"] for d in
              litert.Interpreter(model_content=content).get_input_details()]
   ids, mask, segments = (next(t for t in tensors if wanted in t)
                          for wanted in inputs)
-  writer = _writer_class(writer_lib)(bytearray(content))
+
+  def add_input(writer, folder, writers):
+    path = os.path.join(folder, "vocab.txt")
+    with open(path, "w", encoding="utf-8") as f:
+      f.write("\n".join(vocabulary) + "\n")
+    writer.add_bert_text_input(writers.BertTokenizer(path), ids, mask,
+                               segments)
+
+  return _populated(content, labels, add_input, **general)
+
+
+def _populated(content, labels, add_input, *, name, description, version,
+               author=None, license=None):  # pylint: disable=redefined-builtin
+  """`content` with the input `add_input` describes and a labelled output.
+
+  Args:
+    content: .tflite bytes.
+    labels: class names, in output order (packed as labels.txt).
+    add_input: fn(writer, folder, writers module) adding the input's
+      metadata; files it packs go in `folder`, removed afterwards.
+    name, description, version, author, license: the general information.
+  """
+  info, writers = _writers()
+  writer = _writer_class(writers)(bytearray(content))
+  folder = writer._temp_folder  # pylint: disable=protected-access
   try:
+    # add_general_info takes a name and a description only.
     writer._general_md = info.GeneralMd(  # pylint: disable=protected-access
         name=name, version=version, description=description,
         author=author or None, licenses=license or None)
-    with tempfile.TemporaryDirectory() as tmp:
-      path = os.path.join(tmp, "vocab.txt")
-      with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(vocabulary) + "\n")
-      writer.add_bert_text_input(writer_lib.BertTokenizer(path), ids, mask,
-                                 segments)
-      writer.add_classification_output(writer_lib.Labels().add(list(labels)))
-      populated, _ = writer.populate()
+    add_input(writer, folder.name, writers)
+    writer.add_classification_output(writers.Labels().add(list(labels)))
+    populated, _ = writer.populate()
   finally:
-    writer._temp_folder.cleanup()  # pylint: disable=protected-access
+    folder.cleanup()
   return bytes(populated)
 
 
-def _writer_class(writer_lib):
+def _writer_class(writers):
   """MediaPipe's writer, without its `__del__`.
 
   Its `__del__` removes the writer's temporary folder with `os.path`; a
@@ -191,7 +196,7 @@ def _writer_class(writer_lib):
   ignored exception. The folder is removed explicitly instead.
   """
 
-  class Writer(writer_lib.MetadataWriter):
+  class Writer(writers.MetadataWriter):
 
     def __del__(self):
       pass
