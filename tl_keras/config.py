@@ -136,6 +136,14 @@ class Config:
   pretrain_epochs: int = _field(
       10, "Epochs of source-task pretraining for --weights=synthetic.",
       "recipe")
+  transfer_check: bool = _field(
+      True, "After phase 1, compare a linear probe on the pretrained "
+      "features with one on the same network at random initialization "
+      "(cross-validated on up to 3,072 training and validation examples). "
+      "When the random features are clearly better, the pretrained weights "
+      "do not fit this data, and the run trains from random initialization "
+      "instead (as --weights=none), saying so. --notransfer_check keeps the "
+      "pretrained weights whatever the check would say.", "recipe")
   compare_scratch: bool = _field(
       False, "Also train the same architecture from random initialization "
       "with the same data and epochs; report it under metrics.json scratch.",
@@ -339,7 +347,7 @@ RESUME_SETTINGS = ("model", "weights", "image_size", "sequence_length",
                    "batchnorm", "early_stopping", "optimizer",
                    "weight_decay", "label_smoothing", "pretrain_epochs",
                    "seed", "mixed_precision", "no_lr_scaling",
-                   "feature_cache", "cache_views")
+                   "feature_cache", "cache_views", "transfer_check")
 # Learning rates are given for this global batch size (the linear rule).
 REFERENCE_BATCH = 32
 

@@ -1,4 +1,4 @@
-"""Classification metrics from a confusion matrix.
+"""Classification metrics from a confusion matrix, and comparing two models.
 
 The training loop reduces a confusion matrix across replicas and workers, so
 every metric here is computed from counts, identically on any strategy.
@@ -58,3 +58,19 @@ def format_table(metrics):
     rows.append(f"{name[:24]:<24} {m['precision']:>9.4f} {m['recall']:>9.4f} "
                 f"{m['f1']:>9.4f} {m['support']:>8d}")
   return "\n".join(rows)
+
+
+def clearly_lower(losses, reference):
+  """Whether `losses` beat `reference` by more than one standard error.
+
+  Both are per-example losses on the same examples; the standard error is
+  that of the mean per-example difference (the one-standard-error rule:
+  prefer the simpler model unless the data clearly say otherwise).
+
+  Returns:
+    (clearly lower, mean gain, standard error).
+  """
+  difference = np.asarray(losses) - np.asarray(reference)
+  error = float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(
+      difference) > 1 else 0.0
+  return bool(difference.mean() < -error), float(-difference.mean()), error

@@ -3,6 +3,8 @@
 import functools
 import inspect
 
+from tl_keras import data
+
 
 def inference_when_frozen(model):
   """Makes every frozen layer inside `model` run in inference mode.
@@ -37,6 +39,21 @@ def _gated_call(layer, call):
     return call(*args, training=training if layer.trainable else False,
                 **kwargs)
   return gated
+
+
+# Images whose batch statistics set BatchNorm's moving statistics.
+CALIBRATION_IMAGES = 2048
+
+
+def calibrate_from(model, dataset, image_size, batch_size):
+  """`recalibrate_batchnorm` on the first `CALIBRATION_IMAGES` of a split.
+
+  Returns:
+    How many images were used.
+  """
+  images, _ = data.to_numpy(dataset, image_size, limit=CALIBRATION_IMAGES)
+  recalibrate_batchnorm(model, images.astype("float32"), batch_size)
+  return len(images)
 
 
 def recalibrate_batchnorm(model, images, batch_size):

@@ -157,19 +157,89 @@ def _standardized(dataset, mean, std):
                      num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def _example_losses(x, y, kernel, bias):
+  """Cross-entropy [K, N] and hits [K, N] of each candidate on each example."""
+  logits = np.einsum("nd,kdc->knc", x, kernel) + bias[:, None, :]
+  logits -= logits.max(-1, keepdims=True)
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  losses = -np.take_along_axis(
+      log_probs, y[None, :, None].astype(np.int64), axis=-1)[..., 0]
+  return losses, logits.argmax(-1) == y[None]
+
+
 def _evaluate(dataset, kernel, bias):
   """Mean cross-entropy and accuracy of each candidate head."""
   loss = hits = 0.0
   count = 0
   for x, y in dataset.batch(MAX_BATCH).as_numpy_iterator():
-    logits = np.einsum("nd,kdc->knc", x, kernel) + bias[:, None, :]
-    logits -= logits.max(-1, keepdims=True)
-    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    loss = loss - np.take_along_axis(
-        log_probs, y[None, :, None].astype(np.int64), axis=-1)[..., 0].sum(1)
-    hits = hits + (logits.argmax(-1) == y[None]).sum(1)
+    losses, correct = _example_losses(x, y, kernel, bias)
+    loss = loss + losses.sum(1)
+    hits = hits + correct.sum(1)
     count += len(y)
   return loss / count, hits / count
+
+
+@dataclasses.dataclass
+class CrossValidation:
+  """What `cross_validate` measured.
+
+  Attributes:
+    losses: [N] each example's cross-entropy under the head fitted without
+      its fold, at `strength`.
+    strength: the L2 strength with the lowest mean held-out loss.
+    accuracy: the held-out accuracy at that strength.
+  """
+  losses: np.ndarray
+  strength: float
+  accuracy: float
+
+  @property
+  def loss(self):
+    return float(self.losses.mean())
+
+
+FOLDS = 5
+
+
+def cross_validate(features, labels, num_classes, *, folds=FOLDS,
+                   strengths=STRENGTHS, steps=STEPS, seed=0):
+  """How well a linear probe does on `features`, by k-fold cross-validation.
+
+  Every example is scored by a head that never saw it, so all N examples
+  count, not only a validation split's: on small data that is what makes
+  two feature sets comparable (`transfer_check`). Each fold standardizes
+  with its own training statistics and fits the whole L2 grid, as `fit`
+  does.
+
+  Args:
+    features: float32 [N, D].
+    labels: int [N].
+    num_classes: C.
+    folds: how many folds (each example is held out once).
+    strengths, steps: as for `fit`.
+    seed: the fold assignment and minibatch order.
+
+  Returns:
+    A `CrossValidation`.
+  """
+  labels = np.asarray(labels, np.int32)
+  order = np.random.default_rng(seed).permutation(len(labels))
+  parts = np.array_split(order, folds)
+  strengths = np.asarray(strengths, np.float32)
+  losses = np.zeros((len(strengths), len(labels)))
+  hits = np.zeros((len(strengths), len(labels)), bool)
+  for k, held_out in enumerate(parts):
+    kept = np.concatenate([p for j, p in enumerate(parts) if j != k])
+    train = tf.data.Dataset.from_tensor_slices((features[kept],
+                                                labels[kept]))
+    mean, std = standardization(train)
+    kernel, bias = _adam(_standardized(train, mean, std), num_classes,
+                         strengths, steps, seed)
+    losses[:, held_out], hits[:, held_out] = _example_losses(
+        (features[held_out] - mean) / std, labels[held_out], kernel, bias)
+  best = int(np.argmin(losses.mean(1)))
+  return CrossValidation(losses=losses[best], strength=float(strengths[best]),
+                         accuracy=float(hits[best].mean()))
 
 
 def _adam(dataset, num_classes, strengths, steps, seed):

@@ -185,11 +185,16 @@ def html_report(record, metrics, images):
           ["weights", config["weights"]],
           ["total time", f"{record['timings'].get('total_seconds', 0):.0f} s"],
       ])]
-  if "scratch" in metrics:
+  if metrics.get("negative_transfer"):
+    parts.append("<p style='background:#fde8e8;padding:.6em'><b>Warning: "
+                 f"{html.escape(metrics['negative_transfer'])}.</b></p>")
+  if metrics.get("scratch", {}).get("same_as_run"):
+    parts += ["<h2>Transfer versus from scratch</h2>",
+              "<p>The run trained from random initialization (the transfer "
+              "check set the pretrained weights aside), so it is its own "
+              "from-scratch baseline.</p>"]
+  elif "scratch" in metrics:
     parts += ["<h2>Transfer versus from scratch</h2>"]
-    if metrics.get("negative_transfer"):
-      parts.append("<p style='background:#fde8e8;padding:.6em'><b>Warning: "
-                   f"{html.escape(metrics['negative_transfer'])}.</b></p>")
     parts.append(_table(
         ["", "validation accuracy", "test accuracy"],
         [["transfer", _pct(metrics["validation"]["best_accuracy"]),
@@ -237,6 +242,20 @@ def html_report(record, metrics, images):
 def _recipe_section(recipe):
   """What the recipe chose on the validation split, as HTML parts."""
   parts = []
+  start = recipe.get("start")
+  if start:
+    parts += ["<h2>Transfer check: pretrained against random features</h2>",
+              f"<p>Linear probes, {start['folds']}-fold cross-validated on "
+              f"{start['examples']} training and validation examples: "
+              + ("the pretrained features are clearly worse, so the network "
+                 "trained from random initialization." if start["weights"] ==
+                 "random" else "the pretrained weights are kept.") + "</p>",
+              _table(["features", "held-out loss", "held-out accuracy"],
+                     [[name, f"{start[key]['loss']:.4f}",
+                       _pct(start[key]["accuracy"])]
+                      for name, key in (("pretrained", "pretrained"),
+                                        ("random initialization",
+                                         "random"))])]
   head = recipe.get("head")
   if head:
     parts += ["<h2>Phase 1: the head as a linear probe</h2>",
@@ -295,7 +314,10 @@ def model_card(record, metrics):
       f"- accuracy {_pct(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
       f" on {test['examples']} {'texts' if text else 'images'}",
   ]
-  if "scratch" in metrics:
+  if metrics.get("scratch", {}).get("same_as_run"):
+    lines.append("- trained from random initialization: this model is its "
+                 "own from-scratch baseline")
+  elif "scratch" in metrics:
     lines.append(f"- the same network trained from scratch: "
                  f"{_pct(metrics['scratch']['test']['accuracy'])}")
   if metrics.get("negative_transfer"):
@@ -362,6 +384,11 @@ def _recipe_sentence(record):
   """One sentence on what the recipe chose, for the model card."""
   recipe = record.get("recipe", {})
   parts = []
+  if recipe.get("start", {}).get("weights") == "random":
+    parts.append("the pretrained weights set aside (a linear probe did "
+                 "better on the same network's random-initialization "
+                 "features), so every layer trained from random "
+                 "initialization")
   if recipe.get("head"):
     parts.append("the head fitted as a linear probe on the frozen "
                  f"backbone's features (L2 strength {recipe['head']['strength']:g})")

@@ -277,13 +277,20 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
       every_steps=config.log_every_steps)
   summaries.text("config", "\n".join(
       f"    --{k}={v}" for k, v in dataclasses.asdict(config).items()))
+  def random_start():  # the scratch baseline's starting weights
+    return starting.build_model(
+        dataclasses.replace(config, weights="none"), splits.num_classes,
+        image_size, strategy).get_weights()
+
   history, info = training.run_recipe(
       model, recipe, splits, strategy=strategy, image_size=image_size,
       batch_size=config.batch_size, seed=config.seed, summaries=summaries,
       augment="none" if text else config.augment, checkpointer=checkpointer,
       feature_cache=config.feature_cache,
       cache_views=1 if text else config.cache_views,
-      feature_dir=os.path.join(out, FEATURE_CACHE) if chief else None)
+      feature_dir=os.path.join(out, FEATURE_CACHE) if chief else None,
+      random_start=random_start if config.transfer_check else None)
+  start_check = info["choices"].get("start", {})
   timings.update({k: v for k, v in info.items() if k.endswith("_seconds")})
   fingerprint = training.fingerprint(model)
   logging.info("final weights fingerprint %s (equal on every worker)",
@@ -300,7 +307,19 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                metrics["test"]["accuracy"], metrics["test"]["macro_f1"],
                evaluation.format_table(metrics["test"]))
 
-  if config.compare_scratch:
+  warning = training.transfer_warning(start_check)
+  if warning:
+    metrics["negative_transfer"] = warning
+    logging.warning("%s", warning)
+  if config.compare_scratch and warning:
+    # The run itself trained from random weights: it is its own baseline.
+    metrics["scratch"] = {"test": metrics["test"],
+                          "validation": metrics["validation"],
+                          "same_as_run": True}
+    metrics["transfer_gain"] = 0.0
+    logging.info("from scratch: the run itself trained from random "
+                 "initialization, so it is its own baseline")
+  elif config.compare_scratch:
     start = time.time()
     scratch, scratch_history, scratch_info = train_scratch(
         config, splits, image_size, strategy, speed["jit_compile"],
@@ -346,7 +365,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                     "parameters": model.count_params(),
                     "unfrozen_layers": info.get("unfrozen_layers", 0),
                     "first_unfrozen_block": (
-                        models.first_unfrozen_block(model, *recipe.unfreeze)
+                        models.first_unfrozen_block(
+                            model, *info["recipe"].unfreeze)
                         if config.finetune_epochs else None),
                     "weights_fingerprint": fingerprint},
           "recipe": info["choices"],

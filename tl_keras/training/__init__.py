@@ -4,6 +4,7 @@
     steps       the optimizer, loss scaling, compiled train and eval steps
     recipe      the two-phase recipe: head, trials, fine-tuning (`run_recipe`)
     features    the feature cache (the frozen base's outputs, computed once)
+    transfer_check  pretrained features against random ones, after phase 1
     checkpoint  checkpoints, the best weights, SIGTERM/SIGINT handling
     summaries   TensorBoard
 
@@ -27,10 +28,11 @@ from tl_keras.training.steps import LossScale
 from tl_keras.training.steps import evaluate
 from tl_keras.training.steps import make_optimizer
 from tl_keras.training.summaries import Summaries
+from tl_keras.training.transfer_check import warning as transfer_warning
 
 __all__ = [
     "Best", "Checkpointer", "STOP", "Stopped", "FeatureCache", "PhaseSpec",
     "fingerprint", "train_phase", "Recipe", "choose_augmentation",
     "choose_finetuning", "clearly_lower", "run_recipe", "LossScale",
-    "evaluate", "make_optimizer", "Summaries",
+    "evaluate", "make_optimizer", "Summaries", "transfer_warning",
 ]

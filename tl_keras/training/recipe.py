@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import data as data_lib
+from tl_keras.evaluation import clearly_lower
 from tl_keras import freezing
 from tl_keras import models
 from tl_keras import probe
@@ -20,6 +21,7 @@ from tl_keras.training import features as features_lib
 from tl_keras.training import loop
 from tl_keras.training import steps as steps_lib
 from tl_keras.training import summaries as summaries_lib
+from tl_keras.training import transfer_check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +42,23 @@ class Recipe:
   # pretrained features, which shorter trials mistake for failure.
   trial_fraction: float = 1 / 3
 
+  def from_random(self):
+    """The recipe for the same network starting from random weights.
 
-# Images whose batch statistics set BatchNorm's moving statistics.
-CALIBRATION_IMAGES = 2048
+    There are no features to fit a head on, so phase 1 is skipped and phase
+    2 trains every block; BatchNorm trains too (there are no statistics to
+    keep), unless "frozen" was asked for.
+    """
+    return dataclasses.replace(
+        self, head=dataclasses.replace(self.head, epochs=0),
+        unfreeze=("all", None),
+        batchnorm="train" if self.batchnorm == "auto" else self.batchnorm)
 
 
 def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
                seed, summaries=None, augment=True, checkpointer=None,
-               feature_cache="auto", cache_views=1, feature_dir=None):
+               feature_cache="auto", cache_views=1, feature_dir=None,
+               random_start=None):
   """Phase 1 (head, base frozen) then phase 2 (top of base unfrozen).
 
   Phase 1 fits the head as a linear probe on cached features
@@ -60,8 +71,15 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   `checkpointer` holding progress, finished phases are skipped and the
   interrupted one resumes where it stopped.
 
+  `random_start` (a function returning the classifier's weights at random
+  initialization) turns on the transfer check after phase 1
+  (`transfer_check.check`): when a probe on the pretrained features does
+  clearly worse than one on random-initialization features, the run goes
+  on from random weights with `recipe.from_random()`.
+
   Returns:
-    (history, info): per-epoch history and a dict of what was done.
+    (history, info): per-epoch history and a dict of what was done;
+    info["recipe"] is the recipe that ran.
   """
   best = checkpoint_lib.Best()
   saved = checkpointer.progress() if checkpointer else None
@@ -69,6 +87,8 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   reached = order.index(saved["phase"]) if saved else 0
   history, step = (saved["history"], saved["step"]) if saved else ([], 0)
   choices = dict(saved.get("choices") or {}) if saved else {}
+  if choices.get("start", {}).get("weights") == "random":  # resumed
+    recipe = recipe.from_random()
   auto = augment == "auto"
   if auto:  # until the head says whether mirror images are the same class
     augment = choices.get("augment", {}).get("policy", "shift")
@@ -90,19 +110,18 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   with checkpoint_lib.STOP.handling():
     if reached == 0 and recipe.batchnorm == "train" and image_size and (
         models.has_batchnorm(model)):
-      images, _ = data_lib.to_numpy(splits.train, image_size,
-                                    limit=CALIBRATION_IMAGES)
-      freezing.recalibrate_batchnorm(model, images.astype(np.float32),
-                                     batch_size)
+      count = freezing.calibrate_from(model, splits.train, image_size,
+                                      batch_size)
       logging.info("BatchNorm will train: moving statistics set from %d "
                    "training images first, so phase 1 sees the features "
-                   "phase 2 computes", len(images))
+                   "phase 2 computes", count)
     if recipe.head.epochs and reached == 0:
       start = time.time()
       where = features_lib.use_feature_cache(
           feature_cache, strategy, splits, model, cache_views, feature_dir)
+      compared = None
       if where:
-        choices["head"] = _fit_head(
+        choices["head"], compared = _fit_head(
             model, splits, where=where, views=cache_views,
             directory=feature_dir, step=step, history=history, best=best,
             summaries=summaries, **common)
@@ -111,15 +130,27 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
             model, recipe.head, splits, first_step=step, resume=saved,
             history=history, summaries=summaries, best=best,
             checkpointer=checkpointer, **common)
+        if random_start:
+          logging.info("transfer check skipped: it compares cached "
+                       "features, and the feature cache is off")
       info["head_seconds"] = time.time() - start
       best.restore(model)
       if auto and image_size:
         choices["augment"] = choose_augmentation(
             model, splits, image_size=image_size, batch_size=batch_size)
         common["augment"] = choices["augment"]["policy"]
-      head = [np.copy(w) for w in model.get_weights()]
-      if checkpointer:
-        checkpointer.save_weights("head", head)
+      if compared is not None and random_start:
+        choices["start"] = transfer_check.check(
+            model, splits, compared, random_start(), image_size=image_size,
+            batch_size=batch_size, seed=seed)
+      if choices.get("start", {}).get("weights") == "random":
+        # The pretrained head is set aside with the weights under it.
+        choices["start"]["head"] = choices.pop("head")
+        recipe, history, best = recipe.from_random(), [], checkpoint_lib.Best()
+      else:
+        head = [np.copy(w) for w in model.get_weights()]
+        if checkpointer:
+          checkpointer.save_weights("head", head)
       save_between_phases()
     if recipe.finetune.epochs and reached <= 1:
       start = time.time()
@@ -187,6 +218,7 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
       checkpointer.save(model, None, phase="done", step_in_phase=0, step=step,
                         history=history, best=best)
   info["choices"] = choices
+  info["recipe"] = recipe
   info["best_validation_loss"] = best.loss
   info["best_validation_accuracy"] = best.accuracy
   info["best_epoch"] = list(best.where) if best.where else None
@@ -254,22 +286,6 @@ def validation_losses(model, splits, *, image_size, batch_size):
   return keras.losses.sparse_categorical_crossentropy(labels, probs).numpy()
 
 
-def clearly_lower(losses, reference):
-  """Whether `losses` beat `reference` by more than one standard error.
-
-  Both are per-example losses on the same examples; the standard error is
-  that of the mean per-example difference (the one-standard-error rule:
-  prefer the simpler model unless the data clearly say otherwise).
-
-  Returns:
-    (clearly lower, mean gain, standard error).
-  """
-  difference = np.asarray(losses) - np.asarray(reference)
-  error = float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(
-      difference) > 1 else 0.0
-  return bool(difference.mean() < -error), float(-difference.mean()), error
-
-
 def _keep_simplest(model, head, best, history, splits, image_size,
                    batch_size):
   """Phase 2's best weights, unless they are not clearly better than phase 1's.
@@ -311,7 +327,8 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
   row and offers the result to `best`.
 
   Returns:
-    What `run.json` records about the fit (`probe.Fit.summary`).
+    (what `run.json` records about the fit (`probe.Fit.summary`), the
+    features `transfer_check.check` compares on).
   """
   start = time.time()
   if where == "disk":
@@ -324,6 +341,7 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
                          augment=augment)
     fit = probe.fit(cache.train, cache.validation, splits.num_classes,
                     seed=seed)
+    compared = transfer_check.sample(cache)
   finally:
     if where == "disk":
       shutil.rmtree(directory, ignore_errors=True)
@@ -347,7 +365,7 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
   summaries_lib.image_summaries(summaries, model, val, sample,
                                 splits.class_names, step)
   best.offer(model, val, ("head", 1), step)
-  return fit.summary()
+  return fit.summary(), compared
 
 
 def choose_finetuning(model, recipe, splits, *, strategy, image_size,
