@@ -23,7 +23,10 @@ For each task and seed, four test accuracies:
            standardized frozen features of the same pretrained backbone,
            C chosen on the validation split (CLIP's protocol).
   scratch  the same architecture from random weights at the same step
-           budget (the default run's --compare_scratch).
+           budget (the default run's --compare_scratch). When the default
+           run's transfer check set the pretrained weights aside, the run
+           trained from random weights itself and is its own baseline
+           ("start": "random" in its row).
   tuned    the flags the quickstarts were tuned with before the defaults
            worked (head in the training loop, fixed learning rates).
 Prints one JSON line per run and a summary line per task (mean, min, max,
@@ -309,7 +312,10 @@ def run_task(task, seed, workdir, smoke=False):
          "default_seconds": round(seconds - scratch_seconds, 1),
          "scratch_seconds": round(scratch_seconds, 1),
          "recipe": {k: v for k, v in record["recipe"].get(
-             "finetune", {}).items() if k != "trials"}}
+             "finetune", {}).items() if k != "trials"},
+         # "random": the transfer check set the pretrained weights aside,
+         # and the run is its own scratch baseline.
+         "start": record["recipe"].get("start", {}).get("weights")}
   tuned = [a for a in TUNED[task.kind]
            if not (smoke and "epochs" in a)]
   metrics, _, seconds = main_py(
@@ -335,6 +341,7 @@ def summarize(rows):
     for arm in ("default", "scratch", "tuned"):
       line[f"{arm}_seconds"] = round(float(np.mean(
           [r[f"{arm}_seconds"] for r in mine])), 1)
+    line["started_random"] = sum(r.get("start") == "random" for r in mine)
     line["default_wins"] = line["default"]["mean"] >= max(
         line["probe"]["mean"], line["scratch"]["mean"], line["tuned"]["mean"])
     out.append(line)

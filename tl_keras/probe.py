@@ -207,9 +207,10 @@ def cross_validate(features, labels, num_classes, *, folds=FOLDS,
 
   Every example is scored by a head that never saw it, so all N examples
   count, not only a validation split's: on small data that is what makes
-  two feature sets comparable (`transfer_check`). Each fold standardizes
-  with its own training statistics and fits the whole L2 grid, as `fit`
-  does.
+  two feature sets comparable (`transfer_check`). Every fold fits the whole
+  L2 grid, as `fit` does, and all folds train together as one batched
+  program. The features are standardized once, with statistics of all N
+  (no labels enter them).
 
   Args:
     features: float32 [N, D].
@@ -223,27 +224,37 @@ def cross_validate(features, labels, num_classes, *, folds=FOLDS,
     A `CrossValidation`.
   """
   labels = np.asarray(labels, np.int32)
-  order = np.random.default_rng(seed).permutation(len(labels))
-  parts = np.array_split(order, folds)
+  fold = np.empty(len(labels), np.int64)
+  for k, part in enumerate(np.array_split(
+      np.random.default_rng(seed).permutation(len(labels)), folds)):
+    fold[part] = k
+  # trains[i, k]: example i is in fold k's training set.
+  trains = (fold[:, None] != np.arange(folds)[None]).astype(np.float32)
+  mean, std = standardization(tf.data.Dataset.from_tensor_slices(
+      (features, labels)))
+  x = ((features - mean) / std).astype(np.float32)
   strengths = np.asarray(strengths, np.float32)
-  losses = np.zeros((len(strengths), len(labels)))
-  hits = np.zeros((len(strengths), len(labels)), bool)
-  for k, held_out in enumerate(parts):
-    kept = np.concatenate([p for j, p in enumerate(parts) if j != k])
-    train = tf.data.Dataset.from_tensor_slices((features[kept],
-                                                labels[kept]))
-    mean, std = standardization(train)
-    kernel, bias = _adam(_standardized(train, mean, std), num_classes,
-                         strengths, steps, seed)
-    losses[:, held_out], hits[:, held_out] = _example_losses(
-        (features[held_out] - mean) / std, labels[held_out], kernel, bias)
+  # Candidate k * S + s: fold k's training set, strength s.
+  kernel, bias = _adam(tf.data.Dataset.from_tensor_slices((x, labels, trains)),
+                       num_classes, np.tile(strengths, folds), steps, seed,
+                       folds=folds)
+  all_losses, all_hits = _example_losses(x, labels, kernel, bias)
+  shape = (folds, len(strengths), len(labels))
+  # Each example scored by the heads of the one fold that held it out.
+  held_out = np.arange(len(labels))
+  losses = all_losses.reshape(shape)[fold, :, held_out].T
+  hits = all_hits.reshape(shape)[fold, :, held_out].T
   best = int(np.argmin(losses.mean(1)))
   return CrossValidation(losses=losses[best], strength=float(strengths[best]),
                          accuracy=float(hits[best].mean()))
 
 
-def _adam(dataset, num_classes, strengths, steps, seed):
+def _adam(dataset, num_classes, strengths, steps, seed, folds=0):
   """K heads (one per strength) trained together by Adam, cosine decay.
+
+  With `folds`, each element also holds a [folds] 0/1 vector and the K
+  heads are folds x (K / folds) strengths: head k * K / folds + s trains
+  only on the examples whose entry k is 1.
 
   Returns:
     (kernel [K, D, C], bias [K, C]) as numpy arrays.
@@ -271,12 +282,17 @@ def _adam(dataset, num_classes, strengths, steps, seed):
   @tf.function
   def run(iterator):
     for _ in tf.range(steps):
-      x, y = next(iterator)
+      x, y, *train = next(iterator)
       with tf.GradientTape() as tape:
         logits = tf.einsum("nd,kdc->knc", x, kernel) + bias[:, None, :]
         targets = tf.broadcast_to(y[None], [k, tf.shape(y)[0]])
-        ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            targets, logits), axis=1)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+        if folds:  # [n, folds] -> [K, n]: each head's own examples
+          weights = tf.repeat(tf.transpose(train[0]), k // folds, axis=0)
+          ce = tf.reduce_sum(ce * weights, 1) / tf.maximum(
+              tf.reduce_sum(weights, 1), 1.0)
+        else:
+          ce = tf.reduce_mean(ce, axis=1)
         # Candidates are independent: the sum's gradient is each one's own.
         loss = tf.reduce_sum(ce + 0.5 * strengths * tf.reduce_sum(
             kernel ** 2, axis=[1, 2]))
