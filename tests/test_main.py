@@ -410,6 +410,33 @@ def test_report_model_card_and_plots(quick_run):
   card = (out / "README.md").read_text()
   assert "hexagon" in card and "model_int8.tflite" in card
   assert "## Limitations" in card
+  assert "Transfer check: pretrained against random features" in report
+
+
+def test_report_and_card_say_when_the_transfer_check_set_weights_aside(
+    quick_run):
+  """The run's own record, as the check leaves it when it fires."""
+  from tl_keras import report  # pylint: disable=g-import-not-at-top
+  from tl_keras.training import transfer_check  # pylint: disable=g-import-not-at-top
+  out = quick_run[0]
+  record = json.loads((out / "run.json").read_text())
+  metrics = json.loads((out / "metrics.json").read_text())
+  start = record["recipe"]["start"]  # the check ran in the real run
+  assert {"pretrained", "random", "gain", "standard_error"} <= set(start)
+  start.update(weights="random", head=record["recipe"].pop("head"))
+  metrics["negative_transfer"] = transfer_check.warning(start)
+  metrics["scratch"] = {"test": metrics["test"],
+                        "validation": metrics["validation"],
+                        "same_as_run": True}
+  images = {"learning_curves.png": b"", "confusion_matrix.png": b""}
+  page = report.html_report(record, metrics, images)
+  assert "Warning: negative transfer: a linear probe" in page
+  assert "its own from-scratch baseline" in page
+  assert "trained from random initialization." in page
+  card = report.model_card(record, metrics)
+  assert "the pretrained weights set aside" in card
+  assert "own from-scratch baseline" in card
+  assert "**Warning: negative transfer" in card
 
 
 def test_tensorboard_tells_the_story(quick_run):
