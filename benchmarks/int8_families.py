@@ -5,7 +5,11 @@
 
 For each family, one run of tl_keras from random weights on the embedded
 source task (10 shapes, 5,000 training images) at `--image_size` (or the
-family's smallest input), default recipe, exporting float32 and int8 with
+family's smallest input), `--epochs` epochs at `--lr` (the rate the
+trials pick for these networks from random weights; 0 runs the trials),
+the rest of the recipe at its defaults. A network trained for 5 epochs is
+too weak to say anything about int8: with small margins between classes,
+agreement measures noise. Exporting float32 and int8 with
 `--max_accuracy_drop=0.01` (the fallback's target: within one point of
 Keras on validation). From its metrics.json: Keras's test accuracy, int8's
 before the fallback (fully quantized) and after it, agreement with Keras,
@@ -128,10 +132,13 @@ def main():
                       help="0: no latency at this size")
   parser.add_argument("--runs", type=int, default=50)
   parser.add_argument("--workdir", default="")
+  parser.add_argument("--epochs", type=int, default=15)
+  parser.add_argument("--lr", type=float, default=1e-3)
   parser.add_argument("--smoke", action="store_true")
   args = parser.parse_args()
   families = args.families.split(",")
-  extra = []
+  extra = [f"--finetune_epochs={args.epochs}"] + (
+      [f"--finetune_lr={args.lr}"] if args.lr else [])
   if args.smoke:
     families, args.image_size, args.latency_size, args.runs = (
         ["mobilenetv3_small"], 32, 32, 3)
@@ -145,6 +152,8 @@ def main():
     size = max(args.image_size, models.get_backbone(family).min_size)
     metrics, out, seconds, rc = train(family, size, workdir, extra)
     line = row(family, size, metrics, out, seconds, rc, args.runs)
+    line["training"] = "smoke" if args.smoke else {"epochs": args.epochs,
+                                                   "lr": args.lr or "trials"}
     if args.latency_size:
       line["latency_ms_untrained"] = {
           "image_size": args.latency_size,
