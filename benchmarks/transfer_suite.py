@@ -194,20 +194,17 @@ def probe_accuracy(args):
   from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
-  from tl_keras import models  # pylint: disable=g-import-not-at-top
-  from tl_keras import starting  # pylint: disable=g-import-not-at-top
-  from tl_keras import text_data  # pylint: disable=g-import-not-at-top
+  from tl_keras import families  # pylint: disable=g-import-not-at-top
   from tl_keras import training  # pylint: disable=g-import-not-at-top
   flags = dict(a[2:].split("=", 1) for a in args)
   fields = {f.name: f.type for f in dataclasses.fields(config_lib.Config)}
   config = config_lib.Config(**{k: fields[k](v) for k, v in flags.items()})
   strategy = tf.distribute.get_strategy()
-  text = starting.is_text(config)
-  splits = starting.load_splits(config)
-  image_size = None if text else models.resolve_image_size(config.model)
-  model = starting.build_model(config, splits.num_classes, image_size, strategy)
-  if text:
-    splits = text_data.tokenized_splits(splits, model.preprocessor)
+  family = families.find(config.model)
+  splits = family.load_splits(config)
+  image_size = family.image_size(config)
+  model = family.build(config, splits.num_classes, strategy)
+  splits = family.prepare_splits(splits, model)
   features = {}
   for split in ("train", "validation", "test"):
     view = dataclasses.replace(

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tl_keras import data
+from tl_keras import families
 from tl_keras import freezing
 from tl_keras import litert
 from tl_keras import models
@@ -60,7 +61,7 @@ def _spread_head(model, images):
   """
   freezing.recalibrate_batchnorm(model, images.astype(np.float32),
                                  batch_size=len(images))
-  extractor = keras.Model(model.input, models.head_parts(model)[0])
+  extractor = keras.Model(model.input, families.of(model).head_parts(model)[0])
   features = extractor(images.astype(np.float32), training=False).numpy()
   rng = np.random.default_rng(1)
   kernel = rng.normal(size=(features.shape[-1], CLASSES))

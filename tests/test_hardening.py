@@ -162,8 +162,8 @@ def test_keras_file_with_code_is_refused(tmp_path):
   with pytest.raises(UserError, match="arbitrary code .*safe mode"):
     predictors.load(path)
   with pytest.raises(UserError, match="arbitrary code"):
-    from tl_keras import starting  # pylint: disable=g-import-not-at-top
-    starting.transfer_backbone(None, path)
+    from tl_keras.families import images  # pylint: disable=g-import-not-at-top
+    images.transfer_backbone(None, path)
 
 
 def test_write_error_mid_run_keeps_the_previous_artifacts(tmp_path):

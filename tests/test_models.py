@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from tl_keras import families
 from tl_keras import models
 from tl_keras.errors import UserError
 
@@ -72,7 +73,7 @@ def test_base_is_called_in_inference_mode():
   """Dropout or BN in training mode would make these two calls differ."""
   model = models.build_classifier("convnet_small", 3, weights=None,
                                   dropout=0.0)
-  models.unfreeze_top(model, "all", None)
+  families.of(model).unfreeze_top(model, "all", None)
   x = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
   np.testing.assert_allclose(model(x, training=True), model(x, training=False),
                              rtol=1e-5, atol=1e-6)
@@ -83,8 +84,8 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
   base = models.base_of(model)
   assert [name for name, _ in models.blocks(base)] == [
       "stage0", "stage1", "stage2"]
-  models.unfreeze_top(model, "layers", 1)
-  assert models.first_unfrozen_block(model, "layers", 1) == "stage2"
+  families.of(model).unfreeze_top(model, "layers", 1)
+  assert families.of(model).first_unfrozen_block(model, "layers", 1) == "stage2"
   layers = [l for l in base.layers if not isinstance(l, keras.layers.InputLayer)]
   top = [l for l in layers if l.name.startswith("stage2")]
   bottom = [l for l in layers if not l.name.startswith("stage2")]
@@ -99,7 +100,7 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
 def test_unfreeze_beyond_depth_names_the_flag():
   model = models.build_classifier("convnet_small", 3, weights=None)
   with pytest.raises(UserError, match="--unfreeze=999 exceeds the 3 blocks"):
-    models.unfreeze_top(model, "layers", 999)
+    families.of(model).unfreeze_top(model, "layers", 999)
 
 
 def test_unfreeze_never_splits_a_residual_block():
@@ -108,9 +109,9 @@ def test_unfreeze_never_splits_a_residual_block():
   grouped = models.blocks(models.base_of(model))
   assert [n for n, _ in grouped[-3:]] == [
       "conv5_block1", "conv5_block2", "conv5_block3"]
-  assert models.unfreeze_count(model, "fraction", 0.25) == round(
+  assert families.of(model).unfreeze_count(model, "fraction", 0.25) == round(
       0.25 * len(grouped))
-  models.unfreeze_top(model, "layers", 2, train_batchnorm=True)
+  families.of(model).unfreeze_top(model, "layers", 2, train_batchnorm=True)
   trainable = {l.name for l in models.base_of(model).layers
                if l.trainable and not isinstance(l, keras.layers.InputLayer)}
   assert {n.split("_")[1] for n in trainable} == {"block2", "block3"}

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tl_keras import config as config_lib
 from tl_keras import data
 from tl_keras import export
+from tl_keras import families
 from tl_keras import freezing
 from tl_keras import litert
 from tl_keras import models
@@ -111,12 +112,12 @@ def test_the_fitted_head_is_the_same_in_keras_saved_model_and_tflite(
 def test_a_frozen_efficientnet_drops_nothing_in_training_mode():
   model = models.build_classifier("efficientnet_b0", 3, image_size=32,
                                   weights=None)
-  extractor = keras.Model(model.input, models.head_parts(model)[0])
+  extractor = keras.Model(model.input, families.of(model).head_parts(model)[0])
   x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)).astype(
       np.float32)
   np.testing.assert_array_equal(extractor(x, training=True).numpy(),
                                 extractor(x, training=False).numpy())
-  models.unfreeze_top(model, "all", None)  # unfrozen, Dropout drops again
+  families.of(model).unfreeze_top(model, "all", None)  # unfrozen, Dropout drops again
   assert not np.allclose(extractor(x, training=True).numpy(),
                          extractor(x, training=False).numpy())
 
@@ -127,10 +128,10 @@ def test_a_frozen_bert_drops_nothing_in_training_mode():
   model = text_models.build_classifier("bert_micro", 2, sequence_length=8,
                                        weights="none", dropout=0.0)
   tokens = model.preprocessor(tf.constant(["alpha beta", "gamma delta"]))
-  extractor = keras.Model(model.input, models.head_parts(model)[0])
+  extractor = keras.Model(model.input, families.of(model).head_parts(model)[0])
   np.testing.assert_array_equal(extractor(tokens, training=True).numpy(),
                                 extractor(tokens, training=False).numpy())
-  models.unfreeze_top(model, "all", None)
+  families.of(model).unfreeze_top(model, "all", None)
   assert not np.allclose(extractor(tokens, training=True).numpy(),
                          extractor(tokens, training=False).numpy())
 
@@ -154,7 +155,7 @@ def test_batchnorm_trains_only_when_asked(train_batchnorm):
                        sizes={"train": 16, "validation": 16, "test": 16},
                        class_names=["a", "b"])
   model = models.build_classifier("convnet_small", 2, weights=None)
-  models.unfreeze_top(model, "all", None, train_batchnorm=train_batchnorm)
+  families.of(model).unfreeze_top(model, "all", None, train_batchnorm=train_batchnorm)
   bn = models.base_of(model).get_layer("stage0_bn0")
   before = bn.moving_mean.numpy().copy()
   training.train_phase(model, training.PhaseSpec("finetune", 1, 1e-3), splits,

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 
 from tests.test_main import run_main
 from tl_keras import data
+from tl_keras import families
 from tl_keras import litert
 from tl_keras import predictors
 from tl_keras import serving
@@ -95,16 +96,17 @@ def test_head_phase_leaves_the_backbone_unchanged(tiny_preset, feature_cache):
 
 def test_unfreeze_top_layers_keeps_embeddings_frozen(tiny_preset):
   model = _classifier(tiny_preset[0])
-  assert text_models.unfreeze_top(model, "layers", 1) == 2  # block + pooler
+  # The top block and the pooler.
+  assert families.of(model).unfreeze_top(model, "layers", 1) == 2
   backbone = model.backbone
   assert not backbone.transformer_layers[0].trainable
   assert backbone.transformer_layers[1].trainable
   assert not backbone.get_layer("token_embedding").trainable
   assert backbone.get_layer("pooled_dense").trainable
-  text_models.unfreeze_top(model, "all", None)
+  families.of(model).unfreeze_top(model, "all", None)
   assert backbone.get_layer("token_embedding").trainable
   with pytest.raises(UserError, match="exceeds the 2 transformer layers"):
-    text_models.unfreeze_count(model, "layers", 3)
+    families.of(model).unfreeze_count(model, "layers", 3)
 
 
 def test_weight_decay_skips_biases_and_layer_norm(tiny_preset):

@@ -10,6 +10,7 @@ import tensorflow as tf
 from tl_keras import data
 from tl_keras import evaluation
 from tl_keras import export
+from tl_keras import families
 from tl_keras import models
 from tl_keras import probe
 from tl_keras import training
@@ -58,7 +59,7 @@ def test_finetune_changes_only_the_unfrozen_layers():
   model = models.build_classifier("convnet_small", 3, weights=None)
   base = models.base_of(model)
   # The top block, stage2: its two convs (its BatchNorm stays frozen).
-  assert models.unfreeze_top(model, "layers", 1) == 2
+  assert families.of(model).unfreeze_top(model, "layers", 1) == 2
   before = _weights(base)
   _train(model, training.PhaseSpec("finetune", 1, 1e-2), splits)
   changed = _changed(before, _weights(base))
@@ -118,7 +119,7 @@ def test_step_budget_grows_epochs_on_small_data(examples, epochs, min_steps,
 def test_a_phase_runs_its_step_budget():
   splits = _splits(n=16)  # 2 steps an epoch at batch 8
   model = models.build_classifier("convnet_small", 3, weights=None)
-  models.unfreeze_top(model, "all", None)
+  families.of(model).unfreeze_top(model, "all", None)
   history, step = _train(model, training.PhaseSpec("finetune", 1, 1e-3,
                                                    min_steps=7), splits)
   assert step == 8 and len(history) == 4
@@ -275,7 +276,7 @@ def test_steps_chunked_into_calls_train_the_same_weights(monkeypatch,
     _FixedChunks.SIZE = size
     keras.utils.set_random_seed(0)
     model = models.build_classifier("convnet_small", 3, weights=None)
-    models.unfreeze_top(model, "all", None)
+    families.of(model).unfreeze_top(model, "all", None)
     seen = []
     monkeypatch.setattr(training.loop, "_ChunkSize",
                         lambda seen=seen, **kw: seen.append(_FixedChunks(**kw))

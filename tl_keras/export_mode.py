@@ -13,10 +13,10 @@ import os
 from tl_keras import artifacts
 from tl_keras import config as config_lib
 from tl_keras import export
+from tl_keras import families
 from tl_keras import litert
 from tl_keras import report
 from tl_keras import serving as serving_lib
-from tl_keras import starting
 from tl_keras import tflite
 from tl_keras.errors import UserError
 
@@ -111,8 +111,7 @@ def _export_run(config, run_dir, record, formats):
       author=config.author or record["config"].get("author", ""),
       license=config.license or record["config"].get("license", ""),
       data_dir=config.data_dir or record["config"]["data_dir"])
-  splits = starting.load_splits(run_config,
-                                serving_lib.of(model).kind == "text")
+  splits = families.of(model).load_splits(run_config)
   if splits.class_names != artifacts.read_labels(
       os.path.join(run_dir, "labels.txt")):
     raise UserError(f"the classes of --dataset={run_config.dataset} no longer "

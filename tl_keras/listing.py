@@ -1,19 +1,11 @@
 """--list_models: every model tl_keras builds, grouped by family, aligned."""
 
-from tl_keras import models
-from tl_keras import text_models
+from tl_keras import families
 
 
 def rows():
   """[(group, name, input, parameters, note)] for every model."""
-  out = []
-  for name in models.REGISTRY:
-    row = models.describe(name)
-    out.append((f"image: {row['family']}", name, f"{row['image_size']}px",
-                row["base_parameters"], ""))
-  for name, params, about in text_models.listing():
-    out.append(("text: KerasHub BERT family", name, "text", params, about))
-  return out
+  return [row for family in families.FAMILIES for row in family.listing()]
 
 
 def format_listing(entries=None, note_width=60):

@@ -1,4 +1,4 @@
-"""Backbones by name, and the classifier built around them.
+"""keras.applications backbones by name, and the image classifier around any.
 
 The classifier takes raw RGB pixels (0..255, any height and width): resizing
 (`ImageResize`, the input pipeline's antialiased resize) and the backbone's
@@ -17,7 +17,6 @@ import tensorflow as tf
 
 from tl_keras import data
 from tl_keras import freezing
-from tl_keras import text_models
 from tl_keras.errors import UserError, unknown_name
 
 apps = keras.applications
@@ -68,17 +67,20 @@ class ImagePreprocessing(layers.Layer):
     torch: scale to [0, 1], then ImageNet mean/std (DenseNet).
     none: the backbone normalizes inside itself (EfficientNet, ConvNeXt,
       MobileNetV3), so pixels pass through.
+    affine: x * scale + offset, per channel or for all (a KerasHub
+      `ImageConverter`'s normalization).
   """
 
   _MEAN = (0.485, 0.456, 0.406)
   _STD = (0.229, 0.224, 0.225)
   _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
-  def __init__(self, mode, **kwargs):
+  def __init__(self, mode, scale=None, offset=None, **kwargs):
     super().__init__(**kwargs)
-    if mode not in ("caffe", "tf", "torch", "none"):
+    if mode not in ("caffe", "tf", "torch", "none", "affine"):
       raise ValueError(f"unknown preprocessing mode {mode!r}")
     self.mode = mode
+    self.scale, self.offset = scale, offset
 
   def call(self, x):
     x = keras.ops.cast(x, self.compute_dtype)
@@ -91,10 +93,30 @@ class ImagePreprocessing(layers.Layer):
       mean = keras.ops.convert_to_tensor(self._MEAN, self.compute_dtype)
       std = keras.ops.convert_to_tensor(self._STD, self.compute_dtype)
       return (x / 255.0 - mean) / std
+    if self.mode == "affine":
+      if self.scale is not None:
+        x = x * keras.ops.convert_to_tensor(self.scale, self.compute_dtype)
+      if self.offset is not None:
+        x = x + keras.ops.convert_to_tensor(self.offset, self.compute_dtype)
     return x
 
+  def describe(self):
+    """The normalization in words, for the files' metadata and the card."""
+    if self.mode != "affine":
+      return self.mode
+    return f"x * {_rounded(self.scale)} + {_rounded(self.offset)}"
+
   def get_config(self):
-    return {**super().get_config(), "mode": self.mode}
+    return {**super().get_config(), "mode": self.mode, "scale": self.scale,
+            "offset": self.offset}
+
+
+def _rounded(value):
+  if value is None:
+    return "none"
+  if isinstance(value, (list, tuple)):
+    return "[" + ", ".join(f"{v:.6g}" for v in value) + "]"
+  return f"{value:.6g}"
 
 
 def convnet_small(include_top=False, weights=None, input_shape=None,
@@ -284,18 +306,38 @@ def build_classifier(name, num_classes, *, image_size=0, weights=None,
   """
   spec = get_backbone(name)
   size = resolve_image_size(name, image_size)
-  base = build_base(name, size, weights)
+  return classifier_around(
+      build_base(name, size, weights), size,
+      ImagePreprocessing(spec.preprocessing, name="preprocess"), num_classes,
+      dropout=dropout, frozen_base=frozen_base, name=name)
+
+
+def classifier_around(base, size, preprocess, num_classes, *, dropout=0.2,
+                      frozen_base=True, name="classifier"):
+  """Raw pixels -> resize -> `preprocess` -> `base` -> pooled -> softmax.
+
+  Args:
+    base: a backbone mapping normalized [N, size, size, 3] images to a
+      feature map [N, h, w, C] (pooled over space) or tokens [N, T, C]
+      (averaged).
+    size: the input size the base sees.
+    preprocess: the base's normalization layer (`ImagePreprocessing`).
+    num_classes, dropout, frozen_base: as for `build_classifier`.
+    name: the model's name.
+  """
   base.name = "base"
   inputs = keras.Input((None, None, 3), name="image")
   x = ImageResize(size, size, name="resize")(inputs)
-  x = ImagePreprocessing(spec.preprocessing, name="preprocess")(x)
+  x = preprocess(x)
   if frozen_base:
     base.trainable = False
     freezing.inference_when_frozen(base)
     x = base(x, training=False)
   else:
     x = base(x)
-  x = layers.GlobalAveragePooling2D(name="pool")(x)
+  pool = (layers.GlobalAveragePooling1D if len(x.shape) == 3
+          else layers.GlobalAveragePooling2D)
+  x = pool(name="pool")(x)
   x = layers.Dropout(dropout, name="dropout")(x)
   # float32 output keeps probabilities exact under a mixed-precision policy.
   outputs = layers.Dense(num_classes, activation="softmax", dtype="float32",
@@ -308,34 +350,12 @@ def base_of(model):
   return model.get_layer("base")
 
 
-def unfreeze_count(model, mode, value):
-  """How many top blocks of the base --unfreeze selects; raises if too many.
-
-  Image backbones count `blocks` (whole residual/inverted-residual blocks,
-  inception modules, stages of a plain chain); text models count
-  transformer layers.
-  """
-  if text_models.is_text_classifier(model):
-    return text_models.unfreeze_count(model, mode, value)
-  return _block_count(len(blocks(base_of(model))), mode, value, model.name)
-
-
-def _block_count(depth, mode, value, name):
-  if mode == "all":
-    return depth
-  if mode == "layers":
-    if value > depth:
-      raise UserError(f"--unfreeze={value} exceeds the {depth} blocks of "
-                      f"--model={name}; use at most {depth} or 'all'")
-    return value
-  return max(1, round(value * depth))
-
-
-# A layer name's block: "conv4_block1" (ResNet, DenseNet), "block5a"
+# A layer name's block: "conv4_block1" (ResNet, DenseNet), "stack2_block1"
+# (KerasHub ResNet), "block5a"
 # (EfficientNet), "block_16" (MobileNetV2), "stage_2_block_3" (ConvNeXt),
 # "expanded_conv_6" (MobileNetV3), "block3" (VGG, Xception), "stage2"
 # (convnet_small), "mixed5" (Inception).
-_BLOCK_NAME = re.compile(r"(stage_\d+_block_\d+|conv\d+_block\d+|"
+_BLOCK_NAME = re.compile(r"(stage_\d+_block_\d+|(?:conv|stack)\d+_block\d+|"
                          r"block_?\d+[a-z]?|stage_?\d+|"
                          r"expanded_conv(?:_\d+)?|mixed\d+)")
 
@@ -417,12 +437,12 @@ def blocks(base):
 TRAINING_MOMENTUM = 0.9
 
 
-def unfreeze_top(model, mode, value, train_batchnorm=False):
-  """Makes the top blocks of the base trainable.
+def unfreeze_blocks(model, count, train_batchnorm=False):
+  """Makes the top `count` blocks (`blocks`) of the base trainable.
 
   Args:
-    model: a classifier from `build_classifier`.
-    mode, value: from `config.parse_unfreeze`.
+    model: an image classifier (`classifier_around`).
+    count: how many blocks, from the top.
     train_batchnorm: BatchNorm layers in the unfrozen part train too: they
       normalize with batch statistics and update their moving statistics,
       with momentum at most `TRAINING_MOMENTUM`. False keeps them frozen,
@@ -432,10 +452,7 @@ def unfreeze_top(model, mode, value, train_batchnorm=False):
   Returns:
     The number of base layers with weights now trainable.
   """
-  if text_models.is_text_classifier(model):
-    return text_models.unfreeze_top(model, mode, value)
   grouped = blocks(base_of(model))
-  count = _block_count(len(grouped), mode, value, model.name)
   top = {id(l) for _, members in grouped[len(grouped) - count:]
          for l in members}
   base_of(model).trainable = True
@@ -449,38 +466,9 @@ def unfreeze_top(model, mode, value, train_batchnorm=False):
   return trainable
 
 
-def first_unfrozen_block(model, mode, value):
-  """The name of the lowest block --unfreeze makes trainable."""
-  if text_models.is_text_classifier(model):
-    depth = len(model.backbone.transformer_layers)
-    return f"transformer_layer_{depth - unfreeze_count(model, mode, value)}"
-  grouped = blocks(base_of(model))
-  return grouped[-_block_count(len(grouped), mode, value, model.name)][0]
-
-
 def _base_layers(model):
   return [l for l in base_of(model).layers
           if not isinstance(l, layers.InputLayer)]
-
-
-def has_batchnorm(model):
-  """Whether the backbone has BatchNorm layers (text models have none)."""
-  if text_models.is_text_classifier(model):
-    return False
-  return any(isinstance(l, layers.BatchNormalization)
-             for l in base_of(model)._flatten_layers())  # pylint: disable=protected-access
-
-
-def head_parts(model):
-  """(pooled-feature tensor, head layers): the classifier's split point.
-
-  The head layers map the pooled features to probabilities; everything
-  below is the base.
-  """
-  if text_models.is_text_classifier(model):
-    return text_models.feature_parts(model)
-  return model.get_layer("pool").output, [model.get_layer("dropout"),
-                                          model.get_layer("classifier")]
 
 
 def describe(name):

@@ -6,9 +6,9 @@ size, and `predict(uint8 [N, S, S, 3]) -> probabilities [N, C]`. Images are
 resized to S by `data.resize`, the same resize training and evaluation use,
 so every artifact of a run sees identical pixels.
 
-A text model's `Predictor` has `text` set and `predict(list of strings)`;
-each artifact tokenizes with the run's own tokenizer (the `.tflite` files
-with `vocab.txt` beside them).
+A text model's `Predictor` serves "text": `predict(list of strings)`; each
+artifact tokenizes with the run's own tokenizer (the `.tflite` files with
+`vocab.txt` beside them, or the vocabulary packed inside them).
 """
 
 import dataclasses
@@ -37,7 +37,15 @@ class Predictor:
   labels: list
   image_size: int  # 0 for text
   predict: Callable  # uint8 [N, S, S, 3] (or strings) -> float32 [N, C]
-  text: bool = False
+  data: str = "image"  # what `predict` takes: "image" or "text"
+
+  def read(self, items):
+    """--inputs as (names, what `predict` takes)."""
+    return READERS[self.data](self, items)
+
+  def batch_inputs(self, dataset, batch_size=64):
+    """A split's (inputs as `predict` takes them, labels), per batch."""
+    return BATCHES[self.data](self, dataset, batch_size)
 
 
 def load(path):
@@ -80,7 +88,7 @@ def _keras(path):
   return Predictor(
       "keras", path, labels, getattr(serving, "image_size", 0),
       lambda examples: serving.keras_probabilities(
-          model, serving.inputs(examples)), text=serving.kind == "text")
+          model, serving.inputs(examples)), data=serving.kind)
 
 
 def _saved_model(path):
@@ -100,7 +108,8 @@ def _saved_model(path):
           serve(texts=tf.constant(texts[i:i + batch_size]))[
               "probabilities"].numpy()
           for i in range(0, len(texts), batch_size)])
-    return Predictor("saved_model", path, labels, 0, predict_texts, text=True)
+    return Predictor("saved_model", path, labels, 0, predict_texts,
+                     data="text")
 
   def predict(images, batch_size=64):
     return np.concatenate([
@@ -118,7 +127,7 @@ def _tflite(path):
     runner = litert.TextRunner(path)
     runner.preprocessor()  # fails early if vocab.txt is missing
     return Predictor("tflite", path, metadata["labels"], 0,
-                     runner.predict_texts, text=True)
+                     runner.predict_texts, data="text")
   runner = litert.ImageRunner(path)
   num_classes = int(runner.output["shape"][-1])
   labels = (metadata.get("labels")
@@ -143,6 +152,27 @@ def read_images(paths, image_size):
     image = data.apply_orientation(image, data.exif_orientation(path))
     out.append(data.resize(image, image_size).numpy())
   return np.stack(out)
+
+
+def _read_images(predictor, paths):
+  return list(paths), read_images(paths, predictor.image_size)
+
+
+def _read_texts(predictor, inputs):
+  del predictor
+  return read_texts(inputs)
+
+
+READERS = {"image": _read_images, "text": _read_texts}
+# A split's (example, label) batches -> (what predict takes, labels).
+BATCHES = {
+    "image": lambda predictor, dataset, batch_size: dataset.map(
+        lambda x, y: (data.resize(x, predictor.image_size), y)).batch(
+            batch_size).as_numpy_iterator(),
+    "text": lambda predictor, dataset, batch_size: (
+        ([t.decode("utf-8") for t in texts], labels)
+        for texts, labels in dataset.batch(batch_size).as_numpy_iterator()),
+}
 
 
 def read_texts(inputs):
@@ -173,11 +203,8 @@ def predict_files(artifact, paths, top_k=5):
   For a text model, `paths` are .txt files (one text per line) or texts.
   """
   predictor = load(artifact)
-  if predictor.text:
-    paths, inputs = read_texts(paths)
-    probs = predictor.predict(inputs)
-  else:
-    probs = predictor.predict(read_images(paths, predictor.image_size))
+  paths, inputs = predictor.read(paths)
+  probs = predictor.predict(inputs)
   k = min(top_k, len(predictor.labels))
   results, lines = [], []
   for path, p in zip(paths, probs):
@@ -210,13 +237,8 @@ def evaluate(artifact, splits, split="test", batch_size=64):
   confusion = np.zeros((num_classes, num_classes))
   loss = top_k = 0.0
   k = min(5, num_classes)
-  dataset = getattr(splits, split)
-  if not predictor.text:
-    dataset = dataset.map(
-        lambda x, y: (data.resize(x, predictor.image_size), y))
-  for inputs, labels in dataset.batch(batch_size).as_numpy_iterator():
-    if predictor.text:
-      inputs = [t.decode("utf-8") for t in inputs]
+  for inputs, labels in predictor.batch_inputs(getattr(splits, split),
+                                               batch_size):
     probs = predictor.predict(inputs)
     np.add.at(confusion, (labels, probs.argmax(-1)), 1)
     loss += float(-np.log(np.maximum(probs[np.arange(len(labels)), labels],

@@ -19,19 +19,11 @@ from tl_keras import distribution
 from tl_keras import evaluation
 from tl_keras import export
 from tl_keras import export_mode
+from tl_keras import families
 from tl_keras import litert
-from tl_keras import models
 from tl_keras import report
-from tl_keras import starting
-from tl_keras import text_data
-from tl_keras import text_models
 from tl_keras import training
 from tl_keras.errors import UserError
-
-
-def no_decay(config):
-  """Variables weight decay skips: for text, biases and LayerNorm weights."""
-  return ("bias", "gamma", "beta") if starting.is_text(config) else ()
 
 
 # Validation at least this many steps apart: on 100 images an epoch is 4
@@ -45,7 +37,8 @@ def recipe_from_config(config, jit_compile=False):
                 label_smoothing=config.label_smoothing,
                 jit_compile=jit_compile, min_steps=config.min_steps,
                 warmup=config.warmup, early_stopping=config.early_stopping,
-                eval_steps=EVAL_STEPS, no_decay=no_decay(config))
+                eval_steps=EVAL_STEPS,
+                no_decay=families.find(config.model).no_decay)
   scale = config.lr_scale()
   # Random weights hold no features to fit a head on: phase 2 trains it all.
   head_epochs = 0 if config.weights == "none" else config.head_epochs
@@ -114,12 +107,12 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False,
     `training.run_recipe`'s.
   """
   config = dataclasses.replace(config, weights="none", unfreeze="all")
-  model = starting.build_model(config, splits.num_classes, image_size, strategy)
+  family = families.find(config.model)
+  model = family.build(config, splits.num_classes, strategy)
   history, info = training.run_recipe(
       model, recipe_from_config(config, jit_compile), splits,
       strategy=strategy, image_size=image_size, batch_size=config.batch_size,
-      seed=config.seed,
-      augment="none" if starting.is_text(config) else augment or config.augment)
+      seed=config.seed, augment=augment or family.augment(config))
   return model, [{**h, "phase": "scratch"} for h in history], info
 
 
@@ -243,15 +236,13 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                            speed):
   """The run itself, after the output directory is prepared."""
   out = config.output_dir
-  text = starting.is_text(config)
-  if text:
-    text_models.check_model(config.model)
-  image_size = None if text else models.resolve_image_size(
-      config.model, config.image_size)
+  family = families.find(config.model)
+  family.check(config)
+  image_size = family.image_size(config)
   recipe = recipe_from_config(config, speed["jit_compile"])
   _log_plan(config, recipe)
 
-  splits = raw_splits = starting.load_splits(config)
+  splits = raw_splits = family.load_splits(config)
   for note in splits.notes:
     logging.info("data: %s", note)
   logging.info("data: %d classes; %s", splits.num_classes, ", ".join(
@@ -262,14 +253,14 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                     "--batch_size")
 
   timings = {}
-  model = starting.build_model(config, splits.num_classes, image_size, strategy)
-  if text:  # tokenized once, with the model's own preprocessor
-    splits = text_data.tokenized_splits(splits, model.preprocessor)
+  model = family.build(config, splits.num_classes, strategy)
+  # Text: tokenized once, with the model's own preprocessor.
+  splits = family.prepare_splits(splits, model)
   if config.finetune_epochs:  # fails before training if too many
-    count = models.unfreeze_count(model, *recipe.unfreeze)
+    count = family.unfreeze_count(model, *recipe.unfreeze)
     logging.info("phase 2 unfreezes the top %d %s of the base, from %s up",
-                 count, "transformer layers" if text else "blocks",
-                 models.first_unfrozen_block(model, *recipe.unfreeze))
+                 count, family.block_word,
+                 family.first_unfrozen_block(model, *recipe.unfreeze))
   timings["setup_seconds"] = time.time() - started
   summaries = training.Summaries(
       os.path.join(out, "tensorboard") if chief else None,
@@ -278,16 +269,14 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   summaries.text("config", "\n".join(
       f"    --{k}={v}" for k, v in dataclasses.asdict(config).items()))
   def random_start():  # the scratch baseline's starting weights
-    return starting.build_model(
-        dataclasses.replace(config, weights="none"), splits.num_classes,
-        image_size, strategy).get_weights()
+    return family.build(dataclasses.replace(config, weights="none"),
+                        splits.num_classes, strategy).get_weights()
 
   history, info = training.run_recipe(
       model, recipe, splits, strategy=strategy, image_size=image_size,
       batch_size=config.batch_size, seed=config.seed, summaries=summaries,
-      augment="none" if text else config.augment, checkpointer=checkpointer,
-      feature_cache=config.feature_cache,
-      cache_views=1 if text else config.cache_views,
+      augment=family.augment(config), checkpointer=checkpointer,
+      feature_cache=config.feature_cache, cache_views=config.cache_views,
       feature_dir=os.path.join(out, FEATURE_CACHE) if chief else None,
       random_start=random_start if config.transfer_check else None)
   start_check = info["choices"].get("start", {})
@@ -359,13 +348,12 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
       timings["total_seconds"] = time.time() - started
       record = {
           "config": dataclasses.asdict(config),
-          "model": {**(text_models.describe(config.model, model) if text
-                       else models.describe(config.model)),
+          "model": {**family.describe(config, model),
                     "image_size": image_size,
                     "parameters": model.count_params(),
                     "unfrozen_layers": info.get("unfrozen_layers", 0),
                     "first_unfrozen_block": (
-                        models.first_unfrozen_block(
+                        family.first_unfrozen_block(
                             model, *info["recipe"].unfreeze)
                         if config.finetune_epochs else None),
                     "weights_fingerprint": fingerprint},
@@ -417,10 +405,10 @@ def execute(config):
   if config.mode == "predict":
     paths = [p.strip() for p in config.inputs.split(",") if p.strip()]
     return predictors.predict_files(config.artifact, paths, config.top_k)[1]
-  text = predictors.load(config.artifact).text
-  metrics = predictors.evaluate(config.artifact,
-                                starting.load_splits(config, text),
-                                split=config.split)
+  kind = predictors.load(config.artifact).data
+  metrics = predictors.evaluate(
+      config.artifact, families.for_data(kind).load_splits(config),
+      split=config.split)
   summary = format_summary({"test": metrics}).replace(
       "test accuracy", f"{config.split} accuracy")
   return summary + "\n" + evaluation.format_table(metrics)

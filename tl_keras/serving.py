@@ -55,16 +55,12 @@ from tl_keras import tflite
 
 
 def of(model, about=None):
-  """The serving object for a classifier built by tl_keras.
+  """The serving object of a classifier built by tl_keras (its family's).
 
   `about`: {"author", "license"} for the files' standard metadata.
   """
-  if text_models.is_text_classifier(model):
-    return TextServing(model.preprocessor, about=about)
-  return ImageServing(
-      int(model.get_layer("resize").get_config()["height"]),
-      model.get_layer("preprocess").get_config()["mode"], name=model.name,
-      about=about)
+  from tl_keras import families  # pylint: disable=g-import-not-at-top
+  return families.of(model).serving(model, about=about)
 
 
 class ImageServing:

@@ -202,28 +202,14 @@ def feature_parts(model):
   return head[0].input, head
 
 
-def unfreeze_count(model, mode, value):
-  """How many top transformer layers --unfreeze selects."""
-  depth = len(model.backbone.transformer_layers)
-  if mode == "all":
-    return depth
-  if mode == "layers":
-    if value > depth:
-      raise UserError(f"--unfreeze={value} exceeds the {depth} transformer "
-                      f"layers of the model; use at most {depth} or 'all'")
-    return value
-  return max(1, round(value * depth))
+def unfreeze_top(model, mode, count):
+  """Makes the top `count` transformer layers and the pooler trainable.
 
-
-def unfreeze_top(model, mode, value):
-  """Makes the top transformer layers and the pooler trainable.
-
-  Embeddings (and their LayerNorm) stay frozen unless --unfreeze=all.
+  Embeddings (and their LayerNorm) stay frozen unless `mode` is "all".
 
   Returns:
     The number of backbone layers with weights now trainable.
   """
-  count = unfreeze_count(model, mode, value)
   backbone = model.backbone
   backbone.trainable = True
   blocks = list(backbone.transformer_layers)

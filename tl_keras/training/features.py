@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import data as data_lib
-from tl_keras import models
+from tl_keras import families
 
 
 class FeatureCache:
@@ -47,7 +47,7 @@ class FeatureCache:
         feature sets larger than memory).
     """
     start = time.time()
-    pooled, head = models.head_parts(model)
+    pooled, head = families.of(model).head_parts(model)
     extractor = keras.Model(model.input, pooled)
     dim = pooled.shape[-1]
     self.head = keras.Sequential([keras.Input((dim,)), *head])
@@ -87,7 +87,7 @@ class FeatureCache:
   @staticmethod
   def fits(splits, model, views, limit=data_lib.CACHE_LIMIT_BYTES):
     """Whether the features of all views fit in memory."""
-    dim = models.head_parts(model)[0].shape[-1]
+    dim = families.of(model).head_parts(model)[0].shape[-1]
     return 4 * dim * (views * splits.sizes["train"]
                       + splits.sizes["validation"]) < limit
 

@@ -12,10 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import data as data_lib
-from tl_keras.evaluation import clearly_lower
+from tl_keras import families
 from tl_keras import freezing
-from tl_keras import models
 from tl_keras import probe
+from tl_keras.evaluation import clearly_lower
 from tl_keras.training import checkpoint as checkpoint_lib
 from tl_keras.training import features as features_lib
 from tl_keras.training import loop
@@ -109,7 +109,7 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
 
   with checkpoint_lib.STOP.handling():
     if reached == 0 and recipe.batchnorm == "train" and image_size and (
-        models.has_batchnorm(model)):
+        families.of(model).has_batchnorm(model)):
       count = freezing.calibrate_from(model, splits.train, image_size,
                                       batch_size)
       logging.info("BatchNorm will train: moving statistics set from %d "
@@ -165,7 +165,7 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
         saved, reached = None, 1
       chosen = choices["finetune"]
       with strategy.scope():
-        info["unfrozen_layers"] = models.unfreeze_top(
+        info["unfrozen_layers"] = families.of(model).unfreeze_top(
             model, *recipe.unfreeze,
             train_batchnorm=chosen["batchnorm"] == "train")
       if saved is None:  # just chosen: continue the winning trial, if any
@@ -200,7 +200,7 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
       info["finetune_seconds"] = time.time() - start
     elif recipe.finetune.epochs:  # resumed after both phases
       with strategy.scope():
-        info["unfrozen_layers"] = models.unfreeze_top(
+        info["unfrozen_layers"] = families.of(model).unfreeze_top(
             model, *recipe.unfreeze,
             train_batchnorm=choices["finetune"]["batchnorm"] == "train")
     if reached == 2:
@@ -345,7 +345,7 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
   finally:
     if where == "disk":
       shutil.rmtree(directory, ignore_errors=True)
-  models.head_parts(model)[1][-1].set_weights([fit.kernel, fit.bias])
+  families.of(model).head_parts(model)[1][-1].set_weights([fit.kernel, fit.bias])
   chosen = fit.grid[[g["strength"] for g in fit.grid].index(fit.strength)]
   # The whole model on the validation split: the fit's own figures up to
   # rounding, and a confusion matrix for TensorBoard.
@@ -397,7 +397,7 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
   spec = recipe.finetune
   lrs = [spec.learning_rate] if spec.learning_rate else list(
       recipe.finetune_lrs)
-  batchnorm = recipe.batchnorm if models.has_batchnorm(model) else "frozen"
+  batchnorm = recipe.batchnorm if families.of(model).has_batchnorm(model) else "frozen"
   modes = {"frozen": ["frozen"], "train": ["train"],
            "auto": ["frozen", "train"]}[batchnorm]
   if len(lrs) == 1 and len(modes) == 1:
@@ -417,7 +417,7 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
                  "%.0f%%", len(trials) + 1, lr, mode,
                  100 * recipe.trial_fraction)
     model.set_weights(start)
-    models.unfreeze_top(model, *recipe.unfreeze,
+    families.of(model).unfreeze_top(model, *recipe.unfreeze,
                         train_batchnorm=mode == "train")
     best, carry = checkpoint_lib.Best(), {}
     rows, step = loop.train_phase(

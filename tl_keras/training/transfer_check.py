@@ -23,7 +23,7 @@ import numpy as np
 
 from tl_keras import evaluation
 from tl_keras import freezing
-from tl_keras import models
+from tl_keras import families
 from tl_keras import probe
 from tl_keras.training import features as features_lib
 
@@ -74,7 +74,7 @@ def check(model, splits, pretrained, random_weights, *, image_size,
   start = time.time()
   kept = [np.copy(w) for w in model.get_weights()]
   model.set_weights(random_weights)
-  if image_size and models.has_batchnorm(model):
+  if image_size and families.of(model).has_batchnorm(model):
     # At initialization the moving statistics are 0 and 1: features of an
     # unnormalized network, unlike the ones training from scratch computes.
     freezing.calibrate_from(model, splits.train, image_size, batch_size)

@@ -1,0 +1,106 @@
+"""What every image family shares: raw pixels in, a backbone named "base".
+
+An image classifier is raw RGB pixels -> `ImageResize` ("resize") ->
+the backbone's normalization ("preprocess") -> the backbone ("base",
+frozen and called in inference mode) -> pooling ("pool") -> dropout ->
+the Dense classifier ("classifier"). The families differ in where the
+backbone and its normalization come from; training, unfreezing by blocks,
+the feature cache and serving are the same for all of them.
+"""
+
+import logging
+import os
+
+from keras import layers
+
+from tl_keras import data
+from tl_keras import export
+from tl_keras import models
+from tl_keras import serving as serving_lib
+from tl_keras.errors import UserError
+from tl_keras.families import base as base_lib
+
+
+class ImageFamily(base_lib.Family):
+  """The image half of the interface; subclasses say how to get a backbone."""
+
+  kind = "image"
+
+  def built(self, model):
+    try:
+      return self.owns_base(models.base_of(model))
+    except ValueError:  # no layer "base": not an image classifier
+      return False
+
+  def owns_base(self, base):
+    """Whether a classifier's "base" layer is this family's backbone."""
+    raise NotImplementedError
+
+  def load_splits(self, config):
+    return data.load(config.dataset, data_dir=config.data_dir,
+                     validation_fraction=config.validation_fraction,
+                     test_fraction=config.test_fraction,
+                     max_train_samples=config.max_train_samples,
+                     seed=config.seed, skip_bad_images=config.skip_bad_images)
+
+  def head_parts(self, model):
+    return model.get_layer("pool").output, [model.get_layer("dropout"),
+                                            model.get_layer("classifier")]
+
+  def has_batchnorm(self, model):
+    return any(isinstance(l, layers.BatchNormalization)
+               for l in models.base_of(model)._flatten_layers())  # pylint: disable=protected-access
+
+  def unfreeze_count(self, model, mode, value):
+    return base_lib.block_count(len(models.blocks(models.base_of(model))),
+                                mode, value, model.name)
+
+  def unfreeze_top(self, model, mode, value, train_batchnorm=False):
+    return models.unfreeze_blocks(
+        model, self.unfreeze_count(model, mode, value), train_batchnorm)
+
+  def first_unfrozen_block(self, model, mode, value):
+    grouped = models.blocks(models.base_of(model))
+    return grouped[-self.unfreeze_count(model, mode, value)][0]
+
+  def serving(self, model, about=None):
+    return serving_lib.ImageServing(
+        int(model.get_layer("resize").get_config()["height"]),
+        model.get_layer("preprocess").describe(), name=model.name,
+        about=about)
+
+
+def transfer_backbone(model, source_path):
+  """Copies the backbone weights of an earlier run's classifier into `model`."""
+  source = export.load_keras(source_path)
+  try:
+    source_base = models.base_of(source)
+  except ValueError as e:
+    raise UserError(f"--weights={source_path} is not a tl_keras classifier "
+                    "(it has no 'base' layer)") from e
+  target_base = models.base_of(model)
+  src, dst = source_base.weights, target_base.weights
+  mismatched = [f"{d.path} {tuple(d.shape)} vs {tuple(s.shape)}"
+                for s, d in zip(src, dst) if tuple(s.shape) != tuple(d.shape)]
+  if len(src) != len(dst) or mismatched:
+    raise UserError(
+        f"--weights={source_path} holds a {source.name} backbone "
+        f"({len(src)} weights) that does not fit --model={model.name} "
+        f"({len(dst)} weights)"
+        + (f"; first mismatch: {mismatched[0]}" if mismatched else ""))
+  target_base.set_weights(source_base.get_weights())
+  logging.info("backbone weights transferred from %s", source_path)
+
+
+def earlier_run(spec):
+  """--weights naming an earlier run (its folder or model.keras), or None.
+
+  UserError when it names a folder that holds no run.
+  """
+  path = os.path.expanduser(spec)
+  if os.path.isdir(path):
+    if not os.path.exists(os.path.join(path, "model.keras")):
+      raise UserError(f"--weights={spec} is a folder without model.keras; "
+                      "pass an earlier run's output directory or a file")
+    return os.path.join(path, "model.keras")
+  return path if path.endswith(".keras") and os.path.exists(path) else None

@@ -1,0 +1,91 @@
+"""keras.applications image backbones (`models.REGISTRY`), and convnet_small.
+
+--weights: imagenet (Keras downloads them), none, synthetic (pretrained on
+the embedded source task), a weights file, or an earlier run.
+"""
+
+import os
+
+import keras
+
+from tl_keras import models
+from tl_keras.errors import UserError
+from tl_keras.families import images
+
+
+class KerasApplications(images.ImageFamily):
+  """The registry of keras.applications backbones."""
+
+  name = "keras_applications"
+
+  def owns(self, name):
+    return name in models.REGISTRY
+
+  def owns_base(self, base):
+    # keras.applications builds plain functional models; KerasHub's
+    # backbones are their own classes.
+    return type(base) is keras.Model or type(base).__name__ == "Functional"
+
+  def check(self, config):
+    models.get_backbone(config.model)  # UserError with close matches
+
+  def image_size(self, config):
+    return models.resolve_image_size(config.model, config.image_size)
+
+  def listing(self):
+    rows = []
+    for name in models.REGISTRY:
+      row = models.describe(name)
+      rows.append((f"image: {row['family']}", name, f"{row['image_size']}px",
+                   row["base_parameters"], ""))
+    return rows
+
+  def build(self, config, num_classes, strategy):
+    size = self.image_size(config)
+    weights, source = resolve_weights(config, size, strategy)
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+      model = models.build_classifier(
+          config.model, num_classes, image_size=size, weights=weights,
+          dropout=config.dropout)
+      if source:
+        images.transfer_backbone(model, source)
+    return model
+
+  def describe(self, config, model):
+    return models.describe(config.model)
+
+
+def resolve_weights(config, image_size, strategy):
+  """Turns --weights into (constructor weights, .keras to transfer from).
+
+  Returns:
+    (weights, source): `weights` goes to the backbone constructor ("imagenet",
+    None or a weights file); `source`, if not None, is a `.keras` classifier
+    whose backbone weights are copied over after building.
+  """
+  spec = config.weights
+  if spec == "imagenet":
+    return "imagenet", None
+  if spec == "none":
+    return None, None
+  if spec == "synthetic":
+    from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
+    return pretraining.synthetic_weights(
+        config.model, image_size, epochs=config.pretrain_epochs,
+        seed=config.seed, strategy=strategy), None
+  run = images.earlier_run(spec)
+  if run:
+    return None, run
+  path = os.path.expanduser(spec)
+  if not os.path.exists(path):
+    raise UserError(f"--weights={spec}: no such file; use imagenet, none, "
+                    "synthetic, a .keras/.weights.h5/.h5 file, or a run "
+                    "directory")
+  if path.endswith(".h5"):
+    return path, None
+  raise UserError(f"--weights={spec} is not a .keras, .weights.h5 or .h5 "
+                  "file")
+
+
+FAMILY = KerasApplications()
