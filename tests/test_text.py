@@ -306,7 +306,7 @@ def test_every_text_artifact_agrees_with_keras(text_run):
   np.testing.assert_allclose(reloaded.predict(texts, verbose=0), keras_probs,
                              atol=1e-5)
   saved = predictors.load(str(out / "saved_model"))
-  assert saved.text and saved.labels == list(text_data.TARGET_CLASSES)
+  assert saved.data == "text" and saved.labels == list(text_data.TARGET_CLASSES)
   np.testing.assert_allclose(saved.predict(texts), keras_probs, atol=1e-5)
   lite = predictors.load(str(out / "model_float32.tflite"))
   np.testing.assert_allclose(lite.predict(texts), keras_probs, atol=1e-4)
