@@ -121,7 +121,7 @@ def write_exports(model, directory, formats, *, class_names,
       if fmt == SAVED_MODEL:
         save_saved_model(model, path, class_names=class_names)
       elif _variant(fmt) not in serving.variants:
-        skipped[fmt] = serving.SKIPPED
+        skipped[fmt] = serving.skipped
         logging.info("%s skipped: %s", fmt, skipped[fmt])
       else:
         tflite.export(model, _variant(fmt), path, serving=serving,

@@ -171,16 +171,17 @@ class TextRunner(_Runner):
         tokenizer, sequence_length=settings["sequence_length"])
 
   def predict_texts(self, texts):
-    return self.predict(tokens(self.preprocessor(), list(texts)))
+    return self.predict(tokens(self.preprocessor(), list(texts),
+                              self.metadata.get("inputs", TEXT_INPUTS)))
 
 
-def tokens(preprocessor, texts, batch_size=256):
-  """Raw strings -> {input name: int32 [N, sequence_length]}."""
+def tokens(preprocessor, texts, names=TEXT_INPUTS, batch_size=256):
+  """Raw strings -> {input name: int32 [N, sequence_length]} for `names`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   parts = [preprocessor(tf.constant(texts[i:i + batch_size]))
            for i in range(0, len(texts), batch_size)]
   return {k: np.concatenate([np.asarray(p[k]) for p in parts]).astype(np.int32)
-          for k in TEXT_INPUTS}
+          for k in names}
 
 
 def parity(path, inputs, labels, keras_probs, runner=None):

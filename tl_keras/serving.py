@@ -9,11 +9,14 @@ model it has; `of(model)` is the one place that asks.
                   model's size [1, S, S, 3]; normalization is inside.
     TextServing   the SavedModel takes raw strings (the tokenizer is inside
                   the graph); the .tflite files take token ids
-                  (`token_ids`, `padding_mask`, `segment_ids`: int32
-                  [1, sequence_length]), since the TFLite converter cannot
-                  take the WordPiece tokenizer; their metadata declares
-                  the BERT tokenizer and packs its vocabulary (also written
-                  beside them as `vocab.txt`).
+                  (`token_ids`, `padding_mask` and, where the model has
+                  them, `segment_ids`: int32 [1, sequence_length]), since
+                  the TFLite converter cannot take the tokenizer. TFLite is
+                  offered for WordPiece tokenizers (BERT, DistilBERT,
+                  ELECTRA): the files' metadata packs the vocabulary (also
+                  written beside them as `vocab.txt`), and for models with
+                  BERT's three inputs declares the BERT tokenizer MediaPipe
+                  reads.
 
 Each has:
     kind, variants            "image"/"text"; the TFLite variants offered.
@@ -155,18 +158,28 @@ class TextServing:
   """Raw strings in (token ids for TFLite), class probabilities out."""
 
   kind = "text"
-  # Full-integer int8 is not offered: its inputs are token ids, not values
-  # to quantize, and BERT's softmax and LayerNorm lose too much.
-  variants = ("float32", "float16", "dynamic")
   PRESET = "preset"
   VOCABULARY = "vocab.txt"
-  SKIPPED = ("full-integer TFLite is not offered for text models; "
-             "tflite_dynamic is the small one")
 
   def __init__(self, preprocessor, about=None):
     self.preprocessor = preprocessor
     self.about = about or {}
     self.sequence_length = int(preprocessor.sequence_length)
+    made = preprocessor(tf.constant(["a"]))
+    self.input_names = tuple(n for n in litert.TEXT_INPUTS if n in made)
+    import keras_hub  # pylint: disable=g-import-not-at-top
+    wordpiece = isinstance(preprocessor.tokenizer,
+                           keras_hub.tokenizers.WordPieceTokenizer)
+    # Full-integer int8 is not offered: its inputs are token ids, not values
+    # to quantize, and BERT's softmax and LayerNorm lose too much. Other
+    # tokenizers (byte-pair, SentencePiece) have no runner here.
+    self.variants = ("float32", "float16", "dynamic") if wordpiece else ()
+    self.skipped = (
+        "full-integer TFLite is not offered for text models; tflite_dynamic "
+        "is the small one" if wordpiece else
+        f"TFLite is offered for WordPiece tokenizers (BERT, DistilBERT, "
+        f"ELECTRA); {type(preprocessor.tokenizer).__name__} models export "
+        "the SavedModel and model.keras")
 
   float32 = staticmethod(text_models.float32_copy)
 
@@ -193,13 +206,12 @@ class TextServing:
   def tflite_serving(self, model, key):
     del key
     specs = [tf.TensorSpec([1, self.sequence_length], tf.int32, name=n)
-             for n in litert.TEXT_INPUTS]
+             for n in self.input_names]
 
-    def serve(token_ids, padding_mask, segment_ids):
-      return {"probabilities": model(
-          {"token_ids": token_ids,
-           "padding_mask": tf.cast(padding_mask, tf.bool),
-           "segment_ids": segment_ids}, training=False)}
+    def serve(*tensors):
+      inputs = dict(zip(self.input_names, tensors))
+      inputs["padding_mask"] = tf.cast(inputs["padding_mask"], tf.bool)
+      return {"probabilities": model(inputs, training=False)}
     return model, serve, specs
 
   def tokenizer_settings(self):
@@ -211,11 +223,20 @@ class TextServing:
             "sequence_length": self.sequence_length}
 
   def standard_metadata(self, variant, content, class_names):
-    """`content` with the BERT metadata MediaPipe's TextClassifier reads."""
+    """`content` with the BERT metadata MediaPipe's TextClassifier reads.
+
+    MediaPipe's BERT input takes token ids, mask and segment ids; a model
+    without segment ids (DistilBERT) keeps tl_keras's own metadata only.
+    """
+    if "segment_ids" not in self.input_names:
+      logging.info("no MediaPipe metadata: MediaPipe's BERT input needs "
+                   "segment ids, which %s has none of",
+                   type(self.preprocessor).__name__)
+      return content
     return standard_metadata.bert_text_classifier(
         content, labels=class_names,
         vocabulary=self.preprocessor.tokenizer.get_vocabulary(),
-        inputs=litert.TEXT_INPUTS, name="BERT text classifier",
+        inputs=self.input_names, name="BERT text classifier",
         version=_version(), **self.about,
         description=(
             f"{len(class_names)} classes, TFLite {variant}, by tl_keras. "
@@ -226,7 +247,7 @@ class TextServing:
   def tflite_metadata(self, variant, content, class_names):
     del content
     return {"labels": list(class_names), "variant": variant, "kind": "text",
-            "inputs": list(litert.TEXT_INPUTS),
+            "inputs": list(self.input_names),
             "tokenizer": self.tokenizer_settings(),
             "output": {"meaning": "class probabilities, in label order"}}
 
@@ -236,7 +257,7 @@ class TextServing:
     return text_data.texts_of(dataset, limit=limit)
 
   def inputs(self, texts):
-    return litert.tokens(self.preprocessor, list(texts))
+    return litert.tokens(self.preprocessor, list(texts), self.input_names)
 
   @staticmethod
   def keras_probabilities(model, inputs, batch_size=64):

@@ -1,11 +1,13 @@
-"""BERT text classifiers from KerasHub presets.
+"""KerasHub text classifiers: BERT and its relatives, from presets.
 
-`--model` names a KerasHub BERT preset (downloaded on first use), a local
-preset directory (written by `save_to_preset`: works offline), or
-`bert_micro`, a small BERT over the embedded task's vocabulary that
-`--weights=synthetic` pretrains on the embedded source task.
+`--model` names a KerasHub text-classifier preset (BERT, DistilBERT,
+RoBERTa, DeBERTaV3, ALBERT, XLM-RoBERTa, ELECTRA, F-Net; downloaded on
+first use), a local preset directory (written by `save_to_preset`: works
+offline), or `bert_micro`, a small BERT over the embedded task's vocabulary
+that `--weights=synthetic` pretrains on the embedded source task.
 
-The classifier is `keras_hub.models.BertTextClassifier` with its
+The classifier is the backbone's own `keras_hub.models.TextClassifier`
+subclass (`BertTextClassifier`, `DistilBertTextClassifier`, ...) with its
 preprocessor (tokenizer) attached, ending in a softmax, so it takes raw
 strings through `predict` and token dicts through `__call__`.
 """
@@ -35,15 +37,15 @@ def _hub():
 
 
 def presets():
-  """The names of KerasHub's BERT presets (a built-in table, no network)."""
-  return sorted(_hub().models.BertBackbone.presets)
+  """KerasHub's text-classifier presets (a built-in table, no network)."""
+  return sorted(_hub().models.TextClassifier.presets)
 
 
 def listing():
   """(name, parameters, description) of each text model, for --list_models."""
   rows = [(name, None, "offline: --weights=synthetic or none")
           for name in OFFLINE]
-  for name, preset in sorted(_hub().models.BertBackbone.presets.items()):
+  for name, preset in sorted(_hub().models.TextClassifier.presets.items()):
     meta = preset.get("metadata", {})
     rows.append((name, meta.get("params"), meta.get("description", "")))
   return rows
@@ -149,23 +151,40 @@ def build_classifier(name, num_classes, *, sequence_length, weights,
   # A preset folder given as weights (an earlier run's, or a pretrained
   # folder of this architecture) is where the backbone starts from.
   source = name if weights in ("pretrained", "none") else weights
-  backbone = _from_preset(hub.models.BertBackbone, source,
+  backbone = _from_preset(hub.models.Backbone, source,
                           load_weights=weights != "none")
   limit = backbone.max_sequence_length
   if sequence_length > limit:
     raise UserError(f"--sequence_length={sequence_length} exceeds the "
                     f"{limit} positions of --model={name}; use at most {limit}")
-  preprocessor = _from_preset(hub.models.BertTextClassifierPreprocessor,
+  preprocessor = _from_preset(hub.models.TextClassifierPreprocessor,
                               source, sequence_length=sequence_length)
-  logging.info("text model %s: %d transformer layers, hidden size %d, "
-               "vocabulary %d", name, backbone.num_layers, backbone.hidden_dim,
+  logging.info("text model %s (%s): %d transformer layers, hidden size %d, "
+               "vocabulary %d", name, type(backbone).__name__,
+               backbone.num_layers, backbone.hidden_dim,
                backbone.vocabulary_size)
   return _classifier(backbone, preprocessor, num_classes, dropout,
                      frozen_base)
 
 
+def task_class(backbone):
+  """The `TextClassifier` subclass KerasHub pairs with `backbone`'s class."""
+  found, stack = None, [_hub().models.TextClassifier]
+  while stack and not found:
+    cls = stack.pop()
+    if getattr(cls, "backbone_cls", None) is type(backbone):
+      found = cls
+    stack += cls.__subclasses__()
+  if found is None:
+    raise UserError(f"KerasHub has no text classifier for "
+                    f"{type(backbone).__name__}; use a BERT, DistilBERT, "
+                    "RoBERTa, DeBERTaV3, ALBERT, XLM-RoBERTa, ELECTRA or F-Net "
+                    "preset")
+  return found
+
+
 def _classifier(backbone, preprocessor, num_classes, dropout, frozen_base):
-  model = _hub().models.BertTextClassifier(
+  model = task_class(backbone)(
       backbone, num_classes, preprocessor=preprocessor, activation="softmax",
       dropout=dropout)
   backbone.trainable = not frozen_base
@@ -197,8 +216,18 @@ def float32_copy(model):
 
 
 def feature_parts(model):
-  """(pooled-feature tensor, head layers) for the feature cache."""
-  head = [model.get_layer("classifier_dropout"), model.get_layer("logits")]
+  """(pooled-feature tensor, head layers) for the feature cache.
+
+  The head is the task's output Dense and the Dropout just before it; the
+  features are what that Dropout reads: BERT's pooled output, or the output
+  of the task's own hidden layer (DistilBERT's and RoBERTa's pooled_dense,
+  which phase 1 leaves as initialized and phase 2 trains).
+  """
+  output = model.layers[-1]
+  head = [output]
+  feeding = output.input._keras_history.operation  # pylint: disable=protected-access
+  if isinstance(feeding, keras.layers.Dropout):
+    head.insert(0, feeding)
   return head[0].input, head
 
 
@@ -229,7 +258,7 @@ def unfreeze_top(model, mode, count):
 def describe(name, model):
   """What run.json says about a text model."""
   backbone = model.backbone
-  return {"name": name, "family": "bert", "kind": "text",
+  return {"name": name, "family": type(backbone).__name__, "kind": "text",
           "num_layers": backbone.num_layers, "hidden_dim": backbone.hidden_dim,
           "vocabulary_size": backbone.vocabulary_size,
           "sequence_length": model.preprocessor.sequence_length,
