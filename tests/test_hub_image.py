@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.test_main import run_main
+from tl_keras import blocks
 from tl_keras import config as config_lib
 from tl_keras import families
 from tl_keras import models
@@ -79,7 +80,7 @@ def test_the_converter_normalization_is_inside_the_model(preset):
   np.testing.assert_allclose(ours, preset[1](images), atol=1e-4)
   assert families.of(model) is family
   assert family.unfreeze_count(model, "all", None) == len(
-      models.blocks(models.base_of(model)))
+      blocks.blocks(models.base_of(model)))
 
 
 def test_a_preset_folder_trains_exports_and_serves(hub_run):

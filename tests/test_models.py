@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from tl_keras import blocks
 from tl_keras import families
 from tl_keras import models
 from tl_keras.errors import UserError
@@ -23,7 +24,7 @@ def test_every_registry_entry_builds(name):
   assert base.count_params() == spec.parameters
   # Every block boundary is a clean cut: the rest of the base is a model
   # of the tensor just below it (Keras refuses if a skip path crosses).
-  grouped = models.blocks(base)
+  grouped = blocks.blocks(base)
   assert len(grouped) >= 3
   members = [l for _, block in grouped for l in block]
   assert {id(l) for l in members} == {
@@ -82,7 +83,7 @@ def test_base_is_called_in_inference_mode():
 def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
   model = models.build_classifier("convnet_small", 3, weights=None)
   base = models.base_of(model)
-  assert [name for name, _ in models.blocks(base)] == [
+  assert [name for name, _ in blocks.blocks(base)] == [
       "stage0", "stage1", "stage2"]
   families.of(model).unfreeze_top(model, "layers", 1)
   assert families.of(model).first_unfrozen_block(model, "layers", 1) == "stage2"
@@ -106,7 +107,7 @@ def test_unfreeze_beyond_depth_names_the_flag():
 def test_unfreeze_never_splits_a_residual_block():
   """resnet50: a fraction counts blocks; the boundary is a block's start."""
   model = models.build_classifier("resnet50", 3, image_size=32, weights=None)
-  grouped = models.blocks(models.base_of(model))
+  grouped = blocks.blocks(models.base_of(model))
   assert [n for n, _ in grouped[-3:]] == [
       "conv5_block1", "conv5_block2", "conv5_block3"]
   assert families.of(model).unfreeze_count(model, "fraction", 0.25) == round(

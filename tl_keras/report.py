@@ -466,16 +466,17 @@ def _text_usage(record, config, metrics):
   length = record["model"]["sequence_length"]
   return [
       "", "## Input", "",
-      f"Raw strings. The BERT tokenizer is attached to `model.keras`, "
+      f"Raw strings. The tokenizer is attached to `model.keras`, "
       f"`preset/` and `saved_model/`; texts are cut to {length} tokens. "
-      "The `.tflite` files take token ids (`token_ids`, `padding_mask`, "
-      f"`segment_ids`, int32 `[1, {length}]`); their metadata declares the "
-      "BERT tokenizer and holds its vocabulary (also in `vocab.txt`), so "
-      "MediaPipe Tasks tokenizes raw strings for them.", "",
+      "The `.tflite` files take token ids (`token_ids`, `padding_mask` "
+      f"and, for BERT, `segment_ids`, int32 `[1, {length}]`); their "
+      "metadata holds the vocabulary (also in `vocab.txt`), and for BERT "
+      "declares its tokenizer, so MediaPipe Tasks tokenizes raw strings "
+      "for them.", "",
       "## Use it", "",
       "```python",
       "import keras_hub",
-      "model = keras_hub.models.BertTextClassifier.from_preset('preset')",
+      "model = keras_hub.models.TextClassifier.from_preset('preset')",
       "probabilities = model.predict(['a text to classify'])",
       "",
       "import tensorflow as tf, tensorflow_text  # registers the tokenizer ops",

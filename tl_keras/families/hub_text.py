@@ -1,4 +1,4 @@
-"""KerasHub text classifiers: BERT presets, local preset folders, bert_micro.
+"""KerasHub text classifiers: presets, local preset folders, bert_micro.
 
 Raw strings in; the preprocessor (tokenizer) is part of the classifier, and
 the data are tokenized with it once, before training. --unfreeze counts
@@ -39,7 +39,7 @@ class HubText(base_lib.Family):
     text_models.check_model(config.model)
 
   def listing(self):
-    return [("text: KerasHub BERT family", name, "text", params, about)
+    return [("text: KerasHub text classifiers", name, "text", params, about)
             for name, params, about in text_models.listing()]
 
   def augment(self, config):

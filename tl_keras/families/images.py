@@ -13,6 +13,7 @@ import os
 
 from keras import layers
 
+from tl_keras import blocks
 from tl_keras import data
 from tl_keras import export
 from tl_keras import models
@@ -52,15 +53,15 @@ class ImageFamily(base_lib.Family):
                for l in models.base_of(model)._flatten_layers())  # pylint: disable=protected-access
 
   def unfreeze_count(self, model, mode, value):
-    return base_lib.block_count(len(models.blocks(models.base_of(model))),
+    return base_lib.block_count(len(blocks.blocks(models.base_of(model))),
                                 mode, value, model.name)
 
   def unfreeze_top(self, model, mode, value, train_batchnorm=False):
-    return models.unfreeze_blocks(
+    return blocks.unfreeze_blocks(
         model, self.unfreeze_count(model, mode, value), train_batchnorm)
 
   def first_unfrozen_block(self, model, mode, value):
-    grouped = models.blocks(models.base_of(model))
+    grouped = blocks.blocks(models.base_of(model))
     return grouped[-self.unfreeze_count(model, mode, value)][0]
 
   def serving(self, model, about=None):
