@@ -364,7 +364,7 @@ def test_phase_2_is_kept_only_when_clearly_better(phase_2_is_better):
   best = training.Best()
   best.weights, best.where, best.step = tuned, ("finetune", 3), 9
   best.loss, best.accuracy = 0.1, 1.0
-  kept = training.recipe._keep_simplest(  # pylint: disable=protected-access
+  kept = training.choices.keep_simplest(
       model, head, best, history, splits, 32, 8)
   assert kept == ("finetune" if phase_2_is_better else "head")
   assert best.where[0] == kept

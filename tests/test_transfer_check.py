@@ -119,7 +119,7 @@ def test_a_run_that_fails_the_check_trains_from_random_weights(
                 augment="none", checkpointer=checkpointer,
                 random_start=random_start)
   model = _zeroed(models.build_classifier("convnet_small", 3, weights=None))
-  monkeypatch.setattr(training.recipe, "choose_finetuning", stop)
+  monkeypatch.setattr(training.choices, "choose_finetuning", stop)
   with pytest.raises(training.Stopped):
     training.run_recipe(model, _recipe(), splits, **common)
   monkeypatch.undo()

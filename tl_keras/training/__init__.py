@@ -2,7 +2,8 @@
 
     loop        one phase under any tf.distribute strategy (`train_phase`)
     steps       the optimizer, loss scaling, compiled train and eval steps
-    recipe      the two-phase recipe: head, trials, fine-tuning (`run_recipe`)
+    recipe      the two-phase recipe: head, then fine-tuning (`run_recipe`)
+    choices     what the recipe picks on the validation split (trials, ...)
     features    the feature cache (the frozen base's outputs, computed once)
     transfer_check  pretrained features against random ones, after phase 1
     checkpoint  checkpoints, the best weights, SIGTERM/SIGINT handling
@@ -19,10 +20,10 @@ from tl_keras.training.features import FeatureCache
 from tl_keras.training.loop import PhaseSpec
 from tl_keras.training.loop import fingerprint
 from tl_keras.training.loop import train_phase
+from tl_keras.evaluation import clearly_lower
+from tl_keras.training.choices import choose_augmentation
+from tl_keras.training.choices import choose_finetuning
 from tl_keras.training.recipe import Recipe
-from tl_keras.training.recipe import choose_augmentation
-from tl_keras.training.recipe import choose_finetuning
-from tl_keras.training.recipe import clearly_lower
 from tl_keras.training.recipe import run_recipe
 from tl_keras.training.steps import LossScale
 from tl_keras.training.steps import evaluate

@@ -1,0 +1,209 @@
+"""What the recipe chooses on the validation split, and how.
+
+    choose_augmentation  whether mirror images keep their class (--augment=auto)
+    choose_finetuning    phase 2's learning rate and BatchNorm mode, by trials
+    keep_simplest        phase 2's weights only if clearly better than phase 1's
+
+Every choice compares per-example validation losses with the
+one-standard-error rule (`evaluation.clearly_lower`).
+"""
+
+import dataclasses
+import logging
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_keras import data as data_lib
+from tl_keras import families
+from tl_keras.evaluation import clearly_lower
+from tl_keras.training import checkpoint as checkpoint_lib
+from tl_keras.training import loop
+
+
+# Accuracy the phase-1 head may lose on mirrored validation images before
+# --augment=auto leaves the horizontal flip out.
+MIRROR_DROP = 0.05
+
+
+def choose_augmentation(model, splits, *, image_size, batch_size):
+  """--augment=auto: "light", or "shift" if the classes are not mirror-symmetric.
+
+  The phase-1 head is evaluated on the validation images and on their
+  mirror images. Photos of objects keep their class when mirrored; digits,
+  letters and arrows do not, and a head that learnt them loses accuracy on
+  the mirrored ones. Training on flipped images would then teach the wrong
+  labels, so the flip is left out.
+
+  Returns:
+    {"policy", "accuracy", "mirrored_accuracy"}.
+  """
+  accuracy = []
+  for mirror in (False, True):
+    probs, labels = validation_predictions(
+        model, splits, image_size=image_size, batch_size=batch_size,
+        mirror=mirror)
+    accuracy.append(float(np.mean(probs.argmax(-1) == labels)))
+  plain, mirrored = accuracy
+  policy = "shift" if mirrored < plain - MIRROR_DROP else "light"
+  logging.info("--augment=auto: %s (validation accuracy %.4f, %.4f on mirror "
+               "images%s)", policy, plain, mirrored,
+               ": mirror images are another class, no flips" if
+               policy == "shift" else "")
+  return {"policy": policy, "accuracy": plain, "mirrored_accuracy": mirrored}
+
+
+def validation_predictions(model, splits, *, image_size, batch_size,
+                           mirror=False):
+  """`model`'s probabilities on the validation split, in order, and labels.
+
+  Run on this host, outside the strategy: every worker computes the same.
+  `mirror`: on the mirror images (images only).
+  """
+  fn = data_lib.input_fn(splits.validation, size=splits.sizes["validation"],
+                         image_size=image_size, global_batch_size=batch_size,
+                         training=False)
+  probs, labels = [], []
+  for x, y in fn(tf.distribute.InputContext()):
+    keep = y.numpy() >= 0
+    if mirror:
+      x = tf.reverse(x, axis=[2])
+    probs.append(np.asarray(model(x, training=False))[keep])
+    labels.append(y.numpy()[keep])
+  return np.concatenate(probs), np.concatenate(labels)
+
+
+def validation_losses(model, splits, *, image_size, batch_size):
+  """Per-example cross-entropy of `model` on the validation split, in order."""
+  probs, labels = validation_predictions(model, splits, image_size=image_size,
+                                         batch_size=batch_size)
+  return keras.losses.sparse_categorical_crossentropy(labels, probs).numpy()
+
+
+def keep_simplest(model, head, best, history, splits, image_size,
+                   batch_size):
+  """Phase 2's best weights, unless they are not clearly better than phase 1's.
+
+  Phase 2 picks among many checkpoints of several trials, phase 1 among a
+  few head strengths, so on a small validation split phase 2's best looks
+  better than it is. It is kept only if its validation loss is `clearly_lower`
+  than the phase-1 head's; otherwise the simpler model, the linear probe on
+  the pretrained features, is kept. `best` is updated to what is kept.
+
+  Returns:
+    "finetune" or "head".
+  """
+  common = dict(image_size=image_size, batch_size=batch_size)
+  best.restore(model)
+  tuned = validation_losses(model, splits, **common)
+  model.set_weights(head)
+  lower, gain, error = clearly_lower(
+      tuned, validation_losses(model, splits, **common))
+  if lower:
+    logging.info("phase 2 lowered the validation loss by %.4f (standard "
+                 "error %.4f): its weights are kept", gain, error)
+    return "finetune"
+  row = next(h for h in history if h["phase"] == "head")
+  logging.info("phase 2 lowered the validation loss by only %.4f (standard "
+               "error %.4f): the phase-1 head on the pretrained features is "
+               "kept, the simpler model", gain, error)
+  best.weights, best.where, best.step = head, ("head", 1), row["step"]
+  best.loss, best.accuracy = row["val_loss"], row["val_accuracy"]
+  return "head"
+
+
+def choose_finetuning(model, recipe, splits, *, strategy, image_size,
+                      batch_size, seed, augment, may_skip=True, first_step=0):
+  """Phase 2's learning rate and BatchNorm mode, and the run that continues.
+
+  Given ones are used as they are. Otherwise each candidate runs the first
+  `recipe.trial_fraction` of phase 2 from the weights phase 1 ended with,
+  and the one with the lowest validation loss wins: first the learning
+  rates of `recipe.finetune_lrs` (BatchNorm frozen under "auto"), then,
+  under "auto", BatchNorm training at the winning rate. The winner is not
+  run again: phase 2 continues it (its weights, optimizer and input), so
+  the run that was measured is the run that is kept, and its trial steps
+  are not spent twice. `model` is left with the weights it came with.
+
+  If no trial's best weights have a lower mean validation loss than the
+  weights `model` came with, phase 2 is not worth running: "skip" (only
+  when `may_skip`: those weights hold a fitted head). A trial that gains a
+  little is continued: it has run at its peak rate, with the decay still
+  to come, and `_keep_simplest` judges the finished phase.
+
+  Returns:
+    (choice, winner): choice is {"learning_rate", "batchnorm",
+    "trial_steps", "trials": [...], "skip"}, what run.json records;
+    winner, None without trials or when skipped, is the winning trial:
+    {"carry" (for `train_phase`), "weights" (at its end), "history",
+    "best" (a `Best`)}.
+  """
+  spec = recipe.finetune
+  lrs = [spec.learning_rate] if spec.learning_rate else list(
+      recipe.finetune_lrs)
+  batchnorm = recipe.batchnorm if families.of(model).has_batchnorm(model) else "frozen"
+  modes = {"frozen": ["frozen"], "train": ["train"],
+           "auto": ["frozen", "train"]}[batchnorm]
+  if len(lrs) == 1 and len(modes) == 1:
+    return {"learning_rate": lrs[0], "batchnorm": modes[0], "trial_steps": 0,
+            "trials": [], "skip": False}, None
+  trial_spec = dataclasses.replace(spec, early_stopping=0.0,
+                                   stop_at=recipe.trial_fraction)
+  start = [np.copy(w) for w in model.get_weights()]
+  reference = validation_losses(model, splits, image_size=image_size,
+                                batch_size=batch_size)
+  common = dict(strategy=strategy, image_size=image_size,
+                batch_size=batch_size, seed=seed, augment=augment)
+  trials = []
+
+  def trial(lr, mode):
+    logging.info("trial %d: phase 2 at lr %g with BatchNorm %s, its first "
+                 "%.0f%%", len(trials) + 1, lr, mode,
+                 100 * recipe.trial_fraction)
+    model.set_weights(start)
+    families.of(model).unfreeze_top(model, *recipe.unfreeze,
+                        train_batchnorm=mode == "train")
+    best, carry = checkpoint_lib.Best(), {}
+    rows, step = loop.train_phase(
+        model, dataclasses.replace(trial_spec, learning_rate=lr), splits,
+        best=best, first_step=first_step, carry=carry, **common)
+    run = {"carry": carry, "weights": [np.copy(w) for w in model.get_weights()],
+           "history": rows, "best": best, "lr": lr, "mode": mode}
+    best.restore(model)
+    run["losses"] = validation_losses(model, splits, image_size=image_size,
+                                      batch_size=batch_size)
+    trials.append({"learning_rate": lr, "batchnorm": mode,
+                   "steps": step - first_step, "validation_loss": best.loss,
+                   "validation_accuracy": best.accuracy})
+    logging.info("trial: lr %g, BatchNorm %s: best validation loss %.4f, "
+                 "accuracy %.4f", lr, mode, best.loss, best.accuracy)
+    return run
+
+  # Only the best run so far is kept (its optimizer can be large). Ties (to
+  # 4 decimals) go to the lower rate, the smaller change to the pretrained
+  # features, and to frozen BatchNorm.
+  winner = None
+  for lr, mode in [(lr, modes[0]) for lr in sorted(lrs)]:
+    run = trial(lr, mode)
+    if winner is None or round(run["best"].loss, 4) < round(
+        winner["best"].loss, 4):
+      winner = run
+  for mode in modes[1:]:
+    run = trial(winner["lr"], mode)
+    if round(run["best"].loss, 4) < round(winner["best"].loss, 4):
+      winner = run
+  model.set_weights(start)
+  _, gain, _ = clearly_lower(winner["losses"], reference)
+  chosen = {"learning_rate": winner["lr"], "batchnorm": winner["mode"],
+            "trial_steps": sum(t["steps"] for t in trials), "trials": trials,
+            "skip": may_skip and gain <= 0}
+  if chosen["skip"]:
+    logging.info("no trial lowered the validation loss (the best, lr %g "
+                 "with BatchNorm %s, by %.4f): phase 2 is skipped and phase "
+                 "1's head is the model", winner["lr"], winner["mode"], gain)
+    return chosen, None
+  logging.info("phase 2 goes on from the trial at lr %g with BatchNorm %s "
+               "(picked by %d trials)", winner["lr"], winner["mode"],
+               len(trials))
+  return chosen, winner
