@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from tests.conftest import write_image_folder
 from tl_keras import data
+from tl_keras import folders
 from tl_keras import synthetic
 from tl_keras.errors import UserError
 
@@ -46,7 +47,7 @@ def test_folder_reads_every_format_as_rgb(tmp_path):
       os.path.join(root, "cats", "pal.gif"))
   Image.fromarray(np.full((9, 9, 3), 90, np.uint8)).save(
       os.path.join(root, "cats", "photo.JPG"))
-  splits = data.load_folder(root, validation_fraction=0.2, test_fraction=0.2)
+  splits = folders.load_folder(root, validation_fraction=0.2, test_fraction=0.2)
   assert splits.class_names == ["cats", "dogs"]
   assert sum(splits.sizes.values()) == 19
   for split in ("train", "validation", "test"):
@@ -59,9 +60,9 @@ def test_folder_reads_every_format_as_rgb(tmp_path):
 
 def test_folder_split_is_stratified_and_deterministic(tmp_path):
   root = write_image_folder(tmp_path, per_class=10, classes=("a", "b", "c"))
-  first = data.load_folder(root, validation_fraction=0.2, test_fraction=0.2,
+  first = folders.load_folder(root, validation_fraction=0.2, test_fraction=0.2,
                            seed=1)
-  again = data.load_folder(root, validation_fraction=0.2, test_fraction=0.2,
+  again = folders.load_folder(root, validation_fraction=0.2, test_fraction=0.2,
                            seed=1)
   assert first.sizes == {"train": 18, "validation": 6, "test": 6}
   labels = [int(l) for _, l in first.test]
@@ -74,7 +75,7 @@ def test_folder_ignores_hidden_and_non_image_files(tmp_path):
   (tmp_path / "cats" / ".hidden.png").write_bytes(b"junk")
   (tmp_path / "cats" / "notes.txt").write_text("not an image")
   (tmp_path / ".git").mkdir()
-  class_names, files = data.scan_folder(root)
+  class_names, files = folders.scan_folder(root)
   assert class_names == ["cats", "dogs"]
   assert len(files[0]) == 3
 
@@ -91,7 +92,7 @@ def test_folder_errors(tmp_path, setup, message):
   path = tmp_path / "photos"
   setup(path)
   with pytest.raises(UserError, match=message):
-    data.load_folder(str(path))
+    folders.load_folder(str(path))
 
 
 def test_tfds_dataset_through_mock_data():

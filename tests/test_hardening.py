@@ -21,6 +21,7 @@ from tests.test_main import run_main
 from tl_keras import artifacts
 from tl_keras import config as config_lib
 from tl_keras import data
+from tl_keras import folders
 from tl_keras import models
 from tl_keras import predictors
 from tl_keras.errors import UserError
@@ -39,7 +40,7 @@ def test_bad_images_stop_the_run_with_the_list(tmp_path):
   for i in range(10):
     (tmp_path / "photos" / "dogs" / f"junk{i}.gif").write_bytes(b"GIF89a")
   with pytest.raises(UserError) as info:
-    data.load_folder(root)
+    folders.load_folder(root)
   message = str(info.value)
   assert "13 image(s)" in message and "and 3 more" in message
   assert "--skip_bad_images" in message and "\n" not in message
@@ -49,7 +50,7 @@ def test_bad_images_stop_the_run_with_the_list(tmp_path):
 def test_skip_bad_images_leaves_them_out_and_counts_them(tmp_path):
   root = write_image_folder(tmp_path / "photos", per_class=5)
   _bad_files(tmp_path / "photos" / "cats")
-  splits = data.load_folder(root, skip_bad_images=True)
+  splits = folders.load_folder(root, skip_bad_images=True)
   assert len(splits.skipped) == 3
   assert sum(splits.sizes.values()) == 10
   assert any("skipped 3" in note for note in splits.notes)
@@ -65,7 +66,7 @@ def test_nested_folders_hidden_and_other_files_are_ignored(tmp_path):
   (tmp_path / "photos" / "cats" / ".DS_Store").write_bytes(b"\0\0")
   (tmp_path / "photos" / "dogs" / "readme.md").write_text("# dogs")
   (tmp_path / "photos" / ".cache").mkdir()
-  class_names, files = data.scan_folder(root)
+  class_names, files = folders.scan_folder(root)
   assert class_names == ["cats", "dogs"]
   assert [len(f) for f in files] == [3, 3]
 
@@ -101,18 +102,18 @@ def test_every_image_kind_becomes_upright_rgb(tmp_path):
     rgb.save(folder / f"exif{orientation}.jpg", quality=95, exif=exif)
   write_image_folder(tmp_path / "kinds", per_class=3, classes=("b",))
   paths = sorted(str(p) for p in folder.iterdir())
-  checked = data.check_images(paths)
+  checked = folders.check_images(paths)
   for path in paths:
     reason, orientation = checked[path]
     assert not reason, path
-    got = data.apply_orientation(data.decode_image(tf.io.read_file(path)),
+    got = folders.apply_orientation(folders.decode_image(tf.io.read_file(path)),
                                  orientation).numpy()
     expected = _reference_rgb(path)
     if path.endswith("sixteen.png"):  # PIL reads 16-bit gray as 8-bit clip
       expected = np.repeat(_quadrants()[..., :1], 3, axis=-1)
     assert got.shape == expected.shape, path
     assert np.abs(got.astype(int) - expected).mean() < 4, path
-  splits = data.load_folder(str(tmp_path / "kinds"), validation_fraction=0.2,
+  splits = folders.load_folder(str(tmp_path / "kinds"), validation_fraction=0.2,
                             test_fraction=0.2)
   shapes = {tuple(x.shape) for split in (splits.train, splits.test)
             for x, _ in split}
@@ -133,7 +134,7 @@ def test_class_names_are_kept_exactly(tmp_path):
   root = write_image_folder(tmp_path / "photos", per_class=3, classes=names)
   if len(os.listdir(root)) < len(names):
     pytest.skip("case-insensitive file system")
-  splits = data.load_folder(root)
+  splits = folders.load_folder(root)
   assert splits.class_names == sorted(names)
   artifacts.write_labels(tmp_path / "labels.txt", splits.class_names)
   assert artifacts.read_labels(tmp_path / "labels.txt") == sorted(names)

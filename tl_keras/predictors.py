@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tl_keras import artifacts
 from tl_keras import data
+from tl_keras import folders
 from tl_keras import evaluation
 from tl_keras import export
 from tl_keras import litert
@@ -143,13 +144,13 @@ def read_images(paths, image_size):
     if not os.path.isfile(path):
       raise UserError(f"--inputs: {path} is not a file")
     try:
-      image = data.decode_image(tf.io.read_file(path))
+      image = folders.decode_image(tf.io.read_file(path))
     except tf.errors.InvalidArgumentError as e:
       reason = re.sub(r"\{\{.*?\}\}", "", e.message or "").strip()
       raise UserError(f"--inputs: cannot decode {path} as an image "
                       f"({reason.splitlines()[0][:100] if reason else 'bad data'}"
                       "); pass JPEG, PNG, BMP or GIF files") from e
-    image = data.apply_orientation(image, data.exif_orientation(path))
+    image = folders.apply_orientation(image, folders.exif_orientation(path))
     out.append(data.resize(image, image_size).numpy())
   return np.stack(out)
 

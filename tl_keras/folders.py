@@ -1,0 +1,176 @@
+"""Image folders: one subfolder per class, scanned, checked and split.
+
+Grayscale, RGBA, CMYK and 16-bit images become RGB; photos are turned upright
+by their EXIF orientation; hidden files, other file types and nested folders
+are ignored. Every image is decoded once, before training, so a bad file
+stops the run with a list of the bad files (or is skipped with
+`skip_bad_images`).
+"""
+
+import concurrent.futures
+import os
+import re
+
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from tl_keras import data
+from tl_keras.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def scan_folder(path):
+  """Lists a class-per-subfolder image tree.
+
+  Returns:
+    (class_names, files) with files[i] the sorted image paths of class i.
+  """
+  if not path or not os.path.isdir(path):
+    raise UserError(f"--data_dir={path!r} is not a folder; point it at a "
+                    "folder with one subfolder of images per class")
+  class_names = sorted(
+      d for d in os.listdir(path)
+      if not d.startswith(".") and os.path.isdir(os.path.join(path, d)))
+  if not class_names:
+    raise UserError(f"{path} has no class subfolders; put each class's "
+                    "images in a subfolder named after the class")
+  if len(class_names) < 2:
+    raise UserError(f"{path} has only one class ({class_names[0]!r}); a "
+                    "classifier needs at least two class subfolders")
+  files = []
+  for name in class_names:
+    folder = os.path.join(path, name)
+    images = sorted(
+        os.path.join(folder, f) for f in os.listdir(folder)
+        if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        and os.path.isfile(os.path.join(folder, f)))
+    if not images:
+      raise UserError(f"class folder {folder} has no images "
+                      f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove it")
+    files.append(images)
+  return class_names, files
+
+
+def load_folder(path, *, validation_fraction=0.1, test_fraction=0.1, seed=0,
+                skip_bad_images=False):
+  """Class-per-subfolder images, split per class (stratified, seeded).
+
+  Every image is decoded once up front (`check_images`): a bad file stops
+  the run with the list of bad files, or with `skip_bad_images` is left out
+  and counted in `Splits.skipped`. EXIF orientation is applied.
+  """
+  class_names, files = scan_folder(path)
+  checked = check_images([f for images in files for f in images])
+  bad = {f: reason for f, (reason, _) in checked.items() if reason}
+  if bad and not skip_bad_images:
+    listing = "; ".join(f"{f} ({bad[f]})" for f in sorted(bad)[:10])
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    raise UserError(f"{len(bad)} image(s) in {path} cannot be decoded: "
+                    f"{listing}{more}; fix or remove them, or pass "
+                    "--skip_bad_images")
+  notes = [f"folder {path}: split per class "
+           f"{1 - validation_fraction - test_fraction:.0%}"
+           f"/{validation_fraction:.0%}/{test_fraction:.0%} "
+           "(train/validation/test)"]
+  if bad:
+    notes.append(f"skipped {len(bad)} image(s) that cannot be decoded "
+                 "(--skip_bad_images)")
+    files = [[f for f in images if f not in bad] for images in files]
+  parts = {"train": [], "validation": [], "test": []}
+  for label, images in enumerate(files):
+    if len(images) < 3:
+      raise UserError(
+          f"class {class_names[label]!r} has {len(images)} usable image(s); "
+          "each class needs at least 3 (one each for train, validation and "
+          "test)")
+    order = np.random.default_rng([seed, label]).permutation(len(images))
+    shuffled = [images[i] for i in order]
+    n_test = max(1, round(len(images) * test_fraction))
+    n_val = max(1, round(len(images) * validation_fraction))
+    parts["test"] += [(f, label) for f in shuffled[:n_test]]
+    parts["validation"] += [(f, label) for f in shuffled[n_test:n_test + n_val]]
+    parts["train"] += [(f, label) for f in shuffled[n_test + n_val:]]
+  out, sizes = {}, {}
+  for split, pairs in parts.items():
+    # Mix classes so shuffle buffers and --max_train_samples see all.
+    pairs = [pairs[i] for i in np.random.default_rng(seed).permutation(
+        len(pairs))]
+    paths = tf.constant([p for p, _ in pairs], tf.string)
+    labels = tf.constant([l for _, l in pairs], tf.int32)
+    orientations = tf.constant([checked[p][1] for p, _ in pairs], tf.int32)
+    out[split] = tf.data.Dataset.from_tensor_slices(
+        (paths, orientations, labels)).map(
+            lambda p, o, l: (apply_orientation(
+                decode_image(tf.io.read_file(p)), o), l),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    sizes[split] = len(pairs)
+  return data.Splits(**out, sizes=sizes, class_names=class_names, notes=notes,
+                skipped=sorted(bad))
+
+
+def check_images(paths, workers=8):
+  """Decodes every file once, in parallel, with the decoder training uses.
+
+  Returns:
+    {path: (reason, orientation)}: reason is "" for a good image, else why
+    it failed; orientation is its EXIF orientation tag (1 = upright).
+  """
+  def check(path):
+    try:
+      contents = tf.io.read_file(path)
+      if int(tf.strings.length(contents)) == 0:
+        return path, ("empty file", 1)
+      decode_image(contents)
+    except tf.errors.OpError as e:
+      reason = (e.message or type(e).__name__).strip().splitlines()[0]
+      return path, (re.sub(r"\{\{.*?\}\}|\[Op:.*", "", reason).strip()[:80]
+                    or "cannot decode", 1)
+    return path, ("", exif_orientation(path))
+
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    return dict(pool.map(check, paths))
+
+
+def exif_orientation(path):
+  """The EXIF orientation tag (1..8) of an image file; 1 when absent."""
+  try:
+    with Image.open(path) as image:
+      value = int(image.getexif().get(_EXIF_ORIENTATION, 1))
+  except (OSError, ValueError, SyntaxError):
+    return 1
+  return value if 1 <= value <= 8 else 1
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def apply_orientation(image, orientation):
+  """Turns a decoded image upright by its EXIF orientation tag (1..8)."""
+  def rot(k):
+    return lambda: tf.image.rot90(image, k)
+  branches = [
+      lambda: image,  # 1: upright
+      lambda: tf.image.flip_left_right(image),  # 2: mirrored
+      rot(2),  # 3: upside down
+      lambda: tf.image.flip_up_down(image),  # 4: mirrored vertically
+      lambda: tf.image.transpose(image),  # 5: mirrored, turned 90 left
+      rot(3),  # 6: turned 90 right to be upright
+      lambda: tf.image.rot90(tf.image.transpose(image), 2),  # 7: transverse
+      rot(1),  # 8: turned 90 left to be upright
+  ]
+  index = tf.clip_by_value(orientation, 1, 8) - 1
+  return tf.ensure_shape(tf.switch_case(index, branches), [None, None, 3])
+
+
+def decode_image(contents):
+  """JPEG/PNG/BMP/GIF bytes -> uint8 RGB [H, W, 3].
+
+  Grayscale is expanded and alpha dropped (channels=3); 16-bit PNG is scaled
+  to 8 bits; a GIF gives its first frame.
+  """
+  image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8,
+                             expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
