@@ -416,6 +416,7 @@ def test_report_model_card_and_plots(quick_run):
 def test_report_and_card_say_when_the_transfer_check_set_weights_aside(
     quick_run):
   """The run's own record, as the check leaves it when it fires."""
+  from tl_keras import model_card  # pylint: disable=g-import-not-at-top
   from tl_keras import report  # pylint: disable=g-import-not-at-top
   from tl_keras.training import transfer_check  # pylint: disable=g-import-not-at-top
   out = quick_run[0]
@@ -433,7 +434,7 @@ def test_report_and_card_say_when_the_transfer_check_set_weights_aside(
   assert "Warning: negative transfer: a linear probe" in page
   assert "its own from-scratch baseline" in page
   assert "trained from random initialization." in page
-  card = report.model_card(record, metrics)
+  card = model_card.model_card(record, metrics)
   assert "the pretrained weights set aside" in card
   assert "own from-scratch baseline" in card
   assert "**Warning: negative transfer" in card

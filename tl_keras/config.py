@@ -26,15 +26,17 @@ class Config:
 
   # Model.
   model: str = _field(
-      "resnet50", "Backbone: a keras.applications name, a KerasHub BERT "
-      "preset (e.g. bert_base_en_uncased), a local preset folder, or "
-      "bert_micro (offline); see --list_models.", "model")
+      "resnet50", "Backbone: a keras.applications name, a KerasHub image "
+      "or text-classifier preset (e.g. resnet_18_imagenet, "
+      "bert_base_en_uncased), a local preset folder, or bert_micro "
+      "(offline); see --list_models.", "model")
   weights: str = _field(
       "imagenet",
       "imagenet, none, synthetic (pretrained on the embedded source task, made "
       "on first use and cached), a .keras/.weights.h5/.h5 file, or an earlier "
-      "run's output directory. Text models: imagenet or pretrained = the "
-      "preset's own weights; none; synthetic (bert_micro).", "model")
+      "run's output directory. KerasHub presets: imagenet or pretrained = "
+      "the preset's own weights; none; an earlier run (images) or preset "
+      "folder (text); synthetic (bert_micro).", "model")
   image_size: int = _field(
       0, "Input size the backbone sees; 0 = the model's default.", "model")
   sequence_length: int = _field(

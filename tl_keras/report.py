@@ -159,7 +159,7 @@ def _table(header, rows):
   return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _pct(value):
+def percent(value):
   return f"{100 * value:.1f}%"
 
 
@@ -170,13 +170,13 @@ def html_report(record, metrics, images):
       f"<h1>{html.escape(config['model'])} on "
       f"{html.escape(config['dataset'])}</h1>",
       _table(["", "value"], [
-          ["test accuracy", _pct(test["accuracy"])],
+          ["test accuracy", percent(test["accuracy"])],
           ["macro-F1", f"{test['macro_f1']:.4f}"],
-          *([["top-5 accuracy", _pct(test["top5_accuracy"])]]
+          *([["top-5 accuracy", percent(test["top5_accuracy"])]]
             if "top5_accuracy" in test else []),
           ["test examples", test["examples"]],
           ["validation accuracy of the weights kept (lowest loss)",
-           f"{_pct(metrics['validation']['best_accuracy'])} "
+           f"{percent(metrics['validation']['best_accuracy'])} "
            f"({' epoch '.join(map(str, metrics['validation']['best_epoch'] or []))})"],
           ["classes", len(record["data"]["classes"])],
           ["train / validation / test", " / ".join(
@@ -197,11 +197,11 @@ def html_report(record, metrics, images):
     parts += ["<h2>Transfer versus from scratch</h2>"]
     parts.append(_table(
         ["", "validation accuracy", "test accuracy"],
-        [["transfer", _pct(metrics["validation"]["best_accuracy"]),
-          _pct(test["accuracy"])],
+        [["transfer", percent(metrics["validation"]["best_accuracy"]),
+          percent(test["accuracy"])],
          ["from scratch: the same recipe from random weights",
-          _pct(metrics["scratch"]["validation"]["best_accuracy"]),
-          _pct(metrics["scratch"]["test"]["accuracy"])],
+          percent(metrics["scratch"]["validation"]["best_accuracy"]),
+          percent(metrics["scratch"]["test"]["accuracy"])],
          ["gain", "", f"{100 * metrics['transfer_gain']:+.1f} points"]]))
   parts += _recipe_section(record.get("recipe", {}))
   parts += ["<h2>Learning curves</h2>", _img(images, "learning_curves.png"),
@@ -218,9 +218,9 @@ def html_report(record, metrics, images):
               f"examples, {first['threads']} threads)</h2>", _table(
                   ["model", "accuracy", "agreement with Keras", "size",
                    "median latency"],
-                  [["Keras", _pct(first["keras_accuracy"]), "", "", ""]] + [
-                      [f"model_{v}.tflite", _pct(r["accuracy"]),
-                       _pct(r["agreement"]), f"{r['size_bytes'] / 1024:.0f} KB",
+                  [["Keras", percent(first["keras_accuracy"]), "", "", ""]] + [
+                      [f"model_{v}.tflite", percent(r["accuracy"]),
+                       percent(r["agreement"]), f"{r['size_bytes'] / 1024:.0f} KB",
                        f"{r['latency_ms']:.3f} ms"]
                       for v, r in metrics["tflite"].items()])]
     parts += _fallback_section(metrics["tflite"].get("int8", {}))
@@ -252,7 +252,7 @@ def _recipe_section(recipe):
                  "random" else "the pretrained weights are kept.") + "</p>",
               _table(["features", "held-out loss", "held-out accuracy"],
                      [[name, f"{start[key]['loss']:.4f}",
-                       _pct(start[key]["accuracy"])]
+                       percent(start[key]["accuracy"])]
                       for name, key in (("pretrained", "pretrained"),
                                         ("random initialization",
                                          "random"))])]
@@ -264,8 +264,8 @@ def _recipe_section(recipe):
                   ["L2 strength", "validation loss", "validation accuracy",
                    "training accuracy"],
                   [[f"{g['strength']:g}", f"{g['validation_loss']:.4f}",
-                    _pct(g["validation_accuracy"]),
-                    _pct(g["train_accuracy"])] for g in head["grid"]])]
+                    percent(g["validation_accuracy"]),
+                    percent(g["train_accuracy"])] for g in head["grid"]])]
   finetune = recipe.get("finetune")
   if finetune:
     parts += ["<h2>Phase 2: fine-tuning</h2>",
@@ -278,14 +278,14 @@ def _recipe_section(recipe):
           ["learning rate", "BatchNorm", "steps", "validation loss",
            "validation accuracy"],
           [[f"{t['learning_rate']:g}", t["batchnorm"], t["steps"],
-            f"{t['validation_loss']:.4f}", _pct(t["validation_accuracy"])]
+            f"{t['validation_loss']:.4f}", percent(t["validation_accuracy"])]
            for t in finetune["trials"]]))
   augment = recipe.get("augment")
   if augment and "mirrored_accuracy" in augment:
     parts.append(
         f"<p>Augmentation (--augment=auto): {augment['policy']}. The phase-1 "
-        f"head's validation accuracy was {_pct(augment['accuracy'])}, and "
-        f"{_pct(augment['mirrored_accuracy'])} on mirror images"
+        f"head's validation accuracy was {percent(augment['accuracy'])}, and "
+        f"{percent(augment['mirrored_accuracy'])} on mirror images"
         + (": mirror images are another class, so no flips.</p>"
            if augment["policy"] == "shift" else ".</p>"))
   return parts
@@ -296,210 +296,9 @@ def _img(images, name):
   return f"<img alt='{name}' src='data:image/png;base64,{data}'>"
 
 
-def model_card(record, metrics):
-  """README.md for the output directory: what the model is and how to use it."""
-  config, test = record["config"], metrics["test"]
-  text = record["model"].get("kind") == "text"
-  labels = record["data"]["classes"]
-  lines = [
-      f"# {config['model']} fine-tuned on {config['dataset']}", "",
-      f"A{' text' if text else 'n image'} classifier for {len(labels)} "
-      "classes: "
-      f"{', '.join(labels[:20])}{', ...' if len(labels) > 20 else ''}.",
-      f"Backbone `{config['model']}` ({record['model']['family']}) starting "
-      f"from `--weights={config['weights']}`, trained by tl_keras with the "
-      f"two-phase transfer recipe: {_recipe_sentence(record)}", "",
-      *_provenance(config),
-      "## Results on the test split", "",
-      f"- accuracy {_pct(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
-      f" on {test['examples']} {'texts' if text else 'images'}",
-  ]
-  if metrics.get("scratch", {}).get("same_as_run"):
-    lines.append("- trained from random initialization: this model is its "
-                 "own from-scratch baseline")
-  elif "scratch" in metrics:
-    lines.append(f"- the same network trained from scratch: "
-                 f"{_pct(metrics['scratch']['test']['accuracy'])}")
-  if metrics.get("negative_transfer"):
-    lines += ["", f"**Warning: {metrics['negative_transfer']}.**"]
-  for variant, row in metrics.get("tflite", {}).items():
-    lines.append(f"- `model_{variant}.tflite`: accuracy "
-                 f"{_pct(row['accuracy'])}, agrees with the Keras model on "
-                 f"{_pct(row['agreement'])} of test examples")
-    if row.get("fallback"):
-      lines[-1] += f" ({fallback_sentence(row['fallback'])})"
-  if text:
-    return "\n".join(lines + _text_usage(record, config, metrics))
-  size = record["model"]["image_size"]
-  lines += [
-      "", "## Input", "",
-      "Raw RGB pixels, 0–255. The backbone's normalization "
-      f"(`{record['model']['preprocessing']}`) is inside every artifact. "
-      f"`model.keras` and the SavedModel take any size and resize to "
-      f"{size}×{size} the way training did: bilinear with antialiasing "
-      "(`tf.image.resize(..., antialias=True)`), rounded to whole pixel "
-      f"values. The `.tflite` files take {size}×{size}: resize the same way "
-      "before calling them. "
-      "Labels are in `labels.txt` (one per line, in output order) and inside "
-      "the SavedModel and each .tflite file.", "",
-      "## Use it", "",
-      "```python",
-      "import keras, tl_keras.models  # registers the preprocessing layer",
-      "model = keras.saving.load_model('model.keras')",
-      "probabilities = model.predict(images_uint8.astype('float32'))",
-      "",
-      "import tensorflow as tf",
-      "serve = tf.saved_model.load('saved_model').signatures['serving_default']",
-      "probabilities = serve(images=tf.constant(images_uint8))['probabilities']",
-      "",
-      "from ai_edge_litert.interpreter import Interpreter",
-      "interpreter = Interpreter(model_path='model_int8.tflite')",
-      "```", "",
-      *_mediapipe_usage("image", "ImageClassifier", "photo.jpg",
-                        _variants(metrics)),
-      "With the plain LiteRT interpreter, the input is uint8 "
-      f"`[1, {size}, {size}, 3]`; `model_int8.tflite` also returns uint8 "
-      "(scale and zero point are in the file). "
-      "From the command line: `python main.py --mode=predict "
-      "--artifact=THIS_DIR --inputs=photo.jpg`.", "",
-      "## Limitations", "",
-      f"- Trained on {record['data']['sizes']['train']} images; it knows "
-      "only these classes and will pick one of them for any image.",
-      "- Accuracy was measured on this dataset's test split; images from "
-      "other cameras, lighting or sources may score lower.",
-      "- Quantized variants can disagree with the Keras model on a few "
-      "borderline images (the agreement figures above).", "",
-      "## Reproduce", "", "```", command_line(config), "```", ""]
-  return "\n".join(lines)
-
-
-def _provenance(config):
-  """The model card's author and license lines (--author, --license)."""
-  parts = [f"{name}: {config[key]}." for name, key in (
-      ("Author", "author"), ("License", "license")) if config.get(key)]
-  return [" ".join(parts), ""] if parts else []
-
-
-def _recipe_sentence(record):
-  """One sentence on what the recipe chose, for the model card."""
-  recipe = record.get("recipe", {})
-  parts = []
-  if recipe.get("start", {}).get("weights") == "random":
-    parts.append("the pretrained weights set aside (a linear probe did "
-                 "better on the same network's random-initialization "
-                 "features), so every layer trained from random "
-                 "initialization")
-  if recipe.get("head"):
-    parts.append("the head fitted as a linear probe on the frozen "
-                 f"backbone's features (L2 strength {recipe['head']['strength']:g})")
-  finetune = recipe.get("finetune")
-  if finetune:
-    parts.append(f"then fine-tuned at learning rate "
-                 f"{finetune['learning_rate']:g} with BatchNorm "
-                 f"{finetune['batchnorm']}"
-                 + (" (picked by trials on the validation split)"
-                    if finetune["trials"] else ""))
-  augment = recipe.get("augment")
-  if augment and augment["policy"] == "shift":
-    parts.append("no flips in augmentation (mirror images are another "
-                 "class)")
-  if recipe.get("kept") == "head":
-    parts.append("fine-tuning did not clearly lower the validation loss, so "
-                 "the probe's head was kept")
-  return "; ".join(parts) + "." if parts else "head, then fine-tuning."
-
-
-def _variants(metrics):
-  return list(metrics.get("tflite", {})) or ["float32"]
-
-
-def _mediapipe_usage(kind, task, example, variants):
-  """Model-card lines: the MediaPipe Tasks code that loads the .tflite files.
-
-  Every file carries the standard TFLite metadata (labels, and the
-  normalization or the tokenizer), so the task needs nothing else.
-  """
-  first = f"model_{variants[0]}.tflite"
-  files = ", ".join(f"`model_{v}.tflite`" for v in variants)
-  package = "vision" if kind == "image" else "text"
-  if kind == "image":
-    python_input = "mp.Image.create_from_file('photo.jpg')"
-    kotlin_input, swift_input, web_input = "mpImage", "mpImage", "image"
-  else:
-    python_input = kotlin_input = swift_input = web_input = (
-        f'"{example}"')
-  return [
-      f"Each of {files} carries the standard TFLite metadata (labels "
-      + ("and normalization" if kind == "image" else "and the BERT tokenizer "
-         "with its vocabulary") + "), so MediaPipe Tasks "
-      f"`{task}` loads it as it is"
-      + (" and takes raw strings" if kind == "text" else "") + ":", "",
-      "```python",
-      *(["import mediapipe as mp"] if kind == "image" else []),
-      f"from mediapipe.tasks.python import {package}",
-      f"classifier = {package}.{task}.create_from_model_path('{first}')",
-      f"result = classifier.classify({python_input})",
-      "print(result.classifications[0].categories[0].category_name)",
-      "```", "",
-      "```kotlin",
-      f"// Android: com.google.mediapipe:tasks-{package}",
-      f"val classifier = {task}.createFromFile(context, \"{first}\")",
-      f"val result = classifier.classify({kotlin_input})",
-      "```", "",
-      "```swift",
-      f"// iOS: MediaPipeTasks{package.capitalize()}",
-      f"let classifier = try {task}(modelPath: "
-      f"Bundle.main.path(forResource: \"model_{variants[0]}\", "
-      "ofType: \"tflite\")!)",
-      f"let result = try classifier.classify({kind}: {swift_input})",
-      "```", "",
-      "```javascript",
-      f"// Web: @mediapipe/tasks-{package}",
-      f"const classifier = await {task}.createFromModelPath(files, "
-      f"\"{first}\");",
-      f"const result = classifier.classify({web_input});",
-      "```", ""]
-
-
-def _text_usage(record, config, metrics):
-  """The model card's sections after the results, for a text model."""
-  length = record["model"]["sequence_length"]
-  return [
-      "", "## Input", "",
-      f"Raw strings. The tokenizer is attached to `model.keras`, "
-      f"`preset/` and `saved_model/`; texts are cut to {length} tokens. "
-      "The `.tflite` files take token ids (`token_ids`, `padding_mask` "
-      f"and, for BERT, `segment_ids`, int32 `[1, {length}]`); their "
-      "metadata holds the vocabulary (also in `vocab.txt`), and for BERT "
-      "declares its tokenizer, so MediaPipe Tasks tokenizes raw strings "
-      "for them.", "",
-      "## Use it", "",
-      "```python",
-      "import keras_hub",
-      "model = keras_hub.models.TextClassifier.from_preset('preset')",
-      "probabilities = model.predict(['a text to classify'])",
-      "",
-      "import tensorflow as tf, tensorflow_text  # registers the tokenizer ops",
-      "serve = tf.saved_model.load('saved_model').signatures['serving_default']",
-      "probabilities = serve(texts=tf.constant(['a text']))['probabilities']",
-      "```", "",
-      *_mediapipe_usage("text", "TextClassifier", "a text to classify",
-                        _variants(metrics)),
-      "From the command line: `python main.py --mode=predict "
-      "--artifact=THIS_DIR --inputs=texts.txt` (one text per line; "
-      "`--artifact=THIS_DIR/model_dynamic.tflite` tokenizes for the TFLite "
-      "file).", "",
-      "## Limitations", "",
-      f"- Trained on {record['data']['sizes']['train']} texts; it knows only "
-      "these classes and will pick one of them for any text.",
-      f"- Text beyond {length} tokens is cut off.",
-      "- Quantized variants can disagree with the Keras model on a few "
-      "borderline texts (the agreement figures above).", "",
-      "## Reproduce", "", "```", command_line(config), "```", ""]
-
-
 def write_all(directory, record, metrics):
   """Writes the PNG plots, report.html and README.md into `directory`."""
+  from tl_keras import model_card  # pylint: disable=g-import-not-at-top
   images = {
       "learning_curves.png": learning_curves_png(record["history"]),
       "confusion_matrix.png": confusion_matrix_png(
@@ -512,15 +311,15 @@ def write_all(directory, record, metrics):
             encoding="utf-8") as f:
     f.write(html_report(record, metrics, images))
   with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as f:
-    f.write(model_card(record, metrics))
+    f.write(model_card.model_card(record, metrics))
 
 
 def fallback_sentence(fallback):
   """One line on what --int8_fallback did."""
   return (f"{len(fallback['float_layers'])} of its {fallback['layers']} "
           "quantized layers are kept in float: fully quantized it reached "
-          f"{_pct(fallback['test_before']['accuracy'])} on test and "
-          f"agreed with Keras on {_pct(fallback['test_before']['agreement'])}"
+          f"{percent(fallback['test_before']['accuracy'])} on test and "
+          f"agreed with Keras on {percent(fallback['test_before']['agreement'])}"
           f"; {fallback['size_bytes_before'] / 1024:.0f} KB became "
           f"{fallback['size_bytes'] / 1024:.0f} KB"
           + ("" if fallback["within_bounds"] else
@@ -535,12 +334,12 @@ def _fallback_section(row):
   val = fallback["validation"]
   return [
       "<h2>int8: layers kept in float</h2>",
-      f"<p>Fully quantized, int8 reached {_pct(val['accuracy_before'])} "
+      f"<p>Fully quantized, int8 reached {percent(val['accuracy_before'])} "
       f"on {val['examples']} validation examples against Keras's "
-      f"{_pct(val['keras_accuracy'])}; TensorFlow's quantization debugger "
+      f"{percent(val['keras_accuracy'])}; TensorFlow's quantization debugger "
       "ranked its layers by their error in quantization steps (RMSE / "
       "scale). With the worst kept in float it reaches "
-      f"{_pct(val['accuracy'])}: {html.escape(fallback_sentence(fallback))}."
+      f"{percent(val['accuracy'])}: {html.escape(fallback_sentence(fallback))}."
       "</p>", _table(
           ["layer", "op", "RMSE / scale", "in float"],
           [[html.escape(r["layer"][:120]), r["op"], f"{r['rmse_steps']:.2f}",

@@ -1,0 +1,210 @@
+"""The model card: README.md in the output directory.
+
+What the model is, how it was trained and how well it does, then how to use
+every file it comes with (Keras, SavedModel, LiteRT, MediaPipe Tasks on
+Python, Android, iOS and the Web).
+"""
+
+from tl_keras import report
+
+
+def model_card(record, metrics):
+  """README.md for the output directory: what the model is and how to use it."""
+  config, test = record["config"], metrics["test"]
+  text = record["model"].get("kind") == "text"
+  labels = record["data"]["classes"]
+  lines = [
+      f"# {config['model']} fine-tuned on {config['dataset']}", "",
+      f"A{' text' if text else 'n image'} classifier for {len(labels)} "
+      "classes: "
+      f"{', '.join(labels[:20])}{', ...' if len(labels) > 20 else ''}.",
+      f"Backbone `{config['model']}` ({record['model']['family']}) starting "
+      f"from `--weights={config['weights']}`, trained by tl_keras with the "
+      f"two-phase transfer recipe: {_recipe_sentence(record)}", "",
+      *_provenance(config),
+      "## Results on the test split", "",
+      f"- accuracy {report.percent(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
+      f" on {test['examples']} {'texts' if text else 'images'}",
+  ]
+  if metrics.get("scratch", {}).get("same_as_run"):
+    lines.append("- trained from random initialization: this model is its "
+                 "own from-scratch baseline")
+  elif "scratch" in metrics:
+    lines.append(f"- the same network trained from scratch: "
+                 f"{report.percent(metrics['scratch']['test']['accuracy'])}")
+  if metrics.get("negative_transfer"):
+    lines += ["", f"**Warning: {metrics['negative_transfer']}.**"]
+  for variant, row in metrics.get("tflite", {}).items():
+    lines.append(f"- `model_{variant}.tflite`: accuracy "
+                 f"{report.percent(row['accuracy'])}, agrees with the Keras model on "
+                 f"{report.percent(row['agreement'])} of test examples")
+    if row.get("fallback"):
+      lines[-1] += f" ({report.fallback_sentence(row['fallback'])})"
+  if text:
+    return "\n".join(lines + _text_usage(record, config, metrics))
+  size = record["model"]["image_size"]
+  lines += [
+      "", "## Input", "",
+      "Raw RGB pixels, 0–255. The backbone's normalization "
+      f"(`{record['model']['preprocessing']}`) is inside every artifact. "
+      f"`model.keras` and the SavedModel take any size and resize to "
+      f"{size}×{size} the way training did: bilinear with antialiasing "
+      "(`tf.image.resize(..., antialias=True)`), rounded to whole pixel "
+      f"values. The `.tflite` files take {size}×{size}: resize the same way "
+      "before calling them. "
+      "Labels are in `labels.txt` (one per line, in output order) and inside "
+      "the SavedModel and each .tflite file.", "",
+      "## Use it", "",
+      "```python",
+      "import keras, tl_keras.models  # registers the preprocessing layer",
+      "model = keras.saving.load_model('model.keras')",
+      "probabilities = model.predict(images_uint8.astype('float32'))",
+      "",
+      "import tensorflow as tf",
+      "serve = tf.saved_model.load('saved_model').signatures['serving_default']",
+      "probabilities = serve(images=tf.constant(images_uint8))['probabilities']",
+      "",
+      "from ai_edge_litert.interpreter import Interpreter",
+      "interpreter = Interpreter(model_path='model_int8.tflite')",
+      "```", "",
+      *_mediapipe_usage("image", "ImageClassifier", "photo.jpg",
+                        _variants(metrics)),
+      "With the plain LiteRT interpreter, the input is uint8 "
+      f"`[1, {size}, {size}, 3]`; `model_int8.tflite` also returns uint8 "
+      "(scale and zero point are in the file). "
+      "From the command line: `python main.py --mode=predict "
+      "--artifact=THIS_DIR --inputs=photo.jpg`.", "",
+      "## Limitations", "",
+      f"- Trained on {record['data']['sizes']['train']} images; it knows "
+      "only these classes and will pick one of them for any image.",
+      "- Accuracy was measured on this dataset's test split; images from "
+      "other cameras, lighting or sources may score lower.",
+      "- Quantized variants can disagree with the Keras model on a few "
+      "borderline images (the agreement figures above).", "",
+      "## Reproduce", "", "```", report.command_line(config), "```", ""]
+  return "\n".join(lines)
+
+
+def _provenance(config):
+  """The model card's author and license lines (--author, --license)."""
+  parts = [f"{name}: {config[key]}." for name, key in (
+      ("Author", "author"), ("License", "license")) if config.get(key)]
+  return [" ".join(parts), ""] if parts else []
+
+
+def _recipe_sentence(record):
+  """One sentence on what the recipe chose, for the model card."""
+  recipe = record.get("recipe", {})
+  parts = []
+  if recipe.get("start", {}).get("weights") == "random":
+    parts.append("the pretrained weights set aside (a linear probe did "
+                 "better on the same network's random-initialization "
+                 "features), so every layer trained from random "
+                 "initialization")
+  if recipe.get("head"):
+    parts.append("the head fitted as a linear probe on the frozen "
+                 f"backbone's features (L2 strength {recipe['head']['strength']:g})")
+  finetune = recipe.get("finetune")
+  if finetune:
+    parts.append(f"then fine-tuned at learning rate "
+                 f"{finetune['learning_rate']:g} with BatchNorm "
+                 f"{finetune['batchnorm']}"
+                 + (" (picked by trials on the validation split)"
+                    if finetune["trials"] else ""))
+  augment = recipe.get("augment")
+  if augment and augment["policy"] == "shift":
+    parts.append("no flips in augmentation (mirror images are another "
+                 "class)")
+  if recipe.get("kept") == "head":
+    parts.append("fine-tuning did not clearly lower the validation loss, so "
+                 "the probe's head was kept")
+  return "; ".join(parts) + "." if parts else "head, then fine-tuning."
+
+
+def _variants(metrics):
+  return list(metrics.get("tflite", {})) or ["float32"]
+
+
+def _mediapipe_usage(kind, task, example, variants):
+  """Model-card lines: the MediaPipe Tasks code that loads the .tflite files.
+
+  Every file carries the standard TFLite metadata (labels, and the
+  normalization or the tokenizer), so the task needs nothing else.
+  """
+  first = f"model_{variants[0]}.tflite"
+  files = ", ".join(f"`model_{v}.tflite`" for v in variants)
+  package = "vision" if kind == "image" else "text"
+  if kind == "image":
+    python_input = "mp.Image.create_from_file('photo.jpg')"
+    kotlin_input, swift_input, web_input = "mpImage", "mpImage", "image"
+  else:
+    python_input = kotlin_input = swift_input = web_input = (
+        f'"{example}"')
+  return [
+      f"Each of {files} carries the standard TFLite metadata (labels "
+      + ("and normalization" if kind == "image" else "and the BERT tokenizer "
+         "with its vocabulary") + "), so MediaPipe Tasks "
+      f"`{task}` loads it as it is"
+      + (" and takes raw strings" if kind == "text" else "") + ":", "",
+      "```python",
+      *(["import mediapipe as mp"] if kind == "image" else []),
+      f"from mediapipe.tasks.python import {package}",
+      f"classifier = {package}.{task}.create_from_model_path('{first}')",
+      f"result = classifier.classify({python_input})",
+      "print(result.classifications[0].categories[0].category_name)",
+      "```", "",
+      "```kotlin",
+      f"// Android: com.google.mediapipe:tasks-{package}",
+      f"val classifier = {task}.createFromFile(context, \"{first}\")",
+      f"val result = classifier.classify({kotlin_input})",
+      "```", "",
+      "```swift",
+      f"// iOS: MediaPipeTasks{package.capitalize()}",
+      f"let classifier = try {task}(modelPath: "
+      f"Bundle.main.path(forResource: \"model_{variants[0]}\", "
+      "ofType: \"tflite\")!)",
+      f"let result = try classifier.classify({kind}: {swift_input})",
+      "```", "",
+      "```javascript",
+      f"// Web: @mediapipe/tasks-{package}",
+      f"const classifier = await {task}.createFromModelPath(files, "
+      f"\"{first}\");",
+      f"const result = classifier.classify({web_input});",
+      "```", ""]
+
+
+def _text_usage(record, config, metrics):
+  """The model card's sections after the results, for a text model."""
+  length = record["model"]["sequence_length"]
+  return [
+      "", "## Input", "",
+      f"Raw strings. The tokenizer is attached to `model.keras`, "
+      f"`preset/` and `saved_model/`; texts are cut to {length} tokens. "
+      "The `.tflite` files take token ids (`token_ids`, `padding_mask` "
+      f"and, for BERT, `segment_ids`, int32 `[1, {length}]`); their "
+      "metadata holds the vocabulary (also in `vocab.txt`), and for BERT "
+      "declares its tokenizer, so MediaPipe Tasks tokenizes raw strings "
+      "for them.", "",
+      "## Use it", "",
+      "```python",
+      "import keras_hub",
+      "model = keras_hub.models.TextClassifier.from_preset('preset')",
+      "probabilities = model.predict(['a text to classify'])",
+      "",
+      "import tensorflow as tf, tensorflow_text  # registers the tokenizer ops",
+      "serve = tf.saved_model.load('saved_model').signatures['serving_default']",
+      "probabilities = serve(texts=tf.constant(['a text']))['probabilities']",
+      "```", "",
+      *_mediapipe_usage("text", "TextClassifier", "a text to classify",
+                        _variants(metrics)),
+      "From the command line: `python main.py --mode=predict "
+      "--artifact=THIS_DIR --inputs=texts.txt` (one text per line; "
+      "`--artifact=THIS_DIR/model_dynamic.tflite` tokenizes for the TFLite "
+      "file).", "",
+      "## Limitations", "",
+      f"- Trained on {record['data']['sizes']['train']} texts; it knows only "
+      "these classes and will pick one of them for any text.",
+      f"- Text beyond {length} tokens is cut off.",
+      "- Quantized variants can disagree with the Keras model on a few "
+      "borderline texts (the agreement figures above).", "",
+      "## Reproduce", "", "```", report.command_line(config), "```", ""]
