@@ -92,9 +92,14 @@ def _fail(message, exit_code=2):
   sys.exit(exit_code)
 
 
-if __name__ == "__main__":
+def run():
+  """`python main.py ...` and the installed `tl-keras ...` command."""
   if any(arg in ("--help", "-h", "--helpshort") for arg in sys.argv[1:]):
     print_help()
     sys.exit(0)
   logging.set_verbosity(logging.INFO)
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

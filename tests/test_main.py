@@ -487,6 +487,11 @@ def test_list_models_and_line_based_progress(quick_run):
   for group in ("model", "data", "recipe", "export", "run"):
     assert f"\n{group} flags:\n" in short.stdout, group
   assert "  --model " in short.stdout and "  --unfreeze " in short.stdout
+  # The installed command is main.py, from any directory.
+  command = os.path.join(os.path.dirname(sys.executable), "tl-keras")
+  installed = subprocess.run([command, "--help"], cwd="/", capture_output=True,
+                             text=True, timeout=120, check=False)
+  assert installed.returncode == 0 and installed.stdout == short.stdout
   helpfull = run_main("--helpfull").stdout
   for group in ("model", "data", "recipe", "export", "run"):
     assert f"\n{group} flags:\n" in helpfull, group
