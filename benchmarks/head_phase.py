@@ -51,8 +51,8 @@ def head_phase(name, size, splits, epochs, cached, weights):
   feature_pass = time.perf_counter() - start
   history, _ = training.train_phase(
       model, training.PhaseSpec("head", epochs, 3e-3), splits,
-      strategy=tf.distribute.get_strategy(), image_size=size, batch_size=64,
-      seed=0, best=best, augment=not cached, features=features)
+      training.Context(tf.distribute.get_strategy(), size, 64,
+                       augment=not cached), best=best, features=features)
   seconds = time.perf_counter() - start
   images = epochs * splits.sizes["train"]
   return {"rate": images / seconds, "seconds": seconds,

@@ -67,8 +67,8 @@ def recipe(weights, splits, args, early_stopping):
   start = time.perf_counter()
   history, _ = training.run_recipe(
       model, run.recipe_from_config(config), splits,
-      strategy=tf.distribute.get_strategy(), image_size=SIZE,
-      batch_size=BATCH, seed=0, augment=config.augment)
+      training.Context(tf.distribute.get_strategy(), SIZE, BATCH,
+                       augment=config.augment))
   return time.perf_counter() - start, test_accuracy(model, splits), len(
       history)
 

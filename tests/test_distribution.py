@@ -89,9 +89,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         model = models.build_classifier("convnet_small", splits.num_classes,
                                         image_size=32, dropout=0.0)
       spec = training.PhaseSpec("head", 2, 1e-2, optimizer="sgd")
-      training.train_phase(model, spec, splits, strategy=strategy,
-                           image_size=32, batch_size=16, seed=0,
-                           augment=False)
+      training.train_phase(model, spec, splits,
+                           training.Context(strategy, 32, 16, augment=False))
       return model.get_weights(), strategy.num_replicas_in_sync
 
 """) + _COMPARE
@@ -182,9 +181,8 @@ TEXT_MIRRORED_SCRIPT = textwrap.dedent("""
           unfreeze=("layers", 1))
       # The head is fitted on this host from cached features, then phase
       # 2 runs on the replicas.
-      training.run_recipe(model, recipe, splits, strategy=strategy,
-                          image_size=None, batch_size=16, seed=0,
-                          augment=False)
+      training.run_recipe(model, recipe, splits,
+                          training.Context(strategy, None, 16, augment=False))
       return model.get_weights(), strategy.num_replicas_in_sync
 
 """) + _COMPARE

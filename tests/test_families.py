@@ -148,9 +148,10 @@ def test_family_cached_and_uncached_phase_1_train_the_same_head(name):
                                     dropout=0.0)
     features = training.FeatureCache(
         model, splits, image_size=size, batch_size=4) if cached else None
-    training.train_phase(model, training.PhaseSpec("head", 1, 1e-2), splits,
-                         strategy=STRATEGY, image_size=size, batch_size=4,
-                         seed=0, augment="none", features=features)
+    training.train_phase(
+        model, training.PhaseSpec("head", 1, 1e-2), splits,
+        training.Context(STRATEGY, size, 4, augment="none"),
+        features=features)
     heads.append(model.get_layer("classifier").get_weights())
   for slow, fast in zip(*heads):
     np.testing.assert_allclose(slow, fast, rtol=1e-4, atol=1e-5)

@@ -24,6 +24,8 @@ from tl_keras import tflite
 from tl_keras import training
 
 STRATEGY = tf.distribute.get_strategy()
+# 32-pixel images, batches of 8.
+CONTEXT = training.Context(STRATEGY, image_size=32, batch_size=8)
 
 
 def _blobs(n, dim=12, classes=3, seed=0, scale=4.0, offset=7.0):
@@ -91,8 +93,7 @@ def test_the_fitted_head_is_the_same_in_keras_saved_model_and_tflite(
   recipe = training.Recipe(head=training.PhaseSpec("head", 1, 1e-3),
                            finetune=training.PhaseSpec("finetune", 0, 1e-4),
                            unfreeze=("all", None))
-  _, info = training.run_recipe(model, recipe, splits, strategy=STRATEGY,
-                                image_size=32, batch_size=8, seed=0)
+  _, info = training.run_recipe(model, recipe, splits, CONTEXT)
   head = info["choices"]["head"]
   probs = model.predict(images.astype(np.float32), verbose=0)
   assert np.mean(np.log(probs[np.arange(24), labels])) == pytest.approx(
@@ -159,7 +160,7 @@ def test_batchnorm_trains_only_when_asked(train_batchnorm):
   bn = models.base_of(model).get_layer("stage0_bn0")
   before = bn.moving_mean.numpy().copy()
   training.train_phase(model, training.PhaseSpec("finetune", 1, 1e-3), splits,
-                       strategy=STRATEGY, image_size=32, batch_size=8, seed=0)
+                       CONTEXT)
   moved = not np.array_equal(before, bn.moving_mean.numpy())
   assert moved == train_batchnorm
   assert bn.trainable == train_batchnorm
@@ -189,8 +190,8 @@ def _fake_trials(monkeypatch, losses):
   """train_phase replaced: each trial's best validation loss from `losses`."""
   calls = []
 
-  def fake(model, spec, splits, *, best, **kwargs):
-    del model, splits, kwargs
+  def fake(model, spec, splits, context, *, best, **kwargs):
+    del model, splits, context, kwargs
     calls.append((spec.learning_rate, spec.stop_at))
     loss = losses.pop(0)
     best.loss, best.accuracy, best.where, best.step = loss, 0.5, ("trial", 1), 1
@@ -214,8 +215,7 @@ def _choose(model, finetune_lr=0.0, batchnorm="auto"):
       finetune=training.PhaseSpec("finetune", 1, finetune_lr),
       unfreeze=("all", None), batchnorm=batchnorm)
   chosen, _ = training.choose_finetuning(
-      model, recipe, _tiny_splits(), strategy=STRATEGY, image_size=32,
-      batch_size=8, seed=0, augment="none")
+      model, recipe, _tiny_splits(), CONTEXT.but(augment="none"))
   return recipe, chosen
 
 
@@ -306,8 +306,8 @@ def test_mixup_labels_reach_the_training_step():
   splits = _tiny_splits()
   model = models.build_classifier("convnet_small", 2, weights=None)
   history, _ = training.train_phase(
-      model, training.PhaseSpec("head", 1, 1e-3), splits, strategy=STRATEGY,
-      image_size=32, batch_size=4, seed=0, augment="mixup")
+      model, training.PhaseSpec("head", 1, 1e-3), splits,
+      CONTEXT.but(batch_size=4, augment="mixup"))
   assert 0.0 <= history[0]["accuracy"] <= 1.0
   assert np.isfinite(history[0]["loss"])
 
@@ -352,8 +352,7 @@ def test_phase_2_is_kept_only_when_clearly_better(phase_2_is_better):
   model = models.build_classifier("convnet_small", 3, weights=None)
   untrained = [w.copy() for w in model.get_weights()]
   training.train_phase(model, training.PhaseSpec("head", 4, 3e-2), splits,
-                       strategy=STRATEGY, image_size=32, batch_size=8,
-                       seed=0, augment="none")
+                       CONTEXT.but(augment="none"))
   trained = [w.copy() for w in model.get_weights()]
   # Phase 2 that changed nothing: no gain, so the simpler model stays.
   nudged = [w.copy() for w in trained]
@@ -413,9 +412,8 @@ def test_phase_2_continues_the_winning_trial():
             "finetune", 6, rate if rate is not None else weights["rate"]),
         unfreeze=("all", None), batchnorm="frozen",
         finetune_lrs=(1e-3, 1e-2))
-    _, info = training.run_recipe(model, recipe, splits, strategy=STRATEGY,
-                                  image_size=32, batch_size=8, seed=0,
-                                  augment="none")
+    _, info = training.run_recipe(
+        model, recipe, splits, CONTEXT.but(augment="none"))
     chosen = info["choices"]["finetune"]
     assert info["choices"]["kept"] == "finetune"  # else the test proves nothing
     if rate == 0.0:

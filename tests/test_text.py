@@ -84,10 +84,10 @@ def test_head_phase_leaves_the_backbone_unchanged(tiny_preset, feature_cache):
   recipe = training.Recipe(
       head=training.PhaseSpec("head", 1, 1e-2),
       finetune=training.PhaseSpec("finetune", 0, 1e-4), unfreeze=("all", None))
-  training.run_recipe(model, recipe, splits,
-                      strategy=tf.distribute.get_strategy(), image_size=None,
-                      batch_size=16, seed=0, augment=False,
-                      feature_cache=feature_cache)
+  training.run_recipe(
+      model, recipe, splits,
+      training.Context(tf.distribute.get_strategy(), None, 16, augment=False),
+      feature_cache=feature_cache)
   for before, after in zip(backbone_before, model.backbone.weights):
     np.testing.assert_array_equal(before, after.numpy())
   assert not all(np.array_equal(b, a.numpy()) for b, a in zip(
@@ -523,10 +523,10 @@ def test_text_model_checkpoints_and_restores(tiny_preset, tmp_path):
   recipe = training.Recipe(
       head=training.PhaseSpec("head", 1, 1e-2),
       finetune=training.PhaseSpec("finetune", 1, 1e-3), unfreeze=("all", None))
-  training.run_recipe(model, recipe, splits,
-                      strategy=tf.distribute.get_strategy(), image_size=None,
-                      batch_size=16, seed=0, augment=False,
-                      checkpointer=checkpointer)
+  training.run_recipe(
+      model, recipe, splits,
+      training.Context(tf.distribute.get_strategy(), None, 16, augment=False,
+                       checkpointer=checkpointer))
   progress = checkpointer.progress()
   assert progress["phase"] == "done"
   fresh = _classifier(tiny_preset[0])

@@ -16,6 +16,8 @@ from tl_keras import probe
 from tl_keras import training
 
 STRATEGY = tf.distribute.get_strategy()
+# 32-pixel images, batches of 8.
+CONTEXT = training.Context(STRATEGY, image_size=32, batch_size=8)
 
 
 def _splits(n=24, classes=3, size=32):
@@ -38,8 +40,7 @@ def _changed(before, after):
 
 
 def _train(model, spec, splits):
-  return training.train_phase(model, spec, splits, strategy=STRATEGY,
-                              image_size=32, batch_size=8, seed=0)
+  return training.train_phase(model, spec, splits, CONTEXT)
 
 
 def test_head_phase_leaves_base_and_batchnorm_statistics_untouched():
@@ -75,9 +76,8 @@ def test_recipe_restores_best_weights_and_logs_both_phases(tmp_path):
                                                        warmup=0.5),
                            unfreeze=("all", None))
   summaries = training.Summaries(str(tmp_path / "tb"))
-  history, info = training.run_recipe(model, recipe, splits, strategy=STRATEGY,
-                                      image_size=32, batch_size=8, seed=0,
-                                      summaries=summaries)
+  history, info = training.run_recipe(
+      model, recipe, splits, CONTEXT.but(summaries=summaries))
   # The head is fitted on cached features in one go: one row, at step 0.
   assert [h["phase"] for h in history] == ["head"] + ["finetune"] * 2
   assert [h["step"] for h in history] == [0, 3, 6]  # one step counter
@@ -185,8 +185,7 @@ def test_cached_features_train_the_same_head_as_the_slow_path(tmp_path):
                 if mode != "off" else None)
     history, _ = training.train_phase(
         model, training.PhaseSpec("head", 3, 1e-2), splits,
-        strategy=STRATEGY, image_size=32, batch_size=8, seed=0,
-        augment=False, features=features)
+        CONTEXT.but(augment=False), features=features)
     results[mode] = (model.get_layer("classifier").get_weights(), history,
                      _weights(models.base_of(model)))
   assert sorted(os.listdir(tmp_path)) == ["train-view0.tfrecord",
@@ -244,9 +243,7 @@ def test_disk_feature_cache_is_removed_after_the_head_phase(tmp_path,
     return real(*args, **kwargs)
 
   monkeypatch.setattr(probe, "fit", spy)
-  training.run_recipe(model, recipe, splits, strategy=STRATEGY,
-                      image_size=32, batch_size=8, seed=0,
-                      feature_cache="disk",
+  training.run_recipe(model, recipe, splits, CONTEXT, feature_cache="disk",
                       feature_dir=str(tmp_path / "features"))
   assert seen == [["train-view0.tfrecord", "validation.tfrecord"]]
   assert not (tmp_path / "features").exists()
@@ -285,8 +282,7 @@ def test_steps_chunked_into_calls_train_the_same_weights(monkeypatch,
                                          every_steps=3)
     history, step = training.train_phase(
         model, training.PhaseSpec("finetune", 2, 1e-3), splits,
-        strategy=STRATEGY, image_size=32, batch_size=8, seed=0,
-        checkpointer=checkpointer)
+        CONTEXT.but(checkpointer=checkpointer))
     assert step == 10 and len(history) == 2
     results[size] = (model.get_weights(), [h["loss"] for h in history])
     calls[size] = seen[0].calls
@@ -325,17 +321,16 @@ def test_early_stopping_stops_a_phase_that_stops_improving_and_resume_agrees(
   # epochs of 3 steps; a third of 18 steps is 6 steps, 2 epochs.
   spec = training.PhaseSpec("head", 6, 0.0, early_stopping=1 / 3)
   history, step = training.train_phase(
-      model, spec, splits, strategy=STRATEGY, image_size=32, batch_size=8,
-      seed=0, best=best, checkpointer=checkpointer)
+      model, spec, splits, CONTEXT.but(checkpointer=checkpointer), best=best)
   assert [h["epoch"] for h in history] == [1, 2, 3]
   assert best.where == ("head", 1) and best.step == 3 and step == 3 * 3
   # Resuming from the last checkpoint runs no further epoch.
   saved = checkpointer.progress()
   assert saved["best"]["step"] == 3
   again, again_step = training.train_phase(
-      model, spec, splits, strategy=STRATEGY, image_size=32, batch_size=8,
-      seed=0, best=training.Best(), checkpointer=checkpointer, resume=saved,
-      history=saved["history"], first_step=saved["step"])
+      model, spec, splits, CONTEXT.but(checkpointer=checkpointer),
+      best=training.Best(), resume=saved, history=saved["history"],
+      first_step=saved["step"])
   assert len(again) == 3 and again_step == step
 
 

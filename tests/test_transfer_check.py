@@ -115,13 +115,13 @@ def test_a_run_that_fails_the_check_trains_from_random_weights(
     raise training.Stopped("stopped", 143)
 
   checkpointer = training.Checkpointer(str(tmp_path))
-  common = dict(strategy=STRATEGY, image_size=32, batch_size=16, seed=0,
-                augment="none", checkpointer=checkpointer,
-                random_start=random_start)
+  context = training.Context(STRATEGY, 32, 16, augment="none",
+                             checkpointer=checkpointer)
   model = _zeroed(models.build_classifier("convnet_small", 3, weights=None))
   monkeypatch.setattr(training.choices, "choose_finetuning", stop)
   with pytest.raises(training.Stopped):
-    training.run_recipe(model, _recipe(), splits, **common)
+    training.run_recipe(model, _recipe(), splits, context,
+                        random_start=random_start)
   monkeypatch.undo()
   saved = checkpointer.progress()
   assert saved["phase"] == "finetune"
@@ -133,7 +133,8 @@ def test_a_run_that_fails_the_check_trains_from_random_weights(
 
   monkeypatch.setattr(transfer_check, "check", no_second_check)
   model = _zeroed(models.build_classifier("convnet_small", 3, weights=None))
-  history, info = training.run_recipe(model, _recipe(), splits, **common)
+  history, info = training.run_recipe(model, _recipe(), splits, context,
+                                      random_start=random_start)
   assert info["recipe"] == _recipe().from_random()
   assert info["recipe"].head.epochs == 0
   assert info["recipe"].unfreeze == ("all", None)

@@ -76,8 +76,9 @@ def _train(model, splits, spec, *, strategy, image_size, seed, start,
     history, step = training.train_phase(
         model, dataclasses.replace(
             spec, learning_rate=spec.learning_rate / 2 ** round_), splits,
-        strategy=strategy, image_size=image_size, batch_size=BATCH_SIZE,
-        seed=seed + round_, augment=image_size is not None, first_step=step)
+        training.Context(strategy, image_size, BATCH_SIZE, seed=seed + round_,
+                         augment=image_size is not None),
+        first_step=step)
     reached = history[-1]["val_accuracy"]
     if target is None or reached >= target:
       break

@@ -111,8 +111,9 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False,
   model = family.build(config, splits.num_classes, strategy)
   history, info = training.run_recipe(
       model, recipe_from_config(config, jit_compile), splits,
-      strategy=strategy, image_size=image_size, batch_size=config.batch_size,
-      seed=config.seed, augment=augment or family.augment(config))
+      training.Context(strategy, image_size, config.batch_size,
+                       seed=config.seed,
+                       augment=augment or family.augment(config)))
   return model, [{**h, "phase": "scratch"} for h in history], info
 
 
@@ -273,9 +274,10 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                         splits.num_classes, strategy).get_weights()
 
   history, info = training.run_recipe(
-      model, recipe, splits, strategy=strategy, image_size=image_size,
-      batch_size=config.batch_size, seed=config.seed, summaries=summaries,
-      augment=family.augment(config), checkpointer=checkpointer,
+      model, recipe, splits,
+      training.Context(strategy, image_size, config.batch_size,
+                       seed=config.seed, augment=family.augment(config),
+                       summaries=summaries, checkpointer=checkpointer),
       feature_cache=config.feature_cache, cache_views=config.cache_views,
       feature_dir=os.path.join(out, FEATURE_CACHE) if chief else None,
       random_start=random_start if config.transfer_check else None)

@@ -1,5 +1,6 @@
 """The training loop and the two-phase transfer recipe, by concern.
 
+    context     what every phase of a run shares (`Context`)
     loop        one phase under any tf.distribute strategy (`train_phase`)
     steps       the optimizer, loss scaling, compiled train and eval steps
     recipe      the two-phase recipe: head, then fine-tuning (`run_recipe`)
@@ -14,8 +15,9 @@ The names other modules use are importable from `tl_keras.training`.
 
 from tl_keras.training.checkpoint import Best
 from tl_keras.training.checkpoint import Checkpointer
-from tl_keras.training.checkpoint import STOP
+from tl_keras.training.checkpoint import StopRequest
 from tl_keras.training.checkpoint import Stopped
+from tl_keras.training.context import Context
 from tl_keras.training.features import FeatureCache
 from tl_keras.training.loop import PhaseSpec
 from tl_keras.training.loop import fingerprint
@@ -32,7 +34,8 @@ from tl_keras.training.summaries import Summaries
 from tl_keras.training.transfer_check import warning as transfer_warning
 
 __all__ = [
-    "Best", "Checkpointer", "STOP", "Stopped", "FeatureCache", "PhaseSpec",
+    "Best", "Checkpointer", "Context", "StopRequest", "Stopped",
+    "FeatureCache", "PhaseSpec",
     "fingerprint", "train_phase", "Recipe", "choose_augmentation",
     "choose_finetuning", "clearly_lower", "run_recipe", "LossScale",
     "evaluate", "make_optimizer", "Summaries", "transfer_warning",

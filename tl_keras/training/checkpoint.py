@@ -67,7 +67,7 @@ class Stopped(UserError):
     self.exit_code = exit_code
 
 
-class _StopRequest:
+class StopRequest:
   """SIGTERM/SIGINT during training: finish the step, checkpoint, stop.
 
   Cloud schedulers send SIGTERM before preempting a machine; Ctrl-C sends
@@ -109,9 +109,6 @@ class _StopRequest:
              "command to resume" if checkpointer else "nothing was saved")
     return Stopped(f"stopped by {name} at {where}: {saved}",
                    128 + self.signal)
-
-
-STOP = _StopRequest()
 
 
 class Checkpointer:

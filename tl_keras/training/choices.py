@@ -113,8 +113,8 @@ def keep_simplest(model, head, best, history, splits, image_size,
   return "head"
 
 
-def choose_finetuning(model, recipe, splits, *, strategy, image_size,
-                      batch_size, seed, augment, may_skip=True, first_step=0):
+def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
+                      first_step=0):
   """Phase 2's learning rate and BatchNorm mode, and the run that continues.
 
   Given ones are used as they are. Otherwise each candidate runs the first
@@ -130,7 +130,8 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
   weights `model` came with, phase 2 is not worth running: "skip" (only
   when `may_skip`: those weights hold a fitted head). A trial that gains a
   little is continued: it has run at its peak rate, with the decay still
-  to come, and `_keep_simplest` judges the finished phase.
+  to come, and `keep_simplest` judges the finished phase. Trials train
+  with `context`, writing no summaries and no checkpoints.
 
   Returns:
     (choice, winner): choice is {"learning_rate", "batchnorm",
@@ -139,10 +140,12 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
     {"carry" (for `train_phase`), "weights" (at its end), "history",
     "best" (a `Best`)}.
   """
+  image_size, batch_size = context.image_size, context.batch_size
   spec = recipe.finetune
   lrs = [spec.learning_rate] if spec.learning_rate else list(
       recipe.finetune_lrs)
-  batchnorm = recipe.batchnorm if families.of(model).has_batchnorm(model) else "frozen"
+  batchnorm = (recipe.batchnorm if families.of(model).has_batchnorm(model)
+               else "frozen")
   modes = {"frozen": ["frozen"], "train": ["train"],
            "auto": ["frozen", "train"]}[batchnorm]
   if len(lrs) == 1 and len(modes) == 1:
@@ -153,8 +156,7 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
   start = [np.copy(w) for w in model.get_weights()]
   reference = validation_losses(model, splits, image_size=image_size,
                                 batch_size=batch_size)
-  common = dict(strategy=strategy, image_size=image_size,
-                batch_size=batch_size, seed=seed, augment=augment)
+  quiet = context.but(summaries=None, checkpointer=None)
   trials = []
 
   def trial(lr, mode):
@@ -163,11 +165,11 @@ def choose_finetuning(model, recipe, splits, *, strategy, image_size,
                  100 * recipe.trial_fraction)
     model.set_weights(start)
     families.of(model).unfreeze_top(model, *recipe.unfreeze,
-                        train_batchnorm=mode == "train")
+                                    train_batchnorm=mode == "train")
     best, carry = checkpoint_lib.Best(), {}
     rows, step = loop.train_phase(
         model, dataclasses.replace(trial_spec, learning_rate=lr), splits,
-        best=best, first_step=first_step, carry=carry, **common)
+        quiet, best=best, first_step=first_step, carry=carry)
     run = {"carry": carry, "weights": [np.copy(w) for w in model.get_weights()],
            "history": rows, "best": best, "lr": lr, "mode": mode}
     best.restore(model)

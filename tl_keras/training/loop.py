@@ -17,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import data as data_lib
-from tl_keras.training import checkpoint as checkpoint_lib
 from tl_keras.training import steps as steps_lib
 from tl_keras.training import summaries as summaries_lib
 
@@ -75,18 +74,19 @@ class _Progress:
       self.bar.update(step, values=list(values.items()))
 
 
-def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
-                seed, summaries=None, first_step=0, best=None, augment=True,
-                checkpointer=None, resume=None, history=None, features=None,
-                carry=None):
+def train_phase(model, spec, splits, context, *, first_step=0, best=None,
+                resume=None, history=None, features=None, carry=None):
   """Trains `model`'s trainable weights for the phase's step budget.
 
   The phase runs `spec.epochs_for(steps per epoch)` epochs: `spec.epochs`,
   or more when that many epochs of this dataset fall short of
   `spec.min_steps` optimizer steps.
 
+  `context` (a `Context`) says how: strategy, input size, batch size, seed,
+  augmentation, summaries, checkpointer and the stop request.
+
   Validates after every epoch; `best` (if given) keeps the weights with the
-  lowest validation loss. With a `checkpointer`, progress is saved every
+  lowest validation loss. With a checkpointer, progress is saved every
   `checkpointer.every_steps` steps, at every epoch end, and when SIGTERM or
   SIGINT arrives (then `Stopped` is raised). `resume` (a progress dict from
   `Checkpointer.progress`) continues this phase at the exact step: weights,
@@ -104,7 +104,10 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
   Returns:
     (history, next global step): history is one dict per validation.
   """
-  summaries = summaries or summaries_lib.Summaries()
+  strategy, image_size = context.strategy, context.image_size
+  batch_size, seed, augment = context.batch_size, context.seed, context.augment
+  checkpointer, stop = context.checkpointer, context.stop
+  summaries = context.summaries or summaries_lib.Summaries()
   stepped = features.head if features else model  # what the step runs
   steps_per_epoch = math.ceil(splits.sizes["train"] / batch_size)
   epochs = spec.epochs_for(steps_per_epoch)
@@ -209,9 +212,9 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
             "loss": loss / (n * batch_size),
             "accuracy": hits / (n * batch_size),
             "learning_rate": lr, "phase": _PHASE_IDS.get(spec.name, -1)})
-      if checkpoint_lib.STOP.requested and i < steps_per_epoch:
+      if stop.requested and i < steps_per_epoch:
         save(done)
-        raise checkpoint_lib.STOP.error(
+        raise stop.error(
             f"{spec.name} epoch {epoch + 1}, step {i}", checkpointer)
       if (checkpointer and checkpointer.every_steps and
           step % checkpointer.every_steps == 0 and i < steps_per_epoch):
@@ -244,10 +247,10 @@ def train_phase(model, spec, splits, *, strategy, image_size, batch_size,
       save(done)
       loss_sum = correct = seen = 0.0
       start = time.time()
-    elif checkpoint_lib.STOP.requested:  # between validations only a stop saves
+    elif stop.requested:  # between validations only a stop saves
       save(done)
-    if checkpoint_lib.STOP.requested and epoch < epochs - 1:
-      raise checkpoint_lib.STOP.error(
+    if stop.requested and epoch < epochs - 1:
+      raise stop.error(
           f"the end of {spec.name} epoch {epoch + 1}", checkpointer)
   summaries.flush()
   carry.update(optimizer=optimizer, iterator=iterator, done=done, step=step)

@@ -53,10 +53,8 @@ class Recipe:
         batchnorm="train" if self.batchnorm == "auto" else self.batchnorm)
 
 
-def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
-               seed, summaries=None, augment=True, checkpointer=None,
-               feature_cache="auto", cache_views=1, feature_dir=None,
-               random_start=None):
+def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
+               cache_views=1, feature_dir=None, random_start=None):
   """Phase 1 (head, base frozen) then phase 2 (top of base unfrozen).
 
   Phase 1 fits the head as a linear probe on cached features
@@ -65,9 +63,10 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   the head with the training loop. Phase 2 starts from phase 1's best
   weights; its learning rate and BatchNorm mode, when not given, are picked
   by short trials (`choose_finetuning`). The weights with the lowest
-  validation loss over both phases end up in `model`. With a
-  `checkpointer` holding progress, finished phases are skipped and the
-  interrupted one resumes where it stopped.
+  validation loss over both phases end up in `model`. `context` (a
+  `Context`) says how the phases train; with its checkpointer holding
+  progress, finished phases are skipped and the interrupted one resumes
+  where it stopped.
 
   `random_start` (a function returning the classifier's weights at random
   initialization) turns on the transfer check after phase 1
@@ -79,6 +78,8 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
     (history, info): per-epoch history and a dict of what was done;
     info["recipe"] is the recipe that ran.
   """
+  strategy, image_size = context.strategy, context.image_size
+  batch_size, checkpointer = context.batch_size, context.checkpointer
   best = checkpoint_lib.Best()
   saved = checkpointer.progress() if checkpointer else None
   order = ["head", "finetune", "done"]
@@ -87,6 +88,7 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   choices = dict(saved.get("choices") or {}) if saved else {}
   if choices.get("start", {}).get("weights") == "random":  # resumed
     recipe = recipe.from_random()
+  augment = context.augment
   auto = augment == "auto"
   if auto:  # until the head says whether mirror images are the same class
     augment = choices.get("augment", {}).get("policy", "shift")
@@ -94,8 +96,7 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
       choices["augment"] = {"policy": augment}
       logging.info("--augment=auto: shift (no phase-1 head to tell whether "
                    "mirror images keep their class, so no flips)")
-  common = dict(strategy=strategy, image_size=image_size,
-                batch_size=batch_size, seed=seed, augment=augment)
+  context = context.but(augment=augment)
   info = {}
   head = None  # the weights phase 1 ended with
 
@@ -105,7 +106,7 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
       checkpointer.save(model, None, phase="finetune", step_in_phase=0,
                         step=step, history=history, best=best)
 
-  with checkpoint_lib.STOP.handling():
+  with context.stop.handling():
     if reached == 0 and recipe.batchnorm == "train" and image_size and (
         families.of(model).has_batchnorm(model)):
       count = freezing.calibrate_from(model, splits.train, image_size,
@@ -120,14 +121,12 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
       compared = None
       if where:
         choices["head"], compared = _fit_head(
-            model, splits, where=where, views=cache_views,
-            directory=feature_dir, step=step, history=history, best=best,
-            summaries=summaries, **common)
+            model, splits, context, where=where, views=cache_views,
+            directory=feature_dir, step=step, history=history, best=best)
       else:
         history, step = loop.train_phase(
-            model, recipe.head, splits, first_step=step, resume=saved,
-            history=history, summaries=summaries, best=best,
-            checkpointer=checkpointer, **common)
+            model, recipe.head, splits, context, first_step=step,
+            resume=saved, history=history, best=best)
         if random_start:
           logging.info("transfer check skipped: it compares cached "
                        "features, and the feature cache is off")
@@ -136,11 +135,11 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
       if auto and image_size:
         choices["augment"] = choices_lib.choose_augmentation(
             model, splits, image_size=image_size, batch_size=batch_size)
-        common["augment"] = choices["augment"]["policy"]
+        context = context.but(augment=choices["augment"]["policy"])
       if compared is not None and random_start:
         choices["start"] = transfer_check.check(
             model, splits, compared, random_start(), image_size=image_size,
-            batch_size=batch_size, seed=seed)
+            batch_size=batch_size, seed=context.seed)
       if choices.get("start", {}).get("weights") == "random":
         # The pretrained head is set aside with the weights under it.
         choices["start"]["head"] = choices.pop("head")
@@ -158,8 +157,8 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
           checkpointer.restore(model, None, saved, best)
         with strategy.scope():
           choices["finetune"], winner = choices_lib.choose_finetuning(
-              model, recipe, splits, may_skip=bool(recipe.head.epochs),
-              first_step=step, **common)
+              model, recipe, splits, context,
+              may_skip=bool(recipe.head.epochs), first_step=step)
         saved, reached = None, 1
       chosen = choices["finetune"]
       with strategy.scope():
@@ -191,10 +190,9 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
         spec = dataclasses.replace(recipe.finetune,
                                    learning_rate=chosen["learning_rate"])
         history, step = loop.train_phase(
-            model, spec, splits, first_step=step, history=history,
-            resume=saved if reached == 1 and not carry else None,
-            summaries=summaries, best=best, checkpointer=checkpointer,
-            carry=carry, **common)
+            model, spec, splits, context, first_step=step, history=history,
+            resume=saved if reached == 1 and not carry else None, best=best,
+            carry=carry)
       info["finetune_seconds"] = time.time() - start
     elif recipe.finetune.epochs:  # resumed after both phases
       with strategy.scope():
@@ -225,9 +223,8 @@ def run_recipe(model, recipe, splits, *, strategy, image_size, batch_size,
   return history, info
 
 
-def _fit_head(model, splits, *, where, views, directory, step, history,
-              best, summaries, strategy, image_size, batch_size, seed,
-              augment):
+def _fit_head(model, splits, context, *, where, views, directory, step,
+              history, best):
   """Phase 1 on cached features: the head fitted as a linear probe.
 
   Sets the classification layer's weights, appends the phase's one history
@@ -237,6 +234,8 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
     (what `run.json` records about the fit (`probe.Fit.summary`), the
     features `transfer_check.check` compares on).
   """
+  strategy, image_size = context.strategy, context.image_size
+  batch_size, seed, augment = context.batch_size, context.seed, context.augment
   start = time.time()
   if where == "disk":
     shutil.rmtree(directory, ignore_errors=True)
@@ -264,7 +263,7 @@ def _fit_head(model, splits, *, where, views, directory, step, history,
                   "accuracy": chosen["train_accuracy"],
                   "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                   "seconds": time.time() - start})
-  summaries = summaries or summaries_lib.Summaries()
+  summaries = context.summaries or summaries_lib.Summaries()
   summaries.scalars("validation", step, {"loss": val["loss"],
                                          "accuracy": val["accuracy"]})
   sample = (data_lib.to_numpy(splits.validation, image_size, limit=16)
