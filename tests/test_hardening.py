@@ -177,6 +177,22 @@ def test_write_error_mid_run_keeps_the_previous_artifacts(tmp_path):
   assert os.listdir(tmp_path) == ["metrics.json"]
 
 
+def test_an_offline_machine_gets_one_line_and_an_empty_output_dir(tmp_path):
+  """A TFDS dataset not prepared locally, with the download host unreachable
+  (a closed local port stands for it): one error line, nothing written."""
+  out = tmp_path / "out"
+  result = run_main("--model=convnet_small", "--weights=none",
+                    "--dataset=cifar10", f"--data_dir={tmp_path / 'tfds'}",
+                    f"--output_dir={out}",
+                    env={"TL_KERAS_DOWNLOAD_HOST": "127.0.0.1:9",
+                         "HTTPS_PROXY": "", "https_proxy": ""})
+  assert result.returncode == 2
+  lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert lines == [lines[0]] and "this machine seems offline" in lines[0]
+  assert "--data_dir" in lines[0] and "Traceback" not in result.stderr
+  assert os.listdir(out) == []
+
+
 def test_a_second_run_on_a_locked_directory_is_refused(tmp_path):
   out = tmp_path / "out"
   with artifacts.locked(str(out)):
@@ -189,6 +205,7 @@ def test_a_second_run_on_a_locked_directory_is_refused(tmp_path):
   assert "another tl_keras process is writing" in result.stderr
   with artifacts.locked(str(out)):  # released with its holder
     pass
+  assert os.listdir(out) == []  # the lock is the directory's: no file left
 
 
 def _main_flags():

@@ -76,25 +76,24 @@ def check_writable(directory, flag="run_dir"):
                     f"{e.strerror or e}; choose a writable directory") from e
 
 
-LOCK_FILE = ".tl_keras.lock"
-
-
 @contextlib.contextmanager
 def locked(directory, flag="output_dir"):
   """Holds an exclusive lock on `directory` for one run at a time.
 
   A second run (or export) pointed at the same directory while the first
-  holds the lock is refused; the lock dies with its process, so a killed
-  run never leaves a stale one.
+  holds the lock is refused. The lock is on the directory itself, not on a
+  file in it: a run that fails leaves nothing behind, and the lock dies
+  with its process, so a killed run never leaves a stale one.
 
   Raises:
     UserError: another process holds the lock, or the directory is not
       writable.
   """
   check_writable(directory, flag=flag)
-  with open(os.path.join(directory, LOCK_FILE), "a", encoding="utf-8") as f:
+  fd = os.open(directory, os.O_RDONLY)
+  try:
     try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
       raise UserError(f"another tl_keras process is writing to --{flag}="
                       f"{directory}; wait for it to finish or choose another "
@@ -102,7 +101,9 @@ def locked(directory, flag="output_dir"):
     try:
       yield
     finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+      fcntl.flock(fd, fcntl.LOCK_UN)
+  finally:
+    os.close(fd)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from tl_keras import downloads
 from tl_keras import folders
 from tl_keras import synthetic
 from tl_keras.errors import UserError, unknown_name
@@ -146,6 +147,10 @@ def open_tfds(name, data_dir, find_features, other_names):
     raise unknown_name("dataset", name, known + list(other_names),
                        "dataset") from e
   keys = find_features(builder.info)
+  if not builder.is_prepared():
+    downloads.check_online(
+        f"TFDS dataset {name!r}", "prepare it on a machine that has a "
+        "network and pass its TFDS directory as --data_dir")
   try:
     builder.download_and_prepare()
   except Exception as e:  # Network errors come in many types from many libs.

@@ -15,6 +15,7 @@ from keras import layers
 import tensorflow as tf
 
 from tl_keras import data
+from tl_keras import downloads
 from tl_keras import freezing
 from tl_keras.errors import UserError, unknown_name
 
@@ -249,8 +250,9 @@ def build_base(name, image_size, weights):
   """
   spec = get_backbone(name)
   try:
-    return spec.constructor(include_top=False, weights=weights,
-                            input_shape=(image_size, image_size, 3))
+    with downloads.bounded_waits():  # offline: fail in seconds, not minutes
+      return spec.constructor(include_top=False, weights=weights,
+                              input_shape=(image_size, image_size, 3))
   except UserError:
     raise
   except (urllib.error.URLError, ConnectionError) as e:
