@@ -462,6 +462,9 @@ class _UnlabelledTestBuilder:
             "label": tfds.features.ClassLabel(names=["negative", "positive"]),
             "idx": tf.int32}))
 
+  def is_prepared(self):
+    return True
+
   def download_and_prepare(self):
     pass
 
