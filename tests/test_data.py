@@ -135,3 +135,14 @@ def test_train_input_is_resized_augmented_and_reproducible():
   assert first[0].shape == (4, 16, 16, 3) and first[0].dtype == np.float32
   for a, b in zip(first, second):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_inputs_run_without_the_autotuning_thread(training):
+  # An iterator's destructor waits for that thread: seconds per trial.
+  ds = tf.data.Dataset.from_tensor_slices(
+      (np.zeros((4, 8, 8, 3), np.uint8), np.arange(4, dtype=np.int32)))
+  fn = data.input_fn(ds, size=4, image_size=8, global_batch_size=2,
+                     training=training)
+  assert fn(tf.distribute.InputContext()).options().autotune.enabled is False
+  assert data.prefetched(ds).options().autotune.enabled is False

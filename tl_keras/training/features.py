@@ -121,7 +121,7 @@ def _features_of_batches(predict, ds, path=None, dim=None):
   if path:
     return _features_to_file(predict, ds, path, dim)
   features, labels = [], []
-  for x, y in ds.prefetch(tf.data.AUTOTUNE):
+  for x, y in data_lib.prefetched(ds):
     features.append(predict(x).numpy())
     labels.append(y.numpy())
   return (np.concatenate(features).astype(np.float32),
@@ -135,7 +135,7 @@ def _features_to_file(predict, ds, path, dim):
     The unbatched (float32 feature [dim], int32 label) dataset reading it.
   """
   with tf.io.TFRecordWriter(path) as writer:
-    for x, y in ds.prefetch(tf.data.AUTOTUNE):
+    for x, y in data_lib.prefetched(ds):
       writer.write(tf.train.Example(features=tf.train.Features(feature={
           name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[
               tf.io.serialize_tensor(value).numpy()]))
