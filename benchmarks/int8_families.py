@@ -18,8 +18,10 @@ the layers kept in float, sizes. Then LiteRT latency (median after warm-up,
 `--latency_size`, on the same architecture with random weights (int8
 calibrated on random images: latency does not depend on the weights).
 
-Prints one JSON line per family. `--smoke` runs one small family at 32 px
-with a tiny budget: a check that the script works, not a measurement.
+Prints one JSON line per family. `--smoke` runs convnet_small, the
+smallest registry model (every family goes through the same code), at
+32 px with a tiny budget: a check that the script works, not a
+measurement.
 """
 
 import argparse
@@ -141,7 +143,7 @@ def main():
       [f"--finetune_lr={args.lr}"] if args.lr else [])
   if args.smoke:
     families, args.image_size, args.latency_size, args.runs = (
-        ["mobilenetv3_small"], 32, 32, 3)
+        ["convnet_small"], 32, 32, 3)
     extra = SMOKE_FLAGS
   unknown = [f for f in families if f not in models.REGISTRY]
   if unknown:

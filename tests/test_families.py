@@ -75,9 +75,10 @@ def _spread_head(model, images):
 
 
 # Converting the larger members takes 40-70 s each on 2 cores: they run with
-# `pytest -m slow`.
+# `pytest -m slow`. ConvNeXt's int8 LayerNorm rewrite keeps its own fast
+# test in test_tflite.py.
 SLOW = ("resnet50", "resnet50v2", "efficientnetv2_b0", "densenet121",
-        "inceptionv3", "xception")
+        "inceptionv3", "xception", "convnext_tiny")
 
 
 @pytest.mark.parametrize("name", [
