@@ -329,10 +329,13 @@ def test_weights_none_skips_the_head_and_trains_batchnorm():
   config = config_lib.Config(weights="none")
   recipe = run.recipe_from_config(config)
   assert recipe.head.epochs == 0 and recipe.batchnorm == "train"
-  recipe = run.recipe_from_config(dataclasses.replace(config,
-                                                      weights="imagenet"))
-  assert recipe.head.epochs == 5 and recipe.batchnorm == "auto"
-  assert recipe.finetune.learning_rate == 0.0  # picked by trials
+  assert recipe.finetune_lrs == (1e-4, 1e-3)  # nothing pretrained to spare
+  pretrained = run.recipe_from_config(dataclasses.replace(config,
+                                                          weights="imagenet"))
+  assert pretrained.head.epochs == 5 and pretrained.batchnorm == "auto"
+  assert pretrained.finetune.learning_rate == 0.0  # picked by trials
+  assert pretrained.finetune_lrs == (1e-5, 1e-4, 1e-3)
+  assert pretrained.from_random().finetune_lrs == recipe.finetune_lrs
 
 
 def _separable_splits():

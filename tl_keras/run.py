@@ -42,13 +42,16 @@ def recipe_from_config(config, jit_compile=False):
   scale = config.lr_scale()
   # Random weights hold no features to fit a head on: phase 2 trains it all.
   head_epochs = 0 if config.weights == "none" else config.head_epochs
-  return training.Recipe(
+  recipe = training.Recipe(
       head=training.PhaseSpec("head", head_epochs,
                               config.head_lr * scale, **common),
       finetune=training.PhaseSpec("finetune", config.finetune_epochs,
                                   config.finetune_lr * scale, **common),
       unfreeze=config_lib.parse_unfreeze(config.unfreeze),
       batchnorm=batchnorm_policy(config))
+  if config.weights == "none":
+    recipe = dataclasses.replace(recipe, finetune_lrs=recipe.random_lrs)
+  return recipe
 
 
 def effective_rates(config, recipe, choices):
