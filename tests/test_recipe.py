@@ -190,9 +190,10 @@ def _fake_trials(monkeypatch, losses):
   """train_phase replaced: each trial's best validation loss from `losses`."""
   calls = []
 
-  def fake(model, spec, splits, context, *, best, **kwargs):
+  def fake(model, spec, splits, context, *, best, carry, **kwargs):
     del model, splits, context, kwargs
     calls.append((spec.learning_rate, spec.stop_at))
+    carry["optimizer"] = keras.optimizers.SGD()
     loss = losses.pop(0)
     best.loss, best.accuracy, best.where, best.step = loss, 0.5, ("trial", 1), 1
     return [], 4

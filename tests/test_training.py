@@ -1,5 +1,6 @@
 """The recipe: what each phase may and may not change; metrics; export."""
 
+import dataclasses
 import os
 
 import keras
@@ -92,13 +93,47 @@ def test_recipe_restores_best_weights_and_logs_both_phases(tmp_path):
   assert list((tmp_path / "tb").glob("validation/events.*"))
 
 
-def test_warmup_then_cosine_schedule():
-  spec = training.PhaseSpec("finetune", 4, 1e-3, warmup=0.25)
+@pytest.mark.parametrize("warmup", [0.25, 0.0])
+def test_warmup_then_cosine_schedule_is_keras_cosine_decay(warmup):
+  spec = training.PhaseSpec("finetune", 4, 1e-3, warmup=warmup)
   optimizer = training.make_optimizer(spec, 40)
-  values = [float(optimizer._learning_rate(s)) for s in (0, 5, 10, 25, 40)]  # pylint: disable=protected-access
-  assert values[0] == 0 and values[1] == pytest.approx(5e-4)
-  assert values[2] == pytest.approx(1e-3)
-  assert values[2] > values[3] > values[4] >= 0
+  keras_schedule = keras.optimizers.schedules.CosineDecay(
+      0.0 if warmup else 1e-3, decay_steps=40 - int(40 * warmup),
+      warmup_target=1e-3 if warmup else None, warmup_steps=int(40 * warmup))
+  steps = range(0, 45, 3)
+  np.testing.assert_allclose(
+      [float(optimizer._learning_rate(s)) for s in steps],  # pylint: disable=protected-access
+      [float(keras_schedule(s)) for s in steps], rtol=1e-5, atol=1e-10)
+
+
+def test_phases_sharing_a_step_cache_train_as_fresh_ones_on_one_trace():
+  """Trials reuse one optimizer and trace: state zeroed, schedule reset."""
+  splits = _splits()
+  # Deterministic on CPU (convolutions are not), so weights compare exactly.
+  model = keras.Sequential([
+      keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
+      keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+  start = model.get_weights()
+  spec = training.PhaseSpec("finetune", 3, 1e-2, warmup=0.3)
+
+  def phase(lr, carry=None):
+    model.set_weights(start)
+    training.train_phase(model, dataclasses.replace(spec, learning_rate=lr),
+                         splits, CONTEXT, carry=carry)
+    return model.get_weights()
+
+  alone = phase(1e-2)
+  cache = training.StepCache()
+  first = phase(3e-2, {"steps": cache})
+  carry = {"steps": cache}
+  second = phase(1e-2, carry)
+  for a, b in zip(alone, second):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(first[0], second[0])
+  optimizer, train_steps, _ = cache.get(
+      model, spec, 9, strategy=STRATEGY, num_classes=3, global_batch=8)
+  assert optimizer is carry["optimizer"]  # one optimizer, one trace
+  assert train_steps.experimental_get_tracing_count() == 1
 
 
 @pytest.mark.parametrize("examples, epochs, min_steps, expected", [

@@ -30,6 +30,7 @@ from tl_keras.training.recipe import run_recipe
 from tl_keras.training.steps import LossScale
 from tl_keras.training.steps import evaluate
 from tl_keras.training.steps import make_optimizer
+from tl_keras.training.steps import StepCache
 from tl_keras.training.summaries import Summaries
 from tl_keras.training.transfer_check import warning as transfer_warning
 
@@ -38,5 +39,5 @@ __all__ = [
     "FeatureCache", "PhaseSpec",
     "fingerprint", "train_phase", "Recipe", "choose_augmentation",
     "choose_finetuning", "clearly_lower", "run_recipe", "LossScale",
-    "evaluate", "make_optimizer", "Summaries", "transfer_warning",
+    "evaluate", "make_optimizer", "StepCache", "Summaries", "transfer_warning",
 ]

@@ -20,6 +20,7 @@ from tl_keras import families
 from tl_keras.evaluation import clearly_lower
 from tl_keras.training import checkpoint as checkpoint_lib
 from tl_keras.training import loop
+from tl_keras.training import steps as steps_lib
 
 
 # Accuracy the phase-1 head may lose on mirrored validation images before
@@ -158,6 +159,9 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
                                 batch_size=batch_size)
   quiet = context.but(summaries=None, checkpointer=None)
   trials = []
+  # One optimizer and one trace of the steps for every trial that trains
+  # the same variables, and for the phase that continues the winner.
+  cache = steps_lib.StepCache()
 
   def trial(lr, mode):
     logging.info("trial %d: phase 2 at lr %g with BatchNorm %s, its first "
@@ -166,7 +170,7 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
     model.set_weights(start)
     families.of(model).unfreeze_top(model, *recipe.unfreeze,
                                     train_batchnorm=mode == "train")
-    best, carry = checkpoint_lib.Best(), {}
+    best, carry = checkpoint_lib.Best(), {"steps": cache}
     rows, step = loop.train_phase(
         model, dataclasses.replace(trial_spec, learning_rate=lr), splits,
         quiet, best=best, first_step=first_step, carry=carry)
@@ -182,19 +186,24 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
                  "accuracy %.4f", lr, mode, best.loss, best.accuracy)
     return run
 
-  # Only the best run so far is kept (its optimizer can be large). Ties (to
-  # 4 decimals) go to the lower rate, the smaller change to the pretrained
-  # features, and to frozen BatchNorm.
+  # Only the best run so far is kept, its optimizer's state copied (the
+  # next trial reuses the optimizer). Ties (to 4 decimals) go to the lower
+  # rate, the smaller change to the pretrained features, and to frozen
+  # BatchNorm.
   winner = None
-  for lr, mode in [(lr, modes[0]) for lr in sorted(lrs)]:
-    run = trial(lr, mode)
+
+  def offer(run):
+    nonlocal winner
     if winner is None or round(run["best"].loss, 4) < round(
         winner["best"].loss, 4):
+      run["state"] = steps_lib.optimizer_state(run["carry"]["optimizer"])
       winner = run
+
+  for lr in sorted(lrs):
+    offer(trial(lr, modes[0]))
   for mode in modes[1:]:
-    run = trial(winner["lr"], mode)
-    if round(run["best"].loss, 4) < round(winner["best"].loss, 4):
-      winner = run
+    offer(trial(winner["lr"], mode))
+  steps_lib.load_state(winner["carry"]["optimizer"], winner.pop("state"))
   model.set_weights(start)
   _, gain, _ = clearly_lower(winner["losses"], reference)
   chosen = {"learning_rate": winner["lr"], "batchnorm": winner["mode"],

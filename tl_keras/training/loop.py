@@ -99,7 +99,8 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
   `carry` (a dict) continues a phase in memory: one that a call stopped
   (`spec.stop_at`) goes on from where it was, with its optimizer, schedule
   position and input, when `carry` is given again. Each call leaves them in
-  it.
+  it. A `carry` that starts as {"steps": a `StepCache`} shares that cache's
+  optimizer and traced steps with other phases given the same cache.
 
   Returns:
     (history, next global step): history is one dict per validation.
@@ -113,16 +114,11 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
   epochs = spec.epochs_for(steps_per_epoch)
   total = steps_per_epoch * epochs
   carry = {} if carry is None else carry
-  if "optimizer" in carry:
-    optimizer = carry["optimizer"]
-  else:
-    with strategy.scope():
-      optimizer = steps_lib.make_optimizer(spec, total)
-      # Build slots now, in cross-replica context, not lazily in the step.
-      optimizer.build(stepped.trainable_variables)
-  train_steps, eval_step = steps_lib.step_functions(
-      stepped, optimizer, strategy, splits.num_classes, batch_size,
-      spec.label_smoothing, spec.jit_compile)
+  optimizer, train_steps, eval_step = carry.setdefault(
+      "steps", steps_lib.StepCache()).get(
+          stepped, spec, total, strategy=strategy,
+          num_classes=splits.num_classes, global_batch=batch_size,
+          fresh="optimizer" not in carry)
   train = features.train if features else splits.train
   if "iterator" in carry:
     iterator = carry["iterator"]
