@@ -331,12 +331,15 @@ def test_weights_none_skips_the_head_and_trains_batchnorm():
   recipe = run.recipe_from_config(config)
   assert recipe.head.epochs == 0 and recipe.batchnorm == "train"
   assert recipe.finetune_lrs == (1e-4, 1e-3)  # nothing pretrained to spare
+  assert recipe.trial_fraction == 1 / 6  # no disruption to get past
   pretrained = run.recipe_from_config(dataclasses.replace(config,
                                                           weights="imagenet"))
   assert pretrained.head.epochs == 5 and pretrained.batchnorm == "auto"
   assert pretrained.finetune.learning_rate == 0.0  # picked by trials
   assert pretrained.finetune_lrs == (1e-5, 1e-4, 1e-3)
+  assert pretrained.trial_fraction == 1 / 3
   assert pretrained.from_random().finetune_lrs == recipe.finetune_lrs
+  assert pretrained.from_random().trial_fraction == recipe.trial_fraction
 
 
 def _separable_splits():

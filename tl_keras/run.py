@@ -50,7 +50,8 @@ def recipe_from_config(config, jit_compile=False):
       unfreeze=config_lib.parse_unfreeze(config.unfreeze),
       batchnorm=batchnorm_policy(config))
   if config.weights == "none":
-    recipe = dataclasses.replace(recipe, finetune_lrs=recipe.random_lrs)
+    recipe = dataclasses.replace(recipe, finetune_lrs=recipe.random_lrs,
+                                 trial_fraction=recipe.random_trial_fraction)
   return recipe
 
 
