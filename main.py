@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from tl_keras import config as config_lib
+from tl_keras import console
 
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
            float: flags.DEFINE_float, str: flags.DEFINE_string}
@@ -47,6 +48,10 @@ def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form "
           "--name=value")
+  if FLAGS.verbosity <= 0:  # -v 1: TensorFlow's own logs too
+    console.quiet_tensorflow(logging.get_absl_handler())
+  if sys.stderr.isatty():
+    console.short_log_lines(logging.get_absl_handler())
   from tl_keras import listing, run  # pylint: disable=g-import-not-at-top
   from tl_keras.errors import UserError  # pylint: disable=g-import-not-at-top
   if FLAGS.list_models:

@@ -468,6 +468,33 @@ def test_tensorboard_tells_the_story(quick_run):
   assert "test_accuracy" in hparams.Tags()["tensors"]
 
 
+def test_output_holds_no_tensorflow_internals_and_each_table_once(quick_run):
+  _, result, _ = quick_run
+  both = result.stdout + result.stderr
+  for noise in ("cuInit", "InitializeLog", "Sharding callback",
+                "Assets written", "fully_quantize", "XNNPACK delegate"):
+    assert noise not in both, noise
+  assert both.count("agreement       size") == 1  # the parity table
+  assert both.count("precision    recall") == 1  # the per-class table
+
+
+def test_console_filter_drops_known_notes_and_keeps_the_rest():
+  from tl_keras import console  # pylint: disable=g-import-not-at-top
+  lines = [
+      "WARNING: All log messages before absl::InitializeLog() is called are "
+      "written to STDERR",
+      "I0000 00:00:1.2 1 cpu_feature_guard.cc:210] This TensorFlow binary is "
+      "optimized to use available CPU instructions.",
+      "To enable the following instructions: AVX2 FMA, rebuild TensorFlow.",
+      "E0000 00:00:1.3 1 cuda_platform.cc:52] failed call to cuInit: ...",
+      "E1202 10:00:00.1 1 some_op.cc:12] a real error",
+      "fully_quantize: 0, inference_type: 6",
+      "Traceback (most recent call last):",
+      "  File \"x.py\", line 1",
+  ]
+  assert console.without_noise(lines) == lines[4:5] + lines[6:]
+
+
 def test_list_models_and_line_based_progress(quick_run):
   from tl_keras import models  # pylint: disable=g-import-not-at-top
   result = run_main("--list_models")

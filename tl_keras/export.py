@@ -154,8 +154,11 @@ def tflite_parity(model, directory, variants, examples, labels,
     rows[variant] = {**litert.parity(path, inputs, labels, keras_probs,
                                      runner=serving.runner(path)),
                      "keras_accuracy": keras_accuracy}
-  if rows:
-    logging.info("TFLite parity\n%s", litert.format_parity(rows))
+  if rows:  # the table itself ends the run's output
+    worst = min(rows, key=lambda v: rows[v]["agreement"])
+    logging.info("TFLite parity: %d files on %d test examples, lowest "
+                 "agreement with Keras %.4f (%s)", len(rows),
+                 rows[worst]["examples"], rows[worst]["agreement"], worst)
   return rows
 
 

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from tl_keras import console
 from tl_keras import standard_metadata
 from tl_keras import tflite
 from tl_keras.errors import CheckFailed, UserError
@@ -32,9 +33,10 @@ class _Runner:
     from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
     self.path = path
     try:
-      self.interpreter = litert.Interpreter(model_path=path,
-                                            num_threads=num_threads)
-      self.interpreter.allocate_tensors()
+      with console.filtered_stderr():  # LiteRT's note on its CPU delegate
+        self.interpreter = litert.Interpreter(model_path=path,
+                                              num_threads=num_threads)
+        self.interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
       raise UserError(f"cannot load {path} as a TFLite model: "
                       f"{str(e).splitlines()[0][:200]}") from e

@@ -23,6 +23,7 @@ import tensorflow as tf
 # float input and output).
 from tensorflow.lite.python import convert as tflite_convert
 
+from tl_keras import console
 from tl_keras import tflite
 
 # Layers whose int8 output is off by more than this many quantization steps
@@ -49,7 +50,7 @@ def layer_errors(model, serving, calibration_images,
     rmse_steps, highest first.
   """
   with tflite.converters(model, serving) as make:
-    with tflite.native_stdout_silenced():
+    with console.quiet_native_output():
       debugger = tf.lite.experimental.QuantizationDebugger(
           converter=make("int8", calibration_images),
           debug_dataset=tflite.representative(calibration_images[:samples]))
@@ -74,7 +75,7 @@ def requantize(calibrated, float_layers=()):
   `float_layers` are layer names from `layer_errors`. Input and output stay
   uint8 with the plain int8 file's scales.
   """
-  with tflite.native_stdout_silenced():
+  with console.quiet_native_output():
     return tflite_convert.mlir_quantize(
         calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8,
         denylisted_nodes=list(float_layers) or None)

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 
@@ -30,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras import console
 from tl_keras.errors import UserError
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
@@ -149,7 +149,7 @@ def convert(model, variant, serving, calibration_images=None, make=None):
     with converters(model, serving) as make:
       return convert(model, variant, serving, calibration_images, make)
   converter = make(variant, calibration_images)
-  with native_stdout_silenced():
+  with console.quiet_native_output():
     return converter.convert()
 
 
@@ -185,20 +185,6 @@ def converters(model, serving):
       return converter
 
     yield make
-
-
-@contextlib.contextmanager
-def native_stdout_silenced():
-  """The quantizer prints a status line from C++ straight to fd 1."""
-  sys.stdout.flush()
-  saved = os.dup(1)
-  try:
-    with open(os.devnull, "w", encoding="utf-8") as devnull:
-      os.dup2(devnull.fileno(), 1)
-      yield
-  finally:
-    os.dup2(saved, 1)
-    os.close(saved)
 
 
 def _configure(converter, variant, calibration_images):
