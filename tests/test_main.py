@@ -345,6 +345,7 @@ def _offline():
           "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
 
 
+TEXT = ["--model=bert_micro", "--dataset=synthetic_text", "--weights=none"]
 ERROR_CASES = {
     "unknown_model": (["--model=resnet05"], "did you mean resnet50"),
     "unknown_dataset": (["--dataset=cifar01", "--weights=none"],
@@ -370,6 +371,13 @@ ERROR_CASES = {
     "bad_profile_steps": (["--profile_steps=5"], "--profile_steps='5'"),
     "unfreeze_too_deep": (["--weights=none", "--unfreeze=500"],
                           "--unfreeze=500 exceeds"),
+    # Image-only flags for a text model.
+    "text_augment": (TEXT + ["--augment=randaugment"],
+                     "--augment=randaugment transforms images"),
+    "text_cache_views": (TEXT + ["--cache_views=2"],
+                         "--cache_views=2 adds augmented image views"),
+    "text_int8": (TEXT + ["--export=saved_model,tflite_int8"],
+                  "tflite_int8 .* use tflite_dynamic"),
 }
 
 

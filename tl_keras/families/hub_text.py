@@ -5,10 +5,12 @@ the data are tokenized with it once, before training. --unfreeze counts
 transformer layers. See `text_models` for the models themselves.
 """
 
+import dataclasses
 import os
 
 import keras
 
+from tl_keras import config as config_lib
 from tl_keras import data
 from tl_keras import serving as serving_lib
 from tl_keras import text_data
@@ -37,6 +39,21 @@ class HubText(base_lib.Family):
 
   def check(self, config):
     text_models.check_model(config.model)
+    # Image-only flags, given for a text model: an error, not a silent skip.
+    given = {f.name for f in dataclasses.fields(config)
+             if getattr(config, f.name) != f.default}
+    model = f"--model={config.model} is a text model"
+    if "augment" in given and config.augment != "none":
+      raise UserError(f"--augment={config.augment} transforms images and "
+                      f"{model}: leave --augment out")
+    if "cache_views" in given:
+      raise UserError(f"--cache_views={config.cache_views} adds augmented "
+                      f"image views and {model}: leave --cache_views out")
+    if "export" in given and "tflite_int8" in config_lib.parse_exports(
+        config.export):
+      raise UserError(f"--export={config.export}: tflite_int8 (full-integer "
+                      f"TFLite) is for images and {model}: use "
+                      "tflite_dynamic, the small one")
 
   def listing(self):
     return [("text: KerasHub text classifiers", name, "text", params, about)
