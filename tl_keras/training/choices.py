@@ -204,6 +204,7 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
   for mode in modes[1:]:
     offer(trial(winner["lr"], mode))
   steps_lib.load_state(winner["carry"]["optimizer"], winner.pop("state"))
+  cache.keep_only(winner["carry"]["optimizer"])
   model.set_weights(start)
   _, gain, _ = clearly_lower(winner["losses"], reference)
   chosen = {"learning_rate": winner["lr"], "batchnorm": winner["mode"],

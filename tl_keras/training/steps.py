@@ -119,6 +119,11 @@ class StepCache:
     schedule.set(spec.learning_rate, _warmup_steps(spec, total), total)
     return tuple(entry)
 
+  def keep_only(self, optimizer):
+    """Forgets the other optimizers (each holds state the size of a model)."""
+    self._entries = {key: entry for key, entry in self._entries.items()
+                     if entry[1] is optimizer}
+
 
 class LossScale:
   """Dynamic loss scaling for float16 training inside `strategy.run`.
