@@ -79,10 +79,7 @@ def parse_flags(argv):
 def print_help():
   """--help: the flags by group, one line each (--helpfull: absl's own)."""
   print("\n\n".join(__doc__.split("\n\n")[:2]))
-  groups = {}
-  for field in dataclasses.fields(config_lib.Config):
-    groups.setdefault(field.metadata["group"], []).append(field)
-  for group, fields in groups.items():
+  for group, fields in config_lib.groups().items():
     print(f"\n{group} flags:")
     for field in fields:
       first = re.split(r"(?<!e\.g)\. ", field.metadata["help"])[0].rstrip(".")
