@@ -1,6 +1,7 @@
 """Text classification: KerasHub BERT from a local preset, data, exports."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -379,9 +380,16 @@ def test_predict_and_evaluate_modes_on_texts(text_run, tmp_path):
                       f"--inputs={inputs}", "--top_k=2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("texts.txt:") == 3
+    assert "vocabulary does not hold" not in result.stderr
     tops.append([l.split()[0] for l in result.stdout.splitlines()
                  if l.startswith("  ")][::2])
   assert tops[0] == tops[1] == tops[2]
+  # English, to a model of the embedded made-up language: a warning.
+  english = run_main("--mode=predict", f"--artifact={out / 'saved_model'}",
+                     "--inputs=the stock market fell sharply this morning")
+  assert english.returncode == 0, english.stderr[-2000:]
+  assert re.search(r"1 of 1 texts are mostly words the model's vocabulary "
+                   r"does not hold .*100% of its words", english.stderr)
   folder = tmp_path / "csv"
   folder.mkdir()
   texts, labels, names = text_data.synthetic_texts("synthetic_text", "test")

@@ -12,6 +12,7 @@ artifact tokenizes with the run's own tokenizer (the `.tflite` files with
 """
 
 import dataclasses
+import logging
 import os
 import re
 from typing import Callable
@@ -39,6 +40,8 @@ class Predictor:
   image_size: int  # 0 for text
   predict: Callable  # uint8 [N, S, S, 3] (or strings) -> float32 [N, C]
   data: str = "image"  # what `predict` takes: "image" or "text"
+  # Text: the run's vocabulary (vocab.txt beside the artifact), if found.
+  vocabulary: frozenset = None
 
   def read(self, items):
     """--inputs as (names, what `predict` takes)."""
@@ -70,6 +73,33 @@ def load(path):
                   "SavedModel directory or a run directory")
 
 
+def _vocabulary_beside(path):
+  """The tokens of the run's vocab.txt: beside `path`, in it, or above it."""
+  path = os.path.abspath(path)
+  folders_up = [path] if os.path.isdir(path) else []
+  folders_up += [os.path.dirname(path), os.path.dirname(os.path.dirname(path))]
+  for folder in folders_up:
+    candidate = os.path.join(folder, serving_lib.TextServing.VOCABULARY)
+    if os.path.isfile(candidate):
+      with open(candidate, encoding="utf-8") as f:
+        return frozenset(line.rstrip("\n") for line in f)
+  return None
+
+
+# A text of which more than this share of words are not whole tokens of the
+# vocabulary is in a language or domain the model did not learn.
+UNKNOWN_SHARE = 0.5
+
+
+def unknown_share(text, vocabulary):
+  """The share of `text`'s words that are not tokens of `vocabulary`."""
+  words = re.findall(r"\w+", text)
+  if not words:
+    return 0.0
+  return sum(w not in vocabulary and w.lower() not in vocabulary
+             for w in words) / len(words)
+
+
 def _labels_beside(path, num_classes):
   """labels.txt next to `path`, else class indices as names."""
   candidate = os.path.join(os.path.dirname(os.path.abspath(path)),
@@ -89,7 +119,8 @@ def _keras(path):
   return Predictor(
       "keras", path, labels, getattr(serving, "image_size", 0),
       lambda examples: serving.keras_probabilities(
-          model, serving.inputs(examples)), data=serving.kind)
+          model, serving.inputs(examples)), data=serving.kind,
+      vocabulary=_vocabulary_beside(path) if serving.kind == "text" else None)
 
 
 def _saved_model(path):
@@ -110,7 +141,7 @@ def _saved_model(path):
               "probabilities"].numpy()
           for i in range(0, len(texts), batch_size)])
     return Predictor("saved_model", path, labels, 0, predict_texts,
-                     data="text")
+                     data="text", vocabulary=_vocabulary_beside(path))
 
   def predict(images, batch_size=64):
     return np.concatenate([
@@ -128,7 +159,8 @@ def _tflite(path):
     runner = litert.TextRunner(path)
     runner.preprocessor()  # fails early if vocab.txt is missing
     return Predictor("tflite", path, metadata["labels"], 0,
-                     runner.predict_texts, data="text")
+                     runner.predict_texts, data="text",
+                     vocabulary=_vocabulary_beside(path))
   runner = litert.ImageRunner(path)
   num_classes = int(runner.output["shape"][-1])
   labels = (metadata.get("labels")
@@ -205,6 +237,17 @@ def predict_files(artifact, paths, top_k=5):
   """
   predictor = load(artifact)
   paths, inputs = predictor.read(paths)
+  if predictor.vocabulary:
+    unknown = [(path, share) for path, text in zip(paths, inputs)
+               if (share := unknown_share(text, predictor.vocabulary))
+               > UNKNOWN_SHARE]
+    if unknown:
+      logging.warning(
+          "%d of %d texts are mostly words the model's vocabulary does not "
+          "hold (%s: %.0f%% of its words): the model never learnt them, so "
+          "its predictions on them mean little; check the language and "
+          "domain of the input", len(unknown), len(inputs), unknown[0][0],
+          100 * unknown[0][1])
   probs = predictor.predict(inputs)
   k = min(top_k, len(predictor.labels))
   results, lines = [], []
