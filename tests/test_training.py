@@ -1,6 +1,7 @@
 """The recipe: what each phase may and may not change; metrics; export."""
 
 import dataclasses
+import errno
 import os
 
 import keras
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tl_keras import artifacts
 from tl_keras import data
 from tl_keras import evaluation
 from tl_keras import export
@@ -15,6 +17,7 @@ from tl_keras import families
 from tl_keras import models
 from tl_keras import probe
 from tl_keras import training
+from tl_keras.errors import UserError
 
 STRATEGY = tf.distribute.get_strategy()
 # 32-pixel images, batches of 8.
@@ -410,3 +413,30 @@ def test_pretraining_trains_more_rounds_until_the_target(target, rounds_run,
       strategy=STRATEGY, image_size=32, seed=0, start=0.0, target=target,
       rounds=2)
   assert calls == [1e-3, 5e-4][:rounds_run]
+
+
+def test_a_full_disk_is_one_error_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch):
+  model = models.build_classifier("convnet_small", 3, weights=None)
+  checkpointer = training.Checkpointer(str(tmp_path))
+  state = dict(phase="finetune", history=[], best=training.Best())
+  checkpointer.save(model, None, step_in_phase=1, step=1, **state)
+  saved = [np.copy(w) for w in model.get_weights()]
+  files = sorted(os.listdir(tmp_path))
+
+  def full(path, obj):
+    del path, obj
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  # The model checkpoint is written, then progress.json finds no room.
+  monkeypatch.setattr(artifacts, "write_json", full)
+  model.set_weights([w + 1 for w in saved])
+  with pytest.raises(UserError, match=f"no space left on the disk of "
+                     f"{tmp_path} .* MB.*rerun the same command"):
+    checkpointer.save(model, None, step_in_phase=2, step=2, **state)
+  assert sorted(os.listdir(tmp_path)) == files  # step 2's files removed
+  progress = checkpointer.progress()
+  assert progress["step"] == 1
+  checkpointer.restore(model, None, progress)
+  for a, b in zip(saved, model.get_weights()):
+    np.testing.assert_array_equal(a, b)

@@ -4,9 +4,11 @@ A run stopped by SIGTERM or SIGINT, or killed, resumes at its exact step.
 """
 
 import contextlib
+import errno
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 
@@ -147,7 +149,36 @@ class Checkpointer:
 
   def save(self, model, optimizer, *, phase, step_in_phase, step, history,
            best):
-    """Writes a checkpoint at this point of `phase`."""
+    """Writes a checkpoint at this point of `phase`.
+
+    Raises:
+      UserError: the disk is full; the files of this checkpoint are
+        removed, and the previous one, which progress.json still names,
+        is intact.
+    """
+    try:
+      self._save(model, optimizer, phase=phase, step_in_phase=step_in_phase,
+                 step=step, history=history, best=best)
+    except (OSError, tf.errors.OpError) as e:
+      if not _no_space(e):
+        raise
+      for name in os.listdir(self.directory):  # this checkpoint's files
+        path = os.path.join(self.directory, name)
+        if name.startswith((f"ckpt-{step}.", f"ckpt-{step}_temp")) or (
+            ".tmp" in name):
+          if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+          else:
+            os.remove(path)
+      size = sum(int(np.prod(v.shape)) * 4 for v in model.weights)
+      raise UserError(
+          f"no space left on the disk of {self.directory} for a checkpoint "
+          f"(about {3 * size / 2**20:.0f} MB with the optimizer's state): "
+          "free space there and rerun the same command, which resumes from "
+          "the last complete checkpoint") from e
+
+  def _save(self, model, optimizer, *, phase, step_in_phase, step, history,
+            best):
     os.makedirs(self.directory, exist_ok=True)
     manager = tf.train.CheckpointManager(
         _checkpoint(model, optimizer), self.directory,
@@ -190,6 +221,12 @@ class Checkpointer:
       best.step = progress["best"]["step"]
       best.where = tuple(progress["best"]["where"])
       self._best_saved = best.where
+
+
+def _no_space(error):
+  """Whether `error` (OSError or TensorFlow's) says the disk is full."""
+  return (getattr(error, "errno", None) == errno.ENOSPC
+          or "No space left on device" in str(error))
 
 
 def _checkpoint(model, optimizer):
