@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -411,7 +412,20 @@ def test_report_model_card_and_plots(quick_run):
   assert f"{100 * metrics['test']['accuracy']:.1f}%" in report
   assert "Transfer versus from scratch" in report
   assert "model_int8.tflite" in report and "agreement with Keras" in report
-  assert "python main.py --model=convnet_small" in report
+  assert "python main.py \\\n    --model=convnet_small" in report
+  # The card's Reproduce command, one flag a line: the run's settings, to a
+  # new directory beside the run.
+  card = (out / "README.md").read_text()
+  command = card.split("## Reproduce")[1].split("```")[1].strip()
+  words = shlex.split(command.replace(" \\\n", " "))
+  assert words[:2] == ["python", "main.py"]
+  given = dict(w[2:].split("=", 1) if "=" in w else (w[2:], "True")
+               for w in words[2:])
+  recorded = json.loads((out / "run.json").read_text())["config"]
+  assert given.pop("output_dir") == f"{out}_rerun"
+  assert not os.path.exists(f"{out}_rerun")
+  for name, value in given.items():
+    assert str(recorded[name]) == value, name
   for name in ("learning_curves.png", "confusion_matrix.png"):
     with Image.open(out / name) as image:
       assert image.format == "PNG" and image.size[0] > 300

@@ -11,6 +11,7 @@ import dataclasses
 import html
 import io
 import os
+import shlex
 
 import matplotlib
 
@@ -25,7 +26,13 @@ PNG_FILES = ("learning_curves.png", "confusion_matrix.png")
 
 
 def command_line(config):
-  """The command that reproduces a run: the flags that differ from defaults."""
+  """The command that reproduces a run: the flags that differ from defaults.
+
+  One flag per line (a shell line continuation between them), so it never
+  wraps inside a flag, and values quoted for the shell. It writes to
+  --output_dir with "_rerun" added: the run it reproduces stays, and the
+  command is not refused for finding it there.
+  """
   skip = {"overwrite", "mode", "run_dir", "artifact", "inputs", "split",
           "top_k"}
   args = []
@@ -33,33 +40,41 @@ def command_line(config):
     value = config.get(f.name, f.default)
     if f.name in skip or value == f.default:
       continue
+    if f.name == "output_dir":
+      value = str(value).rstrip("/") + "_rerun"
     if isinstance(value, bool):
       args.append(f"--{'' if value else 'no'}{f.name}")
     else:
-      args.append(f"--{f.name}={value}")
-  return "python main.py " + " ".join(args)
+      args.append(f"--{f.name}={shlex.quote(str(value))}")
+  return " \\\n    ".join(["python main.py", *args])
 
 
 def learning_curves_png(history):
-  """Loss and accuracy per epoch, train and validation, phases marked."""
+  """Loss and accuracy against training steps, train and validation.
+
+  The transfer run's phases are marked; the from-scratch baseline's
+  validation curves share the step axis, so runs of different lengths are
+  drawn to the same scale.
+  """
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
   runs = [h for h in history if h["phase"] != "scratch"]
-  x = np.arange(1, len(runs) + 1)
+  scratch = [h for h in history if h["phase"] == "scratch"]
   for ax, key, title in ((axes[0], "loss", "loss"),
                          (axes[1], "accuracy", "accuracy")):
-    ax.plot(x, [h[key] for h in runs], "o-", label="train")
-    ax.plot(x, [h["val_" + key] for h in runs], "s-", label="validation")
-    scratch = [h for h in history if h["phase"] == "scratch"]
-    if scratch and key == "accuracy":
-      ax.plot(np.arange(1, len(scratch) + 1),
-              [h["val_accuracy"] for h in scratch], ":", color="gray",
+    steps = [h["step"] for h in runs]
+    ax.plot(steps, [h[key] for h in runs], "o-", label="train")
+    ax.plot(steps, [h["val_" + key] for h in runs], "s-", label="validation")
+    if scratch:
+      ax.plot([h["step"] for h in scratch],
+              [h["val_" + key] for h in scratch], ":", color="gray",
               label="from scratch (validation)")
-    boundaries = [i + 0.5 for i in range(1, len(runs))
+    boundaries = [(runs[i - 1]["step"] + runs[i]["step"]) / 2
+                  for i in range(1, len(runs))
                   if runs[i]["phase"] != runs[i - 1]["phase"]]
     for b in boundaries:
       ax.axvline(b, color="black", linestyle="--", linewidth=0.8)
       ax.text(b, ax.get_ylim()[1], " fine-tune", va="top", fontsize=8)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("training step")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_title(title)
     ax.grid(alpha=0.3)
