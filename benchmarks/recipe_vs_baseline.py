@@ -39,7 +39,7 @@ from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
 from tl_keras import data  # pylint: disable=g-import-not-at-top
 from tl_keras import models  # pylint: disable=g-import-not-at-top
 from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
-from tl_keras import run  # pylint: disable=g-import-not-at-top
+from tl_keras import recipe_config  # pylint: disable=g-import-not-at-top
 from tl_keras import training  # pylint: disable=g-import-not-at-top
 
 MODEL, SIZE, BATCH = "convnet_small", 32, 32
@@ -66,7 +66,7 @@ def recipe(weights, splits, args, early_stopping):
       min_steps=args.min_steps, early_stopping=early_stopping)
   start = time.perf_counter()
   history, _ = training.run_recipe(
-      model, run.recipe_from_config(config), splits,
+      model, recipe_config.recipe_from_config(config), splits,
       training.Context(tf.distribute.get_strategy(), SIZE, BATCH,
                        augment=config.augment))
   return time.perf_counter() - start, test_accuracy(model, splits), len(

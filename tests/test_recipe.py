@@ -18,6 +18,7 @@ from tl_keras import freezing
 from tl_keras import litert
 from tl_keras import models
 from tl_keras import probe
+from tl_keras import recipe_config
 from tl_keras import run
 from tl_keras import serving
 from tl_keras import tflite
@@ -139,7 +140,7 @@ def test_a_frozen_bert_drops_nothing_in_training_mode():
 
 def test_batchnorm_policy_resolution():
   def policy(**changes):
-    return run.batchnorm_policy(config_lib.Config(**changes))
+    return recipe_config.batchnorm_policy(config_lib.Config(**changes))
   assert policy(weights="none") == "train"  # no statistics to keep
   assert policy(weights="imagenet") == "auto"  # frozen unless a trial wins
   assert policy(weights="none", batchnorm="frozen") == "frozen"
@@ -328,11 +329,11 @@ def test_negative_transfer_is_said_plainly():
 
 def test_weights_none_skips_the_head_and_trains_batchnorm():
   config = config_lib.Config(weights="none")
-  recipe = run.recipe_from_config(config)
+  recipe = recipe_config.recipe_from_config(config)
   assert recipe.head.epochs == 0 and recipe.batchnorm == "train"
   assert recipe.finetune_lrs == (1e-4, 1e-3)  # nothing pretrained to spare
   assert recipe.trial_fraction == 1 / 6  # no disruption to get past
-  pretrained = run.recipe_from_config(dataclasses.replace(config,
+  pretrained = recipe_config.recipe_from_config(dataclasses.replace(config,
                                                           weights="imagenet"))
   assert pretrained.head.epochs == 5 and pretrained.batchnorm == "auto"
   assert pretrained.finetune.learning_rate == 0.0  # picked by trials

@@ -21,78 +21,10 @@ from tl_keras import export
 from tl_keras import export_mode
 from tl_keras import families
 from tl_keras import litert
+from tl_keras import recipe_config
 from tl_keras import report
 from tl_keras import training
 from tl_keras.errors import UserError
-
-
-# Validation at least this many steps apart: on 100 images an epoch is 4
-# steps, and validating after every one would cost more than the training.
-EVAL_STEPS = 10
-
-
-def recipe_from_config(config, jit_compile=False):
-  """The two phases as `training.Recipe`, learning rates scaled."""
-  common = dict(optimizer=config.optimizer, weight_decay=config.weight_decay,
-                label_smoothing=config.label_smoothing,
-                jit_compile=jit_compile, min_steps=config.min_steps,
-                warmup=config.warmup, early_stopping=config.early_stopping,
-                eval_steps=EVAL_STEPS,
-                no_decay=families.find(config.model).no_decay)
-  scale = config.lr_scale()
-  # Random weights hold no features to fit a head on: phase 2 trains it all.
-  head_epochs = 0 if config.weights == "none" else config.head_epochs
-  recipe = training.Recipe(
-      head=training.PhaseSpec("head", head_epochs,
-                              config.head_lr * scale, **common),
-      finetune=training.PhaseSpec("finetune", config.finetune_epochs,
-                                  config.finetune_lr * scale, **common),
-      unfreeze=config_lib.parse_unfreeze(config.unfreeze),
-      batchnorm=batchnorm_policy(config))
-  if config.weights == "none":
-    recipe = dataclasses.replace(recipe, finetune_lrs=recipe.random_lrs,
-                                 trial_fraction=recipe.random_trial_fraction)
-  return recipe
-
-
-def effective_rates(config, recipe, choices):
-  """The learning rates the run trained at, for run.json.
-
-  Given rates are scaled by the batch-size rule; phase 2's trial rates are
-  used as they are (the validation split picks among them).
-  """
-  finetune = choices.get("finetune", {})
-  return {"rule": config.lr_rule(), "scale": config.lr_scale(),
-          "reference_batch": config_lib.REFERENCE_BATCH,
-          "global_batch": config.batch_size,
-          "head": (recipe.head.learning_rate if recipe.head.epochs and
-                   "head" not in choices else None),  # None: a fitted probe
-          "finetune_trials": ([] if recipe.finetune.learning_rate
-                              else list(recipe.finetune_lrs)),
-          "finetune": finetune.get("learning_rate",
-                                   recipe.finetune.learning_rate or None)}
-
-
-def batchnorm_policy(config):
-  """--batchnorm, with auto resolved for random weights.
-
-  A randomly initialized backbone has no statistics worth keeping, so its
-  BatchNorm trains; a pretrained one keeps its own unless a trial says
-  otherwise ("auto" in `training.Recipe`).
-  """
-  if config.batchnorm == "auto" and config.weights == "none":
-    return "train"
-  return config.batchnorm
-
-
-def _log_plan(config, recipe):
-  """Says what the recipe will do, before it starts."""
-  if config.weights == "none" and config.head_epochs:
-    logging.info("--weights=none: no pretrained features to fit a head on, "
-                 "so phase 1 is skipped and phase 2 trains every layer")
-  if recipe.batchnorm != config.batchnorm:
-    logging.info("--batchnorm=auto: BatchNorm trains (random weights have "
-                 "no statistics worth keeping)")
 
 
 def train_scratch(config, splits, image_size, strategy, jit_compile=False,
@@ -114,7 +46,7 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False,
   family = families.find(config.model)
   model = family.build(config, splits.num_classes, strategy)
   history, info = training.run_recipe(
-      model, recipe_from_config(config, jit_compile), splits,
+      model, recipe_config.recipe_from_config(config, jit_compile), splits,
       training.Context(strategy, image_size, config.batch_size,
                        seed=config.seed,
                        augment=augment or family.augment(config)))
@@ -244,8 +176,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   family = families.find(config.model)
   family.check(config)
   image_size = family.image_size(config)
-  recipe = recipe_from_config(config, speed["jit_compile"])
-  _log_plan(config, recipe)
+  recipe = recipe_config.recipe_from_config(config, speed["jit_compile"])
+  recipe_config.log_plan(config, recipe)
 
   splits = raw_splits = family.load_splits(config)
   for note in splits.notes:
@@ -364,7 +296,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                         if config.finetune_epochs else None),
                     "weights_fingerprint": fingerprint},
           "recipe": info["choices"],
-          "learning_rates": effective_rates(config, recipe, info["choices"]),
+          "learning_rates": recipe_config.effective_rates(config, recipe, info["choices"]),
           "data": {"sizes": splits.sizes, "classes": splits.class_names,
                    "notes": splits.notes,
                    "skipped_images": {"count": len(splits.skipped),
