@@ -37,6 +37,9 @@ def test_pipeline():
   (row,) = _run("pipeline.py", "--smoke")
   assert row["pipeline_images_per_second"] > 0
   assert row["step_images_per_second"] > 0
+  assert row["files"] > 40  # the JPEGs it wrote, read as a folder
+  assert row["files_cold_images_per_second"] > 0
+  assert row["files_cached_images_per_second"] > 0
 
 
 def test_recipe_vs_baseline():
