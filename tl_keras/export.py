@@ -156,9 +156,10 @@ def tflite_parity(model, directory, variants, examples, labels,
                      "keras_accuracy": keras_accuracy}
   if rows:  # the table itself ends the run's output
     worst = min(rows, key=lambda v: rows[v]["agreement"])
-    logging.info("TFLite parity: %d files on %d test examples, lowest "
+    logging.info("TFLite parity: %d file%s on %d test examples, lowest "
                  "agreement with Keras %.4f (%s)", len(rows),
-                 rows[worst]["examples"], rows[worst]["agreement"], worst)
+                 "s" if len(rows) > 1 else "", rows[worst]["examples"],
+                 rows[worst]["agreement"], worst)
   return rows
 
 
