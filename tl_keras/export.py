@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -69,7 +70,11 @@ def load_keras(path):
   import tl_keras.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   import keras_hub  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  # registers BertTextClassifier
   try:
-    return keras.saving.load_model(path, safe_mode=True)
+    with warnings.catch_warnings():
+      # KerasHub's task models compile themselves; Keras says it did not.
+      warnings.filterwarnings("ignore", message=r"`compile\(\)` was not "
+                              "called as part of model loading")
+      return keras.saving.load_model(path, safe_mode=True)
   except Exception as e:  # A damaged or foreign file fails in many ways.
     text = " ".join(str(e).split())
     if "safe_mode" in text or "Lambda" in text or "Could not locate" in text:
