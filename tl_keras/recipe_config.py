@@ -1,6 +1,5 @@
 """The recipe a `Config` asks for: phases, rates, BatchNorm policy."""
 
-import dataclasses
 import logging
 
 from tl_keras import config as config_lib
@@ -32,8 +31,7 @@ def recipe_from_config(config, jit_compile=False):
       unfreeze=config_lib.parse_unfreeze(config.unfreeze),
       batchnorm=batchnorm_policy(config))
   if config.weights == "none":
-    recipe = dataclasses.replace(recipe, finetune_lrs=recipe.random_lrs,
-                                 trial_fraction=recipe.random_trial_fraction)
+    recipe = recipe.with_random_trials()
   return recipe
 
 

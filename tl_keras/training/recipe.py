@@ -50,6 +50,11 @@ class Recipe:
   # at 1e-4; the trial that wins goes on unchanged either way).
   random_trial_fraction: float = 1 / 6
 
+  def with_random_trials(self):
+    """Phase 2's trials as a start from random weights runs them."""
+    return dataclasses.replace(self, finetune_lrs=self.random_lrs,
+                               trial_fraction=self.random_trial_fraction)
+
   def from_random(self):
     """The recipe for the same network starting from random weights.
 
@@ -59,9 +64,8 @@ class Recipe:
     no statistics to keep), unless "frozen" was asked for.
     """
     return dataclasses.replace(
-        self, head=dataclasses.replace(self.head, epochs=0),
-        unfreeze=("all", None), finetune_lrs=self.random_lrs,
-        trial_fraction=self.random_trial_fraction,
+        self.with_random_trials(),
+        head=dataclasses.replace(self.head, epochs=0), unfreeze=("all", None),
         batchnorm="train" if self.batchnorm == "auto" else self.batchnorm)
 
 
