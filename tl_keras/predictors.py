@@ -74,16 +74,13 @@ def load(path):
 
 
 def _vocabulary_beside(path):
-  """The tokens of the run's vocab.txt: beside `path`, in it, or above it."""
-  path = os.path.abspath(path)
-  folders_up = [path] if os.path.isdir(path) else []
-  folders_up += [os.path.dirname(path), os.path.dirname(os.path.dirname(path))]
-  for folder in folders_up:
-    candidate = os.path.join(folder, serving_lib.TextServing.VOCABULARY)
-    if os.path.isfile(candidate):
-      with open(candidate, encoding="utf-8") as f:
-        return frozenset(line.rstrip("\n") for line in f)
-  return None
+  """The tokens of the run's vocab.txt beside `path`, or None."""
+  candidate = os.path.join(os.path.dirname(os.path.abspath(path)),
+                           serving_lib.TextServing.VOCABULARY)
+  if not os.path.isfile(candidate):
+    return None
+  with open(candidate, encoding="utf-8") as f:
+    return frozenset(line.rstrip("\n") for line in f)
 
 
 # A text of which more than this share of words are not whole tokens of the
@@ -157,10 +154,11 @@ def _tflite(path):
   metadata = tflite.read_metadata(path) or {}
   if metadata.get("kind") == "text":
     runner = litert.TextRunner(path)
-    runner.preprocessor()  # fails early if vocab.txt is missing
+    # Fails early if the vocabulary is neither beside the file nor in it.
+    vocabulary = runner.preprocessor().tokenizer.get_vocabulary()
     return Predictor("tflite", path, metadata["labels"], 0,
                      runner.predict_texts, data="text",
-                     vocabulary=_vocabulary_beside(path))
+                     vocabulary=frozenset(vocabulary))
   runner = litert.ImageRunner(path)
   num_classes = int(runner.output["shape"][-1])
   labels = (metadata.get("labels")
