@@ -47,10 +47,10 @@ def _warmup_steps(spec, steps):
 def make_optimizer(spec, steps, schedule=None):
   """Optimizer with linear warmup then cosine decay over `steps` steps.
 
-  `schedule`: a `WarmupCosine` to use (it is set for `spec` and `steps`).
+  `schedule`: a `WarmupCosine` of the caller's, used as it is.
   """
-  schedule = schedule or WarmupCosine(0.0, 0, steps)
-  schedule.set(spec.learning_rate, _warmup_steps(spec, steps), steps)
+  schedule = schedule or WarmupCosine(
+      spec.learning_rate, _warmup_steps(spec, steps), steps)
   table = {
       "adam": lambda: keras.optimizers.Adam(schedule),
       "adamw": lambda: keras.optimizers.AdamW(
