@@ -3,10 +3,12 @@
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 from tests.conftest import REPO
 
@@ -21,33 +23,60 @@ def _free_ports(n):
   return ports
 
 
-def test_two_workers_train_alike_and_only_the_chief_writes(tmp_path):
-  ports = _free_ports(2)
-  cluster = {"worker": [f"localhost:{p}" for p in ports]}
-  out = tmp_path / "out"
+def _workers(cluster, args, logs):
+  """Starts one main.py process per worker of `cluster`, stderr to `logs`."""
   processes = []
-  try:
-    for index in range(2):
-      env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(
-          {"cluster": cluster, "task": {"type": "worker", "index": index}})}
+  for index, log in enumerate(logs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}})}
+    with open(log, "w", encoding="utf-8") as err:
       processes.append(subprocess.Popen(
-          [sys.executable, os.path.join(REPO, "main.py"),
-           "--model=convnet_small", "--weights=none", "--batch_size=16",
-           "--min_steps=0", "--head_epochs=1", "--finetune_epochs=1",
-           "--unfreeze=all", "--strategy=multi_worker_mirrored", "--export=saved_model",
-           f"--output_dir={out}"],
-          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-          text=True))
-    results = [p.communicate(timeout=300) for p in processes]
+          [sys.executable, os.path.join(REPO, "main.py"), *args], cwd=REPO,
+          env=env, stdout=subprocess.DEVNULL, stderr=err))
+  return processes
+
+
+def _wait(processes, timeout=300):
+  try:
+    return [p.wait(timeout=timeout) for p in processes]
   finally:
     for p in processes:
       p.kill()
-  for p, (_, err) in zip(processes, results):
-    assert p.returncode == 0, err[-3000:]
-  fingerprints = [re.search(r"final weights fingerprint (\w+)", err).group(1)
-                  for _, err in results]
+
+
+def test_two_workers_stop_together_resume_train_alike_chief_writes(tmp_path):
+  cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+  out = tmp_path / "out"
+  args = ["--model=convnet_small", "--weights=none", "--batch_size=16",
+          "--min_steps=0", "--head_epochs=1", "--finetune_epochs=2",
+          "--finetune_lr=1e-3", "--batchnorm=train", "--unfreeze=all",
+          "--strategy=multi_worker_mirrored", "--export=saved_model",
+          f"--output_dir={out}"]
+  logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+  # SIGTERM reaches only worker 1 (not the chief), once training runs:
+  # both workers checkpoint at the same step and exit.
+  processes = _workers(cluster, args, logs)
+  deadline = time.time() + 240
+  while "phase finetune:" not in logs[1].read_text() and (
+      time.time() < deadline and processes[1].poll() is None):
+    time.sleep(0.1)
+  processes[1].send_signal(signal.SIGTERM)
+  codes = _wait(processes)
+  err = [log.read_text() for log in logs]
+  assert codes == [143, 143], err[0][-3000:] + err[1][-3000:]
+  assert "stopped by SIGTERM" in err[1]
+  assert "with the other workers of the cluster" in err[0]
+  assert (out / "checkpoints" / "progress.json").exists()
+
+  # The same command resumes on both and finishes.
+  codes = _wait(_workers(cluster, args, logs))
+  err = [log.read_text() for log in logs]
+  assert codes == [0, 0], err[0][-3000:] + err[1][-3000:]
+  assert all("resuming at phase finetune" in e for e in err)
+  fingerprints = [re.search(r"final weights fingerprint (\w+)", e).group(1)
+                  for e in err]
   assert fingerprints[0] == fingerprints[1]
-  assert re.search(r"strategy \w+ with 2 replica", results[0][1])
+  assert re.search(r"strategy \w+ with 2 replica", err[0])
   run = json.loads((out / "run.json").read_text())
   assert run["strategy"]["flag"] == "multi_worker_mirrored"
   assert run["strategy"]["replicas"] == 2

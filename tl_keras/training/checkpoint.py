@@ -106,9 +106,18 @@ class StopRequest:
     self.signal = signum
 
   def error(self, where, checkpointer):
+    """The `Stopped` to raise at `where`.
+
+    A worker of a cluster stops when any worker was signalled; one that
+    was not names the cluster and exits as if it had received SIGTERM.
+    """
+    saved = (f"progress saved in {checkpointer.restore_from}; rerun the "
+             "same command to resume" if checkpointer else "nothing was saved")
+    if self.signal is None:
+      return Stopped(f"stopped at {where} with the other workers of the "
+                     f"cluster (one of them received a stop signal): {saved}",
+                     128 + signal.SIGTERM)
     name = signal.Signals(self.signal).name
-    saved = (f"progress saved in {checkpointer.directory}; rerun the same "
-             "command to resume" if checkpointer else "nothing was saved")
     return Stopped(f"stopped by {name} at {where}: {saved}",
                    128 + self.signal)
 

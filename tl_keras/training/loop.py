@@ -91,7 +91,7 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
   SIGINT arrives (then `Stopped` is raised). `resume` (a progress dict from
   `Checkpointer.progress`) continues this phase at the exact step: weights,
   optimizer state, schedule position, and the data order (the input
-  pipeline is deterministic, so the batches already seen are skipped).
+  starts after the batches already seen, without reading earlier epochs).
 
   With `features` (a `FeatureCache`, for a frozen base) the head trains on
   the cached backbone outputs instead of running the base every step.
@@ -119,20 +119,6 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
           stepped, spec, total, strategy=strategy,
           num_classes=splits.num_classes, global_batch=batch_size,
           fresh="optimizer" not in carry)
-  train = features.train if features else splits.train
-  if "iterator" in carry:
-    iterator = carry["iterator"]
-  else:
-    iterator = iter(strategy.distribute_datasets_from_function(
-        data_lib.input_fn(
-            train, size=splits.sizes["train"],
-            image_size=None if features else image_size,
-            global_batch_size=batch_size, training=True, augment=augment,
-            seed=seed, num_classes=splits.num_classes)))
-  val_input = steps_lib.eval_input(
-      features.validation if features else splits.validation,
-      splits.sizes["validation"], strategy=strategy,
-      image_size=None if features else image_size, batch_size=batch_size)
   history = list(history or [])
   done, step = carry.get("done", 0), carry.get("step", first_step)
   if resume:
@@ -140,8 +126,21 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
     checkpointer.restore(model, optimizer if resume["step_in_phase"] else None,
                          resume, best)
     done, step = resume["step_in_phase"], resume["step"]
-    for _ in range(done):  # the same batches, in the same order, skipped
-      next(iterator)
+  train = features.train if features else splits.train
+  if "iterator" in carry:
+    iterator = carry["iterator"]
+  else:  # a resumed phase's input starts after the steps already taken
+    iterator = iter(strategy.distribute_datasets_from_function(
+        data_lib.input_fn(
+            train, size=splits.sizes["train"],
+            image_size=None if features else image_size,
+            global_batch_size=batch_size, training=True, augment=augment,
+            seed=seed, num_classes=splits.num_classes, skip=done)))
+  val_input = steps_lib.eval_input(
+      features.validation if features else splits.validation,
+      splits.sizes["validation"], strategy=strategy,
+      image_size=None if features else image_size, batch_size=batch_size)
+  if resume:
     if done:
       logging.info("resuming phase %s at epoch %d, step %d of %d (global "
                    "step %d)", spec.name, done // steps_per_epoch + 1,
@@ -171,8 +170,10 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
                         history=history, best=best)
 
   sync_statistics = _statistics_sync(stepped, strategy)
-  chunks = _ChunkSize(fixed=isinstance(
-      strategy, tf.distribute.MultiWorkerMirroredStrategy))
+  cluster = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+  chunks = _ChunkSize(fixed=cluster)
+  agree = _stop_agreement(strategy) if cluster else None
+  stopping = False
   patience = math.ceil(spec.early_stopping * total)
   # Tiny epochs are validated together: every `group` epochs.
   group = max(1, math.ceil(spec.eval_steps / steps_per_epoch))
@@ -202,21 +203,26 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
           seen + n * batch_size)
       step, done, i = step + n, done + n, i + n
       progress.update(i, {"loss": loss_sum / seen, "acc": correct / seen})
+      # In a cluster every worker stops at the same step, whichever one
+      # was signalled: a lone worker that stopped would leave the others
+      # waiting at their next collective.
+      stopping = agree(stop.requested) if agree else stop.requested
       every = summaries.every_steps
       if step // every > (step - n) // every or i == steps_per_epoch:
         summaries.scalars("train", step, {
             "loss": loss / (n * batch_size),
             "accuracy": hits / (n * batch_size),
             "learning_rate": lr, "phase": _PHASE_IDS.get(spec.name, -1)})
-      if stop.requested and i < steps_per_epoch:
+      if stopping and i < steps_per_epoch:
         save(done)
         raise stop.error(
             f"{spec.name} epoch {epoch + 1}, step {i}", checkpointer)
       if (checkpointer and checkpointer.every_steps and
           step % checkpointer.every_steps == 0 and i < steps_per_epoch):
         save(done)
-    if (epoch + 1) % group == 0 or epoch + 1 == epochs or (
-        done >= spec.stop_at * total):
+    validate = (epoch + 1) % group == 0 or epoch + 1 == epochs or (
+        done >= spec.stop_at * total)
+    if validate:
       sync_statistics()
       val = steps_lib.evaluate(stepped,
                      features.validation if features else splits.validation,
@@ -243,9 +249,11 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
       save(done)
       loss_sum = correct = seen = 0.0
       start = time.time()
-    elif stop.requested:  # between validations only a stop saves
+    if not agree:  # a request that came during validation counts too
+      stopping = stop.requested
+    if stopping and not validate:  # between validations only a stop saves
       save(done)
-    if stop.requested and epoch < epochs - 1:
+    if stopping and epoch < epochs - 1:
       raise stop.error(
           f"the end of {spec.name} epoch {epoch + 1}", checkpointer)
   summaries.flush()
@@ -274,6 +282,21 @@ def _statistics_sync(model, strategy):
       variable.assign(strategy.reduce("MEAN", value, axis=None))
 
   return sync
+
+
+def _stop_agreement(strategy):
+  """A function: this worker's stop request -> whether any worker's is.
+
+  One small all-reduce, made by every worker after every call of the
+  training steps (the signal handler only notes a request).
+  """
+
+  @tf.function
+  def count(requested):
+    per_replica = strategy.run(tf.identity, args=(requested,))
+    return strategy.reduce("SUM", per_replica, axis=None)
+
+  return lambda requested: float(count(tf.constant(float(requested)))) > 0
 
 
 def _steps_without_gain(best, phase, phase_start, step):
