@@ -137,6 +137,43 @@ def test_train_input_is_resized_augmented_and_reproducible():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("augment,image_size", [
+    ("none", None), ("shift", 8), ("mixup", 8)])
+def test_a_resumed_train_input_continues_without_rereading_epochs(
+    augment, image_size):
+  # 37 examples, 5 a step: step 19 is 21 examples into the third epoch.
+  reads = []
+
+  def count(label):
+    reads.append(label)
+    return label
+
+  images = np.random.default_rng(0).integers(0, 256, (37, 12, 12, 3), np.uint8)
+  ds = tf.data.Dataset.from_tensor_slices(
+      (images, np.arange(37, dtype=np.int32))).map(lambda x, y: (x, tf.ensure_shape(
+          tf.numpy_function(count, [y], tf.int32), [])))
+
+  def stream(skip, steps):
+    fn = data.input_fn(ds, size=37, image_size=image_size, global_batch_size=5,
+                       training=True, augment=augment, seed=3, num_classes=37,
+                       skip=skip)
+    del reads[:]
+    batches = [[t.numpy() for t in batch] for batch in
+               fn(tf.distribute.InputContext()).take(steps)]
+    return batches, len(reads)
+
+  unbroken, read_unbroken = stream(0, 30)
+  resumed, read_resumed = stream(19, 11)
+  for a, b in zip(unbroken[19:], resumed):  # batches and augmentations
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(x, y)
+  if image_size is None:  # uncached: the first two epochs are not read
+    assert read_resumed <= read_unbroken - 2 * 37 + 5, (read_resumed,
+                                                        read_unbroken)
+  else:  # cached: every example read once, whatever the start
+    assert read_resumed == read_unbroken == 37
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_inputs_run_without_the_autotuning_thread(training):
   # An iterator's destructor waits for that thread: seconds per trial.

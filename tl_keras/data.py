@@ -255,8 +255,9 @@ AUGMENTATIONS = ("none", "shift", "light", "randaugment", "mixup")
 def augmentation(policy, seed):
   """The --augment policy as a function of a float32 batch of 0..255 images.
 
-  Built from Keras 3's own preprocessing layers, seeded, so a fresh one
-  gives the same augmentations in the same order (a resumed run skips the
+  Built from Keras 3's own preprocessing layers, seeded; `input_fn` sets
+  their random state from each batch's position in the stream, so a batch
+  is augmented alike whatever came before it (a resumed run skips the
   batches it has seen and continues with the same ones):
     none: nothing.
     shift: a shift of up to 1/8 of the size (reflected borders).
@@ -268,7 +269,8 @@ def augmentation(policy, seed):
 
   Returns:
     (fn, mixes_labels): fn(images, labels) -> (images, labels); labels
-    must be one-hot [B, C] float32 when `mixes_labels`.
+    must be one-hot [B, C] float32 when `mixes_labels`. `fn.layers` are
+    the Keras layers whose seed generators it draws from.
   """
   import keras  # pylint: disable=g-import-not-at-top
   policy = {True: "light", False: "none"}.get(policy, policy)
@@ -286,7 +288,11 @@ def augmentation(policy, seed):
                                            seed=seed + 2))
   pipeline = keras.layers.Pipeline(layers)
   if policy != "mixup":
-    return (lambda x, y: (pipeline(x, training=True), y)), False
+    def augmented(images, labels):
+      return pipeline(images, training=True), labels
+
+    augmented.layers = [pipeline]
+    return augmented, False
   mixup = keras.layers.MixUp(seed=seed + 3)
 
   def mixed(images, targets):
@@ -294,11 +300,50 @@ def augmentation(policy, seed):
                  "labels": targets}, training=True)
     return out["images"], out["labels"]
 
+  mixed.layers = [pipeline, mixup]
   return mixed, True
 
 
+# Random draws one batch's augmentation may make, at most: the counter of
+# each seed generator starts at batch index x this for every batch.
+_DRAWS_PER_BATCH = 1 << 16
+
+
+def _augment_at(augmenter, index, images, labels):
+  """`augmenter` on the batch at position `index` of the stream.
+
+  Keras's seed generators hold (seed, counter) and count up with every
+  draw; setting the counter from the batch index makes each batch's draws
+  depend on the seed and its position alone.
+  """
+  states = [v for layer in augmenter.layers for v in layer.variables
+            if "seed_generator" in v.path]
+  for state in states:
+    state.assign(tf.stack([state[0], index * _DRAWS_PER_BATCH]))
+  return augmenter(images, labels)
+
+
+def _epochs(ds, size, seed, first):
+  """`ds` (`size` examples) repeated from epoch `first` on, each shuffled.
+
+  Epoch e's order depends only on `seed` and e, so a resumed stream starts
+  at its epoch without reading the epochs before it. `ds` is the same
+  dataset in every epoch: its cache is filled once.
+  """
+  buffer = min(size, 10_000)
+
+  def shuffled(epoch):
+    # A tensor seed (documented for `shuffle`) fails while the graph-level
+    # seed is 0 (`tf.random.get_seed` compares the pair to (0, 0)); the
+    # graph of this function gets a fixed non-zero one.
+    tf.random.set_seed(1)
+    return ds.shuffle(buffer, seed=seed * 1_000_003 + epoch)
+
+  return tf.data.Dataset.range(first, 1 << 40).flat_map(shuffled)
+
+
 def input_fn(dataset, *, size, image_size, global_batch_size, training,
-             augment="none", seed=0, num_classes=None):
+             augment="none", seed=0, num_classes=None, skip=0):
   """Builds the function `strategy.distribute_datasets_from_function` calls.
 
   Args:
@@ -314,6 +359,10 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
     augment: an `augmentation` policy (training images only).
     seed: shuffle and augmentation seed.
     num_classes: needed by "mixup", whose labels are one-hot mixtures.
+    skip: training steps already taken from this stream: it starts after
+      them, with the batches and augmentations an unbroken stream would
+      give next. The epochs before are not read; of the current one, the
+      examples before the step are (through the shuffle buffer).
 
   Returns:
     fn(input_context) -> per-replica batched dataset of
@@ -335,22 +384,27 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
                   num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
       ds = ds.cache()
+    per_replica = context.get_per_replica_batch_size(global_batch_size)
+    # Batches this pipeline feeds each step (one per replica it serves).
+    per_step = context.num_replicas_in_sync // context.num_input_pipelines
     if training:
-      ds = ds.shuffle(min(size, 10_000), seed=seed,
-                      reshuffle_each_iteration=True).repeat()
+      pipelines, index = (context.num_input_pipelines,
+                          context.input_pipeline_id)
+      shard = (size - index + pipelines - 1) // pipelines
+      consumed = skip * per_step * per_replica
+      ds = _epochs(ds, shard, seed, consumed // shard).skip(consumed % shard)
     if image_size:
       ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),
                   num_parallel_calls=tf.data.AUTOTUNE)
-    per_replica = context.get_per_replica_batch_size(global_batch_size)
     ds = ds.batch(per_replica, drop_remainder=True)
     if training and image_size and augment not in ("none", False):
       augmenter, mixes = augmentation(augment,
                                       seed + context.input_pipeline_id)
       if mixes:
         ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)))
-      # One batch at a time, in order: the layers' random state advances
-      # the same way on every run.
-      ds = ds.map(augmenter)
+      # One batch at a time, in order (the layers' random state is shared).
+      ds = ds.enumerate(start=skip * per_step).map(
+          lambda i, batch: _augment_at(augmenter, i, *batch))
     return prefetched(ds)
 
   return fn
