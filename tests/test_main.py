@@ -1,12 +1,14 @@
 """main.py as a user runs it: a subprocess, real flags, real artifacts."""
 
 import json
+import logging
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -515,6 +517,40 @@ def test_console_filter_drops_known_notes_and_keeps_the_rest():
       "  File \"x.py\", line 1",
   ]
   assert console.without_noise(lines) == lines[4:5] + lines[6:]
+
+
+def test_console_passes_native_stderr_live_without_the_noise(capfd):
+  from tl_keras import console  # pylint: disable=g-import-not-at-top
+  capfd.readouterr()
+  with console.filtered_stderr():
+    os.write(2, b"I0000 00:00:1.2 1 port.cc:153] oneDNN custom operations\n")
+    os.write(2, b"E1202 10:00:00.1 1 some_op.cc:12] a real error\n")
+    seen = ""
+    for _ in range(100):  # it comes out while the block still runs
+      seen += capfd.readouterr().err
+      if seen:
+        break
+      time.sleep(0.02)
+  seen += capfd.readouterr().err
+  assert seen == "E1202 10:00:00.1 1 some_op.cc:12] a real error\n"
+
+
+def test_console_heartbeat_logs_long_steps_only(caplog):
+  from tl_keras import console  # pylint: disable=g-import-not-at-top
+  caplog.set_level(logging.INFO)
+  with console.Heartbeat("quick step", first=5.0):
+    pass
+  with console.Heartbeat("long step", total=10, unit="batches", first=0.05,
+                         every=0.05) as beat:
+    beat.done = 3
+    time.sleep(0.3)
+  messages = [r.getMessage() for r in caplog.records]
+  assert not any("quick step" in m for m in messages)
+  assert any(re.fullmatch(r"long step: \d+ s so far, 3 of 10 batches", m)
+             for m in messages), messages
+  count = len(messages)
+  time.sleep(0.15)
+  assert len(caplog.records) == count  # it stopped with the step
 
 
 def test_list_models_and_line_based_progress(quick_run):

@@ -417,7 +417,7 @@ def test_phase_2_continues_the_winning_trial():
     recipe = training.Recipe(
         head=training.PhaseSpec("head", 1, 1e-3),
         finetune=training.PhaseSpec(
-            "finetune", 6, rate if rate is not None else weights["rate"]),
+            "finetune", 10, rate if rate is not None else weights["rate"]),
         unfreeze=("all", None), batchnorm="frozen",
         finetune_lrs=(1e-3, 1e-2))
     _, info = training.run_recipe(

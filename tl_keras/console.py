@@ -14,7 +14,8 @@ import logging
 import os
 import re
 import sys
-import tempfile
+import threading
+import time
 
 # Start-up records of TF's C++ logging (I/W/E0000: written before absl's
 # logging starts) and the notice that precedes them; the TFLite converter's
@@ -26,46 +27,103 @@ _NOISE = re.compile(
 _RECORD = re.compile(r"^([IWEF]\d{4} |WARNING|ERROR|INFO|Traceback)")
 
 
-def without_noise(lines):
-  """The lines of `lines` to show: TensorFlow's known notes left out.
+class _NoiseFilter:
+  """Line by line: whether to show it, TensorFlow's known notes left out.
 
   A record's continuation lines (those that do not start a new record) go
   with it.
   """
-  kept, dropping = [], False
-  for line in lines:
+
+  def __init__(self):
+    self.dropping = False
+
+  def keep(self, line):
     if _NOISE.match(line):
-      dropping = True
-    elif dropping and not _RECORD.match(line):
-      pass
-    else:
-      dropping = False
-      kept.append(line)
-  return kept
+      self.dropping = True
+    elif not (self.dropping and not _RECORD.match(line)):
+      self.dropping = False
+      return True
+    return False
+
+
+def without_noise(lines):
+  """The lines of `lines` to show (`_NoiseFilter`)."""
+  noise = _NoiseFilter()
+  return [line for line in lines if noise.keep(line)]
 
 
 @contextlib.contextmanager
 def filtered_stderr():
-  """Holds what native code writes on stderr; passes on all but the noise.
+  """Passes what is written on stderr through, all but the noise, live.
 
   For the calls whose C++ side prints notes (TensorFlow's start-up, the
-  TFLite converter, LiteRT's interpreter): its lines come out when the
-  block ends, `without_noise`.
+  TFLite converter, LiteRT's interpreter): file descriptor 2 becomes a
+  pipe that a thread reads, writing the lines `without_noise` keeps to the
+  real stderr as they come (progress lines included).
   """
   sys.stderr.flush()
   saved = os.dup(2)
-  with tempfile.TemporaryFile() as held:
-    os.dup2(held.fileno(), 2)
-    try:
-      yield
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      held.seek(0)
-      text = held.read().decode("utf-8", "replace")
-      for line in without_noise(text.splitlines()):
-        print(line, file=sys.stderr)
+  read_end, write_end = os.pipe()
+  os.dup2(write_end, 2)
+  os.close(write_end)
+
+  def relay():
+    noise = _NoiseFilter()
+    with os.fdopen(read_end, "rb") as pipe:
+      for raw in pipe:
+        if noise.keep(raw.decode("utf-8", "replace")):
+          os.write(saved, raw)
+
+  thread = threading.Thread(target=relay, daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)  # closes the pipe's last write end: the relay ends
+    thread.join()
+    os.close(saved)
+
+
+class Heartbeat:
+  """A log line while a long step runs: after `first` s, then every `every`.
+
+  For steps that would otherwise be silent (a feature pass, an evaluation,
+  a conversion, a parity check, an epoch off a terminal). A short step
+  logs nothing. `done` (and `total`), updated by the step as it goes, are
+  shown: "feature pass: 12 s so far, 120 of 1,563 batches".
+  """
+
+  def __init__(self, what, *, total=None, unit="", first=5.0, every=15.0,
+               enabled=True):
+    self.what, self.total, self.unit = what, total, unit
+    self.first, self.every, self.enabled = first, every, enabled
+    self.done = None
+    self._stop = threading.Event()
+    self._thread = None
+
+  def __enter__(self):
+    self._start = time.monotonic()
+    if self.enabled:
+      self._thread = threading.Thread(target=self._beat, daemon=True)
+      self._thread.start()
+    return self
+
+  def __exit__(self, *unused):
+    self._stop.set()
+    if self._thread:
+      self._thread.join()
+
+  def _beat(self):
+    wait = self.first
+    while not self._stop.wait(wait):
+      count = ""
+      if self.done is not None:
+        of = f" of {self.total:,}" if self.total else ""
+        count = f", {self.done:,}{of} {self.unit}".rstrip()
+      logging.info("%s: %.0f s so far%s", self.what,
+                   time.monotonic() - self._start, count)
+      wait = self.every
 
 
 @contextlib.contextmanager

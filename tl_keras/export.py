@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras import console
 from tl_keras import litert
 from tl_keras import quantization
 from tl_keras import serving as serving_lib
@@ -57,7 +58,8 @@ def save_saved_model(model, path, *, class_names):
       fn=lambda: {"labels": tf.constant(labels, tf.string),
                   **{k: tf.constant(int(v), tf.int32)
                      for k, v in described.items()}})
-  archive.write_out(path, verbose=False)
+  with console.Heartbeat(f"writing the SavedModel {path}"):
+    archive.write_out(path, verbose=False)
 
 
 def load_keras(path):
@@ -156,9 +158,11 @@ def tflite_parity(model, directory, variants, examples, labels,
   rows = {}
   for variant in variants:
     path = os.path.join(directory, tflite.filename(variant))
-    rows[variant] = {**litert.parity(path, inputs, labels, keras_probs,
-                                     runner=serving.runner(path)),
-                     "keras_accuracy": keras_accuracy}
+    with console.Heartbeat(f"parity check of {os.path.basename(path)} on "
+                           f"{len(labels):,} test examples"):
+      rows[variant] = {**litert.parity(path, inputs, labels, keras_probs,
+                                       runner=serving.runner(path)),
+                       "keras_accuracy": keras_accuracy}
   if rows:  # the table itself ends the run's output
     worst = min(rows, key=lambda v: rows[v]["agreement"])
     logging.info("TFLite parity: %d file%s on %d test examples, lowest "
@@ -219,8 +223,9 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
                "(%.4f vs %.4f): TensorFlow's quantization debugger ranks its "
                "layers", 100 * (keras_accuracy - before["accuracy"]),
                before["accuracy"], keras_accuracy)
-  calibrated, layers = quantization.layer_errors(model, serving,
-                                                 calibration_images)
+  with console.Heartbeat("quantization debugger"):
+    calibrated, layers = quantization.layer_errors(model, serving,
+                                                   calibration_images)
   test_before = litert.parity(
       path, *test, serving.keras_probabilities(model, test[0]))
   size_before = os.path.getsize(path)

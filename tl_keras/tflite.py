@@ -149,7 +149,10 @@ def convert(model, variant, serving, calibration_images=None, make=None):
     with converters(model, serving) as make:
       return convert(model, variant, serving, calibration_images, make)
   converter = make(variant, calibration_images)
-  with console.quiet_native_output():
+  calibrating = (f", {len(calibration_images):,} calibration images"
+                 if variant == "int8" else "")
+  with console.quiet_native_output(), console.Heartbeat(
+      f"TFLite {variant} conversion{calibrating}"):
     return converter.convert()
 
 

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras import console
 from tl_keras import data as data_lib
 from tl_keras import families
 
@@ -121,11 +122,22 @@ def _features_of_batches(predict, ds, path=None, dim=None):
   if path:
     return _features_to_file(predict, ds, path, dim)
   features, labels = [], []
-  for x, y in data_lib.prefetched(ds):
+  for x, y in _batches(ds):
     features.append(predict(x).numpy())
     labels.append(y.numpy())
   return (np.concatenate(features).astype(np.float32),
           np.concatenate(labels).astype(np.int32))
+
+
+def _batches(ds):
+  """`ds`'s batches, prefetched, with a progress line on long passes."""
+  total = int(ds.cardinality())
+  with console.Heartbeat("feature pass", total=max(total, 0),
+                         unit="batches") as beat:
+    beat.done = 0
+    for batch in data_lib.prefetched(ds):
+      yield batch
+      beat.done += 1
 
 
 def _features_to_file(predict, ds, path, dim):
@@ -135,7 +147,7 @@ def _features_to_file(predict, ds, path, dim):
     The unbatched (float32 feature [dim], int32 label) dataset reading it.
   """
   with tf.io.TFRecordWriter(path) as writer:
-    for x, y in data_lib.prefetched(ds):
+    for x, y in _batches(ds):
       writer.write(tf.train.Example(features=tf.train.Features(feature={
           name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[
               tf.io.serialize_tensor(value).numpy()]))

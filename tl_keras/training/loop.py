@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras import console
 from tl_keras import data as data_lib
 from tl_keras.training import steps as steps_lib
 from tl_keras.training import summaries as summaries_lib
@@ -179,83 +180,87 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
   group = max(1, math.ceil(spec.eval_steps / steps_per_epoch))
   loss_sum = correct = seen = 0.0
   start = time.time()
-  for epoch in range(done // steps_per_epoch, epochs):
-    if done >= spec.stop_at * total:
-      break
-    idle = _steps_without_gain(best, spec.name, phase_start, step)
-    if patience and idle >= patience:
-      logging.info("%s: %d steps without a new best validation loss (%.4f, "
-                   "%s epoch %d): the phase stops early, %d of %d epochs run",
-                   spec.name, idle, best.loss, *best.where, epoch, epochs)
-      break
-    progress = _Progress(steps_per_epoch)
-    i = done % steps_per_epoch
-    while i < steps_per_epoch:
-      n = chunks.next(step, steps_per_epoch - i, _chunk_ends(
-          step, checkpointer, summaries))
-      lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-      summaries.profile(step)
-      began = time.perf_counter()
-      loss, hits = train_steps(iterator, tf.constant(n))
-      loss, hits = float(loss), float(hits)
-      chunks.took(n, time.perf_counter() - began)
-      loss_sum, correct, seen = loss_sum + loss, correct + hits, (
-          seen + n * batch_size)
-      step, done, i = step + n, done + n, i + n
-      progress.update(i, {"loss": loss_sum / seen, "acc": correct / seen})
-      # In a cluster every worker stops at the same step, whichever one
-      # was signalled: a lone worker that stopped would leave the others
-      # waiting at their next collective.
-      stopping = agree(stop.requested) if agree else stop.requested
-      every = summaries.every_steps
-      if step // every > (step - n) // every or i == steps_per_epoch:
-        summaries.scalars("train", step, {
-            "loss": loss / (n * batch_size),
-            "accuracy": hits / (n * batch_size),
-            "learning_rate": lr, "phase": _PHASE_IDS.get(spec.name, -1)})
-      if stopping and i < steps_per_epoch:
+  # Off a terminal (no progress bar) a long phase logs where it is.
+  with console.Heartbeat(f"phase {spec.name}", total=total, unit="steps",
+                         enabled=not sys.stdout.isatty()) as beat:
+    for epoch in range(done // steps_per_epoch, epochs):
+      if done >= spec.stop_at * total:
+        break
+      idle = _steps_without_gain(best, spec.name, phase_start, step)
+      if patience and idle >= patience:
+        logging.info("%s: %d steps without a new best validation loss (%.4f, "
+                     "%s epoch %d): the phase stops early, %d of %d epochs run",
+                     spec.name, idle, best.loss, *best.where, epoch, epochs)
+        break
+      progress = _Progress(steps_per_epoch)
+      i = done % steps_per_epoch
+      while i < steps_per_epoch:
+        n = chunks.next(step, steps_per_epoch - i, _chunk_ends(
+            step, checkpointer, summaries))
+        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        summaries.profile(step)
+        began = time.perf_counter()
+        loss, hits = train_steps(iterator, tf.constant(n))
+        loss, hits = float(loss), float(hits)
+        chunks.took(n, time.perf_counter() - began)
+        loss_sum, correct, seen = loss_sum + loss, correct + hits, (
+            seen + n * batch_size)
+        step, done, i = step + n, done + n, i + n
+        progress.update(i, {"loss": loss_sum / seen, "acc": correct / seen})
+        beat.done = done
+        # In a cluster every worker stops at the same step, whichever one
+        # was signalled: a lone worker that stopped would leave the others
+        # waiting at their next collective.
+        stopping = agree(stop.requested) if agree else stop.requested
+        every = summaries.every_steps
+        if step // every > (step - n) // every or i == steps_per_epoch:
+          summaries.scalars("train", step, {
+              "loss": loss / (n * batch_size),
+              "accuracy": hits / (n * batch_size),
+              "learning_rate": lr, "phase": _PHASE_IDS.get(spec.name, -1)})
+        if stopping and i < steps_per_epoch:
+          save(done)
+          raise stop.error(
+              f"{spec.name} epoch {epoch + 1}, step {i}", checkpointer)
+        if (checkpointer and checkpointer.every_steps and
+            step % checkpointer.every_steps == 0 and i < steps_per_epoch):
+          save(done)
+      validate = (epoch + 1) % group == 0 or epoch + 1 == epochs or (
+          done >= spec.stop_at * total)
+      if validate:
+        sync_statistics()
+        val = steps_lib.evaluate(
+            stepped, features.validation if features else splits.validation,
+            splits.sizes["validation"], strategy=strategy,
+            class_names=splits.class_names,
+            image_size=None if features else image_size,
+            batch_size=batch_size, eval_step=eval_step, dist=val_input)
+        record = {"phase": spec.name, "epoch": epoch + 1, "step": step,
+                  "loss": loss_sum / seen, "accuracy": correct / seen,
+                  "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                  "seconds": time.time() - start}
+        history.append(record)
+        summaries.scalars("validation", step, {"loss": val["loss"],
+                                               "accuracy": val["accuracy"]})
+        summaries_lib.image_summaries(summaries, model, val, sample,
+                                      splits.class_names, step)
+        improved = best.offer(model, val, (spec.name, epoch + 1), step) if (
+            best is not None) else False
+        logging.info("%s epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc "
+                     "%.4f%s (%.1fs)", spec.name, epoch + 1, epochs,
+                     record["loss"], record["accuracy"], val["loss"],
+                     val["accuracy"], " *best*" if improved else "",
+                     record["seconds"])
         save(done)
+        loss_sum = correct = seen = 0.0
+        start = time.time()
+      if not agree:  # a request that came during validation counts too
+        stopping = stop.requested
+      if stopping and not validate:  # between validations only a stop saves
+        save(done)
+      if stopping and epoch < epochs - 1:
         raise stop.error(
-            f"{spec.name} epoch {epoch + 1}, step {i}", checkpointer)
-      if (checkpointer and checkpointer.every_steps and
-          step % checkpointer.every_steps == 0 and i < steps_per_epoch):
-        save(done)
-    validate = (epoch + 1) % group == 0 or epoch + 1 == epochs or (
-        done >= spec.stop_at * total)
-    if validate:
-      sync_statistics()
-      val = steps_lib.evaluate(stepped,
-                     features.validation if features else splits.validation,
-                     splits.sizes["validation"], strategy=strategy,
-                     class_names=splits.class_names,
-                     image_size=None if features else image_size,
-                     batch_size=batch_size, eval_step=eval_step, dist=val_input)
-      record = {"phase": spec.name, "epoch": epoch + 1, "step": step,
-                "loss": loss_sum / seen, "accuracy": correct / seen,
-                "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                "seconds": time.time() - start}
-      history.append(record)
-      summaries.scalars("validation", step, {"loss": val["loss"],
-                                             "accuracy": val["accuracy"]})
-      summaries_lib.image_summaries(summaries, model, val, sample,
-                                    splits.class_names, step)
-      improved = best.offer(model, val, (spec.name, epoch + 1), step) if (
-          best is not None) else False
-      logging.info("%s epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc "
-                   "%.4f%s (%.1fs)", spec.name, epoch + 1, epochs,
-                   record["loss"], record["accuracy"], val["loss"],
-                   val["accuracy"], " *best*" if improved else "",
-                   record["seconds"])
-      save(done)
-      loss_sum = correct = seen = 0.0
-      start = time.time()
-    if not agree:  # a request that came during validation counts too
-      stopping = stop.requested
-    if stopping and not validate:  # between validations only a stop saves
-      save(done)
-    if stopping and epoch < epochs - 1:
-      raise stop.error(
-          f"the end of {spec.name} epoch {epoch + 1}", checkpointer)
+            f"the end of {spec.name} epoch {epoch + 1}", checkpointer)
   summaries.flush()
   carry.update(optimizer=optimizer, iterator=iterator, done=done, step=step)
   return history, step

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras import console
 from tl_keras import data as data_lib
 from tl_keras import evaluation
 
@@ -273,8 +274,13 @@ def evaluate(model, dataset, size, *, strategy, class_names, image_size,
                             image_size=image_size, batch_size=batch_size)
   loss = top_k = 0.0
   confusion = np.zeros((num_classes, num_classes))
-  for batch in dist:
-    l, k, c = eval_step(batch)
-    loss, top_k, confusion = loss + float(l), top_k + float(k), confusion + c
+  with console.Heartbeat("evaluation", total=-(-size // batch_size),
+                         unit="batches") as beat:
+    beat.done = 0
+    for batch in dist:
+      l, k, c = eval_step(batch)
+      loss, top_k, confusion = (loss + float(l), top_k + float(k),
+                                confusion + c)
+      beat.done += 1
   return evaluation.metrics_from_counts(confusion, top_k=top_k, loss=loss,
                                         class_names=class_names)

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from tl_keras import console
 from tl_keras import evaluation
 from tl_keras import freezing
 from tl_keras import families
@@ -91,9 +92,10 @@ def check(model, splits, pretrained, random_weights, *, image_size,
   if not np.array_equal(random[1], pretrained[1]):
     raise AssertionError("the transfer check's two samples hold different "
                          "examples")
-  scores = {name: probe.cross_validate(x, y, splits.num_classes, seed=seed)
-            for name, (x, y) in (("pretrained", pretrained),
-                                 ("random", random))}
+  with console.Heartbeat("transfer check: linear probes"):
+    scores = {name: probe.cross_validate(x, y, splits.num_classes, seed=seed)
+              for name, (x, y) in (("pretrained", pretrained),
+                                   ("random", random))}
   lower, gain, error = evaluation.clearly_lower(scores["random"].losses,
                                                 scores["pretrained"].losses)
   weights = "random" if lower else "pretrained"
