@@ -352,7 +352,7 @@ def test_mediapipe_text_classifier_takes_raw_strings(text_run, variant):
   assert standard_metadata.packed_file(path, meta["vocabulary"]) == (
       out / "vocab.txt").read_bytes()
   texts = text_data.synthetic_texts("synthetic_text", "validation")[0][:12]
-  expected = litert.TextRunner(path).predict_texts(texts)
+  expected = litert.TextRunner(path).predict_examples(texts)
   options = text.TextClassifierOptions(
       base_options=base_options.BaseOptions(model_asset_path=path),
       max_results=len(labels))

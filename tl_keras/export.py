@@ -40,8 +40,9 @@ def save_saved_model(model, path, *, class_names):
   and W (the model resizes); for text, input `texts` string [N] (the
   tokenizer is inside: `import tensorflow_text` before loading it). Output
   `probabilities` float32 [N, num_classes].
-  `metadata`: no input; outputs `labels` (string [num_classes]) and
-  `image_size` (the size the backbone sees) or `sequence_length`.
+  `metadata`: no input; outputs `labels` (string [num_classes]), `kind`
+  ("image" or "text") and `image_size` (the size the backbone sees) or
+  `sequence_length`.
   """
   serving = serving_lib.of(model)
   model = serving.float32(model)
@@ -56,6 +57,7 @@ def save_saved_model(model, path, *, class_names):
   archive.add_endpoint(
       name="metadata", input_signature=[],
       fn=lambda: {"labels": tf.constant(labels, tf.string),
+                  "kind": tf.constant(serving.kind, tf.string),
                   **{k: tf.constant(int(v), tf.int32)
                      for k, v in described.items()}})
   with console.Heartbeat(f"writing the SavedModel {path}"):

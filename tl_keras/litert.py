@@ -124,6 +124,10 @@ class ImageRunner(_Runner):
     """The example latency is measured on."""
     return images[0]
 
+  def predict_examples(self, images):
+    """Raw examples (uint8 images at the file's size) -> probabilities."""
+    return self.predict(images)
+
 
 class TextRunner(_Runner):
   """Token arrays {name: int32 [N, L]} in, probabilities out."""
@@ -172,7 +176,8 @@ class TextRunner(_Runner):
     return keras_hub.models.BertTextClassifierPreprocessor(
         tokenizer, sequence_length=settings["sequence_length"])
 
-  def predict_texts(self, texts):
+  def predict_examples(self, texts):
+    """Raw examples (strings), tokenized as the run did -> probabilities."""
     return self.predict(tokens(self.preprocessor(), list(texts),
                               self.metadata.get("inputs", TEXT_INPUTS)))
 

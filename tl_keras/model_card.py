@@ -11,12 +11,11 @@ from tl_keras import report
 def model_card(record, metrics):
   """README.md for the output directory: what the model is and how to use it."""
   config, test = record["config"], metrics["test"]
-  text = record["model"].get("kind") == "text"
+  kind = _KINDS[record["model"].get("kind", "image")]
   labels = record["data"]["classes"]
   lines = [
       f"# {config['model']} fine-tuned on {config['dataset']}", "",
-      f"A{' text' if text else 'n image'} classifier for {len(labels)} "
-      "classes: "
+      f"{kind['a']} classifier for {len(labels)} classes: "
       f"{', '.join(labels[:20])}{', ...' if len(labels) > 20 else ''}.",
       f"Backbone `{config['model']}` ({record['model']['family']}) starting "
       f"from `--weights={config['weights']}`, trained by tl_keras with the "
@@ -24,7 +23,7 @@ def model_card(record, metrics):
       *_provenance(config),
       "## Results on the test split", "",
       f"- accuracy {report.percent(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
-      f" on {test['examples']} {'texts' if text else 'images'}",
+      f" on {test['examples']} {kind['examples']}",
   ]
   if metrics.get("scratch", {}).get("same_as_run"):
     lines.append("- trained from random initialization: this model is its "
@@ -40,10 +39,13 @@ def model_card(record, metrics):
                  f"{report.percent(row['agreement'])} of test examples")
     if row.get("fallback"):
       lines[-1] += f" ({report.fallback_sentence(row['fallback'])})"
-  if text:
-    return "\n".join(lines + _text_usage(record, config, metrics))
+  return "\n".join(lines + kind["usage"](record, config, metrics))
+
+
+def _image_usage(record, config, metrics):
+  """The model card's sections after the results, for an image model."""
   size = record["model"]["image_size"]
-  lines += [
+  return [
       "", "## Input", "",
       "Raw RGB pixels, 0–255. The backbone's normalization "
       f"(`{record['model']['preprocessing']}`) is inside every artifact. "
@@ -67,8 +69,7 @@ def model_card(record, metrics):
       "from ai_edge_litert.interpreter import Interpreter",
       "interpreter = Interpreter(model_path='model_int8.tflite')",
       "```", "",
-      *_mediapipe_usage("image", "ImageClassifier", "photo.jpg",
-                        _variants(metrics)),
+      *_mediapipe_usage(_MEDIAPIPE["image"], _variants(metrics)),
       "With the plain LiteRT interpreter, the input is uint8 "
       f"`[1, {size}, {size}, 3]`; `model_int8.tflite` also returns uint8 "
       "(scale and zero point are in the file). "
@@ -82,7 +83,6 @@ def model_card(record, metrics):
       "- Quantized variants can disagree with the Keras model on a few "
       "borderline images (the agreement figures above).", "",
       "## Reproduce", "", "```", report.command_line(config), "```", ""]
-  return "\n".join(lines)
 
 
 def _provenance(config):
@@ -125,51 +125,62 @@ def _variants(metrics):
   return list(metrics.get("tflite", {})) or ["float32"]
 
 
-def _mediapipe_usage(kind, task, example, variants):
+# MediaPipe Tasks for each kind of model: the task, its package, what the
+# files' metadata carries, and the input in each language's example.
+_MEDIAPIPE = {
+    "image": {
+        "task": "ImageClassifier", "package": "vision",
+        "carries": "and normalization", "takes": "",
+        "imports": ["import mediapipe as mp"],
+        "python": "mp.Image.create_from_file('photo.jpg')",
+        "kotlin": "mpImage", "swift": "image: mpImage", "web": "image"},
+    "text": {
+        "task": "TextClassifier", "package": "text",
+        "carries": "and the BERT tokenizer with its vocabulary",
+        "takes": " and takes raw strings", "imports": [],
+        "python": '"a text to classify"', "kotlin": '"a text to classify"',
+        "swift": 'text: "a text to classify"', "web": '"a text to classify"'},
+}
+
+
+def _mediapipe_usage(mediapipe, variants):
   """Model-card lines: the MediaPipe Tasks code that loads the .tflite files.
 
   Every file carries the standard TFLite metadata (labels, and the
   normalization or the tokenizer), so the task needs nothing else.
+  `mediapipe`: an entry of `_MEDIAPIPE`.
   """
   first = f"model_{variants[0]}.tflite"
   files = ", ".join(f"`model_{v}.tflite`" for v in variants)
-  package = "vision" if kind == "image" else "text"
-  if kind == "image":
-    python_input = "mp.Image.create_from_file('photo.jpg')"
-    kotlin_input, swift_input, web_input = "mpImage", "mpImage", "image"
-  else:
-    python_input = kotlin_input = swift_input = web_input = (
-        f'"{example}"')
+  task, package = mediapipe["task"], mediapipe["package"]
   return [
       f"Each of {files} carries the standard TFLite metadata (labels "
-      + ("and normalization" if kind == "image" else "and the BERT tokenizer "
-         "with its vocabulary") + "), so MediaPipe Tasks "
-      f"`{task}` loads it as it is"
-      + (" and takes raw strings" if kind == "text" else "") + ":", "",
+      f"{mediapipe['carries']}), so MediaPipe Tasks `{task}` loads it as it "
+      f"is{mediapipe['takes']}:", "",
       "```python",
-      *(["import mediapipe as mp"] if kind == "image" else []),
+      *mediapipe["imports"],
       f"from mediapipe.tasks.python import {package}",
       f"classifier = {package}.{task}.create_from_model_path('{first}')",
-      f"result = classifier.classify({python_input})",
+      f"result = classifier.classify({mediapipe['python']})",
       "print(result.classifications[0].categories[0].category_name)",
       "```", "",
       "```kotlin",
       f"// Android: com.google.mediapipe:tasks-{package}",
       f"val classifier = {task}.createFromFile(context, \"{first}\")",
-      f"val result = classifier.classify({kotlin_input})",
+      f"val result = classifier.classify({mediapipe['kotlin']})",
       "```", "",
       "```swift",
       f"// iOS: MediaPipeTasks{package.capitalize()}",
       f"let classifier = try {task}(modelPath: "
       f"Bundle.main.path(forResource: \"model_{variants[0]}\", "
       "ofType: \"tflite\")!)",
-      f"let result = try classifier.classify({kind}: {swift_input})",
+      f"let result = try classifier.classify({mediapipe['swift']})",
       "```", "",
       "```javascript",
       f"// Web: @mediapipe/tasks-{package}",
       f"const classifier = await {task}.createFromModelPath(files, "
       f"\"{first}\");",
-      f"const result = classifier.classify({web_input});",
+      f"const result = classifier.classify({mediapipe['web']});",
       "```", ""]
 
 
@@ -195,8 +206,7 @@ def _text_usage(record, config, metrics):
       "serve = tf.saved_model.load('saved_model').signatures['serving_default']",
       "probabilities = serve(texts=tf.constant(['a text']))['probabilities']",
       "```", "",
-      *_mediapipe_usage("text", "TextClassifier", "a text to classify",
-                        _variants(metrics)),
+      *_mediapipe_usage(_MEDIAPIPE["text"], _variants(metrics)),
       "From the command line: `python main.py --mode=predict "
       "--artifact=THIS_DIR --inputs=texts.txt` (one text per line; "
       "`--artifact=THIS_DIR/model_dynamic.tflite` tokenizes for the TFLite "
@@ -208,3 +218,10 @@ def _text_usage(record, config, metrics):
       "- Quantized variants can disagree with the Keras model on a few "
       "borderline texts (the agreement figures above).", "",
       "## Reproduce", "", "```", report.command_line(config), "```", ""]
+
+
+# What the card says for each kind of model (the run's serving kind).
+_KINDS = {
+    "image": {"a": "An image", "examples": "images", "usage": _image_usage},
+    "text": {"a": "A text", "examples": "texts", "usage": _text_usage},
+}

@@ -1,14 +1,12 @@
 """Any artifact of a run as one interface: predict and evaluate with it.
 
 `load(path)` accepts a run directory, a `.keras` file, a SavedModel
-directory or a `.tflite` file and returns a `Predictor`: labels, the input
-size, and `predict(uint8 [N, S, S, 3]) -> probabilities [N, C]`. Images are
-resized to S by `data.resize`, the same resize training and evaluation use,
-so every artifact of a run sees identical pixels.
-
-A text model's `Predictor` serves "text": `predict(list of strings)`; each
-artifact tokenizes with the run's own tokenizer (the `.tflite` files with
-`vocab.txt` beside them, or the vocabulary packed inside them).
+directory or a `.tflite` file and returns a `Predictor`: labels,
+`predict(examples) -> probabilities [N, C]`, and `input`, what the model
+takes and how --inputs files and dataset splits become it: `ImageInput`
+(uint8 [N, S, S, 3], resized by `data.resize` as in training) or
+`TextInput` (raw strings). The artifact says which (the model's serving
+kind, the SavedModel's `metadata` signature, the .tflite file's metadata).
 """
 
 import dataclasses
@@ -25,11 +23,109 @@ from tl_keras import data
 from tl_keras import folders
 from tl_keras import evaluation
 from tl_keras import export
-from tl_keras import litert
 from tl_keras import serving as serving_lib
 from tl_keras import standard_metadata
 from tl_keras import tflite
 from tl_keras.errors import UserError
+
+
+class ImageInput:
+  """What an image model's artifacts take: uint8 [N, S, S, 3] at its size.
+
+  Files and splits are resized to S by `data.resize`, the resize training
+  and evaluation use, so every artifact of a run sees identical pixels.
+  """
+
+  data = "image"
+  vocabulary = None
+
+  def __init__(self, image_size):
+    self.image_size = int(image_size)
+
+  @classmethod
+  def of_keras(cls, serving, path):
+    del path
+    return cls(serving.image_size)
+
+  @classmethod
+  def of_saved_model(cls, described, path):
+    del path
+    return cls(described["image_size"])
+
+  @classmethod
+  def of_tflite(cls, runner):
+    return cls(runner.image_size)
+
+  def read(self, items):
+    """--inputs (image files) as (names, uint8 images)."""
+    return list(items), read_images(items, self.image_size)
+
+  def batches(self, dataset, batch_size):
+    """A split's (uint8 images at the model's size, labels) per batch."""
+    return dataset.map(lambda x, y: (data.resize(x, self.image_size), y)).batch(
+        batch_size).as_numpy_iterator()
+
+  def check(self, names, examples):
+    del names, examples  # any image is fair input
+
+
+class TextInput:
+  """What a text model's artifacts take: raw strings.
+
+  Each artifact tokenizes with the run's own tokenizer (the `.tflite` files
+  with `vocab.txt` beside them, or the vocabulary packed inside them).
+  `vocabulary`, the run's tokens where found, lets `check` warn about texts
+  the model cannot read.
+  """
+
+  data = "text"
+  image_size = 0
+
+  def __init__(self, vocabulary=None):
+    self.vocabulary = vocabulary
+
+  @classmethod
+  def of_keras(cls, serving, path):
+    del serving
+    return cls(_vocabulary_beside(path))
+
+  @classmethod
+  def of_saved_model(cls, described, path):
+    del described
+    return cls(_vocabulary_beside(path))
+
+  @classmethod
+  def of_tflite(cls, runner):
+    # Fails early if the vocabulary is neither beside the file nor in it.
+    return cls(frozenset(runner.preprocessor().tokenizer.get_vocabulary()))
+
+  def read(self, items):
+    """--inputs (.txt files, one text a line, or texts) as (names, texts)."""
+    return read_texts(items)
+
+  def batches(self, dataset, batch_size):
+    """A split's (strings, labels) per batch."""
+    return (([t.decode("utf-8") for t in texts], labels)
+            for texts, labels in dataset.batch(batch_size).as_numpy_iterator())
+
+  def check(self, names, texts):
+    """Warns when texts are mostly words the vocabulary does not hold."""
+    if not self.vocabulary:
+      return
+    unknown = [(name, share) for name, text in zip(names, texts)
+               if (share := unknown_share(text, self.vocabulary))
+               > UNKNOWN_SHARE]
+    if unknown:
+      logging.warning(
+          "%d of %d texts are mostly words the model's vocabulary does not "
+          "hold (%s: %.0f%% of its words): the model never learnt them, so "
+          "its predictions on them mean little; check the language and "
+          "domain of the input", len(unknown), len(texts), unknown[0][0],
+          100 * unknown[0][1])
+
+
+# What each kind of model takes, by `serving` kind ("image", "text").
+INPUTS = {cls.data: cls for cls in (ImageInput, TextInput)}
 
 
 @dataclasses.dataclass
@@ -37,19 +133,25 @@ class Predictor:
   kind: str  # keras, saved_model or tflite
   path: str
   labels: list
-  image_size: int  # 0 for text
-  predict: Callable  # uint8 [N, S, S, 3] (or strings) -> float32 [N, C]
-  data: str = "image"  # what `predict` takes: "image" or "text"
-  # Text: the run's vocabulary (vocab.txt beside the artifact), if found.
-  vocabulary: frozenset = None
+  predict: Callable  # what `input` takes -> float32 [N, C]
+  input: object  # an `ImageInput` or `TextInput`
+
+  @property
+  def data(self):
+    """What `predict` takes: "image" or "text"."""
+    return self.input.data
+
+  @property
+  def image_size(self):
+    return self.input.image_size  # 0 for text
 
   def read(self, items):
     """--inputs as (names, what `predict` takes)."""
-    return READERS[self.data](self, items)
+    return self.input.read(items)
 
   def batch_inputs(self, dataset, batch_size=64):
     """A split's (inputs as `predict` takes them, labels), per batch."""
-    return BATCHES[self.data](self, dataset, batch_size)
+    return self.input.batches(dataset, batch_size)
 
 
 def load(path):
@@ -111,13 +213,12 @@ def _labels_beside(path, num_classes):
 def _keras(path):
   model = export.load_keras(path)
   num_classes = int(model.output_shape[-1])
-  labels = _labels_beside(path, num_classes)
   serving = serving_lib.of(model)
   return Predictor(
-      "keras", path, labels, getattr(serving, "image_size", 0),
+      "keras", path, _labels_beside(path, num_classes),
       lambda examples: serving.keras_probabilities(
-          model, serving.inputs(examples)), data=serving.kind,
-      vocabulary=_vocabulary_beside(path) if serving.kind == "text" else None)
+          model, serving.inputs(examples)),
+      INPUTS[serving.kind].of_keras(serving, path))
 
 
 def _saved_model(path):
@@ -130,41 +231,32 @@ def _saved_model(path):
     raise UserError(f"{path} is not a SavedModel written by tl_keras (needs "
                     "serving_default and metadata signatures)") from e
   labels = [b.decode("utf-8") for b in meta["labels"].numpy()]
-  if "sequence_length" in meta:
-    def predict_texts(texts, batch_size=64):
-      texts = list(texts)
-      return np.concatenate([
-          serve(texts=tf.constant(texts[i:i + batch_size]))[
-              "probabilities"].numpy()
-          for i in range(0, len(texts), batch_size)])
-    return Predictor("saved_model", path, labels, 0, predict_texts,
-                     data="text", vocabulary=_vocabulary_beside(path))
+  kind = (meta["kind"].numpy().decode("utf-8") if "kind" in meta
+          else "text" if "sequence_length" in meta  # written before "kind"
+          else "image")
+  described = {k: int(v.numpy()) for k, v in meta.items()
+               if k not in ("labels", "kind")}
+  (name,) = serve.structured_input_signature[1]  # "images" or "texts"
 
-  def predict(images, batch_size=64):
+  def predict(examples, batch_size=64):
     return np.concatenate([
-        serve(images=tf.constant(images[i:i + batch_size]))[
+        serve(**{name: tf.constant(examples[i:i + batch_size])})[
             "probabilities"].numpy()
-        for i in range(0, len(images), batch_size)])
+        for i in range(0, len(examples), batch_size)])
 
-  return Predictor("saved_model", path, labels,
-                   int(meta["image_size"].numpy()), predict)
+  return Predictor("saved_model", path, labels, predict,
+                   INPUTS[kind].of_saved_model(described, path))
 
 
 def _tflite(path):
   metadata = tflite.read_metadata(path) or {}
-  if metadata.get("kind") == "text":
-    runner = litert.TextRunner(path)
-    # Fails early if the vocabulary is neither beside the file nor in it.
-    vocabulary = runner.preprocessor().tokenizer.get_vocabulary()
-    return Predictor("tflite", path, metadata["labels"], 0,
-                     runner.predict_texts, data="text",
-                     vocabulary=frozenset(vocabulary))
-  runner = litert.ImageRunner(path)
-  num_classes = int(runner.output["shape"][-1])
+  kind = metadata.get("kind", "image")
+  runner = serving_lib.KINDS[kind].runner(path)
   labels = (metadata.get("labels")
             or standard_metadata.read(path).get("labels")
-            or _labels_beside(path, num_classes))
-  return Predictor("tflite", path, labels, runner.image_size, runner.predict)
+            or _labels_beside(path, int(runner.output["shape"][-1])))
+  return Predictor("tflite", path, labels, runner.predict_examples,
+                   INPUTS[kind].of_tflite(runner))
 
 
 def read_images(paths, image_size):
@@ -183,27 +275,6 @@ def read_images(paths, image_size):
     image = folders.apply_orientation(image, folders.exif_orientation(path))
     out.append(data.resize(image, image_size).numpy())
   return np.stack(out)
-
-
-def _read_images(predictor, paths):
-  return list(paths), read_images(paths, predictor.image_size)
-
-
-def _read_texts(predictor, inputs):
-  del predictor
-  return read_texts(inputs)
-
-
-READERS = {"image": _read_images, "text": _read_texts}
-# A split's (example, label) batches -> (what predict takes, labels).
-BATCHES = {
-    "image": lambda predictor, dataset, batch_size: dataset.map(
-        lambda x, y: (data.resize(x, predictor.image_size), y)).batch(
-            batch_size).as_numpy_iterator(),
-    "text": lambda predictor, dataset, batch_size: (
-        ([t.decode("utf-8") for t in texts], labels)
-        for texts, labels in dataset.batch(batch_size).as_numpy_iterator()),
-}
 
 
 def read_texts(inputs):
@@ -235,17 +306,7 @@ def predict_files(artifact, paths, top_k=5):
   """
   predictor = load(artifact)
   paths, inputs = predictor.read(paths)
-  if predictor.vocabulary:
-    unknown = [(path, share) for path, text in zip(paths, inputs)
-               if (share := unknown_share(text, predictor.vocabulary))
-               > UNKNOWN_SHARE]
-    if unknown:
-      logging.warning(
-          "%d of %d texts are mostly words the model's vocabulary does not "
-          "hold (%s: %.0f%% of its words): the model never learnt them, so "
-          "its predictions on them mean little; check the language and "
-          "domain of the input", len(unknown), len(inputs), unknown[0][0],
-          100 * unknown[0][1])
+  predictor.input.check(paths, inputs)
   probs = predictor.predict(inputs)
   k = min(top_k, len(predictor.labels))
   results, lines = [], []

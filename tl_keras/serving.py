@@ -285,6 +285,10 @@ class TextServing:
                    self.VOCABULARY)
 
 
+# Each serving class by its kind, as artifacts record it.
+KINDS = {cls.kind: cls for cls in (ImageServing, TextServing)}
+
+
 def _version():
   """tl_keras's version, the files' version."""
   from importlib import metadata  # pylint: disable=g-import-not-at-top
