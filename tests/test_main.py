@@ -1,5 +1,6 @@
 """main.py as a user runs it: a subprocess, real flags, real artifacts."""
 
+import gzip
 import json
 import logging
 import os
@@ -90,8 +91,10 @@ def test_parity_rows_for_every_tflite_variant(quick_run):
   for variant, row in metrics["tflite"].items():
     assert row["examples"] == 600
     assert row["keras_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
-    assert row["size_bytes"] == (out / f"model_{variant}.tflite").stat(
-        ).st_size
+    path = out / f"model_{variant}.tflite"
+    assert row["size_bytes"] == path.stat().st_size
+    assert row["compressed_bytes"] == len(
+        gzip.compress(path.read_bytes(), compresslevel=9, mtime=0))
   assert metrics["tflite"]["float32"]["agreement"] >= 0.999
   assert metrics["tflite"]["float16"]["agreement"] >= 0.99
 

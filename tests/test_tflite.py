@@ -137,7 +137,11 @@ def test_parity_rows_and_accuracy_gate(exported):
   for row in rows.values():
     assert row["keras_accuracy"] == pytest.approx(keras_accuracy)
     assert row["examples"] == len(labels) and row["latency_ms"] > 0
-    assert row["size_bytes"] > 0
+    assert row["latency_ms_1_thread"] > 0
+    assert 0 < row["compressed_bytes"] < row["size_bytes"]
+  table = litert.format_parity(rows)
+  assert "gzipped" in table and "1 thread" in table
+  assert len(table.splitlines()) == 2 + len(tflite.VARIANTS)
   rows["dynamic"]["accuracy"] = rows["dynamic"]["keras_accuracy"] - 0.05
   with pytest.raises(CheckFailed, match=r"dynamic .*vs Keras.*float16"):
     litert.check_accuracy_drop(rows, 0.01)  # 3 of 60 examples lost

@@ -8,6 +8,7 @@ with the Keras model on the same examples; `check_accuracy_drop` applies
 --max_accuracy_drop to the table.
 """
 
+import gzip
 import os
 import statistics
 import time
@@ -202,34 +203,56 @@ def parity(path, inputs, labels, keras_probs, runner=None):
     runner: the file's runner (default: an `ImageRunner`).
 
   Returns:
-    {accuracy, agreement, max_abs_diff, size_bytes, latency_ms, threads}.
+    {accuracy, agreement, max_abs_diff, size_bytes, compressed_bytes (the
+    file gzipped: what an app download or a store package carries),
+    latency_ms (at `threads`), latency_ms_1_thread, threads, examples}.
   """
   runner = runner or ImageRunner(path)
   probs = runner.predict(inputs)
   top1 = probs.argmax(-1)
+  one = runner.first(inputs)
   return {
       "accuracy": float(np.mean(top1 == labels)),
       "agreement": float(np.mean(top1 == keras_probs.argmax(-1))),
       "max_abs_diff": float(np.abs(probs - keras_probs).max()),
       "size_bytes": os.path.getsize(path),
-      "latency_ms": runner.latency_ms(runner.first(inputs)),
+      "compressed_bytes": compressed_size(path),
+      "latency_ms": runner.latency_ms(one),
+      "latency_ms_1_thread": type(runner)(path, num_threads=1).latency_ms(one),
       "threads": LATENCY_THREADS,
       "examples": int(len(labels)),
   }
 
 
+def compressed_size(path):
+  """Bytes of the file at `path` gzipped at the highest level."""
+  with open(path, "rb") as f:
+    return len(gzip.compress(f.read(), compresslevel=9, mtime=0))
+
+
 def format_parity(rows):
-  """The parity table as aligned text: Keras first, then each variant."""
+  """The parity table as aligned text: Keras first, then each variant.
+
+  Size on disk and gzipped, and the median single-example latency on one
+  thread and on `threads`.
+  """
   first = next(iter(rows.values()))
+  threads = first["threads"]
   lines = [f"{'variant':<10} {'accuracy':>9} {'agreement':>10} "
-           f"{'size':>10} {'latency':>10}   ({first['examples']} test examples, "
-           f"{first['threads']} threads)",
+           f"{'size':>10} {'gzipped':>10} {'1 thread':>10} "
+           f"{f'{threads} threads':>10}   ({first['examples']} test examples; "
+           "median latency)",
            f"{'keras':<10} {first['keras_accuracy']:>9.4f}"]
   for variant, row in rows.items():
+    compressed = row.get("compressed_bytes")
+    one = row.get("latency_ms_1_thread")
     lines.append(f"{variant:<10} {row['accuracy']:>9.4f} "
                  f"{row['agreement']:>10.4f} "
                  f"{row['size_bytes'] / 1024:>8.1f}KB "
-                 f"{row['latency_ms']:>8.3f}ms")
+                 + (f"{compressed / 1024:>8.1f}KB " if compressed else
+                    f"{'':>10} ")
+                 + (f"{one:>8.3f}ms " if one is not None else f"{'':>10} ")
+                 + f"{row['latency_ms']:>8.3f}ms")
   return "\n".join(lines)
 
 

@@ -174,6 +174,14 @@ def _table(header, rows):
   return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _kb(size):
+  return f"{size / 1024:.0f} KB" if size is not None else ""
+
+
+def _ms(latency):
+  return f"{latency:.3f} ms" if latency is not None else ""
+
+
 def percent(value):
   return f"{100 * value:.1f}%"
 
@@ -230,13 +238,20 @@ def html_report(record, metrics, images):
   if metrics.get("tflite"):
     first = next(iter(metrics["tflite"].values()))
     parts += [f"<h2>Exports checked with LiteRT ({first['examples']} test "
-              f"examples, {first['threads']} threads)</h2>", _table(
+              "examples)</h2>",
+              "<p>Size on disk and gzipped (what a download carries); median "
+              "single-example latency under the LiteRT interpreter on this "
+              "machine, after warm-up.</p>", _table(
                   ["model", "accuracy", "agreement with Keras", "size",
-                   "median latency"],
-                  [["Keras", percent(first["keras_accuracy"]), "", "", ""]] + [
+                   "gzipped", "latency, 1 thread",
+                   f"latency, {first['threads']} threads"],
+                  [["Keras", percent(first["keras_accuracy"]), "", "", "", "",
+                    ""]] + [
                       [f"model_{v}.tflite", percent(r["accuracy"]),
-                       percent(r["agreement"]), f"{r['size_bytes'] / 1024:.0f} KB",
-                       f"{r['latency_ms']:.3f} ms"]
+                       percent(r["agreement"]), _kb(r.get("size_bytes")),
+                       _kb(r.get("compressed_bytes")),
+                       _ms(r.get("latency_ms_1_thread")),
+                       _ms(r.get("latency_ms"))]
                       for v, r in metrics["tflite"].items()])]
     parts += _fallback_section(metrics["tflite"].get("int8", {}))
   parts += ["<h2>Reproduce</h2>",
