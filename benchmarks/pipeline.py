@@ -31,6 +31,7 @@ from PIL import Image  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tl_keras import data  # pylint: disable=g-import-not-at-top
+from tl_keras import inputs  # pylint: disable=g-import-not-at-top
 from tl_keras import models  # pylint: disable=g-import-not-at-top
 from tl_keras import training  # pylint: disable=g-import-not-at-top
 
@@ -88,12 +89,12 @@ def main():
     photos = data.load("folder", data_dir=root, validation_fraction=0.0,
                        test_fraction=0.0)
     for name, size, batch in cases:
-      make_photos = data.input_fn(
+      make_photos = inputs.input_fn(
           photos.train, size=photos.sizes["train"], image_size=size,
           global_batch_size=batch, training=True, augment="light", seed=0)
       cold, cached = epoch_rate(make_photos, photos.sizes["train"], batch)
 
-      make_input = data.input_fn(
+      make_input = inputs.input_fn(
           splits.train, size=splits.sizes["train"], image_size=size,
           global_batch_size=batch, training=True, augment="light", seed=0)
       pipeline = iter(make_input(tf.distribute.InputContext()))

@@ -44,6 +44,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
 from tl_keras import data  # pylint: disable=g-import-not-at-top
+from tl_keras import inputs  # pylint: disable=g-import-not-at-top
 from tl_keras import models  # pylint: disable=g-import-not-at-top
 from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
 from tl_keras import recipe_config  # pylint: disable=g-import-not-at-top
@@ -59,7 +60,7 @@ def build(weights, num_classes):
 
 
 def test_accuracy(model, splits):
-  images, labels = data.to_numpy(splits.test, SIZE)
+  images, labels = inputs.to_numpy(splits.test, SIZE)
   probs = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
   return float(np.mean(probs.argmax(-1) == labels))
 
@@ -90,7 +91,7 @@ def baseline(weights, splits, args, recipe_optimizer=False):
   base = models.base_of(model)
 
   def prepare(ds, train):
-    ds = ds.map(lambda x, y: (tf.cast(data.resize(x, SIZE), tf.float32), y),
+    ds = ds.map(lambda x, y: (tf.cast(inputs.resize(x, SIZE), tf.float32), y),
                 num_parallel_calls=tf.data.AUTOTUNE).cache()
     if train:
       ds = ds.shuffle(1000, seed=0)

@@ -11,6 +11,7 @@ from tests.conftest import write_image_folder
 from tl_keras import data
 from tl_keras import downloads
 from tl_keras import folders
+from tl_keras import inputs
 from tl_keras import synthetic
 from tl_keras.errors import UserError
 
@@ -117,7 +118,7 @@ def test_unknown_tfds_name_lists_close_matches():
 def test_eval_input_covers_every_example_once():
   ds = tf.data.Dataset.from_tensor_slices(
       (np.zeros((10, 8, 8, 3), np.uint8), np.arange(10, dtype=np.int32)))
-  fn = data.input_fn(ds, size=10, image_size=16, global_batch_size=4,
+  fn = inputs.input_fn(ds, size=10, image_size=16, global_batch_size=4,
                      training=False)
   labels = np.concatenate([y.numpy() for _, y in fn(tf.distribute.InputContext())])
   assert sorted(labels[labels >= 0]) == list(range(10))
@@ -128,7 +129,7 @@ def test_train_input_is_resized_augmented_and_reproducible():
   images = np.random.default_rng(0).integers(0, 256, (6, 20, 30, 3), np.uint8)
   ds = tf.data.Dataset.from_tensor_slices((images, np.arange(6, dtype=np.int32)))
   def batches():
-    fn = data.input_fn(ds, size=6, image_size=16, global_batch_size=4,
+    fn = inputs.input_fn(ds, size=6, image_size=16, global_batch_size=4,
                        training=True, augment=True, seed=5)
     return [x.numpy() for x, _ in fn(tf.distribute.InputContext()).take(3)]
   first, second = batches(), batches()
@@ -154,7 +155,7 @@ def test_a_resumed_train_input_continues_without_rereading_epochs(
           tf.numpy_function(count, [y], tf.int32), [])))
 
   def stream(skip, steps):
-    fn = data.input_fn(ds, size=37, image_size=image_size, global_batch_size=5,
+    fn = inputs.input_fn(ds, size=37, image_size=image_size, global_batch_size=5,
                        training=True, augment=augment, seed=3, num_classes=37,
                        skip=skip)
     del reads[:]
@@ -179,7 +180,7 @@ def test_inputs_run_without_the_autotuning_thread(training):
   # An iterator's destructor waits for that thread: seconds per trial.
   ds = tf.data.Dataset.from_tensor_slices(
       (np.zeros((4, 8, 8, 3), np.uint8), np.arange(4, dtype=np.int32)))
-  fn = data.input_fn(ds, size=4, image_size=8, global_batch_size=2,
+  fn = inputs.input_fn(ds, size=4, image_size=8, global_batch_size=2,
                      training=training)
   assert fn(tf.distribute.InputContext()).options().autotune.enabled is False
-  assert data.prefetched(ds).options().autotune.enabled is False
+  assert inputs.prefetched(ds).options().autotune.enabled is False

@@ -15,6 +15,7 @@ from tl_keras import data
 from tl_keras import export
 from tl_keras import families
 from tl_keras import freezing
+from tl_keras import inputs
 from tl_keras import litert
 from tl_keras import models
 from tl_keras import probe
@@ -259,9 +260,9 @@ def test_augmentation_is_the_same_eagerly_and_inside_tf_data(policy):
   rng = np.random.default_rng(0)
   images = rng.uniform(0, 255, (2, 8, 16, 16, 3)).astype(np.float32)
   labels = tf.one_hot(np.arange(16).reshape(2, 8) % 3, 3)
-  fn, mixes = data.augmentation(policy, seed=7)
+  fn, mixes = inputs.augmentation(policy, seed=7)
   eager = [fn(tf.constant(x), y) for x, y in zip(images, labels)]
-  fn, _ = data.augmentation(policy, seed=7)  # fresh: the same random state
+  fn, _ = inputs.augmentation(policy, seed=7)  # fresh: the same random state
   inside = list(tf.data.Dataset.from_tensor_slices((images, labels)).map(fn))
   assert mixes == (policy == "mixup")
   for (x1, y1), (x2, y2) in zip(eager, inside):

@@ -3,7 +3,7 @@
 import functools
 import inspect
 
-from tl_keras import data
+from tl_keras import inputs
 
 
 def inference_when_frozen(model):
@@ -51,7 +51,7 @@ def calibrate_from(model, dataset, image_size, batch_size):
   Returns:
     How many images were used.
   """
-  images, _ = data.to_numpy(dataset, image_size, limit=CALIBRATION_IMAGES)
+  images, _ = inputs.to_numpy(dataset, image_size, limit=CALIBRATION_IMAGES)
   recalibrate_batchnorm(model, images.astype("float32"), batch_size)
   return len(images)
 

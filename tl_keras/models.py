@@ -14,9 +14,9 @@ import keras
 from keras import layers
 import tensorflow as tf
 
-from tl_keras import data
 from tl_keras import downloads
 from tl_keras import freezing
+from tl_keras import inputs
 from tl_keras.errors import UserError, unknown_name
 
 apps = keras.applications
@@ -26,7 +26,7 @@ apps = keras.applications
 class ImageResize(layers.Layer):
   """Raw pixels of any size to height x width, as training saw them.
 
-  The input pipeline's resize (`data.resize_pixels`): bilinear with
+  The input pipeline's resize (`inputs.resize_pixels`): bilinear with
   antialiasing, rounded and clipped to whole pixel values 0..255. A caller
   sending a 1000x1000 photo gets the features training computed, not the
   aliased ones of a plain bilinear resize. Images already height x width pass through unchanged; when the
@@ -46,7 +46,7 @@ class ImageResize(layers.Layer):
     same = tf.logical_and(tf.equal(shape[1], self.height),
                           tf.equal(shape[2], self.width))
     out = tf.cond(same, lambda: images,
-                  lambda: data.resize_pixels(images, size))
+                  lambda: inputs.resize_pixels(images, size))
     return tf.ensure_shape(out, [None, self.height, self.width, None])
 
   def compute_output_shape(self, input_shape):

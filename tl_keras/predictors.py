@@ -4,7 +4,7 @@
 directory or a `.tflite` file and returns a `Predictor`: labels,
 `predict(examples) -> probabilities [N, C]`, and `input`, what the model
 takes and how --inputs files and dataset splits become it: `ImageInput`
-(uint8 [N, S, S, 3], resized by `data.resize` as in training) or
+(uint8 [N, S, S, 3], resized by `inputs_lib.resize` as in training) or
 `TextInput` (raw strings). The artifact says which (the model's serving
 kind, the SavedModel's `metadata` signature, the .tflite file's metadata).
 """
@@ -19,10 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import artifacts
-from tl_keras import data
-from tl_keras import folders
 from tl_keras import evaluation
 from tl_keras import export
+from tl_keras import folders
+from tl_keras import inputs as inputs_lib
 from tl_keras import serving as serving_lib
 from tl_keras import standard_metadata
 from tl_keras import tflite
@@ -32,7 +32,7 @@ from tl_keras.errors import UserError
 class ImageInput:
   """What an image model's artifacts take: uint8 [N, S, S, 3] at its size.
 
-  Files and splits are resized to S by `data.resize`, the resize training
+  Files and splits are resized to S by `inputs_lib.resize`, the resize training
   and evaluation use, so every artifact of a run sees identical pixels.
   """
 
@@ -62,7 +62,7 @@ class ImageInput:
 
   def batches(self, dataset, batch_size):
     """A split's (uint8 images at the model's size, labels) per batch."""
-    return dataset.map(lambda x, y: (data.resize(x, self.image_size), y)).batch(
+    return dataset.map(lambda x, y: (inputs_lib.resize(x, self.image_size), y)).batch(
         batch_size).as_numpy_iterator()
 
   def check(self, names, examples):
@@ -126,6 +126,8 @@ class TextInput:
 
 # What each kind of model takes, by `serving` kind ("image", "text").
 INPUTS = {cls.data: cls for cls in (ImageInput, TextInput)}
+# The kind of a SavedModel by its serving input's name.
+_KIND_OF_INPUT = {"images": "image", "texts": "text"}
 
 
 @dataclasses.dataclass
@@ -231,12 +233,12 @@ def _saved_model(path):
     raise UserError(f"{path} is not a SavedModel written by tl_keras (needs "
                     "serving_default and metadata signatures)") from e
   labels = [b.decode("utf-8") for b in meta["labels"].numpy()]
+  (name,) = serve.structured_input_signature[1]  # "images" or "texts"
+  # SavedModels written before `kind` was recorded: their input names it.
   kind = (meta["kind"].numpy().decode("utf-8") if "kind" in meta
-          else "text" if "sequence_length" in meta  # written before "kind"
-          else "image")
+          else _KIND_OF_INPUT[name])
   described = {k: int(v.numpy()) for k, v in meta.items()
                if k not in ("labels", "kind")}
-  (name,) = serve.structured_input_signature[1]  # "images" or "texts"
 
   def predict(examples, batch_size=64):
     return np.concatenate([
@@ -273,7 +275,7 @@ def read_images(paths, image_size):
                       f"({reason.splitlines()[0][:100] if reason else 'bad data'}"
                       "); pass JPEG, PNG, BMP or GIF files") from e
     image = folders.apply_orientation(image, folders.exif_orientation(path))
-    out.append(data.resize(image, image_size).numpy())
+    out.append(inputs_lib.resize(image, image_size).numpy())
   return np.stack(out)
 
 

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tl_keras import data as data_lib
+from tl_keras import inputs as inputs_lib
 
 # L2 strengths tried, as the coefficient of 0.5 * ||W||^2 added to the mean
 # cross-entropy (sklearn's C is 1 / (strength * N)). Standardized features
@@ -301,5 +301,5 @@ def _adam(dataset, num_classes, strengths, steps, seed, folds=0):
       optimizer.apply_gradients(zip(tape.gradient(loss, variables),
                                     variables))
 
-  run(iter(data_lib.prefetched(batches)))
+  run(iter(inputs_lib.prefetched(batches)))
   return kernel.numpy(), bias.numpy()

@@ -49,7 +49,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tl_keras import data
+from tl_keras import inputs
 from tl_keras import litert
 from tl_keras import standard_metadata
 from tl_keras import text_data
@@ -131,7 +131,7 @@ class ImageServing:
 
   def examples(self, dataset, limit=0):
     """(uint8 images [N, S, S, 3], labels) of a split's first `limit`."""
-    return data.to_numpy(dataset, self.image_size, limit=limit)
+    return inputs.to_numpy(dataset, self.image_size, limit=limit)
 
   @staticmethod
   def inputs(images):

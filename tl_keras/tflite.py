@@ -2,7 +2,7 @@
 
 What a file takes is the model's `serving` object's business. An image
 file takes a raw RGB uint8 image [1, S, S, 3] at the model's input size S,
-resized by the caller as training resized (`data.resize`: bilinear with
+resized by the caller as training resized (`inputs.resize`: bilinear with
 antialiasing, `tf.image.resize(..., antialias=True)`, rounded); the
 backbone's normalization is inside the graph. `litert` runs the files.
 

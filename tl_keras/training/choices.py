@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tl_keras import data as data_lib
 from tl_keras import families
+from tl_keras import inputs as inputs_lib
 from tl_keras.evaluation import clearly_lower
 from tl_keras.training import checkpoint as checkpoint_lib
 from tl_keras.training import loop
@@ -62,7 +62,7 @@ def validation_predictions(model, splits, *, image_size, batch_size,
   Run on this host, outside the strategy: every worker computes the same.
   `mirror`: on the mirror images (images only).
   """
-  fn = data_lib.input_fn(splits.validation, size=splits.sizes["validation"],
+  fn = inputs_lib.input_fn(splits.validation, size=splits.sizes["validation"],
                          image_size=image_size, global_batch_size=batch_size,
                          training=False)
   probs, labels = [], []

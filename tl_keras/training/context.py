@@ -15,7 +15,7 @@ class Context:
     image_size: the input size images are resized to (None: token dicts).
     batch_size: the global batch size, all replicas together.
     seed: data order and augmentation.
-    augment: the augmentation policy (`data.augmentation`; "auto" only for
+    augment: the augmentation policy (`inputs.augmentation`; "auto" only for
       `run_recipe`, which settles it).
     summaries: the TensorBoard writer (None: nothing is written).
     checkpointer: where progress is saved (None: nowhere).

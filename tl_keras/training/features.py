@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import console
-from tl_keras import data as data_lib
 from tl_keras import families
+from tl_keras import inputs as inputs_lib
 
 
 class FeatureCache:
@@ -42,7 +42,7 @@ class FeatureCache:
       batch_size: batch size of the feature pass.
       views: views per training image.
       seed: seed of the augmented views.
-      augment: the `data.augmentation` policy the views are drawn from.
+      augment: the `inputs.augmentation` policy the views are drawn from.
       directory: None keeps the features in memory; a folder streams them
         into TFRecord files there, read back by tf.data each epoch (for
         feature sets larger than memory).
@@ -86,7 +86,7 @@ class FeatureCache:
                  splits.sizes["validation"], time.time() - start, dim)
 
   @staticmethod
-  def fits(splits, model, views, limit=data_lib.CACHE_LIMIT_BYTES):
+  def fits(splits, model, views, limit=inputs_lib.CACHE_LIMIT_BYTES):
     """Whether the features of all views fit in memory."""
     dim = families.of(model).head_parts(model)[0].shape[-1]
     return 4 * dim * (views * splits.sizes["train"]
@@ -105,14 +105,14 @@ def _features(predict, dataset, image_size, batch_size, view_seed=None,
   if image_size is None:
     return _features_of_batches(predict, dataset.batch(batch_size), path,
                                 dim)
-  ds = dataset.map(lambda x, y: (tf.cast(data_lib.resize(x, image_size),
+  ds = dataset.map(lambda x, y: (tf.cast(inputs_lib.resize(x, image_size),
                                         tf.float32), y),
                    num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
   if view_seed is not None:
     # The training input's policy; MixUp mixes labels, so its views are
     # the flip-and-shift part alone.
     policy = "light" if augment == "mixup" else augment
-    augmenter, _ = data_lib.augmentation(
+    augmenter, _ = inputs_lib.augmentation(
         policy, view_seed[0] * 1000 + view_seed[1])
     ds = ds.map(augmenter)
   return _features_of_batches(predict, ds, path, dim)
@@ -135,7 +135,7 @@ def _batches(ds):
   with console.Heartbeat("feature pass", total=max(total, 0),
                          unit="batches") as beat:
     beat.done = 0
-    for batch in data_lib.prefetched(ds):
+    for batch in inputs_lib.prefetched(ds):
       yield batch
       beat.done += 1
 

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import console
-from tl_keras import data as data_lib
+from tl_keras import inputs as inputs_lib
 from tl_keras.training import steps as steps_lib
 from tl_keras.training import summaries as summaries_lib
 
@@ -132,7 +132,7 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
     iterator = carry["iterator"]
   else:  # a resumed phase's input starts after the steps already taken
     iterator = iter(strategy.distribute_datasets_from_function(
-        data_lib.input_fn(
+        inputs_lib.input_fn(
             train, size=splits.sizes["train"],
             image_size=None if features else image_size,
             global_batch_size=batch_size, training=True, augment=augment,
@@ -161,7 +161,7 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
                    step)
 
   # A fixed handful of validation images, shown with predictions each epoch.
-  sample = (data_lib.to_numpy(splits.validation, image_size, limit=16)
+  sample = (inputs_lib.to_numpy(splits.validation, image_size, limit=16)
             if summaries.enabled and image_size else None)
 
   def save(step_in_phase):

@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 
-from tl_keras import data as data_lib
 from tl_keras import families
 from tl_keras import freezing
+from tl_keras import inputs as inputs_lib
 from tl_keras import probe
 from tl_keras.training import checkpoint as checkpoint_lib
 from tl_keras.training import choices as choices_lib
@@ -282,7 +282,7 @@ def _fit_head(model, splits, context, *, where, views, directory, step,
   summaries = context.summaries or summaries_lib.Summaries()
   summaries.scalars("validation", step, {"loss": val["loss"],
                                          "accuracy": val["accuracy"]})
-  sample = (data_lib.to_numpy(splits.validation, image_size, limit=16)
+  sample = (inputs_lib.to_numpy(splits.validation, image_size, limit=16)
             if summaries.enabled and image_size else None)
   summaries_lib.image_summaries(summaries, model, val, sample,
                                 splits.class_names, step)

@@ -5,8 +5,8 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import console
-from tl_keras import data as data_lib
 from tl_keras import evaluation
+from tl_keras import inputs as inputs_lib
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -254,7 +254,7 @@ def eval_input(dataset, size, *, strategy, image_size, batch_size):
   Build it once and pass it to every `evaluate` of the same split: its
   resized images stay cached between passes.
   """
-  return strategy.distribute_datasets_from_function(data_lib.input_fn(
+  return strategy.distribute_datasets_from_function(inputs_lib.input_fn(
       dataset, size=size, image_size=image_size,
       global_batch_size=batch_size, training=False))
 
