@@ -3,6 +3,7 @@
 import dataclasses
 import errno
 import os
+import signal
 
 import keras
 import numpy as np
@@ -133,7 +134,7 @@ def test_phases_sharing_a_step_cache_train_as_fresh_ones_on_one_trace():
   for a, b in zip(alone, second):
     np.testing.assert_array_equal(a, b)
   assert not np.array_equal(first[0], second[0])
-  optimizer, train_steps, _ = cache.get(
+  optimizer, train_steps, _, _ = cache.get(
       model, spec, 9, strategy=STRATEGY, num_classes=3, global_batch=8)
   assert optimizer is carry["optimizer"]  # one optimizer, one trace
   assert train_steps.experimental_get_tracing_count() == 1
@@ -440,3 +441,66 @@ def test_a_full_disk_is_one_error_and_keeps_the_last_checkpoint(
   checkpointer.restore(model, None, progress)
   for a, b in zip(saved, model.get_weights()):
     np.testing.assert_array_equal(a, b)
+
+
+def test_pruning_schedule_is_cubic_over_two_thirds_of_the_phase():
+  kernel = tf.Variable(tf.ones([4, 4]))
+  pruning = training.pruning.Pruning([kernel])
+  assert not pruning.planned
+  pruning.plan(0.5, begin=6, total=36)  # ramps from step 6 to 26
+  assert pruning.planned and pruning.end_step == 26
+  assert int(pruning.every.numpy()) == 1
+  expected = {6: 0.0, 16: 0.5 * (1 - 0.5 ** 3), 26: 0.5, 36: 0.5}
+  for step, sparsity in expected.items():
+    assert float(pruning.sparsity_at(step)) == pytest.approx(sparsity)
+
+
+def _dense_model():
+  # Deterministic on CPU (convolutions are not), so weights compare exactly.
+  keras.utils.set_random_seed(0)
+  return keras.Sequential([
+      keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
+      keras.layers.Flatten(), keras.layers.Dense(8, activation="relu"),
+      keras.layers.Dense(3, activation="softmax")])
+
+
+PRUNED = training.PhaseSpec("finetune", 8, 1e-2, prune_to=0.5)
+
+
+def test_pruning_holds_its_masks_and_resumes_exactly(tmp_path):
+  splits = _splits()
+  # 3 steps an epoch, 24 steps: masks ramp to step 16, then stay.
+  model = _dense_model()
+  carry = {}
+  training.train_phase(model, PRUNED, splits, CONTEXT, carry=carry)
+  pruning = carry["pruning"]
+  assert pruning.finished() and len(pruning.kernels) == 2
+  for kernel, mask in zip(pruning.kernels, pruning.masks):
+    mask = mask.numpy()
+    # Exactly the scheduled count pruned, and every pruned weight still 0
+    # after the 8 steps that trained with the final masks.
+    assert (mask == 0).sum() == int(0.5 * mask.size)
+    assert np.all(np.asarray(kernel)[mask == 0] == 0)
+  measured = training.pruning.measure(model, 0.5)
+  assert measured["sparsity"] == pytest.approx(0.5, abs=1e-3)
+  assert measured["kernels"] == 2
+
+  # Stopped by SIGTERM after its first step, while pruning, then resumed:
+  # the same weights and masks as the uninterrupted phase.
+  resumed = _dense_model()
+  checkpointer = training.Checkpointer(str(tmp_path / "ckpt"))
+  context = CONTEXT.but(checkpointer=checkpointer)
+  context.stop.signal = signal.SIGTERM  # acted on after the first call
+  with pytest.raises(training.Stopped):
+    training.train_phase(resumed, PRUNED, splits, context)
+  saved = checkpointer.progress()
+  assert 0 < saved["step_in_phase"] < 16  # stopped while pruning
+  again = _dense_model()
+  carry = {}
+  context.stop.signal = None
+  training.train_phase(again, PRUNED, splits, context, resume=saved,
+                       first_step=saved["step"], carry=carry)
+  for a, b in zip(model.get_weights(), again.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(pruning.masks, carry["pruning"].masks):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -27,7 +27,8 @@ def recipe_from_config(config, jit_compile=False):
       head=training.PhaseSpec("head", head_epochs,
                               config.head_lr * scale, **common),
       finetune=training.PhaseSpec("finetune", config.finetune_epochs,
-                                  config.finetune_lr * scale, **common),
+                                  config.finetune_lr * scale,
+                                  prune_to=config.prune_sparsity, **common),
       unfreeze=config_lib.parse_unfreeze(config.unfreeze),
       batchnorm=batchnorm_policy(config))
   if config.weights == "none":

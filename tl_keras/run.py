@@ -218,6 +218,12 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
       feature_dir=os.path.join(out, FEATURE_CACHE) if chief else None,
       random_start=random_start if config.transfer_check else None)
   start_check = info["choices"].get("start", {})
+  if config.prune_sparsity:
+    pruned = training.pruning.measure(model, config.prune_sparsity)
+    logging.info("pruned: %.1f%% of the %s weights of %d trained kernels "
+                 "are zero (target %.0f%%)", 100 * pruned["sparsity"],
+                 f"{pruned['weights']:,}", pruned["kernels"],
+                 100 * config.prune_sparsity)
   timings.update({k: v for k, v in info.items() if k.endswith("_seconds")})
   fingerprint = training.fingerprint(model)
   logging.info("final weights fingerprint %s (equal on every worker)",
@@ -230,6 +236,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
              "validation": {"best_loss": info["best_validation_loss"],
                             "best_accuracy": info["best_validation_accuracy"],
                             "best_epoch": info["best_epoch"]}}
+  if config.prune_sparsity:
+    metrics["pruning"] = pruned
   logging.info("test accuracy %.4f, macro-F1 %.4f\n%s",
                metrics["test"]["accuracy"], metrics["test"]["macro_f1"],
                evaluation.format_table(metrics["test"]))

@@ -7,6 +7,7 @@
     choices     what the recipe picks on the validation split (trials, ...)
     features    the feature cache (the frozen base's outputs, computed once)
     transfer_check  pretrained features against random ones, after phase 1
+    pruning     gradual magnitude pruning during phase 2
     checkpoint  checkpoints, the best weights, SIGTERM/SIGINT handling
     summaries   TensorBoard
 
@@ -25,6 +26,7 @@ from tl_keras.training.loop import train_phase
 from tl_keras.evaluation import clearly_lower
 from tl_keras.training.choices import choose_augmentation
 from tl_keras.training.choices import choose_finetuning
+from tl_keras.training import pruning
 from tl_keras.training.recipe import Recipe
 from tl_keras.training.recipe import run_recipe
 from tl_keras.training.steps import LossScale
@@ -40,4 +42,5 @@ __all__ = [
     "fingerprint", "train_phase", "Recipe", "choose_augmentation",
     "choose_finetuning", "clearly_lower", "run_recipe", "LossScale",
     "evaluate", "make_optimizer", "StepCache", "Summaries", "transfer_warning",
+    "pruning",
 ]

@@ -47,6 +47,10 @@ class Best:
     if self.weights is not None:
       model.set_weights(self.weights)
 
+  def forget(self):
+    """Drops the best so far: the next offer is the best."""
+    self.__init__()
+
   def take(self, other, phase):
     """Takes `other`'s best (from a run renamed `phase`) if it is better."""
     if other.where is not None and other.loss < self.loss:
@@ -157,8 +161,10 @@ class Checkpointer:
       return json.load(f)
 
   def save(self, model, optimizer, *, phase, step_in_phase, step, history,
-           best):
+           best, extra=None):
     """Writes a checkpoint at this point of `phase`.
+
+    `extra`: a trackable saved with the weights (the pruning state).
 
     Raises:
       UserError: the disk is full; the files of this checkpoint are
@@ -167,7 +173,7 @@ class Checkpointer:
     """
     try:
       self._save(model, optimizer, phase=phase, step_in_phase=step_in_phase,
-                 step=step, history=history, best=best)
+                 step=step, history=history, best=best, extra=extra)
     except (OSError, tf.errors.OpError) as e:
       if not _no_space(e):
         raise
@@ -187,10 +193,10 @@ class Checkpointer:
           "the last complete checkpoint") from e
 
   def _save(self, model, optimizer, *, phase, step_in_phase, step, history,
-            best):
+            best, extra):
     os.makedirs(self.directory, exist_ok=True)
     manager = tf.train.CheckpointManager(
-        _checkpoint(model, optimizer), self.directory,
+        _checkpoint(model, optimizer, extra), self.directory,
         max_to_keep=self.keep)
     path = manager.save(checkpoint_number=step)
     if best is not None and best.weights is not None and (
@@ -218,10 +224,12 @@ class Checkpointer:
     with np.load(path) as saved:
       return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
-  def restore(self, model, optimizer, progress, best=None):
-    """Loads the checkpoint `progress` names into `model` (and optimizer)."""
+  def restore(self, model, optimizer, progress, best=None, extra=None):
+    """Loads the checkpoint `progress` names into `model` (and optimizer,
+    and `extra` as `save` was given it)."""
     path = os.path.join(self.restore_from, progress["checkpoint"])
-    _checkpoint(model, optimizer).read(path).assert_existing_objects_matched()
+    _checkpoint(model, optimizer, extra).read(
+        path).assert_existing_objects_matched()
     weights = self.load_weights("best")
     if best is not None and progress["best"]["where"] and weights:
       best.weights = weights
@@ -238,7 +246,7 @@ def _no_space(error):
           or "No space left on device" in str(error))
 
 
-def _checkpoint(model, optimizer):
+def _checkpoint(model, optimizer, extra=None):
   """What a checkpoint holds: weights, optimizer, and the random state.
 
   Keras keeps dropout's random state in seed-generator variables that the
@@ -249,4 +257,6 @@ def _checkpoint(model, optimizer):
       v.value for v in model.variables if "seed_generator" in v.path]}
   if optimizer is not None:
     objects["optimizer"] = optimizer
+  if extra is not None:
+    objects["extra"] = extra
   return tf.train.Checkpoint(**objects)

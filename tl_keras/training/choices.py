@@ -152,7 +152,8 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
   if len(lrs) == 1 and len(modes) == 1:
     return {"learning_rate": lrs[0], "batchnorm": modes[0], "trial_steps": 0,
             "trials": [], "skip": False}, None
-  trial_spec = dataclasses.replace(spec, early_stopping=0.0,
+  # Trials do not prune: they compare learning rates on the full network.
+  trial_spec = dataclasses.replace(spec, early_stopping=0.0, prune_to=0.0,
                                    stop_at=recipe.trial_fraction)
   start = [np.copy(w) for w in model.get_weights()]
   reference = validation_losses(model, splits, image_size=image_size,
@@ -161,7 +162,7 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
   trials = []
   # One optimizer and one trace of the steps for every trial that trains
   # the same variables, and for the phase that continues the winner.
-  cache = steps_lib.StepCache()
+  cache = steps_lib.StepCache(prune=spec.prune_to > 0)
 
   def trial(lr, mode):
     logging.info("trial %d: phase 2 at lr %g with BatchNorm %s, its first "

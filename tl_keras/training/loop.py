@@ -49,6 +49,10 @@ class PhaseSpec:
   eval_steps: int = 0
   # Variable names (substrings) that weight decay leaves alone.
   no_decay: tuple = ()
+  # Prune the trained kernels to this share of zeros over the phase
+  # (`pruning`); 0 = no pruning. The phase then runs every step, and only
+  # weights with the final masks count as best.
+  prune_to: float = 0.0
 
   def epochs_for(self, steps_per_epoch):
     """Epochs actually run: `epochs`, or more to reach `min_steps`."""
@@ -115,17 +119,19 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
   epochs = spec.epochs_for(steps_per_epoch)
   total = steps_per_epoch * epochs
   carry = {} if carry is None else carry
-  optimizer, train_steps, eval_step = carry.setdefault(
-      "steps", steps_lib.StepCache()).get(
+  optimizer, train_steps, eval_step, pruning = carry.setdefault(
+      "steps", steps_lib.StepCache(prune=spec.prune_to > 0)).get(
           stepped, spec, total, strategy=strategy,
           num_classes=splits.num_classes, global_batch=batch_size,
           fresh="optimizer" not in carry)
+  prunes = pruning is not None and spec.prune_to > 0
   history = list(history or [])
   done, step = carry.get("done", 0), carry.get("step", first_step)
   if resume:
     # At step 0 of a phase a checkpoint holds weights but no optimizer.
-    checkpointer.restore(model, optimizer if resume["step_in_phase"] else None,
-                         resume, best)
+    checkpointer.restore(
+        model, optimizer if resume["step_in_phase"] else None, resume, best,
+        extra=pruning.state if prunes and resume["step_in_phase"] else None)
     done, step = resume["step_in_phase"], resume["step"]
   train = features.train if features else splits.train
   if "iterator" in carry:
@@ -141,6 +147,12 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
       features.validation if features else splits.validation,
       splits.sizes["validation"], strategy=strategy,
       image_size=None if features else image_size, batch_size=batch_size)
+  if pruning is not None and not pruning.planned:
+    pruning.plan(spec.prune_to, begin=done, total=total)
+    if prunes:
+      logging.info("pruning to %.0f%% zeros in %d kernels from step %d to "
+                   "%d of the phase", 100 * spec.prune_to,
+                   len(pruning.kernels), done, pruning.end_step)
   if resume:
     if done:
       logging.info("resuming phase %s at epoch %d, step %d of %d (global "
@@ -168,7 +180,8 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
     if checkpointer:
       checkpointer.save(model, optimizer, phase=spec.name,
                         step_in_phase=step_in_phase, step=step,
-                        history=history, best=best)
+                        history=history, best=best,
+                        extra=pruning.state if prunes else None)
 
   sync_statistics = _statistics_sync(stepped, strategy)
   cluster = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -187,7 +200,7 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
       if done >= spec.stop_at * total:
         break
       idle = _steps_without_gain(best, spec.name, phase_start, step)
-      if patience and idle >= patience:
+      if patience and idle >= patience and not prunes:
         logging.info("%s: %d steps without a new best validation loss (%.4f, "
                      "%s epoch %d): the phase stops early, %d of %d epochs run",
                      spec.name, idle, best.loss, *best.where, epoch, epochs)
@@ -244,8 +257,12 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
                                                "accuracy": val["accuracy"]})
         summaries_lib.image_summaries(summaries, model, val, sample,
                                       splits.class_names, step)
-        improved = best.offer(model, val, (spec.name, epoch + 1), step) if (
-            best is not None) else False
+        improved = False
+        if best is not None and (not prunes or pruning.finished()):
+          if prunes and best.step is not None and (
+              best.step < phase_start + pruning.end_step):
+            best.forget()  # weights from before the final masks
+          improved = best.offer(model, val, (spec.name, epoch + 1), step)
         logging.info("%s epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc "
                      "%.4f%s (%.1fs)", spec.name, epoch + 1, epochs,
                      record["loss"], record["accuracy"], val["loss"],
@@ -262,7 +279,8 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
         raise stop.error(
             f"the end of {spec.name} epoch {epoch + 1}", checkpointer)
   summaries.flush()
-  carry.update(optimizer=optimizer, iterator=iterator, done=done, step=step)
+  carry.update(optimizer=optimizer, iterator=iterator, done=done, step=step,
+               pruning=pruning)
   return history, step
 
 

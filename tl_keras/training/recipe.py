@@ -115,6 +115,8 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
   context = context.but(augment=augment)
   info = {}
   head = None  # the weights phase 1 ended with
+  # Phase 2 prunes (`--prune_sparsity`): it always runs, and is the model.
+  prunes = recipe.finetune.prune_to > 0
 
   def save_between_phases():
     if checkpointer:
@@ -174,7 +176,8 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
         with strategy.scope():
           choices["finetune"], winner = choices_lib.choose_finetuning(
               model, recipe, splits, context,
-              may_skip=bool(recipe.head.epochs), first_step=step)
+              may_skip=bool(recipe.head.epochs) and not prunes,
+              first_step=step)
         saved, reached = None, 1
       chosen = choices["finetune"]
       with strategy.scope():
@@ -193,7 +196,8 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
               model, carry and carry["optimizer"], phase="finetune",
               step_in_phase=carry["done"] if carry else 0,
               step=carry["step"] if carry else step, history=history,
-              best=best)
+              best=best, extra=carry["pruning"].state if (
+                  carry and prunes) else None)
           saved = checkpointer.progress()
       if chosen.get("skip"):
         choices["kept"] = "head"
@@ -219,7 +223,9 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
       checkpointer.restore(model, None, saved, best)
       logging.info("resuming after training: both phases were done")
     head = head or (checkpointer and checkpointer.load_weights("head"))
-    if reached < 2 and head and best.where and best.where[0] != "head":
+    if reached < 2 and prunes:
+      choices["kept"] = "finetune"  # the pruned network is what was asked
+    elif reached < 2 and head and best.where and best.where[0] != "head":
       choices["kept"] = choices_lib.keep_simplest(
           model, head, best, history, splits, image_size, batch_size)
     elif reached < 2 and head:

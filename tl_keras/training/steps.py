@@ -7,6 +7,7 @@ import tensorflow as tf
 from tl_keras import console
 from tl_keras import evaluation
 from tl_keras import inputs as inputs_lib
+from tl_keras.training import pruning as pruning_lib
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -84,14 +85,18 @@ class StepCache:
   variables with the same kind of optimizer at different rates: with one
   `StepCache` they share one optimizer (its state zeroed and its schedule
   set for each) and one trace of each step.
+
+  `prune`: each entry has a `pruning.Pruning` of the variables it trains,
+  applied after every step once a phase plans it (trials do not).
   """
 
-  def __init__(self):
+  def __init__(self, prune=False):
     self._entries = {}
+    self.prune = prune
 
   def get(self, model, spec, total, *, strategy, num_classes, global_batch,
           fresh=True):
-    """(optimizer, train_steps, eval_step) for a phase of `total` steps.
+    """(optimizer, train_steps, eval_step, pruning) for `total` steps.
 
     The optimizer's schedule is set for `spec` and `total`. `fresh`: its
     state starts from zero (a new phase); otherwise it is kept (a phase that
@@ -110,9 +115,12 @@ class StepCache:
         optimizer = make_optimizer(spec, total, schedule)
         # Build slots now, in cross-replica context, not lazily in the step.
         optimizer.build(model.trainable_variables)
+        pruning = pruning_lib.Pruning(
+            v for v in model.trainable_variables
+            if pruning_lib.prunable(v)) if self.prune else None
       self._entries[key] = (schedule, optimizer, *step_functions(
           model, optimizer, strategy, num_classes, global_batch,
-          spec.label_smoothing, spec.jit_compile))
+          spec.label_smoothing, spec.jit_compile, pruning=pruning), pruning)
     elif fresh:
       for variable in self._entries[key][1].variables:
         variable.assign(tf.zeros_like(variable))
@@ -165,8 +173,11 @@ class LossScale:
 
 
 def step_functions(model, optimizer, strategy, num_classes, global_batch,
-                    label_smoothing, jit_compile=False):
-  """tf.functions for one training step and one evaluation step."""
+                    label_smoothing, jit_compile=False, pruning=None):
+  """tf.functions for one training step and one evaluation step.
+
+  `pruning` (a `pruning.Pruning`) runs after every optimizer step.
+  """
   loss_scale = None
   if keras.mixed_precision.dtype_policy().name == "mixed_float16":
     with strategy.scope():
@@ -211,6 +222,8 @@ def step_functions(model, optimizer, strategy, num_classes, global_batch,
     loss = correct = tf.constant(0.0)
     for _ in tf.range(steps):
       step_loss, step_correct = strategy.run(replica_fn, args=next(iterator))
+      if pruning is not None:
+        pruning.after_step()
       loss += strategy.reduce("SUM", step_loss, axis=None)
       correct += strategy.reduce("SUM", step_correct, axis=None)
     return loss, correct

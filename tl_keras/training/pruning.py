@@ -1,0 +1,136 @@
+"""Gradual magnitude pruning during phase 2 (`--prune_sparsity`).
+
+Zhu & Gupta (2017), the schedule tensorflow-model-optimization uses: the
+share of zeros in each pruned kernel rises from 0 to the target on a cubic
+curve over the first two thirds of the phase, in 16 steps; at each of them
+the weights of smallest magnitude (those already zero among them) are
+masked. The last third trains with the final masks. Masks are applied
+after every optimizer step, inside the compiled training step and in
+cross-replica context, so every replica and worker holds the same zeros;
+they are variables, saved with each checkpoint, so a resumed run prunes
+exactly as an uninterrupted one.
+
+Pruned: the trainable kernels of the dense and convolution layers (the
+unfrozen part of the base and the head), not biases, normalization or
+embeddings.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+# The share of a phase's steps the sparsity ramps over, and the number of
+# mask updates on the way.
+RAMP = 2 / 3
+UPDATES = 16
+
+
+def prunable(variable):
+  """Whether `variable` is a dense or convolution kernel."""
+  return len(variable.shape) >= 2 and variable.path.rsplit("/", 1)[-1] in (
+      "kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+class Pruning:
+  """Masks for `kernels` and the schedule that sets them.
+
+  Create it under the strategy's scope. `plan` starts a phase's schedule;
+  `after_step` (traced into the training step) applies it. `state` is what
+  a checkpoint holds: the masks and the schedule.
+  """
+
+  def __init__(self, kernels):
+    self.kernels = tuple(kernels)
+    self.masks = [tf.Variable(tf.ones(k.shape, tf.float32), trainable=False,
+                              name="mask") for k in self.kernels]
+    self.target = tf.Variable(0.0, trainable=False, name="target")
+    # Steps of the phase: now, the schedule's first and last, and between
+    # mask updates.
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    self.begin = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self.end = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self.every = tf.Variable(1, dtype=tf.int64, trainable=False)
+    self.state = tf.train.Checkpoint(
+        masks=self.masks, target=self.target, step=self.step,
+        begin=self.begin, end=self.end, every=self.every)
+
+  @property
+  def planned(self):
+    """Whether a schedule is set (by `plan` or a restored checkpoint)."""
+    return float(self.target.numpy()) > 0
+
+  def plan(self, target, *, begin, total):
+    """Prunes to `target` between step `begin` and 2/3 of the way to `total`.
+
+    `target` 0: no pruning (a learning-rate trial).
+    """
+    end = begin + max(1, math.ceil(RAMP * (total - begin)))
+    self.target.assign(float(target))
+    self.step.assign(begin)
+    self.begin.assign(begin)
+    self.end.assign(end)
+    self.every.assign(max(1, (end - begin) // UPDATES))
+    for mask in self.masks:
+      mask.assign(tf.ones_like(mask))
+
+  def finished(self):
+    """Whether the masks are final (the sparsity reached its target)."""
+    return self.planned and int(self.step.numpy()) >= int(self.end.numpy())
+
+  @property
+  def end_step(self):
+    return int(self.end.numpy())
+
+  def sparsity_at(self, step):
+    """The scheduled share of zeros at phase step `step` (a tensor)."""
+    begin = tf.cast(self.begin, tf.float32)
+    span = tf.cast(self.end - self.begin, tf.float32)
+    progress = tf.clip_by_value(
+        (tf.cast(step, tf.float32) - begin) / span, 0.0, 1.0)
+    return self.target * (1.0 - (1.0 - progress) ** 3)
+
+  def after_step(self):
+    """Counts a step, updates the masks when due, applies them (graph)."""
+
+    def prune():
+      self.step.assign_add(1)
+      since = self.step - self.begin
+      due = tf.logical_and(
+          self.step <= self.end,
+          tf.logical_or(since % self.every == 0, self.step == self.end))
+      self._apply()
+      tf.cond(due, self._update, lambda: tf.constant(0))
+      self._apply()
+      return tf.constant(0)
+
+    tf.cond(self.target > 0, prune, lambda: tf.constant(0))
+
+  def _apply(self):
+    for kernel, mask in zip(self.kernels, self.masks):
+      kernel.assign(kernel * tf.cast(mask, kernel.dtype))
+
+  def _update(self):
+    sparsity = self.sparsity_at(self.step)
+    for kernel, mask in zip(self.kernels, self.masks):
+      size = int(np.prod(kernel.shape))
+      count = tf.cast(tf.math.floor(sparsity * size), tf.int32)
+      magnitude = tf.reshape(tf.abs(tf.cast(kernel, tf.float32)), [-1])
+      smallest = tf.argsort(magnitude, stable=True)[:count]
+      flat = tf.tensor_scatter_nd_update(
+          tf.ones([size]), smallest[:, None], tf.zeros([count]))
+      mask.assign(tf.reshape(flat, mask.shape))
+    return tf.constant(0)
+
+
+def measure(model, target):
+  """The share of zeros in `model`'s trainable prunable kernels, measured.
+
+  Returns:
+    {"target", "sparsity", "zeros", "weights", "kernels"}.
+  """
+  kernels = [v for v in model.trainable_variables if prunable(v)]
+  zeros = sum(int(np.sum(np.asarray(k) == 0)) for k in kernels)
+  weights = sum(int(np.prod(k.shape)) for k in kernels)
+  return {"target": float(target), "sparsity": zeros / max(weights, 1),
+          "zeros": zeros, "weights": weights, "kernels": len(kernels)}
