@@ -9,6 +9,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from tests.conftest import REPO
 from tl_keras import models
 from tl_keras import serving
@@ -81,3 +84,41 @@ def test_int8_families(tmp_path):
   for latency in (row["latency_ms"], row["latency_ms_untrained"]):
     assert all(ms > 0 for v in ("float32", "int8") for ms in
                latency[v].values())
+
+
+def _zeros_in_weights(path):
+  """Zero values in a .tflite file's constant tensors of rank 2 or more."""
+  from ai_edge_litert import interpreter as litert_interpreter  # pylint: disable=g-import-not-at-top
+  interpreter = litert_interpreter.Interpreter(model_path=str(path))
+  interpreter.allocate_tensors()
+  zeros = 0
+  for tensor in interpreter.get_tensor_details():
+    if len(tensor["shape"]) < 2:
+      continue
+    try:
+      zeros += int(np.sum(interpreter.get_tensor(tensor["index"]) == 0))
+    except ValueError:  # not a constant: no data before invoke
+      pass
+  return zeros
+
+
+def test_compression_and_pruned_zeros_in_every_export(tmp_path):
+  rows = _run("compression.py", "--smoke", f"--workdir={tmp_path}")
+  files = [r for r in rows if "prune_sparsity" in r]
+  assert {(r["prune_sparsity"], r["variant"]) for r in files} == {
+      (s, v) for s in (0.0, 0.5) for v in ("float32", "int8")}
+  for row in files:
+    assert row["measured_sparsity"] == pytest.approx(row["prune_sparsity"],
+                                                     abs=1e-3)
+    assert 0 < row["compressed_bytes"] < row["size_bytes"]
+  (ratio,) = [r for r in rows if r.get("variant") == "float32"
+              and "gzipped_vs_unpruned" in r]
+  assert ratio["gzipped_vs_unpruned"]["0.5"] < 1  # zeros compress
+  # The pruned run: the sparsity measured in the model, and its zeros kept
+  # in every file (int8 may round more small weights to 0).
+  pruned = json.loads((tmp_path / "s0.5" / "metrics.json").read_text())[
+      "pruning"]
+  assert pruned["target"] == 0.5 and pruned["kernels"] == 5
+  for variant in ("float32", "int8"):
+    assert _zeros_in_weights(tmp_path / "s0.5" / f"model_{variant}.tflite") >= (
+        pruned["zeros"]), variant

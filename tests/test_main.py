@@ -389,42 +389,6 @@ ERROR_CASES = {
 }
 
 
-def _zeros_in_weights(path):
-  """Zero values in a .tflite file's constant tensors of rank 2 or more."""
-  from ai_edge_litert import interpreter as litert_interpreter  # pylint: disable=g-import-not-at-top
-  interpreter = litert_interpreter.Interpreter(model_path=str(path))
-  interpreter.allocate_tensors()
-  zeros = 0
-  for tensor in interpreter.get_tensor_details():
-    if len(tensor["shape"]) < 2 or tensor["name"].startswith("serving"):
-      continue
-    try:
-      zeros += int(np.sum(interpreter.get_tensor(tensor["index"]) == 0))
-    except ValueError:  # not a constant: no data before invoke
-      pass
-  return zeros
-
-
-def test_pruned_zeros_are_measured_and_survive_every_export(tmp_path):
-  out = tmp_path / "out"
-  result = run_main("--model=convnet_small", "--weights=none",
-                    "--prune_sparsity=0.5", "--min_steps=0",
-                    "--finetune_epochs=2", "--finetune_lr=1e-3",
-                    "--max_train_samples=64", "--batch_size=16",
-                    "--export=tflite_float32,tflite_int8",
-                    f"--output_dir={out}")
-  assert result.returncode == 0, result.stderr[-3000:]
-  metrics = json.loads((out / "metrics.json").read_text())
-  pruned = metrics["pruning"]
-  assert pruned["target"] == 0.5 and pruned["kernels"] == 5
-  # The kernels' own counts: floor(0.5 x size) each, measured in the model.
-  assert pruned["sparsity"] == pytest.approx(0.5, abs=1e-4)
-  assert "pruned: 50.0% of the" in result.stderr
-  for variant in ("float32", "int8"):  # int8 may round more weights to 0
-    assert _zeros_in_weights(out / f"model_{variant}.tflite") >= (
-        pruned["zeros"]), variant
-
-
 @pytest.mark.parametrize("case", sorted(ERROR_CASES))
 def test_user_errors_are_one_line_exit_2_and_write_nothing(case, tmp_path):
   args, message = ERROR_CASES[case]
