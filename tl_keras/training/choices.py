@@ -152,8 +152,10 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
   if len(lrs) == 1 and len(modes) == 1:
     return {"learning_rate": lrs[0], "batchnorm": modes[0], "trial_steps": 0,
             "trials": [], "skip": False}, None
-  # Trials do not prune: they compare learning rates on the full network.
-  trial_spec = dataclasses.replace(spec, early_stopping=0.0, prune_to=0.0,
+  # With --prune_sparsity the trials prune too, on the phase's schedule: a
+  # rate is judged on the network being pruned (a rate that only keeps
+  # pretrained features in place cannot recover what pruning takes).
+  trial_spec = dataclasses.replace(spec, early_stopping=0.0,
                                    stop_at=recipe.trial_fraction)
   start = [np.copy(w) for w in model.get_weights()]
   reference = validation_losses(model, splits, image_size=image_size,
@@ -198,6 +200,8 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
     if winner is None or round(run["best"].loss, 4) < round(
         winner["best"].loss, 4):
       run["state"] = steps_lib.optimizer_state(run["carry"]["optimizer"])
+      pruning = run["carry"]["pruning"]
+      run["pruning"] = pruning and pruning.snapshot()
       winner = run
 
   for lr in sorted(lrs):
@@ -205,6 +209,8 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
   for mode in modes[1:]:
     offer(trial(winner["lr"], mode))
   steps_lib.load_state(winner["carry"]["optimizer"], winner.pop("state"))
+  if winner["carry"]["pruning"]:
+    winner["carry"]["pruning"].load(winner.pop("pruning"))
   cache.keep_only(winner["carry"]["optimizer"])
   model.set_weights(start)
   _, gain, _ = clearly_lower(winner["losses"], reference)

@@ -147,7 +147,9 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
       features.validation if features else splits.validation,
       splits.sizes["validation"], strategy=strategy,
       image_size=None if features else image_size, batch_size=batch_size)
-  if pruning is not None and not pruning.planned:
+  if pruning is not None and not (
+      "optimizer" in carry or (resume and resume["step_in_phase"])):
+    # A phase that starts (not one that goes on or resumes) plans anew.
     pruning.plan(spec.prune_to, begin=done, total=total)
     if prunes:
       logging.info("pruning to %.0f%% zeros in %d kernels from step %d to "
@@ -258,7 +260,10 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
         summaries_lib.image_summaries(summaries, model, val, sample,
                                       splits.class_names, step)
         improved = False
-        if best is not None and (not prunes or pruning.finished()):
+        # While pruning, only weights with the final masks can be the best
+        # (a trial, which stops before, compares rates on what it reached).
+        if best is not None and (not prunes or pruning.finished()
+                                 or spec.stop_at < 1):
           if prunes and best.step is not None and (
               best.step < phase_start + pruning.end_step):
             best.forget()  # weights from before the final masks
