@@ -200,7 +200,7 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
     if winner is None or round(run["best"].loss, 4) < round(
         winner["best"].loss, 4):
       run["state"] = steps_lib.optimizer_state(run["carry"]["optimizer"])
-      pruning = run["carry"]["pruning"]
+      pruning = run["carry"].get("pruning")
       run["pruning"] = pruning and pruning.snapshot()
       winner = run
 
@@ -209,7 +209,7 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
   for mode in modes[1:]:
     offer(trial(winner["lr"], mode))
   steps_lib.load_state(winner["carry"]["optimizer"], winner.pop("state"))
-  if winner["carry"]["pruning"]:
+  if winner["carry"].get("pruning"):
     winner["carry"]["pruning"].load(winner.pop("pruning"))
   cache.keep_only(winner["carry"]["optimizer"])
   model.set_weights(start)
