@@ -8,11 +8,10 @@ masked, ranked across all the kernels together (global magnitude pruning:
 large layers give up more, small sensitive ones such as the first
 convolution and the head less; on the quickstart at 50% it kept 91.3%
 test accuracy where pruning each kernel alike kept 79.5%). The last third
-trains with the final masks. Masks are applied
-after every optimizer step, inside the compiled training step and in
-cross-replica context, so every replica and worker holds the same zeros;
-they are variables, saved with each checkpoint, so a resumed run prunes
-exactly as an uninterrupted one.
+trains with the final masks. Masks are applied after every optimizer step,
+inside the compiled training step and in cross-replica context, so every
+replica and worker holds the same zeros; they are variables, saved with
+each checkpoint, so a resumed run prunes exactly as an uninterrupted one.
 
 Pruned: the trainable kernels of the dense and convolution layers (the
 unfrozen part of the base and the head), not biases, normalization or
@@ -115,8 +114,9 @@ class Pruning:
       due = tf.logical_and(
           self.step <= self.end,
           tf.logical_or(since % self.every == 0, self.step == self.end))
-      self._apply()
-      tf.cond(due, self._update, lambda: tf.constant(0))
+      # When due, the step's updates to pruned weights are undone before
+      # the ranking, so they stay among the smallest.
+      tf.cond(due, self._reset_masks, lambda: tf.constant(0))
       self._apply()
       return tf.constant(0)
 
@@ -125,6 +125,10 @@ class Pruning:
   def _apply(self):
     for kernel, mask in zip(self.kernels, self.masks):
       kernel.assign(kernel * tf.cast(mask, kernel.dtype))
+
+  def _reset_masks(self):
+    self._apply()
+    return self._update()
 
   def _update(self):
     """Masks the smallest weights of all kernels together (one threshold)."""
