@@ -119,6 +119,17 @@ def test_compression_and_pruned_zeros_in_every_export(tmp_path):
   pruned = json.loads((tmp_path / "s0.5" / "metrics.json").read_text())[
       "pruning"]
   assert pruned["target"] == 0.5 and pruned["kernels"] == 5
+  assert pruned["method"] == "oneshot"
+  # Each file's row holds its unpruned counterpart's (the network before
+  # pruning, converted alike), whose zeros are only the weights' own.
+  rows = json.loads((tmp_path / "s0.5" / "metrics.json").read_text())[
+      "tflite"]
+  for variant in ("float32", "int8"):
+    before = rows[variant]["unpruned"]
+    assert before["size_bytes"] == rows[variant]["size_bytes"]
+    assert before["compressed_bytes"] > rows[variant]["compressed_bytes"]
+  assert sorted(p.name for p in (tmp_path / "s0.5").glob("*.tflite")) == [
+      "model_float32.tflite", "model_int8.tflite"]  # the unpruned not kept
   for variant in ("float32", "int8"):
     assert _zeros_in_weights(tmp_path / "s0.5" / f"model_{variant}.tflite") >= (
         pruned["zeros"]), variant

@@ -15,7 +15,9 @@ from tl_keras.errors import UserError
 
 ARGS = ["--model=convnet_small", "--weights=none", "--batch_size=8",
         "--min_steps=0", "--finetune_epochs=8",
-        "--finetune_lr=1e-3", "--checkpoint_every=2", "--export=saved_model"]
+        "--finetune_lr=1e-3", "--checkpoint_every=2", "--export=saved_model",
+        # From random weights pruning is gradual: killed while it ramps.
+        "--prune_sparsity=0.5"]
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +86,8 @@ def test_sigkill_mid_finetune_then_rerun_resumes(reference, tmp_path):
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["test"]["accuracy"] == pytest.approx(
       reference[1]["test"]["accuracy"], abs=1e-6)
+  assert metrics["pruning"] == reference[1]["pruning"]
+  assert metrics["pruning"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
   assert run["model"]["weights_fingerprint"] == reference[0]["model"][
       "weights_fingerprint"]
   assert not (out / "checkpoints").exists()  # removed once finished

@@ -482,7 +482,8 @@ def test_pruning_holds_its_masks_and_resumes_exactly(tmp_path):
       0.5 * sum(m.size for m in masks))
   for kernel, mask in zip(pruning.kernels, masks):
     assert np.all(np.asarray(kernel)[mask == 0] == 0)
-  measured = training.pruning.measure(model, 0.5)
+  measured = training.pruning.measure(
+      training.pruning.trained_kernels(model), 0.5, "gradual")
   assert measured["sparsity"] == pytest.approx(0.5, abs=1e-3)
   assert measured["kernels"] == 2
 
@@ -505,3 +506,32 @@ def test_pruning_holds_its_masks_and_resumes_exactly(tmp_path):
     np.testing.assert_array_equal(a, b)
   for a, b in zip(pruning.masks, carry["pruning"].masks):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_phase_after_one_shot_pruning_keeps_the_zeros():
+  splits = _splits()
+  model = _dense_model()
+  kernel = model.layers[-2].kernel
+  zeros = np.zeros(kernel.shape, bool)
+  zeros[::2] = True
+  kernel.assign(np.where(zeros, 0.0, kernel.numpy()))
+  carry = {}
+  spec = dataclasses.replace(PRUNED, prune_method="oneshot")
+  training.train_phase(model, spec, splits, CONTEXT, carry=carry)
+  after = kernel.numpy()
+  assert np.all(after[zeros] == 0) and np.all(after[~zeros] != 0)
+  # The other kernel had no zeros: it trains unmasked.
+  assert np.all(model.layers[-1].kernel.numpy() != 0)
+
+
+def test_blocks_rank_together_along_the_input_axis():
+  kernel = np.abs(np.random.default_rng(0).normal(size=(3, 3, 16, 4)))
+  magnitude = training.pruning.block_magnitude(tf.constant(kernel), 8).numpy()
+  blocks = magnitude.reshape(3, 3, 2, 8, 4)
+  assert np.all(blocks == blocks[:, :, :, :1])  # one score per block
+  np.testing.assert_allclose(
+      blocks[:, :, :, 0], kernel.reshape(3, 3, 2, 8, 4).mean(3), rtol=1e-6)
+  # 3 input channels: blocks of 3; 12: blocks of 6 (the largest divisor).
+  assert training.pruning.block_size(3, 8) == 3
+  assert training.pruning.block_size(12, 8) == 6
+  assert training.pruning.block_size(128, 1) == 1

@@ -132,6 +132,18 @@ class Config:
       "share of zeros (e.g. 0.5), by gradual magnitude pruning over the "
       "phase; 0 = no pruning. The zeros are exact in every export and "
       "shrink the gzipped files.", "recipe")
+  prune_method: str = _field(
+      "oneshot", "How --prune_sparsity prunes. oneshot: once, after phase 1, "
+      "each layer's remaining weights rebuilt to keep its outputs on "
+      "training examples (optimal brain surgeon), then phase 2 trains "
+      "with the zeros kept. gradual: magnitude pruning on a schedule during "
+      "phase 2 (also what --weights=none and --head_epochs=0 get).",
+      "recipe", choices=("oneshot", "gradual"))
+  prune_block: int = _field(
+      1, "--prune_sparsity removes blocks of this many neighbouring weights "
+      "along each kernel's input channels, consecutive in the TFLite files: "
+      "larger blocks compress smaller and cost more accuracy (see the "
+      "README); 1 = single weights.", "recipe")
   feature_cache: str = _field(
       "auto", "Phase 1 runs the frozen base once per image and trains the "
       "head on the stored features, on one replica. auto: in memory when "
@@ -280,6 +292,9 @@ class Config:
       raise UserError("--prune_sparsity prunes during phase 2, which "
                       "--finetune_epochs=0 leaves out; set --finetune_epochs "
                       "above 0 or drop --prune_sparsity")
+    if self.prune_block < 1:
+      raise UserError(f"--prune_block must be 1 or more (1: single weights), "
+                      f"got {self.prune_block}")
     if self.weights == "none" and self.finetune_epochs == 0:
       raise UserError("--weights=none with --finetune_epochs=0: random "
                       "weights have no features for a head alone; train "
@@ -360,7 +375,7 @@ RESUME_SETTINGS = ("model", "weights", "image_size", "sequence_length",
                    "weight_decay", "label_smoothing", "pretrain_epochs",
                    "seed", "mixed_precision", "no_lr_scaling",
                    "feature_cache", "cache_views", "transfer_check",
-                   "prune_sparsity")
+                   "prune_sparsity", "prune_block", "prune_method")
 # Learning rates are given for this global batch size (the linear rule).
 REFERENCE_BATCH = 32
 

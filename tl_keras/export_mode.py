@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 
 from tl_keras import artifacts
 from tl_keras import config as config_lib
@@ -21,10 +22,13 @@ from tl_keras import tflite
 from tl_keras.errors import UserError
 
 
-def export_artifacts(model, directory, config, splits):
+def export_artifacts(model, directory, config, splits, unpruned=None):
   """Writes the --export formats into `directory` and checks TFLite parity.
 
-  `splits` hold raw examples (images, or untokenized texts).
+  `splits` hold raw examples (images, or untokenized texts). `unpruned`:
+  the weights of the network before one-shot pruning; each TFLite variant
+  is converted from them too (not kept), and its parity row goes in the
+  pruned variant's row as "unpruned".
 
   Returns:
     (parity rows {variant: row} of the TFLite variants written, {format:
@@ -64,7 +68,28 @@ def export_artifacts(model, directory, config, splits):
                               serving=serving)
   if fallback:
     rows["int8"]["fallback"] = fallback
+  if unpruned is not None:
+    for variant, row in _unpruned_rows(
+        model, unpruned, [f for f in formats if export.tflite_variants([f])],
+        variants, calibration, examples, labels, splits.class_names,
+        serving).items():
+      rows[variant]["unpruned"] = row
   return rows, skipped
+
+
+def _unpruned_rows(model, weights, formats, variants, calibration, examples,
+                   labels, class_names, serving):
+  """Parity rows of the TFLite variants of `model` with `weights`."""
+  pruned = model.get_weights()
+  model.set_weights(weights)
+  try:
+    with tempfile.TemporaryDirectory() as directory:
+      export.write_exports(model, directory, formats, class_names=class_names,
+                           calibration_images=calibration, serving=serving)
+      return export.tflite_parity(model, directory, variants, examples,
+                                  labels, serving=serving)
+  finally:
+    model.set_weights(pruned)
 
 
 def check_exports(rows, max_accuracy_drop):

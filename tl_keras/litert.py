@@ -244,16 +244,23 @@ def format_parity(rows):
            "median latency)",
            f"{'keras':<10} {first['keras_accuracy']:>9.4f}"]
   for variant, row in rows.items():
-    compressed = row.get("compressed_bytes")
-    one = row.get("latency_ms_1_thread")
-    lines.append(f"{variant:<10} {row['accuracy']:>9.4f} "
-                 f"{row['agreement']:>10.4f} "
-                 f"{row['size_bytes'] / 1024:>8.1f}KB "
-                 + (f"{compressed / 1024:>8.1f}KB " if compressed else
-                    f"{'':>10} ")
-                 + (f"{one:>8.3f}ms " if one is not None else f"{'':>10} ")
-                 + f"{row['latency_ms']:>8.3f}ms")
+    lines.append(_parity_line(variant, row))
+  unpruned = {v: r["unpruned"] for v, r in rows.items() if "unpruned" in r}
+  if unpruned:
+    lines.append(f"unpruned   {next(iter(unpruned.values()))['keras_accuracy']:>9.4f}"
+                 "   (the network before pruning: phase 1's)")
+    lines += [_parity_line(f"  {v}", r) for v, r in unpruned.items()]
   return "\n".join(lines)
+
+
+def _parity_line(name, row):
+  compressed = row.get("compressed_bytes")
+  one = row.get("latency_ms_1_thread")
+  return (f"{name:<10} {row['accuracy']:>9.4f} {row['agreement']:>10.4f} "
+          f"{row['size_bytes'] / 1024:>8.1f}KB "
+          + (f"{compressed / 1024:>8.1f}KB " if compressed else f"{'':>10} ")
+          + (f"{one:>8.3f}ms " if one is not None else f"{'':>10} ")
+          + f"{row['latency_ms']:>8.3f}ms")
 
 
 def too_far(row, max_drop):

@@ -40,6 +40,10 @@ def model_card(record, metrics):
                  + _size_and_latency(row))
     if row.get("fallback"):
       lines[-1] += f" ({report.fallback_sentence(row['fallback'])})"
+    if row.get("unpruned"):
+      before = row["unpruned"]
+      lines[-1] += (f"; before pruning {report.percent(before['accuracy'])}, "
+                    f"{before['compressed_bytes'] / 1024:.0f} KB gzipped")
   return "\n".join(lines + kind["usage"](record, config, metrics))
 
 

@@ -28,12 +28,23 @@ def recipe_from_config(config, jit_compile=False):
                               config.head_lr * scale, **common),
       finetune=training.PhaseSpec("finetune", config.finetune_epochs,
                                   config.finetune_lr * scale,
-                                  prune_to=config.prune_sparsity, **common),
+                                  prune_to=config.prune_sparsity,
+                                  prune_block=config.prune_block,
+                                  prune_method=prune_method(config), **common),
       unfreeze=config_lib.parse_unfreeze(config.unfreeze),
       batchnorm=batchnorm_policy(config))
   if config.weights == "none":
     recipe = recipe.with_random_trials()
   return recipe
+
+
+def prune_method(config):
+  """--prune_method, or "gradual" where phase 1 trains no head first
+  (one-shot pruning reconstructs a trained network's outputs)."""
+  if config.prune_method == "oneshot" and (
+      config.head_epochs == 0 or config.weights == "none"):
+    return "gradual"
+  return config.prune_method
 
 
 def effective_rates(config, recipe, choices):

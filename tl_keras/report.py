@@ -252,7 +252,19 @@ def html_report(record, metrics, images):
                        _kb(r.get("compressed_bytes")),
                        _ms(r.get("latency_ms_1_thread")),
                        _ms(r.get("latency_ms"))]
-                      for v, r in metrics["tflite"].items()])]
+                      for v, r in metrics["tflite"].items()] + [
+                      [f"model_{v}.tflite unpruned", percent(r["accuracy"]),
+                       percent(r["agreement"]), _kb(r.get("size_bytes")),
+                       _kb(r.get("compressed_bytes")),
+                       _ms(r.get("latency_ms_1_thread")),
+                       _ms(r.get("latency_ms"))]
+                      for v, r in _unpruned(metrics).items()])]
+    if _unpruned(metrics):
+      parts.append(
+          "<p>Pruned with --prune_sparsity: the rows marked unpruned are "
+          "the same network before pruning (phase 1's, Keras accuracy "
+          f"{percent(next(iter(_unpruned(metrics).values()))['keras_accuracy'])}"
+          "), converted the same way and not kept.</p>")
     parts += _fallback_section(metrics["tflite"].get("int8", {}))
   parts += ["<h2>Reproduce</h2>",
             f"<pre>{html.escape(command_line(config))}</pre>",
@@ -354,6 +366,12 @@ def fallback_sentence(fallback):
           f"{fallback['size_bytes'] / 1024:.0f} KB"
           + ("" if fallback["within_bounds"] else
              "; still more than --max_accuracy_drop below Keras"))
+
+
+def _unpruned(metrics):
+  """{variant: parity row} of the TFLite files before pruning, if any."""
+  return {v: r["unpruned"] for v, r in metrics.get("tflite", {}).items()
+          if "unpruned" in r}
 
 
 def _fallback_section(row):

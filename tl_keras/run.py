@@ -219,11 +219,15 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
       random_start=random_start if config.transfer_check else None)
   start_check = info["choices"].get("start", {})
   if config.prune_sparsity:
-    pruned = training.pruning.measure(model, config.prune_sparsity)
-    logging.info("pruned: %.1f%% of the %s weights of %d trained kernels "
-                 "are zero (target %.0f%%)", 100 * pruned["sparsity"],
+    method = info["recipe"].finetune.prune_method
+    pruned = training.pruning.measure(
+        training.oneshot.kernels(model) if method == "oneshot" else
+        training.pruning.trained_kernels(model), config.prune_sparsity,
+        method)
+    logging.info("pruned: %.1f%% of the %s weights of %d kernels are zero "
+                 "(target %.0f%%, %s)", 100 * pruned["sparsity"],
                  f"{pruned['weights']:,}", pruned["kernels"],
-                 100 * config.prune_sparsity)
+                 100 * config.prune_sparsity, pruned["method"])
   timings.update({k: v for k, v in info.items() if k.endswith("_seconds")})
   fingerprint = training.fingerprint(model)
   logging.info("final weights fingerprint %s (equal on every worker)",
@@ -283,8 +287,9 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
       artifacts.write_labels(os.path.join(stage, "labels.txt"),
                              splits.class_names)
       start = time.time()
-      rows, skipped = export_mode.export_artifacts(model, stage, config,
-                                                   raw_splits)
+      rows, skipped = export_mode.export_artifacts(
+          model, stage, config, raw_splits,
+          unpruned=info.get("unpruned_weights"))
       if skipped:
         metrics["exports_skipped"] = skipped
       timings["export_seconds"] = time.time() - start

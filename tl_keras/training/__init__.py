@@ -7,7 +7,8 @@
     choices     what the recipe picks on the validation split (trials, ...)
     features    the feature cache (the frozen base's outputs, computed once)
     transfer_check  pretrained features against random ones, after phase 1
-    pruning     gradual magnitude pruning during phase 2
+    pruning     masks in the training step; gradual magnitude pruning
+    oneshot     one-shot pruning with layer-wise reconstruction
     checkpoint  checkpoints, the best weights, SIGTERM/SIGINT handling
     summaries   TensorBoard
 
@@ -26,6 +27,7 @@ from tl_keras.training.loop import train_phase
 from tl_keras.evaluation import clearly_lower
 from tl_keras.training.choices import choose_augmentation
 from tl_keras.training.choices import choose_finetuning
+from tl_keras.training import oneshot
 from tl_keras.training import pruning
 from tl_keras.training.recipe import Recipe
 from tl_keras.training.recipe import run_recipe
@@ -42,5 +44,6 @@ __all__ = [
     "fingerprint", "train_phase", "Recipe", "choose_augmentation",
     "choose_finetuning", "clearly_lower", "run_recipe", "LossScale",
     "evaluate", "make_optimizer", "StepCache", "Summaries", "transfer_warning",
+    "oneshot",
     "pruning",
 ]

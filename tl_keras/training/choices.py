@@ -83,7 +83,7 @@ def validation_losses(model, splits, *, image_size, batch_size):
 
 
 def keep_simplest(model, head, best, history, splits, image_size,
-                   batch_size):
+                   batch_size, pruned=None):
   """Phase 2's best weights, unless they are not clearly better than phase 1's.
 
   Phase 2 picks among many checkpoints of several trials, phase 1 among a
@@ -91,6 +91,8 @@ def keep_simplest(model, head, best, history, splits, image_size,
   better than it is. It is kept only if its validation loss is `clearly_lower`
   than the phase-1 head's; otherwise the simpler model, the linear probe on
   the pretrained features, is kept. `best` is updated to what is kept.
+  `pruned`: the validation figures of phase 1's network after one-shot
+  pruning (`head` holds its weights), which replace phase 1's.
 
   Returns:
     "finetune" or "head".
@@ -105,10 +107,12 @@ def keep_simplest(model, head, best, history, splits, image_size,
     logging.info("phase 2 lowered the validation loss by %.4f (standard "
                  "error %.4f): its weights are kept", gain, error)
     return "finetune"
-  row = next(h for h in history if h["phase"] == "head")
+  row = {**next(h for h in history if h["phase"] == "head"),
+         **(pruned or {})}
   logging.info("phase 2 lowered the validation loss by only %.4f (standard "
-               "error %.4f): the phase-1 head on the pretrained features is "
-               "kept, the simpler model", gain, error)
+               "error %.4f): the phase-1 head on the %s features is kept, "
+               "the simpler model", gain, error,
+               "pruned" if pruned else "pretrained")
   best.weights, best.where, best.step = head, ("head", 1), row["step"]
   best.loss, best.accuracy = row["val_loss"], row["val_accuracy"]
   return "head"
@@ -164,7 +168,8 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
   trials = []
   # One optimizer and one trace of the steps for every trial that trains
   # the same variables, and for the phase that continues the winner.
-  cache = steps_lib.StepCache(prune=spec.prune_to > 0)
+  cache = steps_lib.StepCache(
+      prune=spec.prune_to > 0, block=spec.prune_block)
 
   def trial(lr, mode):
     logging.info("trial %d: phase 2 at lr %g with BatchNorm %s, its first "

@@ -53,6 +53,11 @@ class PhaseSpec:
   # (`pruning`); 0 = no pruning. The phase then runs every step, and only
   # weights with the final masks count as best.
   prune_to: float = 0.0
+  # Pruned in blocks of this many neighbours along a kernel's input axis.
+  prune_block: int = 1
+  # "gradual": the phase prunes, on a schedule. "oneshot": the network was
+  # pruned before the phase (`oneshot`), which keeps its zeros.
+  prune_method: str = "gradual"
 
   def epochs_for(self, steps_per_epoch):
     """Epochs actually run: `epochs`, or more to reach `min_steps`."""
@@ -120,11 +125,13 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
   total = steps_per_epoch * epochs
   carry = {} if carry is None else carry
   optimizer, train_steps, eval_step, pruning = carry.setdefault(
-      "steps", steps_lib.StepCache(prune=spec.prune_to > 0)).get(
+      "steps", steps_lib.StepCache(
+          prune=spec.prune_to > 0, block=spec.prune_block)).get(
           stepped, spec, total, strategy=strategy,
           num_classes=splits.num_classes, global_batch=batch_size,
           fresh="optimizer" not in carry)
   prunes = pruning is not None and spec.prune_to > 0
+  ramps = prunes and spec.prune_method == "gradual"
   history = list(history or [])
   done, step = carry.get("done", 0), carry.get("step", first_step)
   if resume:
@@ -150,11 +157,15 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
   if pruning is not None and not (
       "optimizer" in carry or (resume and resume["step_in_phase"])):
     # A phase that starts (not one that goes on or resumes) plans anew.
-    pruning.plan(spec.prune_to, begin=done, total=total)
-    if prunes:
+    pruning.plan(spec.prune_to, begin=done, total=total,
+                 keep_zeros=prunes and not ramps)
+    if ramps:
       logging.info("pruning to %.0f%% zeros in %d kernels from step %d to "
                    "%d of the phase", 100 * spec.prune_to,
                    len(pruning.kernels), done, pruning.end_step)
+    elif prunes:
+      logging.info("phase %s keeps the zeros of the %d pruned kernels it "
+                   "trains", spec.name, len(pruning.kernels))
   if resume:
     if done:
       logging.info("resuming phase %s at epoch %d, step %d of %d (global "
@@ -202,7 +213,7 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
       if done >= spec.stop_at * total:
         break
       idle = _steps_without_gain(best, spec.name, phase_start, step)
-      if patience and idle >= patience and not prunes:
+      if patience and idle >= patience and not ramps:
         logging.info("%s: %d steps without a new best validation loss (%.4f, "
                      "%s epoch %d): the phase stops early, %d of %d epochs run",
                      spec.name, idle, best.loss, *best.where, epoch, epochs)
@@ -262,9 +273,9 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
         improved = False
         # While pruning, only weights with the final masks can be the best
         # (a trial, which stops before, compares rates on what it reached).
-        if best is not None and (not prunes or pruning.finished()
+        if best is not None and (not ramps or pruning.finished()
                                  or spec.stop_at < 1):
-          if prunes and best.step is not None and (
+          if ramps and best.step is not None and (
               best.step < phase_start + pruning.end_step):
             best.forget()  # weights from before the final masks
           improved = best.offer(model, val, (spec.name, epoch + 1), step)

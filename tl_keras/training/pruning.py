@@ -43,8 +43,9 @@ class Pruning:
   a checkpoint holds: the masks and the schedule.
   """
 
-  def __init__(self, kernels):
+  def __init__(self, kernels, block=1):
     self.kernels = tuple(kernels)
+    self.block = block
     self.masks = [tf.Variable(tf.ones(k.shape, tf.float32), trainable=False,
                               name="mask") for k in self.kernels]
     self.target = tf.Variable(0.0, trainable=False, name="target")
@@ -63,19 +64,22 @@ class Pruning:
     """Whether a schedule is set (by `plan` or a restored checkpoint)."""
     return float(self.target.numpy()) > 0
 
-  def plan(self, target, *, begin, total):
+  def plan(self, target, *, begin, total, keep_zeros=False):
     """Prunes to `target` between step `begin` and 2/3 of the way to `total`.
 
-    `target` 0: no pruning (a learning-rate trial).
+    `target` 0: no pruning. `keep_zeros`: no schedule; the masks are the
+    kernels' zeros now (a network pruned before the phase keeps them).
     """
-    end = begin + max(1, math.ceil(RAMP * (total - begin)))
+    end = begin if keep_zeros else begin + max(
+        1, math.ceil(RAMP * (total - begin)))
     self.target.assign(float(target))
     self.step.assign(begin)
     self.begin.assign(begin)
     self.end.assign(end)
     self.every.assign(max(1, (end - begin) // UPDATES))
-    for mask in self.masks:
-      mask.assign(tf.ones_like(mask))
+    for kernel, mask in zip(self.kernels, self.masks):
+      mask.assign(tf.cast(tf.not_equal(kernel, 0), tf.float32) if keep_zeros
+                  else tf.ones_like(mask))
 
   def snapshot(self):
     """A copy of the masks and the schedule's position, for `load`."""
@@ -136,7 +140,7 @@ class Pruning:
     total = sum(sizes)
     count = tf.cast(tf.math.floor(self.sparsity_at(self.step) * total),
                     tf.int32)
-    magnitude = tf.concat([tf.reshape(tf.abs(tf.cast(k, tf.float32)), [-1])
+    magnitude = tf.concat([tf.reshape(block_magnitude(k, self.block), [-1])
                            for k in self.kernels], 0)
     smallest = tf.argsort(magnitude, stable=True)[:count]
     flat = tf.tensor_scatter_nd_update(
@@ -146,14 +150,46 @@ class Pruning:
     return tf.constant(0)
 
 
-def measure(model, target):
-  """The share of zeros in `model`'s trainable prunable kernels, measured.
+def block_size(inputs, block):
+  """The largest divisor of `inputs` (a kernel's input axis) up to `block`."""
+  return max(d for d in range(1, min(block, inputs) + 1) if inputs % d == 0)
+
+
+def block_magnitude(kernel, block):
+  """|kernel|, each weight replaced by the mean over its block.
+
+  A block is `block` neighbours along the input axis (-2) with the other
+  indices fixed: consecutive bytes of the TFLite tensor (convolutions are
+  stored output, height, width, input; fully connected output, input), so
+  a pruned block is a run of zeros that compression takes for almost
+  nothing. An input axis that `block` does not divide takes the largest
+  divisor below it (3 input channels: blocks of 3). Within a block all
+  weights rank together: the smallest blocks are masked whole.
+  """
+  magnitude = tf.abs(tf.cast(kernel, tf.float32))
+  size = block_size(kernel.shape[-2], block)
+  if size == 1:
+    return magnitude
+  shape = magnitude.shape
+  grouped = tf.reshape(magnitude, [*shape[:-2], shape[-2] // size, size,
+                                   shape[-1]])
+  mean = tf.reduce_mean(grouped, axis=-2, keepdims=True)
+  return tf.reshape(tf.broadcast_to(mean, grouped.shape), shape)
+
+
+def trained_kernels(model):
+  """The kernels gradual pruning prunes: the trainable prunable ones."""
+  return [v for v in model.trainable_variables if prunable(v)]
+
+
+def measure(kernels, target, method):
+  """The share of zeros in `kernels`, measured.
 
   Returns:
-    {"target", "sparsity", "zeros", "weights", "kernels"}.
+    {"target", "method", "sparsity", "zeros", "weights", "kernels"}.
   """
-  kernels = [v for v in model.trainable_variables if prunable(v)]
   zeros = sum(int(np.sum(np.asarray(k) == 0)) for k in kernels)
   weights = sum(int(np.prod(k.shape)) for k in kernels)
-  return {"target": float(target), "sparsity": zeros / max(weights, 1),
+  return {"target": float(target), "method": method,
+          "sparsity": zeros / max(weights, 1),
           "zeros": zeros, "weights": weights, "kernels": len(kernels)}

@@ -17,6 +17,7 @@ from tl_keras.training import checkpoint as checkpoint_lib
 from tl_keras.training import choices as choices_lib
 from tl_keras.training import features as features_lib
 from tl_keras.training import loop
+from tl_keras.training import oneshot
 from tl_keras.training import steps as steps_lib
 from tl_keras.training import summaries as summaries_lib
 from tl_keras.training import transfer_check
@@ -66,6 +67,9 @@ class Recipe:
     return dataclasses.replace(
         self.with_random_trials(),
         head=dataclasses.replace(self.head, epochs=0), unfreeze=("all", None),
+        # Random weights have no outputs worth reconstructing: prune
+        # gradually while they train.
+        finetune=dataclasses.replace(self.finetune, prune_method="gradual"),
         batchnorm="train" if self.batchnorm == "auto" else self.batchnorm)
 
 
@@ -115,8 +119,11 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
   context = context.but(augment=augment)
   info = {}
   head = None  # the weights phase 1 ended with
-  # Phase 2 prunes (`--prune_sparsity`): it always runs, and is the model.
-  prunes = recipe.finetune.prune_to > 0
+  unpruned = None  # and before one-shot pruning
+  # Gradual pruning (`--prune_sparsity`) happens in phase 2: it always
+  # runs, and is the model. One-shot pruning happens before it.
+  gradual = (recipe.finetune.prune_to > 0
+             and recipe.finetune.prune_method == "gradual")
 
   def save_between_phases():
     if checkpointer:
@@ -163,6 +170,12 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
         choices["start"]["head"] = choices.pop("head")
         recipe, history, best = recipe.from_random(), [], checkpoint_lib.Best()
       else:
+        if recipe.finetune.prune_to > 0 and recipe.finetune.epochs:
+          unpruned = [np.copy(w) for w in model.get_weights()]
+          if checkpointer:
+            checkpointer.save_weights("unpruned", unpruned)
+          best, choices["pruned"] = _prune_once(model, recipe.finetune,
+                                                splits, context, step)
         head = [np.copy(w) for w in model.get_weights()]
         if checkpointer:
           checkpointer.save_weights("head", head)
@@ -176,7 +189,7 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
         with strategy.scope():
           choices["finetune"], winner = choices_lib.choose_finetuning(
               model, recipe, splits, context,
-              may_skip=bool(recipe.head.epochs) and not prunes,
+              may_skip=bool(recipe.head.epochs) and not gradual,
               first_step=step)
         saved, reached = None, 1
       chosen = choices["finetune"]
@@ -197,7 +210,7 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
               step_in_phase=carry["done"] if carry else 0,
               step=carry["step"] if carry else step, history=history,
               best=best, extra=carry["pruning"].state if (
-                  carry and prunes) else None)
+                  carry and recipe.finetune.prune_to > 0) else None)
           saved = checkpointer.progress()
       if chosen.get("skip"):
         choices["kept"] = "head"
@@ -223,11 +236,14 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
       checkpointer.restore(model, None, saved, best)
       logging.info("resuming after training: both phases were done")
     head = head or (checkpointer and checkpointer.load_weights("head"))
-    if reached < 2 and prunes:
+    info["unpruned_weights"] = unpruned or (
+        checkpointer and checkpointer.load_weights("unpruned"))
+    if reached < 2 and gradual:
       choices["kept"] = "finetune"  # the pruned network is what was asked
     elif reached < 2 and head and best.where and best.where[0] != "head":
       choices["kept"] = choices_lib.keep_simplest(
-          model, head, best, history, splits, image_size, batch_size)
+          model, head, best, history, splits, image_size, batch_size,
+          pruned=choices.get("pruned", {}).get("validation"))
     elif reached < 2 and head:
       choices["kept"] = "head"
     best.restore(model)
@@ -243,6 +259,39 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
   logging.info("best validation loss %.4f, accuracy %.4f (%s epoch %s)",
                best.loss, best.accuracy, *(best.where or ("-", "-")))
   return history, info
+
+
+def _prune_once(model, spec, splits, context, step):
+  """One-shot pruning after phase 1 (`oneshot.prune`), on the first
+  `oneshot.EXAMPLES` training examples; phase 2 then trains with its zeros.
+
+  Returns:
+    (a new `checkpoint_lib.Best` holding the pruned network, whose
+    validation figures replace phase 1's; what run.json records).
+  """
+  serving = families.of(model).serving(model)
+  examples = serving.inputs(serving.examples(splits.train,
+                                             limit=oneshot.EXAMPLES)[0])
+  size = oneshot.BATCH
+  if isinstance(examples, dict):
+    batches = [{k: v[i:i + size] for k, v in examples.items()}
+               for i in range(0, len(examples[next(iter(examples))]), size)]
+  else:
+    batches = [examples[i:i + size] for i in range(0, len(examples), size)]
+  summary = oneshot.prune(model,
+                          lambda b: serving.keras_probabilities(model, b),
+                          batches, spec.prune_to, spec.prune_block)
+  val = steps_lib.evaluate(
+      model, splits.validation, splits.sizes["validation"],
+      strategy=context.strategy, class_names=splits.class_names,
+      image_size=context.image_size, batch_size=context.batch_size)
+  logging.info("pruned network before phase 2: validation loss %.4f, "
+               "accuracy %.4f", val["loss"], val["accuracy"])
+  best = checkpoint_lib.Best()
+  best.offer(model, val, ("head", 1), step)
+  summary["validation"] = {"val_loss": val["loss"],
+                           "val_accuracy": val["accuracy"]}
+  return best, summary
 
 
 def _fit_head(model, splits, context, *, where, views, directory, step,

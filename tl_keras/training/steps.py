@@ -86,13 +86,14 @@ class StepCache:
   `StepCache` they share one optimizer (its state zeroed and its schedule
   set for each) and one trace of each step.
 
-  `prune`: each entry has a `pruning.Pruning` of the variables it trains,
-  applied after every step once a phase plans it (trials do not).
+  `prune`: each entry has a `pruning.Pruning` of the variables it trains
+  (in blocks of `block`), applied after every step once a phase plans it.
   """
 
-  def __init__(self, prune=False):
+  def __init__(self, prune=False, block=1):
     self._entries = {}
     self.prune = prune
+    self.block = block
 
   def get(self, model, spec, total, *, strategy, num_classes, global_batch,
           fresh=True):
@@ -116,8 +117,8 @@ class StepCache:
         # Build slots now, in cross-replica context, not lazily in the step.
         optimizer.build(model.trainable_variables)
         pruning = pruning_lib.Pruning(
-            v for v in model.trainable_variables
-            if pruning_lib.prunable(v)) if self.prune else None
+            [v for v in model.trainable_variables if pruning_lib.prunable(v)],
+            block=self.block) if self.prune else None
       self._entries[key] = (schedule, optimizer, *step_functions(
           model, optimizer, strategy, num_classes, global_batch,
           spec.label_smoothing, spec.jit_compile, pruning=pruning), pruning)
