@@ -142,6 +142,14 @@ def test_parity_rows_and_accuracy_gate(exported):
   table = litert.format_parity(rows)
   assert "gzipped" in table and "1 thread" in table
   assert len(table.splitlines()) == 2 + len(tflite.VARIANTS)
+  # A pruned run's rows carry their unpruned counterparts: printed after.
+  pruned = {v: {**r, "unpruned": dict(r, compressed_bytes=2 * 1024)}
+            for v, r in rows.items()}
+  lines = litert.format_parity(pruned).splitlines()
+  assert len(lines) == 3 + 2 * len(tflite.VARIANTS)
+  assert lines[2 + len(tflite.VARIANTS)].startswith("unpruned")
+  assert lines[-1].split()[0] == tflite.VARIANTS[-1]
+  assert "2.0KB" in lines[-1]
   rows["dynamic"]["accuracy"] = rows["dynamic"]["keras_accuracy"] - 0.05
   with pytest.raises(CheckFailed, match=r"dynamic .*vs Keras.*float16"):
     litert.check_accuracy_drop(rows, 0.01)  # 3 of 60 examples lost

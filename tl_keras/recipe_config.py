@@ -41,8 +41,12 @@ def recipe_from_config(config, jit_compile=False):
 def prune_method(config):
   """--prune_method, or "gradual" where phase 1 trains no head first
   (one-shot pruning reconstructs a trained network's outputs)."""
-  if config.prune_method == "oneshot" and (
+  if config.prune_sparsity and config.prune_method == "oneshot" and (
       config.head_epochs == 0 or config.weights == "none"):
+    logging.info("--prune_method=oneshot rebuilds a trained network; with "
+                 "%s phase 2 prunes gradually instead",
+                 "--weights=none" if config.weights == "none"
+                 else "--head_epochs=0")
     return "gradual"
   return config.prune_method
 

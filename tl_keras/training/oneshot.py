@@ -258,6 +258,9 @@ def prune(model, call, batches, sparsity, block):
     for n, layer in enumerate(layers):
       w, channels = _matrix(layer)
       h, cross = _statistics(layers[:n], unpruned[:n], layer, call, batches)
+      if np.ndim(h) == 0:  # not called on these inputs: left as it is
+        beat.done += 1
+        continue
       # Least squares, damped towards the unpruned weights.
       w = w + np.linalg.solve(_damped(h)[0], (cross - h) @ w)
       pruned = reconstruct(w, h, rates[layer.path],
@@ -283,21 +286,24 @@ def _statistics(done, unpruned, layer, call, batches):
   layers pruned, X₀ with them `unpruned` (their kernels put back for it)."""
   rows_of = _rows(layer)
   pruned = [np.copy(l.kernel.numpy()) for l in done]
-  seen = {}
+  seen = []  # the layer's inputs in this batch (several if it is shared)
   h = cross = 0.0
   count = 0
-  with _hooks([layer], lambda unused, x: seen.__setitem__("x", rows_of(x))):
+  with _hooks([layer], lambda unused, x: seen.append(rows_of(x))):
     for batch in batches:
       if done:
         _assign(done, unpruned)
         call(batch)
-        x0 = seen["x"]
+        before = list(seen)
+        seen.clear()
         _assign(done, pruned)
       call(batch)
-      x = seen["x"]
-      h += tf.matmul(x, x, transpose_a=True).numpy()
-      cross += tf.matmul(x, x0 if done else x, transpose_a=True).numpy()
-      count += int(x.shape[0])
+      for x, x0 in zip(seen, before if done else seen):
+        square = tf.matmul(x, x, transpose_a=True).numpy()
+        h += square
+        cross += tf.matmul(x, x0, transpose_a=True).numpy() if done else square
+        count += int(x.shape[0])
+      seen.clear()
   return h / max(count, 1), cross / max(count, 1)
 
 

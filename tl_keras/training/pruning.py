@@ -1,4 +1,8 @@
-"""Gradual magnitude pruning during phase 2 (`--prune_sparsity`).
+"""Pruning masks in the training step, and gradual magnitude pruning.
+
+The masks keep the zeros of a network pruned before phase 2
+(`--prune_method=oneshot`, `oneshot.py`) while it trains, or, with
+`--prune_method=gradual`, set them during phase 2:
 
 Zhu & Gupta (2017), the schedule tensorflow-model-optimization uses: the
 share of zeros in the pruned kernels rises from 0 to the target on a cubic

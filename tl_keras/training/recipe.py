@@ -8,6 +8,7 @@ import shutil
 import time
 
 import numpy as np
+import tensorflow as tf
 
 from tl_keras import families
 from tl_keras import freezing
@@ -269,18 +270,13 @@ def _prune_once(model, spec, splits, context, step):
     (a new `checkpoint_lib.Best` holding the pruned network, whose
     validation figures replace phase 1's; what run.json records).
   """
-  serving = families.of(model).serving(model)
-  examples = serving.inputs(serving.examples(splits.train,
-                                             limit=oneshot.EXAMPLES)[0])
-  size = oneshot.BATCH
-  if isinstance(examples, dict):
-    batches = [{k: v[i:i + size] for k, v in examples.items()}
-               for i in range(0, len(examples[next(iter(examples))]), size)]
-  else:
-    batches = [examples[i:i + size] for i in range(0, len(examples), size)]
-  summary = oneshot.prune(model,
-                          lambda b: serving.keras_probabilities(model, b),
-                          batches, spec.prune_to, spec.prune_block)
+  examples = splits.train.take(oneshot.EXAMPLES)
+  if context.image_size:  # token dicts are used as they are
+    examples = examples.map(lambda x, y: (tf.cast(
+        inputs_lib.resize(x, context.image_size), tf.float32), y))
+  batches = [x for x, _ in examples.batch(oneshot.BATCH)]
+  summary = oneshot.prune(model, lambda x: model(x, training=False), batches,
+                          spec.prune_to, spec.prune_block)
   val = steps_lib.evaluate(
       model, splits.validation, splits.sizes["validation"],
       strategy=context.strategy, class_names=splits.class_names,
