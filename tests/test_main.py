@@ -379,6 +379,8 @@ ERROR_CASES = {
                           "--unfreeze=500 exceeds"),
     "prune_without_phase_2": (["--prune_sparsity=0.5", "--finetune_epochs=0"],
                               "--prune_sparsity prunes during phase 2"),
+    "prune_block_zero": (["--prune_sparsity=0.5", "--prune_block=0"],
+                         "--prune_block must be 1 or more"),
     # Image-only flags for a text model.
     "text_augment": (TEXT + ["--augment=randaugment"],
                      "--augment=randaugment transforms images"),
