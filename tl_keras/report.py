@@ -246,19 +246,11 @@ def html_report(record, metrics, images):
                    "gzipped", "latency, 1 thread",
                    f"latency, {first['threads']} threads"],
                   [["Keras", percent(first["keras_accuracy"]), "", "", "", "",
-                    ""]] + [
-                      [f"model_{v}.tflite", percent(r["accuracy"]),
-                       percent(r["agreement"]), _kb(r.get("size_bytes")),
-                       _kb(r.get("compressed_bytes")),
-                       _ms(r.get("latency_ms_1_thread")),
-                       _ms(r.get("latency_ms"))]
-                      for v, r in metrics["tflite"].items()] + [
-                      [f"model_{v}.tflite unpruned", percent(r["accuracy"]),
-                       percent(r["agreement"]), _kb(r.get("size_bytes")),
-                       _kb(r.get("compressed_bytes")),
-                       _ms(r.get("latency_ms_1_thread")),
-                       _ms(r.get("latency_ms"))]
-                      for v, r in _unpruned(metrics).items()])]
+                    ""]]
+                  + [_parity_cells(f"model_{v}.tflite", r)
+                     for v, r in metrics["tflite"].items()]
+                  + [_parity_cells(f"model_{v}.tflite unpruned", r)
+                     for v, r in _unpruned(metrics).items()])]
     if _unpruned(metrics):
       parts.append(
           "<p>Pruned with --prune_sparsity: the rows marked unpruned are "
@@ -366,6 +358,12 @@ def fallback_sentence(fallback):
           f"{fallback['size_bytes'] / 1024:.0f} KB"
           + ("" if fallback["within_bounds"] else
              "; still more than --max_accuracy_drop below Keras"))
+
+
+def _parity_cells(name, row):
+  return [name, percent(row["accuracy"]), percent(row["agreement"]),
+          _kb(row.get("size_bytes")), _kb(row.get("compressed_bytes")),
+          _ms(row.get("latency_ms_1_thread")), _ms(row.get("latency_ms"))]
 
 
 def _unpruned(metrics):
