@@ -128,10 +128,10 @@ class Config:
   label_smoothing: float = _field(0.0, "Label smoothing of the loss.",
                                   "recipe")
   prune_sparsity: float = _field(
-      0.0, "Prune phase 2's trained dense and convolution kernels to this "
-      "share of zeros (e.g. 0.5), by gradual magnitude pruning over the "
-      "phase; 0 = no pruning. The zeros are exact in every export and "
-      "shrink the gzipped files.", "recipe")
+      0.0, "Prune the network's dense and convolution kernels to this share "
+      "of zeros (e.g. 0.5), as --prune_method says; 0 = no pruning. The "
+      "zeros are exact in every export and shrink the gzipped files.",
+      "recipe")
   prune_method: str = _field(
       "oneshot", "How --prune_sparsity prunes. oneshot: once, after phase 1, "
       "each layer's remaining weights rebuilt to keep its outputs on "
