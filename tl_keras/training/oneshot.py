@@ -2,16 +2,18 @@
 
 The trained network is pruned once, before phase 2, layer after layer in
 the order of the forward pass, the way Optimal Brain Compression (Frantar &
-Alistarh, 2022) and SparseGPT (2023) prune: each layer's inputs on a few
+Alistarh, 2022) and SparseGPT (2023) prune. Each layer's inputs on a few
 training examples (`X`, the unfolded patches of a convolution) give
-H = XᵀX, and while the weights of smallest w² / [H⁻¹]ⱼⱼ² are zeroed, the
-weights left in the same output row absorb the error (the optimal brain
-surgeon update), so that the layer's outputs on those inputs change as
-little as possible. Each layer sees the inputs of the layers below it
-already pruned. A convolution's patches make many rows per image, which is
-why a hundred training images are enough; plain magnitude pruning of the
-same network, with no training after it, falls to chance on the
-quickstart.
+H = XᵀX, and the layer is rebuilt in three steps: (1) least squares, so
+that on the inputs it gets now (the layers below it pruned) it gives the
+outputs it gave in the unpruned network (X₀, through XᵀX₀); (2) the
+weights of smallest w² / [H⁻¹]ⱼⱼ² are zeroed while the weights left in the
+same output row absorb the error (the optimal brain surgeon update); (3)
+the weights kept are refitted by least squares with the zeros fixed. A
+convolution's patches make many rows per image, which is why a hundred
+training images are enough. On the quickstart at 50% in blocks of 8, with
+nothing trained after: magnitude pruning leaves 23.5% test accuracy
+(chance 16.7%), step 2 alone 89.2%, all three 93.5% (unpruned 95.2%).
 
 How much each layer loses is the layer-adaptive magnitude score of Lee et
 al. (LAMP, 2021): the units of all kernels are ranked together by their
