@@ -49,9 +49,9 @@ class PhaseSpec:
   eval_steps: int = 0
   # Variable names (substrings) that weight decay leaves alone.
   no_decay: tuple = ()
-  # Prune the trained kernels to this share of zeros over the phase
-  # (`pruning`); 0 = no pruning. The phase then runs every step, and only
-  # weights with the final masks count as best.
+  # The share of zeros of the pruned kernels (`pruning`); 0 = no pruning.
+  # Pruning gradually, the phase runs every step, and only weights with
+  # the final masks count as best.
   prune_to: float = 0.0
   # Pruned in blocks of this many neighbours along a kernel's input axis.
   prune_block: int = 1
