@@ -254,21 +254,25 @@ def prune(model, call, batches, sparsity, block):
   layers = in_call_order(layers_of(model), lambda: call(batches[0]))
   rates = lamp_rates(layers, sparsity, block)
   unpruned = [np.copy(layer.kernel.numpy()) for layer in layers]
+  pruned = []  # the kernels of the layers done, as pruned
   with console.Heartbeat("one-shot pruning", total=len(layers),
                          unit="layers") as beat:
     beat.done = 0
     for n, layer in enumerate(layers):
       w, channels = _matrix(layer)
-      h, cross = _statistics(layers[:n], unpruned[:n], layer, call, batches)
+      h, cross = _statistics(layers[:n], unpruned[:n], pruned, layer, call,
+                             batches)
       if np.ndim(h) == 0:  # not called on these inputs: left as it is
+        pruned.append(unpruned[n])
         beat.done += 1
         continue
       # Least squares, damped towards the unpruned weights.
       w = w + np.linalg.solve(_damped(h)[0], (cross - h) @ w)
-      pruned = reconstruct(w, h, rates[layer.path],
+      kept = reconstruct(w, h, rates[layer.path],
                            pruning_lib.block_size(channels, block))
-      layer.kernel.assign(pruned.reshape(layer.kernel.shape).astype(
-          layer.kernel.dtype))
+      kernel = kept.reshape(layer.kernel.shape).astype(layer.kernel.dtype)
+      layer.kernel.assign(kernel)
+      pruned.append(kernel)
       beat.done += 1
   seconds = time.time() - start
   logging.info("one-shot pruning: %d kernels to %.0f%% zeros, each layer "
@@ -283,11 +287,10 @@ def _length(batch):
   return len(next(iter(batch.values())) if isinstance(batch, dict) else batch)
 
 
-def _statistics(done, unpruned, layer, call, batches):
+def _statistics(done, unpruned, pruned, layer, call, batches):
   """XᵀX / n and XᵀX₀ / n, X the rows of `layer`'s inputs with the `done`
-  layers pruned, X₀ with them `unpruned` (their kernels put back for it)."""
+  layers `pruned`, X₀ with them `unpruned` (their kernels put back for it)."""
   rows_of = _rows(layer)
-  pruned = [np.copy(l.kernel.numpy()) for l in done]
   seen = []  # the layer's inputs in this batch (several if it is shared)
   h = cross = 0.0
   count = 0

@@ -117,8 +117,7 @@ class StepCache:
         # Build slots now, in cross-replica context, not lazily in the step.
         optimizer.build(model.trainable_variables)
         pruning = pruning_lib.Pruning(
-            [v for v in model.trainable_variables if pruning_lib.prunable(v)],
-            block=self.block) if self.prune else None
+            pruning_lib.trained_kernels(model), block=self.block) if self.prune else None
       self._entries[key] = (schedule, optimizer, *step_functions(
           model, optimizer, strategy, num_classes, global_batch,
           spec.label_smoothing, spec.jit_compile, pruning=pruning), pruning)
