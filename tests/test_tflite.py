@@ -257,6 +257,11 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
   assert metadata["labels"] == names
   assert f"{len(record['float_layers'])} of its" in report.fallback_sentence(
       record)
+  # Every layer in float: the sentence says what to ship instead.
+  for kept, says in ((["a"], False), (["a", "b"], True)):
+    sentence = report.fallback_sentence(dict(record, float_layers=kept,
+                                             layers=2))
+    assert ("ship tflite_dynamic" in sentence) == says
 
   # The doubling search on the debugger's ranking: 1, 2, 4 layers.
   calibrated, layers = quantization.layer_errors(model, served, calibration)

@@ -262,4 +262,10 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
                len(layers), "within bounds" if ok else "still out of bounds",
                after["accuracy"], before["accuracy"],
                record["size_bytes"] // 1024, size_before // 1024)
+  if len(float_layers) >= len(layers):
+    logging.warning("tflite_int8 keeps every layer in float (the worst 1, "
+                    "2, 4, ... were not enough): it is a float model with "
+                    "uint8 input and output, no smaller than float32; ship "
+                    "tflite_dynamic (int8 weights) or tflite_float16 "
+                    "instead")
   return record

@@ -357,7 +357,11 @@ def fallback_sentence(fallback):
           f"; {fallback['size_bytes_before'] / 1024:.0f} KB became "
           f"{fallback['size_bytes'] / 1024:.0f} KB"
           + ("" if fallback["within_bounds"] else
-             "; still more than --max_accuracy_drop below Keras"))
+             "; still more than --max_accuracy_drop below Keras")
+          + ("; with every layer in float it is a float model with uint8 "
+             "input and output, no smaller than float32: ship tflite_dynamic "
+             "(int8 weights) or tflite_float16 instead"
+             if len(fallback["float_layers"]) >= fallback["layers"] else ""))
 
 
 def _parity_cells(name, row):
