@@ -266,9 +266,19 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
   # The doubling search on the debugger's ranking: 1, 2, 4 layers.
   calibrated, layers = quantization.layer_errors(model, served, calibration)
   tried = []
-  content, kept, ok = quantization.with_fallback(
+  content, kept, ok, kind = quantization.with_fallback(
       calibrated, layers, lambda c: tried.append(c) or len(tried) == 2)
   assert ok and kept == [r["layer"] for r in layers[:2]] and len(content)
+  assert kind is None
+  # Then one kind of Keras layer at a time: the two Dense layers' ops.
+  kinds = quantization.layer_kinds(model, layers)
+  assert dict(kinds)["Dense"] == [r["layer"] for r in layers
+                                  if r["op"] == "FULLY_CONNECTED"]
+  tried.clear()
+  _, kept, ok, kind = quantization.with_fallback(
+      calibrated, layers, lambda c: tried.append(c) or len(tried) == 3,
+      kinds=kinds)
+  assert ok and (kind, kept) == kinds[0]
 
   rows = {"int8": {"accuracy": 0.5, "keras_accuracy": 1.0, "examples": 60,
                    "fallback": record}}
@@ -299,6 +309,14 @@ def test_int8_layer_normalization_is_integer_only(tmp_path):
   runner = litert.ImageRunner(str(path))
   assert not {op for op, dtypes in runner.op_dtypes().items()
               if dtypes & {"float32", "float16"}}
+  # The fallback can keep the LayerNormalization's ops in float as a kind.
+  from tl_keras import quantization  # pylint: disable=g-import-not-at-top
+  _, layers = quantization.layer_errors(model, served, images)
+  kinds = dict(quantization.layer_kinds(model, layers))
+  norm = model.layers[2].name
+  assert len(kinds["LayerNormalization"]) >= 4
+  for name in kinds["LayerNormalization"]:
+    assert f"/{norm}_" in name and "conv2d" not in name, name
 
 
 def _mediapipe_scores(path, images, num_classes):

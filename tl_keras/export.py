@@ -185,7 +185,9 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
   When the int8 file in `directory` is `litert.too_far` below the Keras
   model on the validation images, TensorFlow's quantization debugger ranks
   its layers (`quantization.layer_errors`) and the worst 1, 2, 4, ... are
-  kept in float until validation is within `max_drop`. Validation decides,
+  kept in float, then the ops of one kind of Keras layer
+  (`quantization.layer_kinds`), then every layer, until validation is
+  within `max_drop`. Validation decides,
   so the test split stays a fair judge of the result.
 
   Args:
@@ -202,7 +204,8 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
   Returns:
     None when the int8 file is within bounds as it is, else what was done:
     {"validation": {...}, "test_before": {...}, "worst_layers": [...],
-    "float_layers": [...], "within_bounds", "size_bytes_before",
+    "float_layers": [...], "float_kind" (the Keras layer class kept in
+    float, or None), "layers", "within_bounds", "size_bytes_before",
     "size_bytes", "seconds"}.
   """
   path = os.path.join(directory, tflite.filename("int8"))
@@ -241,8 +244,9 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
       after.update(row_of(candidate))
     return not litert.too_far(after, max_drop)
 
-  content, float_layers, ok = quantization.with_fallback(
-      calibrated, layers, acceptable)
+  content, float_layers, ok, kind = quantization.with_fallback(
+      calibrated, layers, acceptable,
+      kinds=quantization.layer_kinds(model, layers))
   metadata = serving.tflite_metadata("int8", content, class_names)
   metadata["float_layers"] = float_layers
   tflite.write(path, content, metadata, standard=lambda c: (
@@ -253,7 +257,8 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
                      "accuracy": after["accuracy"]},
       "test_before": {k: test_before[k] for k in ("accuracy", "agreement")},
       "worst_layers": layers[:WORST_LAYERS_REPORTED],
-      "float_layers": float_layers, "layers": len(layers),
+      "float_layers": float_layers, "float_kind": kind,
+      "layers": len(layers),
       "within_bounds": ok, "size_bytes_before": size_before,
       "size_bytes": os.path.getsize(path),
       "seconds": time.time() - started}
@@ -263,9 +268,9 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
                after["accuracy"], before["accuracy"],
                record["size_bytes"] // 1024, size_before // 1024)
   if len(float_layers) >= len(layers):
-    logging.warning("tflite_int8 keeps every layer in float (the worst 1, "
-                    "2, 4, ... were not enough): it is a float model with "
-                    "uint8 input and output, no smaller than float32; ship "
-                    "tflite_dynamic (int8 weights) or tflite_float16 "
-                    "instead")
+    logging.warning("tflite_int8 keeps every layer in float (neither its "
+                    "worst layers nor any one kind of layer was enough): it "
+                    "is a float model with uint8 input and output, no "
+                    "smaller than float32; ship tflite_dynamic (int8 "
+                    "weights) or tflite_float16 instead")
   return record

@@ -8,13 +8,19 @@ quantization steps (RMSE / scale, from each layer's float op run on the same
 quantized input; rounding alone gives about 0.29). `with_fallback`
 requantizes the calibrated model with the worst layers kept in float
 (`denylisted_nodes`), 1, 2, 4, ... of them, until the caller accepts the
-result. The file keeps the int8 variant's contract: uint8 raw pixels in,
-uint8 probabilities out.
+result. When a few layers are not enough, the error is either spread over
+the network (EfficientNet-B0: nothing short of every layer helps) or held
+by one kind of layer (ConvNeXt's LayerNormalization, whose ops rank low one
+by one): `layer_kinds` groups the quantized ops by the class of the Keras
+layer they come from, and `with_fallback` tries each kind in float before
+keeping every layer in float. The file keeps the int8 variant's contract:
+uint8 raw pixels in, uint8 probabilities out.
 """
 
 import csv
 import io
 import logging
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -81,26 +87,74 @@ def requantize(calibrated, float_layers=()):
         denylisted_nodes=list(float_layers) or None)
 
 
-def with_fallback(calibrated, layers, acceptable):
-  """Keeps the worst 1, 2, 4, ... layers in float until `acceptable`.
+def layer_kinds(model, layers):
+  """The quantized ops of each Keras layer class, worst kind first.
+
+  An op belongs to a class when every part of its (possibly fused) name
+  that names a layer names a layer of that class: a LayerNormalization's
+  Rsqrt does, its last add fused into the next Dense does not.
+
+  Args:
+    model: the Keras model the debugger converted (nested models walked).
+    layers: `layer_errors`'s ranking.
+
+  Returns:
+    [(class name, [layer names])], ranked by the kind's worst op; kinds
+    holding every layer are left out (that is "every layer in float").
+  """
+  classes = {}
+  stack = [model]
+  while stack:
+    layer = stack.pop()
+    classes.setdefault(layer.name, type(layer).__name__)
+    stack.extend(getattr(layer, "layers", []))
+  kinds = {}
+  for row in layers:
+    found = set()
+    for part in row["layer"].split(";"):
+      named = [classes.get(segment, classes.get(re.sub(r"_\d+$", "", segment)))
+               for segment in part.split("/")]
+      named = [c for c in named if c]
+      if named:
+        found.add(named[-1])  # the innermost layer of this part
+    if len(found) == 1:
+      kinds.setdefault(found.pop(), []).append(row["layer"])
+  return [(kind, names) for kind, names in kinds.items()
+          if len(names) < len(layers)]
+
+
+def with_fallback(calibrated, layers, acceptable, kinds=()):
+  """Keeps layers in float until `acceptable`.
+
+  The worst 1, 2, 4, ... layers first; then every op of one Keras layer
+  class (`kinds`, in their order); then every layer.
 
   Args:
     calibrated: from `layer_errors`.
     layers: `layer_errors`'s ranking, worst first.
     acceptable: content -> bool, whether a candidate file is good enough.
+    kinds: `layer_kinds`'s groups.
 
   Returns:
-    (content, float_layers, accepted): the first accepted candidate, or the
-    one with every layer in float when none is.
+    (content, float_layers, accepted, kind): the first accepted candidate
+    (kind: the layer class kept in float, or None), or the one with every
+    layer in float when none is.
   """
+  everything = [r["layer"] for r in layers]
+  candidates = []
   count = 1
-  while True:
-    count = min(count, len(layers))
-    names = [r["layer"] for r in layers[:count]]
+  while count < len(layers):
+    candidates.append((f"the {count} worst layer(s)", everything[:count],
+                       None))
+    count *= 2
+  candidates += [(f"every {kind} layer's {len(names)} op(s)", names, kind)
+                 for kind, names in kinds]
+  candidates.append(("every layer", everything, None))
+  for what, names, kind in candidates:
     content = requantize(calibrated, names)
     ok = acceptable(content)
-    logging.info("int8 with the %d worst layer(s) in float: %s", count,
+    logging.info("int8 with %s in float: %s", what,
                  "within bounds" if ok else "still too far from Keras")
-    if ok or count >= len(layers):
-      return content, names, ok
-    count *= 2
+    if ok:
+      break
+  return content, names, ok, kind

@@ -350,8 +350,11 @@ def write_all(directory, record, metrics):
 
 def fallback_sentence(fallback):
   """One line on what --int8_fallback did."""
+  kind = fallback.get("float_kind")
   return (f"{len(fallback['float_layers'])} of its {fallback['layers']} "
-          "quantized layers are kept in float: fully quantized it reached "
+          "quantized layers are kept in float"
+          + (f" (every {kind} layer's ops)" if kind else "")
+          + ": fully quantized it reached "
           f"{percent(fallback['test_before']['accuracy'])} on test and "
           f"agreed with Keras on {percent(fallback['test_before']['agreement'])}"
           f"; {fallback['size_bytes_before'] / 1024:.0f} KB became "
