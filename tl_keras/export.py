@@ -187,8 +187,8 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
   its layers (`quantization.layer_errors`) and the worst 1, 2, 4, ... are
   kept in float, then the ops of one kind of Keras layer
   (`quantization.layer_kinds`), then every layer, until validation is
-  within `max_drop`. Validation decides,
-  so the test split stays a fair judge of the result.
+  within `max_drop`. Validation decides, so the test split stays a fair
+  judge of the result.
 
   Args:
     model: the Keras model.
