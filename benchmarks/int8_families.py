@@ -114,6 +114,7 @@ def row(family, size, metrics, out, seconds, rc, runs):
       "agreement_after": round(int8["agreement"], 4),
       "float32_agreement": round(metrics["tflite"]["float32"]["agreement"], 4),
       "float_layers": len(fallback["float_layers"]) if fallback else 0,
+      "float_kind": fallback.get("float_kind") if fallback else None,
       "quantized_layers": fallback["layers"] if fallback else None,
       "worst_layer": (fallback["worst_layers"][0] if fallback else None),
       "within_one_point": (int8["keras_accuracy"] - int8["accuracy"]) <= 0.01,

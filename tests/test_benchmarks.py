@@ -80,6 +80,7 @@ def test_int8_families(tmp_path):
   (row,) = _run("int8_families.py", "--smoke", f"--workdir={tmp_path}")
   assert row["family"] == "convnet_small" and row["exit_code"] in (0, 3)
   assert 0 <= row["int8_before"] <= 1 and 0 <= row["int8_after"] <= 1
+  assert row["float_kind"] is None or row["float_layers"] > 0
   assert row["size_bytes"]["int8"] < row["size_bytes"]["float32"]
   for latency in (row["latency_ms"], row["latency_ms_untrained"]):
     assert all(ms > 0 for v in ("float32", "int8") for ms in
