@@ -268,9 +268,6 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
                after["accuracy"], before["accuracy"],
                record["size_bytes"] // 1024, size_before // 1024)
   if len(float_layers) >= len(layers):
-    logging.warning("tflite_int8 keeps every layer in float (neither its "
-                    "worst layers nor any one kind of layer was enough): it "
-                    "is a float model with uint8 input and output, no "
-                    "smaller than float32; ship tflite_dynamic (int8 "
-                    "weights) or tflite_float16 instead")
+    logging.warning("tflite_int8: neither its worst layers nor any one kind "
+                    "of layer was enough; %s", quantization.EVERY_LAYER_ADVICE)
   return record

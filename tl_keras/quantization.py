@@ -37,6 +37,11 @@ from tl_keras import tflite
 SUSPECT_STEPS = 0.7
 # Calibration images the debugger runs, float and int8 side by side.
 DEBUG_SAMPLES = 64
+# What to do instead when the fallback keeps every layer in float.
+EVERY_LAYER_ADVICE = ("with every layer in float it is a float model with "
+                      "uint8 input and output, no smaller than float32: ship "
+                      "tflite_dynamic (int8 weights) or tflite_float16 "
+                      "instead")
 
 
 def layer_errors(model, serving, calibration_images,
@@ -103,11 +108,8 @@ def layer_kinds(model, layers):
     holding every layer are left out (that is "every layer in float").
   """
   classes = {}
-  stack = [model]
-  while stack:
-    layer = stack.pop()
+  for layer in model._flatten_layers(include_self=True):  # pylint: disable=protected-access
     classes.setdefault(layer.name, type(layer).__name__)
-    stack.extend(getattr(layer, "layers", []))
   kinds = {}
   for row in layers:
     found = set()

@@ -21,6 +21,7 @@ from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
+from tl_keras import quantization  # pylint: disable=g-import-not-at-top
 
 PNG_FILES = ("learning_curves.png", "confusion_matrix.png")
 
@@ -361,9 +362,7 @@ def fallback_sentence(fallback):
           f"{fallback['size_bytes'] / 1024:.0f} KB"
           + ("" if fallback["within_bounds"] else
              "; still more than --max_accuracy_drop below Keras")
-          + ("; with every layer in float it is a float model with uint8 "
-             "input and output, no smaller than float32: ship tflite_dynamic "
-             "(int8 weights) or tflite_float16 instead"
+          + (f"; {quantization.EVERY_LAYER_ADVICE}"
              if len(fallback["float_layers"]) >= fallback["layers"] else ""))
 
 
