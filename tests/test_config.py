@@ -86,6 +86,8 @@ def test_unknown_flag_value_is_rejected(main_flags):
     ({"dataset": "folder"}, "--data_dir"),
     ({"export": "saved_model,tflite_int4"}, "--export"),
     ({"calibration_samples": 0}, "--calibration_samples"),
+    ({"calibration_samples": 0, "export": "tflite_int16x8"},
+     "--calibration_samples=0 leaves tflite_int16x8"),
     ({"mode": "export"}, "--run_dir"),
     ({"mode": "predict", "artifact": "run"}, "--inputs"),
     ({"mode": "evaluate"}, "--artifact"),
@@ -108,6 +110,9 @@ def test_parse_exports_keeps_order_and_drops_repeats():
       "tflite_int8", "saved_model")
   assert config_lib.parse_exports("") == ()
   config_lib.Config(export="saved_model", calibration_samples=0).validate()
+  # int16x8 is written when named: slow on CPUs.
+  default = config_lib.parse_exports(config_lib.Config().export)
+  assert "tflite_int8" in default and "tflite_int16x8" not in default
 
 
 def test_default_output_dir_names_model_and_dataset():

@@ -102,15 +102,15 @@ def test_family_frozen_base_head_and_every_tflite_variant(name, tmp_path):
   calibration = _images(8, size, seed=1)
   served = serving.of(model)
   with tflite.converters(model, served) as make:
-    for variant in tflite.VARIANTS:
+    for variant in tflite.DEFAULT_VARIANTS:
       tflite.export(model, variant, str(tmp_path / tflite.filename(variant)),
                     serving=served, class_names=["a", "b", "c"],
                     calibration_images=calibration, make=make)
   sizes = {v: (tmp_path / tflite.filename(v)).stat().st_size
-           for v in tflite.VARIANTS}
+           for v in tflite.DEFAULT_VARIANTS}
   assert sizes["float16"] < 0.6 * sizes["float32"]
   assert max(sizes["dynamic"], sizes["int8"]) < 0.35 * sizes["float32"]
-  for variant in tflite.VARIANTS:
+  for variant in tflite.DEFAULT_VARIANTS:
     runner = litert.ImageRunner(str(tmp_path / tflite.filename(variant)))
     assert runner.input["dtype"] == np.uint8
     assert list(runner.input["shape"]) == [1, size, size, 3]
@@ -130,6 +130,38 @@ def test_family_frozen_base_head_and_every_tflite_variant(name, tmp_path):
       assert runner.output["dtype"] == np.uint8
       assert not {op for op, dtypes in runner.op_dtypes().items()
                   if dtypes & {"float32", "float16"}}
+  keras.backend.clear_session()
+
+
+# Ops the int16x8 file of a family keeps in float besides the input's cast
+# and (de)quantization: there is no int16 HARD_SWISH kernel (XNNPACK takes
+# the float ones as DELEGATE nodes).
+INT16X8_FLOAT_OPS = {"mobilenetv3_small": {"HARD_SWISH", "DELEGATE"}}
+
+
+@pytest.mark.slow  # 10-25 s a member; the variant is not a default export
+@pytest.mark.parametrize("name", models.FAMILY_EXAMPLES)
+def test_family_int16x8_converts_and_runs(name, tmp_path):
+  size = _size(name)
+  keras.utils.set_random_seed(0)
+  model = models.build_classifier(name, CLASSES, image_size=size,
+                                  weights=None, dropout=0.0)
+  images = _images(8, size)
+  _spread_head(model, images)
+  path = str(tmp_path / tflite.filename("int16x8"))
+  tflite.export(model, "int16x8", path, serving=serving.of(model),
+                class_names=["a", "b", "c"],
+                calibration_images=_images(8, size, seed=1))
+  runner = litert.ImageRunner(path)
+  assert runner.input["dtype"] == np.uint8
+  assert runner.output["dtype"] == np.float32
+  np.testing.assert_allclose(runner.predict(images).sum(-1), 1.0, atol=0.02)
+  ops = runner.op_dtypes()
+  float_ops = {op for op, dtypes in ops.items()
+               if dtypes & {"float32", "float16"}}
+  assert float_ops == {"CAST", "QUANTIZE", "DEQUANTIZE"} | (
+      INT16X8_FLOAT_OPS.get(name, set())), float_ops
+  assert "int16" in ops["CONV_2D"]
   keras.backend.clear_session()
 
 

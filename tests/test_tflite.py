@@ -17,7 +17,8 @@ SIZE = 32
 LABELS = ["hexagon", "star4", "hollow_square", "hollow_triangle",
           "semicircle", "flower3"]
 # Largest |tflite - keras| probability per variant on the tiny model.
-TOLERANCE = {"float32": 1e-5, "float16": 5e-3, "dynamic": 5e-2, "int8": 5e-2}
+TOLERANCE = {"float32": 1e-5, "float16": 5e-3, "dynamic": 5e-2, "int8": 5e-2,
+             "int16x8": 5e-3}
 # The Keras model on uint8 images (also the hand-built ones below).
 keras_probabilities = serving.ImageServing.keras_probabilities
 
@@ -67,6 +68,20 @@ def test_int8_is_integer_only_with_raw_pixel_input(exported):
       runner.output["quantization"][0])
 
 
+def test_int16x8_keeps_int16_activations_and_int8_weights(exported):
+  _, directory, _, _ = exported
+  runner = litert.ImageRunner(str(directory / "model_int16x8.tflite"))
+  assert runner.output["dtype"] == np.float32  # the float32 file's I/O
+  ops = runner.op_dtypes()
+  # Float only at the edges: the uint8 input's cast and its quantization,
+  # and the output's dequantization.
+  float_ops = {op for op, dtypes in ops.items()
+               if dtypes & {"float32", "float16"}}
+  assert float_ops == {"CAST", "QUANTIZE", "DEQUANTIZE"}, float_ops
+  assert {"int16", "int8"} <= ops["CONV_2D"]
+  assert {"int16", "int8"} <= ops["FULLY_CONNECTED"]
+
+
 def test_quantized_files_are_smaller(exported):
   _, directory, _, _ = exported
   size = {v: (directory / tflite.filename(v)).stat().st_size
@@ -74,6 +89,7 @@ def test_quantized_files_are_smaller(exported):
   assert size["float16"] < 0.6 * size["float32"]
   assert size["int8"] < 0.3 * size["float32"]
   assert size["dynamic"] < 0.3 * size["float32"]
+  assert size["int16x8"] < 0.3 * size["float32"]
 
 
 @pytest.mark.parametrize("variant", tflite.VARIANTS)
@@ -317,6 +333,30 @@ def test_int8_layer_normalization_is_integer_only(tmp_path):
   assert len(kinds["LayerNormalization"]) >= 4
   for name in kinds["LayerNormalization"]:
     assert f"/{norm}_" in name and "conv2d" not in name, name
+
+
+def test_int16x8_layer_normalization_runs_in_int16(tmp_path):
+  """Keras's variance converts to an int16 SQUARED_DIFFERENCE that LiteRT
+  cannot run; the int16x8 export computes it from the centered values."""
+  inputs = keras.Input((None, None, 3))
+  x = keras.layers.Conv2D(8, 3)(inputs)
+  x = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+  images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3)).astype(
+      np.uint8)
+  rewritten = tflite.integer_friendly(model, "int16x8")
+  assert isinstance(rewritten.layers[2], tflite.CenteredLayerNormalization)
+  np.testing.assert_allclose(keras_probabilities(rewritten, images),
+                             keras_probabilities(model, images), atol=1e-5)
+  path = tmp_path / "model_int16x8.tflite"
+  path.write_bytes(tflite.convert(model, "int16x8",
+                                  serving.ImageServing(8, "none"), images))
+  runner = litert.ImageRunner(str(path))
+  np.testing.assert_allclose(runner.predict(images),
+                             keras_probabilities(model, images), atol=5e-3)
+  ops = runner.op_dtypes()
+  assert "SQUARED_DIFFERENCE" not in ops and "int16" in ops["RSQRT"]
 
 
 def _mediapipe_scores(path, images, num_classes):

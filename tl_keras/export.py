@@ -115,12 +115,13 @@ def write_exports(model, directory, formats, *, class_names,
     directory: where the files go (a staging directory).
     formats: export format names.
     class_names: labels, in class order.
-    calibration_images: uint8 [N, S, S, 3] training images for tflite_int8.
+    calibration_images: uint8 [N, S, S, 3] training images for tflite_int8
+      and tflite_int16x8.
     serving: the model's `serving` object (default: `serving.of(model)`).
 
   Returns:
     {format: why it was skipped} for the TFLite variants the model's kind
-    does not offer (int8 for text).
+    does not offer (int8 and int16x8 for text).
   """
   serving = serving or serving_lib.of(model)
   skipped, wrote_tflite = {}, False

@@ -40,12 +40,14 @@ def export_artifacts(model, directory, config, splits, unpruned=None):
   variants = [v for v in export.tflite_variants(formats)
               if v in serving.variants]
   calibration = None
-  if "int8" in variants:
+  calibrated = [v for v in variants if v in tflite.CALIBRATED]
+  if calibrated:
     pool, pool_labels = serving.examples(
         splits.train, limit=10 * config.calibration_samples)
     calibration = pool[tflite.stratified_sample(
         pool, pool_labels, config.calibration_samples, seed=config.seed)]
-    logging.info("tflite_int8: calibrating on %d training images",
+    logging.info("%s: calibrating on %d training images",
+                 " and ".join(f"tflite_{v}" for v in calibrated),
                  len(calibration))
   skipped = export.write_exports(model, directory, formats,
                                  class_names=splits.class_names,

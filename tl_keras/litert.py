@@ -290,6 +290,7 @@ def check_accuracy_drop(rows, max_drop):
     raise CheckFailed(
         f"TFLite accuracy fell more than --max_accuracy_drop={max_drop} below "
         f"the Keras model: {'; '.join(failing)}; the files are written for "
-        "inspection: ship another variant (float16, dynamic), calibrate int8 "
+        "inspection: ship another variant (float16, dynamic, int16x8), "
+        "calibrate int8 "
         f"on more images (--calibration_samples), {int8_hint}, or accept "
         "the drop with a larger --max_accuracy_drop (-1: no check)")

@@ -40,7 +40,8 @@ DEBUG_SAMPLES = 64
 # What to do instead when the fallback keeps every layer in float.
 EVERY_LAYER_ADVICE = ("with every layer in float it is a float model with "
                       "uint8 input and output, no smaller than float32: ship "
-                      "tflite_dynamic (int8 weights) or tflite_float16 "
+                      "tflite_dynamic (int8 weights), tflite_float16, or "
+                      "tflite_int16x8 (int8 weights, int16 activations) "
                       "instead")
 
 

@@ -99,8 +99,9 @@ class ImageServing:
   @staticmethod
   def tflite_input(variant):
     # int8 takes float pixels, so the converter can quantize the input (see
-    # `tflite.representative`); the others take uint8 pixels and cast them.
-    return "float32" if variant == "int8" else "uint8"
+    # `tflite.representative`); the others take uint8 pixels and cast them,
+    # int16x8 into its own integer-friendly graph.
+    return {"int8": "float32", "int16x8": "int16x8"}.get(variant, "uint8")
 
   def tflite_serving(self, model, key):
     shape = [1, self.image_size, self.image_size, 3]
@@ -108,10 +109,11 @@ class ImageServing:
       served = tflite.integer_friendly(model)
       return served, lambda images: served(images, training=False), [
           tf.TensorSpec(shape, tf.float32, name="images")]
-    return model, lambda images: model(tf.cast(images, tf.float32),
-                                       training=False), [
-                                           tf.TensorSpec(shape, tf.uint8,
-                                                         name="images")]
+    served = tflite.integer_friendly(model, key) if key == "int16x8" else model
+    return served, lambda images: served(tf.cast(images, tf.float32),
+                                         training=False), [
+                                             tf.TensorSpec(shape, tf.uint8,
+                                                           name="images")]
 
   def tflite_metadata(self, variant, content, class_names):
     return tflite.metadata_for(variant, content, class_names, self.image_size,
@@ -170,13 +172,14 @@ class TextServing:
     import keras_hub  # pylint: disable=g-import-not-at-top
     wordpiece = isinstance(preprocessor.tokenizer,
                            keras_hub.tokenizers.WordPieceTokenizer)
-    # Full-integer int8 is not offered: its inputs are token ids, not values
-    # to quantize, and BERT's softmax and LayerNorm lose too much. Other
-    # tokenizers (byte-pair, SentencePiece) have no runner here.
+    # Integer activations (int8, int16x8) are not offered: the inputs are
+    # token ids, not values to quantize, and BERT's softmax and LayerNorm
+    # lose too much in int8. Other tokenizers (byte-pair, SentencePiece)
+    # have no runner here.
     self.variants = ("float32", "float16", "dynamic") if wordpiece else ()
     self.skipped = (
-        "full-integer TFLite is not offered for text models; tflite_dynamic "
-        "is the small one" if wordpiece else
+        "integer-activation TFLite (int8, int16x8) is not offered for text "
+        "models; tflite_dynamic is the small one" if wordpiece else
         f"TFLite is offered for WordPiece tokenizers (BERT, DistilBERT, "
         f"ELECTRA); {type(preprocessor.tokenizer).__name__} models export "
         "the SavedModel and model.keras")

@@ -1,4 +1,4 @@
-"""TFLite conversion: four variants, with metadata inside the file.
+"""TFLite conversion: five variants, with metadata inside the file.
 
 What a file takes is the model's `serving` object's business. An image
 file takes a raw RGB uint8 image [1, S, S, 3] at the model's input size S,
@@ -13,6 +13,13 @@ backbone's normalization is inside the graph. `litert` runs the files.
               (unless `quantization` kept its worst layers in float),
               uint8 input and uint8 output (scale and zero point recorded),
               calibrated on a class-stratified sample of the training split.
+    int16x8   int8 weights, int16 activations ("16x8"), calibrated alike;
+              uint8 input cast to float and quantized inside, float32
+              output (the float32 file's inputs and outputs). Ops without
+              an int16 kernel (hard-swish) stay in float; LayerNorm is
+              rewritten so that it has them. Holds accuracy where int8
+              does not (EfficientNet), at the cost of LiteRT's reference
+              kernels: slower than float32 on CPUs. Not a default export.
 
 Each file carries a metadata entry named `METADATA_NAME` (JSON: labels, input
 size, dtype and quantization, normalization) that `read_metadata` reads back.
@@ -32,7 +39,11 @@ import tensorflow as tf
 from tl_keras import console
 from tl_keras.errors import UserError
 
-VARIANTS = ("float32", "float16", "dynamic", "int8")
+VARIANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
+# Variants written unless --export names them: int16x8 is asked for.
+DEFAULT_VARIANTS = VARIANTS[:4]
+# Variants calibrated on training images.
+CALIBRATED = ("int8", "int16x8")
 METADATA_NAME = "tl_keras"
 
 
@@ -73,6 +84,29 @@ class SubtractingLayerNormalization(keras.layers.LayerNormalization):
     return outputs
 
 
+@keras.saving.register_keras_serializable("tl_keras")
+class CenteredLayerNormalization(SubtractingLayerNormalization):
+  """`SubtractingLayerNormalization` whose variance is mean(c * c), c = x - mean.
+
+  For int16x8: the converter writes Keras's variance as a SQUARED_DIFFERENCE
+  with int16 inputs, which LiteRT has no kernel for (the file converts and
+  then fails to run). SUB, MUL, MEAN and RSQRT all have int16 kernels.
+  """
+
+  def call(self, inputs):
+    mean = keras.ops.mean(inputs, axis=self.axis, keepdims=True)
+    centered = inputs - mean
+    variance = keras.ops.mean(centered * centered, axis=self.axis,
+                              keepdims=True)
+    inv = keras.ops.rsqrt(variance + self.epsilon)
+    if self.scale:
+      inv = inv * self.gamma
+    outputs = centered * inv
+    if self.center:
+      outputs = outputs + self.beta
+    return outputs
+
+
 def _rewritable(layer):
   if type(layer) is not keras.layers.LayerNormalization:  # pylint: disable=unidiomatic-typecheck
     return False
@@ -81,14 +115,17 @@ def _rewritable(layer):
   return not layer.rms_scaling and [a % rank for a in axis] == [rank - 1]
 
 
-def integer_friendly(model):
+def integer_friendly(model, variant="int8"):
   """`model` with its LayerNormalization layers as
-  `SubtractingLayerNormalization` (same weights), or `model` itself when it
-  has none."""
+  `SubtractingLayerNormalization` (int8) or `CenteredLayerNormalization`
+  (int16x8), same weights; `model` itself when it has none."""
   names = {l.name for l in _all_layers(model) if _rewritable(l)}
   if not names:
     return model
-  return _rebuilt(model, _with_layer_norm_rewritten(model.get_config(), names))
+  layer = (SubtractingLayerNormalization if variant == "int8"
+           else CenteredLayerNormalization)
+  return _rebuilt(model, _with_layer_norm_rewritten(model.get_config(), names,
+                                                    layer.__name__))
 
 
 def _rebuilt(model, config):
@@ -98,18 +135,18 @@ def _rebuilt(model, config):
   return clone
 
 
-def _with_layer_norm_rewritten(config, names):
-  """A config tree with the LayerNormalization layers `names` replaced."""
+def _with_layer_norm_rewritten(config, names, class_name):
+  """A config tree with the LayerNormalization layers `names` replaced by
+  the registered `class_name`."""
   if isinstance(config, dict):
     if (config.get("class_name") == "LayerNormalization"
         and config.get("config", {}).get("name") in names):
-      return {**config, "module": None,
-              "class_name": "SubtractingLayerNormalization",
-              "registered_name": "tl_keras>SubtractingLayerNormalization"}
-    return {k: _with_layer_norm_rewritten(v, names)
+      return {**config, "module": None, "class_name": class_name,
+              "registered_name": f"tl_keras>{class_name}"}
+    return {k: _with_layer_norm_rewritten(v, names, class_name)
             for k, v in config.items()}
   if isinstance(config, list):
-    return [_with_layer_norm_rewritten(v, names) for v in config]
+    return [_with_layer_norm_rewritten(v, names, class_name) for v in config]
   return config
 
 
@@ -138,7 +175,8 @@ def convert(model, variant, serving, calibration_images=None, make=None):
     model: a classifier built by tl_keras.
     variant: one of `serving.variants`.
     serving: the model's `serving` object (its inputs).
-    calibration_images: uint8 [N, S, S, 3] training images (int8 only).
+    calibration_images: uint8 [N, S, S, 3] training images (`CALIBRATED`
+      variants only).
     make: a `converters` context's function for `model`, to share its
       SavedModels across variants; default: a context of its own.
 
@@ -150,7 +188,7 @@ def convert(model, variant, serving, calibration_images=None, make=None):
       return convert(model, variant, serving, calibration_images, make)
   converter = make(variant, calibration_images)
   calibrating = (f", {len(calibration_images):,} calibration images"
-                 if variant == "int8" else "")
+                 if variant in CALIBRATED else "")
   with console.quiet_native_output(), console.Heartbeat(
       f"TFLite {variant} conversion{calibrating}"):
     return converter.convert()
@@ -197,27 +235,35 @@ def _configure(converter, variant, calibration_images):
     converter.target_spec.supported_types = [tf.float16]
   elif variant == "dynamic":
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  elif variant == "int8":
+  elif variant in CALIBRATED:
     if calibration_images is None or not len(calibration_images):
-      raise ValueError("int8 conversion needs calibration images")
+      raise ValueError(f"{variant} conversion needs calibration images")
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative(calibration_images)
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
+    if variant == "int8":
+      converter.representative_dataset = representative(calibration_images)
+      converter.target_spec.supported_ops = [
+          tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+      converter.inference_input_type = tf.uint8
+      converter.inference_output_type = tf.uint8
+    else:  # uint8 input (cast inside), float32 output: no I/O to quantize.
+      converter.representative_dataset = representative(calibration_images,
+                                                        np.uint8)
+      converter.target_spec.supported_ops = [
+          tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+          tf.lite.OpsSet.TFLITE_BUILTINS]  # the input's cast, in float
   elif variant != "float32":
     raise ValueError(f"unknown TFLite variant {variant!r}")
 
 
-def representative(images):
-  """Calibration generator: each image alone, as float32 pixels.
+def representative(images, dtype=np.float32):
+  """Calibration generator: each image alone, as `dtype` pixels.
 
   One pixel of the first image is set to 0 and one to 255 so the input's
-  calibrated range is exactly [0, 255] whatever the data: the uint8 input
-  then takes raw pixels unchanged. (Two pixels barely move any other range.)
+  calibrated range is exactly [0, 255] whatever the data: int8's uint8
+  input then takes raw pixels unchanged. (Two pixels barely move any other
+  range.) int16x8 takes uint8 pixels as they are.
   """
-  images = np.array(images, dtype=np.float32)
+  images = np.array(images, dtype=dtype)
   images[0, 0, 0, :] = 0.0
   images[0, 0, -1, :] = 255.0
 

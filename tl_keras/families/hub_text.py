@@ -49,10 +49,11 @@ class HubText(base_lib.Family):
     if "cache_views" in given:
       raise UserError(f"--cache_views={config.cache_views} adds augmented "
                       f"image views and {model}: leave --cache_views out")
-    if "export" in given and "tflite_int8" in config_lib.parse_exports(
-        config.export):
-      raise UserError(f"--export={config.export}: tflite_int8 (full-integer "
-                      f"TFLite) is for images and {model}: use "
+    calibrated = [f for f in config_lib.parse_exports(config.export)
+                  if f in ("tflite_int8", "tflite_int16x8")]
+    if "export" in given and calibrated:
+      raise UserError(f"--export={config.export}: {calibrated[0]} (integer "
+                      f"activations) is for images and {model}: use "
                       "tflite_dynamic, the small one")
 
   def listing(self):
