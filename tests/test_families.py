@@ -74,6 +74,17 @@ def _spread_head(model, images):
   return extractor
 
 
+def _spread_member(name):
+  """(size, model, 8 images, feature extractor): `name` at its smallest
+  input, random weights, its head set by `_spread_head`."""
+  size = _size(name)
+  keras.utils.set_random_seed(0)
+  model = models.build_classifier(name, CLASSES, image_size=size,
+                                  weights=None, dropout=0.0)
+  images = _images(8, size)
+  return size, model, images, _spread_head(model, images)
+
+
 # Converting the larger members takes 40-70 s each on 2 cores: they run with
 # `pytest -m slow`. ConvNeXt's int8 LayerNorm rewrite keeps its own fast
 # test in test_tflite.py.
@@ -85,12 +96,7 @@ SLOW = ("resnet50", "resnet50v2", "efficientnetv2_b0", "densenet121",
     pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
     for n in models.FAMILY_EXAMPLES])
 def test_family_frozen_base_head_and_every_tflite_variant(name, tmp_path):
-  size = _size(name)
-  keras.utils.set_random_seed(0)
-  model = models.build_classifier(name, CLASSES, image_size=size,
-                                  weights=None, dropout=0.0)
-  images = _images(8, size)
-  extractor = _spread_head(model, images)
+  size, model, images, extractor = _spread_member(name)
   x = images.astype(np.float32)
   # Frozen: Dropout, stochastic depth and BatchNorm inside the base are off
   # even when the model is called in training mode.
@@ -142,12 +148,7 @@ INT16X8_FLOAT_OPS = {"mobilenetv3_small": {"HARD_SWISH", "DELEGATE"}}
 @pytest.mark.slow  # 10-25 s a member; the variant is not a default export
 @pytest.mark.parametrize("name", models.FAMILY_EXAMPLES)
 def test_family_int16x8_converts_and_runs(name, tmp_path):
-  size = _size(name)
-  keras.utils.set_random_seed(0)
-  model = models.build_classifier(name, CLASSES, image_size=size,
-                                  weights=None, dropout=0.0)
-  images = _images(8, size)
-  _spread_head(model, images)
+  size, model, images, _ = _spread_member(name)
   path = str(tmp_path / tflite.filename("int16x8"))
   tflite.export(model, "int16x8", path, serving=serving.of(model),
                 class_names=["a", "b", "c"],
