@@ -85,16 +85,20 @@ def _spread_member(name):
   return size, model, images, _spread_head(model, images)
 
 
-# Converting the larger members takes 40-70 s each on 2 cores: they run with
-# `pytest -m slow`. ConvNeXt's int8 LayerNorm rewrite keeps its own fast
-# test in test_tflite.py.
+# Converting the larger members takes 40-70 s each on 2 cores, and their
+# two phase-1 trainings 6-15 s: they run with `pytest -m slow`. ConvNeXt's
+# LayerNorm rewrites keep their own fast tests in test_tflite.py.
 SLOW = ("resnet50", "resnet50v2", "efficientnetv2_b0", "densenet121",
         "inceptionv3", "xception", "convnext_tiny")
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
-    for n in models.FAMILY_EXAMPLES])
+def _by_speed(names):
+  """`names` as parameters, the `SLOW` ones marked slow."""
+  return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+          for n in names]
+
+
+@pytest.mark.parametrize("name", _by_speed(models.FAMILY_EXAMPLES))
 def test_family_frozen_base_head_and_every_tflite_variant(name, tmp_path):
   size, model, images, extractor = _spread_member(name)
   x = images.astype(np.float32)
@@ -166,7 +170,7 @@ def test_family_int16x8_converts_and_runs(name, tmp_path):
   keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("name", models.FAMILY_EXAMPLES)
+@pytest.mark.parametrize("name", _by_speed(models.FAMILY_EXAMPLES))
 def test_family_cached_and_uncached_phase_1_train_the_same_head(name):
   size = _size(name)
   images = _images(8, size)
@@ -175,18 +179,20 @@ def test_family_cached_and_uncached_phase_1_train_the_same_head(name):
   splits = data.Splits(train=ds, validation=ds, test=ds,
                        sizes={"train": 8, "validation": 8, "test": 8},
                        class_names=["a", "b"])
-  heads = []
+  keras.utils.set_random_seed(3)
+  model = models.build_classifier(name, 2, image_size=size, weights=None,
+                                  dropout=0.0)
+  head = model.get_layer("classifier")
+  start, heads = head.get_weights(), []
   for cached in (False, True):
-    keras.utils.set_random_seed(3)
-    model = models.build_classifier(name, 2, image_size=size, weights=None,
-                                    dropout=0.0)
+    head.set_weights(start)
     features = training.FeatureCache(
         model, splits, image_size=size, batch_size=4) if cached else None
     training.train_phase(
         model, training.PhaseSpec("head", 1, 1e-2), splits,
         training.Context(STRATEGY, size, 4, augment="none"),
         features=features)
-    heads.append(model.get_layer("classifier").get_weights())
+    heads.append(head.get_weights())
   for slow, fast in zip(*heads):
     np.testing.assert_allclose(slow, fast, rtol=1e-4, atol=1e-5)
   keras.backend.clear_session()
