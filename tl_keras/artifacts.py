@@ -18,9 +18,9 @@ from tl_keras.errors import UserError
 RUN_ARTIFACTS = ("run.json", "metrics.json", "model.keras", "saved_model",
                  "labels.txt", "tensorboard", "model_float32.tflite",
                  "model_float16.tflite", "model_dynamic.tflite",
-                 "model_int8.tflite", "model_int16x8.tflite", "report.html", "README.md",
-                 "learning_curves.png", "confusion_matrix.png", "preset",
-                 "vocab.txt")
+                 "model_int8.tflite", "model_int16x8.tflite", "report.html",
+                 "README.md", "learning_curves.png", "confusion_matrix.png",
+                 "preset", "vocab.txt")
 
 
 CHECKPOINTS = "checkpoints"

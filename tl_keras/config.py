@@ -13,6 +13,8 @@ EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16",
                   "tflite_dynamic", "tflite_int8", "tflite_int16x8")
 # tflite_int16x8 is written when asked for: slow on CPUs (see tl_keras.tflite).
 DEFAULT_EXPORTS = EXPORT_FORMATS[:-1]
+# The exports calibrated on training images (integer activations).
+CALIBRATED_EXPORTS = ("tflite_int8", "tflite_int16x8")
 MODES = ("train", "export", "predict", "evaluate")
 
 
@@ -325,7 +327,7 @@ class Config:
     parse_exports(self.export)
     parse_profile_steps(self.profile_steps)
     calibrated = [f for f in parse_exports(self.export)
-                  if f in ("tflite_int8", "tflite_int16x8")]
+                  if f in CALIBRATED_EXPORTS]
     if calibrated and self.calibration_samples == 0:
       raise UserError(f"--calibration_samples=0 leaves {calibrated[0]} "
                       f"uncalibrated; use a few hundred, or drop "

@@ -291,6 +291,6 @@ def check_accuracy_drop(rows, max_drop):
         f"TFLite accuracy fell more than --max_accuracy_drop={max_drop} below "
         f"the Keras model: {'; '.join(failing)}; the files are written for "
         "inspection: ship another variant (float16, dynamic, int16x8), "
-        "calibrate int8 "
-        f"on more images (--calibration_samples), {int8_hint}, or accept "
+        "calibrate int8 on more images (--calibration_samples), "
+        f"{int8_hint}, or accept "
         "the drop with a larger --max_accuracy_drop (-1: no check)")

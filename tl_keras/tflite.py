@@ -86,7 +86,7 @@ class SubtractingLayerNormalization(keras.layers.LayerNormalization):
 
 @keras.saving.register_keras_serializable("tl_keras")
 class CenteredLayerNormalization(SubtractingLayerNormalization):
-  """`SubtractingLayerNormalization` whose variance is mean(c * c), c = x - mean.
+  """`SubtractingLayerNormalization` with variance mean(c * c), c = x - mean.
 
   For int16x8: the converter writes Keras's variance as a SQUARED_DIFFERENCE
   with int16 inputs, which LiteRT has no kernel for (the file converts and

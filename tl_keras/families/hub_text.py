@@ -50,7 +50,7 @@ class HubText(base_lib.Family):
       raise UserError(f"--cache_views={config.cache_views} adds augmented "
                       f"image views and {model}: leave --cache_views out")
     calibrated = [f for f in config_lib.parse_exports(config.export)
-                  if f in ("tflite_int8", "tflite_int16x8")]
+                  if f in config_lib.CALIBRATED_EXPORTS]
     if "export" in given and calibrated:
       raise UserError(f"--export={config.export}: {calibrated[0]} (integer "
                       f"activations) is for images and {model}: use "
