@@ -75,10 +75,13 @@ class SubtractingLayerNormalization(keras.layers.LayerNormalization):
 
   def call(self, inputs):
     mean, variance = keras.ops.moments(inputs, axes=self.axis, keepdims=True)
+    return self._normalized(inputs - mean, variance)
+
+  def _normalized(self, centered, variance):
     inv = keras.ops.rsqrt(variance + self.epsilon)
     if self.scale:
       inv = inv * self.gamma
-    outputs = (inputs - mean) * inv
+    outputs = centered * inv
     if self.center:
       outputs = outputs + self.beta
     return outputs
@@ -94,17 +97,9 @@ class CenteredLayerNormalization(SubtractingLayerNormalization):
   """
 
   def call(self, inputs):
-    mean = keras.ops.mean(inputs, axis=self.axis, keepdims=True)
-    centered = inputs - mean
-    variance = keras.ops.mean(centered * centered, axis=self.axis,
-                              keepdims=True)
-    inv = keras.ops.rsqrt(variance + self.epsilon)
-    if self.scale:
-      inv = inv * self.gamma
-    outputs = centered * inv
-    if self.center:
-      outputs = outputs + self.beta
-    return outputs
+    centered = inputs - keras.ops.mean(inputs, axis=self.axis, keepdims=True)
+    return self._normalized(centered, keras.ops.mean(
+        centered * centered, axis=self.axis, keepdims=True))
 
 
 def _rewritable(layer):
