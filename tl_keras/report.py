@@ -228,6 +228,7 @@ def html_report(record, metrics, images):
           percent(metrics["scratch"]["test"]["accuracy"])],
          ["gain", "", f"{100 * metrics['transfer_gain']:+.1f} points"]]))
   parts += _recipe_section(record.get("recipe", {}))
+  parts += _timings_section(record.get("timings", {}))
   parts += ["<h2>Learning curves</h2>", _img(images, "learning_curves.png"),
             "<h2>Confusion matrix (test)</h2>",
             _img(images, "confusion_matrix.png"),
@@ -324,6 +325,50 @@ def _recipe_section(recipe):
         + (": mirror images are another class, so no flips.</p>"
            if augment["policy"] == "shift" else ".</p>"))
   return parts
+
+
+# Where a run's time went, in the order things happen: (run.json key,
+# what it covers). Keys a run did not reach are left out.
+TIMINGS = (
+    ("setup_seconds", "setup: data, model, weights"),
+    ("features_seconds", "phase 1: feature pass through the frozen base"),
+    ("probe_seconds", "phase 1: linear probe (L2 grid)"),
+    ("transfer_check_seconds", "transfer check"),
+    ("trials_seconds", "phase 2: learning-rate trials"),
+    ("continuation_seconds", "phase 2: the winning trial's continuation"),
+    ("scratch_seconds", "from-scratch baseline"),
+    ("export_seconds", "exports"),
+    ("int8_fallback_seconds", "int8 fallback"),
+    ("parity_seconds", "parity check of the TFLite files"),
+    ("total_seconds", "total"),
+)
+
+
+def timing_rows(timings):
+  """[(what, seconds, share of the total)] of a run's `timings`."""
+  timings = dict(timings)
+  if "finetune_seconds" in timings:
+    timings["continuation_seconds"] = timings["finetune_seconds"] - timings.get(
+        "trials_seconds", 0.0)
+  if "features_seconds" not in timings and "head_seconds" in timings:
+    timings["features_seconds"] = None  # the head trained in the loop
+  total = timings.get("total_seconds") or 0.0
+  rows = []
+  for key, what in TIMINGS:
+    if key == "features_seconds" and timings.get(key, 0) is None:
+      key, what = "head_seconds", "phase 1: head trained in the loop"
+    if timings.get(key) is not None:
+      rows.append((what, timings[key], timings[key] / total if total else 0))
+  return rows
+
+
+def _timings_section(timings):
+  if not timings.get("total_seconds"):
+    return []
+  return ["<h2>Where the time went</h2>", _table(
+      ["", "seconds", "share"],
+      [[what, f"{seconds:.1f}", percent(share)]
+       for what, seconds, share in timing_rows(timings)])]
 
 
 def _img(images, name):

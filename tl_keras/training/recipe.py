@@ -146,9 +146,10 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
           feature_cache, strategy, splits, model, cache_views, feature_dir)
       compared = None
       if where:
-        choices["head"], compared = _fit_head(
+        choices["head"], compared, seconds = _fit_head(
             model, splits, context, where=where, views=cache_views,
             directory=feature_dir, step=step, history=history, best=best)
+        info.update(seconds)
       else:
         history, step = loop.train_phase(
             model, recipe.head, splits, context, first_step=step,
@@ -163,9 +164,11 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
             model, splits, image_size=image_size, batch_size=batch_size)
         context = context.but(augment=choices["augment"]["policy"])
       if compared is not None and random_start:
+        checked = time.time()
         choices["start"] = transfer_check.check(
             model, splits, compared, random_start(), image_size=image_size,
             batch_size=batch_size, seed=context.seed)
+        info["transfer_check_seconds"] = time.time() - checked
       if choices.get("start", {}).get("weights") == "random":
         # The pretrained head is set aside with the weights under it.
         choices["start"]["head"] = choices.pop("head")
@@ -187,11 +190,13 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
       if "finetune" not in choices:
         if reached == 1:  # the weights phase 1 ended with
           checkpointer.restore(model, None, saved, best)
+        tried = time.time()
         with strategy.scope():
           choices["finetune"], winner = choices_lib.choose_finetuning(
               model, recipe, splits, context,
               may_skip=bool(recipe.head.epochs) and not gradual,
               first_step=step)
+        info["trials_seconds"] = time.time() - tried
         saved, reached = None, 1
       chosen = choices["finetune"]
       with strategy.scope():
@@ -299,7 +304,8 @@ def _fit_head(model, splits, context, *, where, views, directory, step,
 
   Returns:
     (what `run.json` records about the fit (`probe.Fit.summary`), the
-    features `transfer_check.check` compares on).
+    features `transfer_check.check` compares on, {"features_seconds",
+    "probe_seconds"}).
   """
   strategy, image_size = context.strategy, context.image_size
   batch_size, seed, augment = context.batch_size, context.seed, context.augment
@@ -312,8 +318,10 @@ def _fit_head(model, splits, context, *, where, views, directory, step,
                          batch_size=batch_size, views=views, seed=seed,
                          directory=directory if where == "disk" else None,
                          augment=augment)
+    seconds = {"features_seconds": time.time() - start}
     fit = probe.fit(cache.train, cache.validation, splits.num_classes,
                     seed=seed)
+    seconds["probe_seconds"] = fit.seconds
     compared = transfer_check.sample(cache)
   finally:
     if where == "disk":
@@ -338,4 +346,4 @@ def _fit_head(model, splits, context, *, where, views, directory, step,
   summaries_lib.image_summaries(summaries, model, val, sample,
                                 splits.class_names, step)
   best.offer(model, val, ("head", 1), step)
-  return fit.summary(), compared
+  return fit.summary(), compared, seconds
