@@ -73,6 +73,8 @@ def load_keras(path):
   """
   import tl_keras.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   import keras_hub  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  # registers BertTextClassifier
+  from tl_keras import text_models  # pylint: disable=g-import-not-at-top
+  text_models.pooled_classifier_class()  # registers PooledBertClassifier
   try:
     with warnings.catch_warnings():
       # KerasHub's task models compile themselves; Keras says it did not.

@@ -21,6 +21,7 @@ def model_card(record, metrics):
       f"from `--weights={config['weights']}`, trained by tl_keras with the "
       f"two-phase transfer recipe: {_recipe_sentence(record)}", "",
       *_provenance(config),
+      *_weights_license(record, config),
       "## Results on the test split", "",
       f"- accuracy {report.percent(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
       f" on {test['examples']} {kind['examples']}",
@@ -105,6 +106,14 @@ def _provenance(config):
   parts = [f"{name}: {config[key]}." for name, key in (
       ("Author", "author"), ("License", "license")) if config.get(key)]
   return [" ".join(parts), ""] if parts else []
+
+
+def _weights_license(record, config):
+  """The license of pretrained weights a package shipped, when used."""
+  note = record["model"].get("weights_license")
+  if not note or config.get("weights") not in ("imagenet", "pretrained"):
+    return []
+  return [f"Pretrained weights: {note}.", ""]
 
 
 def _recipe_sentence(record):

