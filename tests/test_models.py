@@ -1,5 +1,9 @@
 """The backbone registry, in-model preprocessing, freezing and unfreezing."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -137,3 +141,33 @@ def test_offline_imagenet_weights_give_a_clear_error(monkeypatch):
   monkeypatch.setattr("keras.src.utils.file_utils.get_file", fail)
   with pytest.raises(UserError, match="seems offline.*--weights=PATH"):
     models.build_base("mobilenetv2", 32, "imagenet")
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_lite0"])
+def test_a_saved_classifier_keeps_its_frozen_base_in_inference_mode(
+    name, tmp_path):
+  """Loaded with plain Keras and called with training=True, the frozen
+  base's dropout and stochastic depth stay off: the features are those
+  the head was fitted on."""
+  model = models.build_classifier(name, 3, weights=None, image_size=64)
+  model.save(str(tmp_path / "model.keras"))
+  code = (
+      "import numpy as np, keras, tl_keras.models\n"
+      f"m = keras.saving.load_model({str(tmp_path / 'model.keras')!r})\n"
+      "f = keras.Model(m.input, m.get_layer('pool').output)\n"
+      "x = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3))\n"
+      "a, b = np.asarray(f(x, training=False)), np.asarray(f(x, training=True))\n"
+      "print(float(np.abs(a - b).max() / np.abs(a).max()))\n"
+      "base = m.get_layer('base')\n"
+      "drops = [l for l in base._flatten_layers() if 'Dropout' in type(l).__name__]\n"
+      "assert drops and all(not l.trainable for l in drops)\n"
+      "for l in base.layers: l.trainable = True\n"
+      "c = np.asarray(f(x, training=True))\n"
+      "print(float(np.abs(a - c).max() / np.abs(a).max()))\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, check=False,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert result.returncode == 0, result.stderr[-2000:]
+  frozen, unfrozen = map(float, result.stdout.split())
+  assert frozen == 0.0
+  assert unfrozen > 0.01  # unfrozen, they train as usual

@@ -461,3 +461,13 @@ def test_phase_2_continues_the_winning_trial():
       assert chosen["trials"] == []
       for a, b in zip(weights["trials"], model.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_the_run_exports_the_model_better_on_validation():
+  from tl_keras import run  # pylint: disable=g-import-not-at-top
+  transfer = {"best_validation_loss": 1.4, "best_validation_accuracy": 0.375}
+  scratch = {"best_validation_loss": 1.1, "best_validation_accuracy": 0.545}
+  kept = run.keep_better({}, transfer, scratch)
+  assert kept["model"] == "scratch" and "1.1000" in kept["reason"]
+  assert run.keep_better({}, scratch, transfer)["model"] == "transfer"
+  assert run.keep_better({}, transfer, transfer)["model"] == "transfer"

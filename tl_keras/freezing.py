@@ -6,6 +6,51 @@ import inspect
 from tl_keras import inputs
 
 
+def _layer_classes():
+  """The layer classes whose frozen instances are made to stay in inference
+  mode in saved files too: Dropout (keras.applications' dropout and
+  stochastic depth, EfficientNet-Lite's drop-connect) and ConvNeXt's
+  StochasticDepth."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from keras.src.applications import convnext  # pylint: disable=g-import-not-at-top
+  return (keras.layers.Dropout, convnext.StochasticDepth)
+
+
+_GATED = {}
+
+
+def gated_class(cls):
+  """`cls` whose `call` runs in inference mode while the layer is frozen.
+
+  A registered Keras serializable ("tl_keras>InferenceWhenFrozen<cls>"), so
+  a saved `model.keras` keeps the behaviour: loaded (after `import
+  tl_keras.models`) and called with `training=True`, its frozen Dropout
+  stays off. The constructor and config are `cls`'s own.
+  """
+  if getattr(cls, "_tl_keras_gated", False):
+    return cls
+  if cls not in _GATED:
+    import keras  # pylint: disable=g-import-not-at-top
+    name = f"InferenceWhenFrozen{cls.__name__}"
+
+    @functools.wraps(cls.call)
+    def call(self, *args, training=None, **kwargs):
+      return cls.call(self, *args,
+                      training=training if self.trainable else False,
+                      **kwargs)
+    _GATED[cls] = keras.saving.register_keras_serializable(
+        package="tl_keras", name=name)(type(name, (cls,), {
+            "call": call, "_tl_keras_gated": True,
+            "__module__": __name__, "__doc__": cls.__doc__}))
+  return _GATED[cls]
+
+
+def register_gated_layers():
+  """Registers the gated classes, so files that hold them load."""
+  for cls in _layer_classes():
+    gated_class(cls)
+
+
 def inference_when_frozen(model):
   """Makes every frozen layer inside `model` run in inference mode.
 
@@ -18,15 +63,21 @@ def inference_when_frozen(model):
   noisier features than the feature cache (and inference) computes.
 
   Layers that are trainable (the unfrozen top, in phase 2) follow the
-  outer `training` as usual. The change is to these Python objects only:
-  saved models are unaffected.
+  outer `training` as usual. Dropout and stochastic depth become their
+  `gated_class`, which a saved `model.keras` keeps; other layers (KerasHub
+  transformer blocks) are gated on these Python objects only.
 
   Returns:
     `model`.
   """
+  classes = _layer_classes()
   for layer in model._flatten_layers(include_self=True):  # pylint: disable=protected-access
-    if getattr(layer, "_tl_keras_inference_when_frozen", False) or (
-        "training" not in inspect.signature(layer.call).parameters):
+    if type(layer) in classes:
+      layer.__class__ = gated_class(type(layer))
+      continue
+    if getattr(layer, "_tl_keras_inference_when_frozen", False) or getattr(
+        layer, "_tl_keras_gated", False) or (
+            "training" not in inspect.signature(layer.call).parameters):
       continue
     layer.call = _gated_call(layer, layer.call)
     layer._tl_keras_inference_when_frozen = True  # pylint: disable=protected-access

@@ -32,6 +32,11 @@ def model_card(record, metrics):
   elif "scratch" in metrics:
     lines.append(f"- the same network trained from scratch: "
                  f"{report.percent(metrics['scratch']['test']['accuracy'])}")
+    if "transfer" in metrics:
+      lines.append(f"- from the pretrained weights: "
+                   f"{report.percent(metrics['transfer']['test']['accuracy'])}")
+    if metrics.get("kept"):
+      lines.append(f"- {metrics['kept']['reason']}")
   if metrics.get("negative_transfer"):
     lines += ["", f"**Warning: {metrics['negative_transfer']}.**"]
   for variant, row in metrics.get("tflite", {}).items():

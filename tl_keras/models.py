@@ -21,6 +21,9 @@ from tl_keras import inputs
 from tl_keras.errors import UserError, unknown_name
 
 apps = keras.applications
+# Saved classifiers hold frozen Dropout as `freezing.gated_class`es: loading
+# one needs them registered, which importing this module does.
+freezing.register_gated_layers()
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")

@@ -227,6 +227,9 @@ def html_report(record, metrics, images):
           percent(metrics["scratch"]["validation"]["best_accuracy"]),
           percent(metrics["scratch"]["test"]["accuracy"])],
          ["gain", "", f"{100 * metrics['transfer_gain']:+.1f} points"]]))
+    if metrics.get("kept"):
+      parts.append(f"<p><b>Exported:</b> {html.escape(metrics['kept']['reason'])}"
+                   ".</p>")
   parts += _recipe_section(record.get("recipe", {}))
   parts += _timings_section(record.get("timings", {}))
   parts += ["<h2>Learning curves</h2>", _img(images, "learning_curves.png"),

@@ -73,6 +73,28 @@ def negative_transfer(metrics):
           "you have enough labels, train from scratch (--weights=none)")
 
 
+def keep_better(metrics, info, scratch_info):
+  """Which of the two trained models the run exports: the lower validation
+  loss (what every choice of the recipe goes by); transfer on a tie.
+
+  Returns:
+    {"model": "transfer" or "scratch", "reason": a sentence for the log,
+    report and model card}.
+  """
+  transfer = (info["best_validation_loss"], info["best_validation_accuracy"])
+  scratch = (scratch_info["best_validation_loss"],
+             scratch_info["best_validation_accuracy"])
+  kept = "scratch" if round(scratch[0], 4) < round(transfer[0], 4) else (
+      "transfer")
+  figures = (f"validation loss {transfer[0]:.4f} (accuracy "
+             f"{transfer[1]:.1%}) from the pretrained weights against "
+             f"{scratch[0]:.4f} ({scratch[1]:.1%}) from scratch")
+  reason = (f"the model trained from scratch is exported: {figures}"
+            if kept == "scratch" else
+            f"the transfer model is exported: {figures}")
+  return {"model": kept, "reason": reason}
+
+
 def _versions():
   import absl  # pylint: disable=g-import-not-at-top
   out = {"python": platform.python_version(), "tensorflow": tf.__version__,
@@ -280,6 +302,17 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
     if warning:
       metrics["negative_transfer"] = warning
       logging.warning("%s", warning)
+    metrics["kept"] = keep_better(metrics, info, scratch_info)
+    logging.info("kept: %s", metrics["kept"]["reason"])
+    if metrics["kept"]["model"] == "scratch":
+      model, info = scratch, {**info, "unpruned_weights": None}
+      metrics["transfer"] = {"test": metrics["test"],
+                             "validation": metrics["validation"]}
+      metrics["test"] = metrics["scratch"]["test"]
+      metrics["validation"] = {
+          **metrics["scratch"]["validation"],
+          "best_epoch": scratch_info["best_epoch"]}
+      fingerprint = training.fingerprint(model)
 
   if chief:
     with artifacts.staged(out) as stage:
