@@ -1,7 +1,7 @@
 """Pruning with quantization: accuracy, size gzipped and latency per file.
 
     python benchmarks/compression.py [--sparsities=0,0.5,0.75] [--blocks=1,8]
-        [--flagfile=flags/quickstart.flags | --family=mobilenetv2
+        [--flagfile=flags/shapes.flags | --family=mobilenetv2
          --image_size=96 --source_epochs=15] [--workdir=DIR]
 
 Runs main.py with the flagfile once per `--prune_sparsity` and
@@ -64,7 +64,7 @@ def main():
   parser.add_argument("--blocks", default="1,8",
                       help="--prune_block values of each pruned run")
   parser.add_argument("--flagfile",
-                      default=os.path.join(REPO, "flags", "quickstart.flags"))
+                      default=os.path.join(REPO, "flags", "shapes.flags"))
   parser.add_argument("--family", default="",
                       help="instead of the flagfile: this model, pretrained "
                       "here on the embedded source task, then transferred "

@@ -35,15 +35,12 @@ check that the script works, not a measurement.
 """
 
 import argparse
-import ast
-import collections
 import csv
 import dataclasses
 import json
 import os
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 
@@ -102,45 +99,23 @@ def main_py(args, out, env=None):
 def write_digits(root):
   """scikit-learn's digits as PNG folders: source/digit0-4, target/5-9."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-  digits = load_digits()
+  from tl_keras import real_data  # pylint: disable=g-import-not-at-top
+  images, labels = real_data.digit_images()
   for name, classes in (("source", range(0, 5)), ("target", range(5, 10))):
     for c in classes:
       folder = os.path.join(root, name, f"digit{c}")
       os.makedirs(folder, exist_ok=True)
-      for i, image in enumerate(digits.images[digits.target == c]):
-        pixels = (image * (255 / 16)).astype(np.uint8)
-        Image.fromarray(pixels).resize((32, 32), Image.BILINEAR).save(
+      for i, image in enumerate(images[labels == c]):
+        Image.fromarray(image[..., 0]).save(
             os.path.join(folder, f"{i}.png"))
   return os.path.join(root, "source"), os.path.join(root, "target")
 
 
 def docstrings():
-  """{top-level package: [docstring, ...]} of the standard library.
-
-  Read with `ast` from the source files (nothing is imported); docstrings
-  of fewer than 5 words are left out, whitespace is collapsed.
-  """
-  root = sysconfig.get_paths()["stdlib"]
-  out = collections.defaultdict(list)
-  for package in SOURCE_PACKAGES + TARGET_PACKAGES:
-    for dirpath, dirs, files in os.walk(os.path.join(root, package)):
-      dirs[:] = sorted(d for d in dirs if "test" not in d)
-      for name in sorted(files):
-        if not name.endswith(".py"):
-          continue
-        try:
-          with open(os.path.join(dirpath, name), encoding="utf-8") as f:
-            tree = ast.parse(f.read())
-        except (SyntaxError, UnicodeDecodeError):
-          continue
-        for node in ast.walk(tree):
-          if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
-                               ast.ClassDef, ast.Module)):
-            text = ast.get_docstring(node)
-            if text and len(text.split()) >= 5:
-              out[package].append(" ".join(text.split()))
-  return out
+  """{top-level package: [docstring, ...]} of the standard library
+  (`real_data.docstrings`)."""
+  from tl_keras import real_data  # pylint: disable=g-import-not-at-top
+  return real_data.docstrings(SOURCE_PACKAGES + TARGET_PACKAGES)
 
 
 def write_docstrings(root, smoke=False):

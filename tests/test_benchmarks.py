@@ -134,3 +134,26 @@ def test_compression_and_pruned_zeros_in_every_export(tmp_path):
   for variant in ("float32", "int8"):
     assert _zeros_in_weights(tmp_path / "s0.5" / f"model_{variant}.tflite") >= (
         pruned["zeros"]), variant
+
+
+def test_real_weights():
+  """Both real networks, every arm, on tiny budgets."""
+  rows = _run("real_weights.py", "--smoke")
+  arms = {(r["arm"], r["task"]): r for r in rows}
+  assert set(arms) == {("task", "digits"), ("exports", "digits"),
+                       ("pruning", "digits"), ("task", "docstrings"),
+                       ("exports", "docstrings")}
+  digits, text = arms["task", "digits"], arms["task", "docstrings"]
+  for row, anchors in ((digits, ("probe", "modelmaker")),
+                       (text, ("probe", "tfidf"))):
+    for arm in ("default", "transfer", "scratch", *anchors):
+      assert 0 <= row[arm] <= 1, (row["task"], arm)
+    assert row["kept"] in ("transfer", "scratch")
+  assert digits["model"] == "efficientnet_lite0"
+  assert text["model"] == "all_minilm_l6_v2"
+  lite = arms["exports", "digits"]["tflite"]
+  assert set(lite) == {"float32", "float16", "dynamic", "int8", "int16x8"}
+  assert 0 <= lite["int8"]["mediapipe_agreement"] <= 1
+  assert 0 <= arms["exports", "docstrings"]["tflite"]["float32"][
+      "mediapipe_agreement"] <= 1
+  assert arms["pruning", "digits"]["sparsity"] > 0.4

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tl_keras import downloads
 from tl_keras import folders
+from tl_keras import real_data
 from tl_keras import synthetic
 from tl_keras.errors import UserError, unknown_name
 
@@ -38,7 +39,8 @@ def load(dataset, *, data_dir="", validation_fraction=0.1, test_fraction=0.1,
   """Loads a dataset by the name given to --dataset.
 
   Args:
-    dataset: "folder", a key of `synthetic.TASKS`, or a TFDS name.
+    dataset: "folder", a key of `synthetic.TASKS`, "digits"
+      (`real_data`), or a TFDS name.
     data_dir: the image folder, or TFDS's data directory.
     validation_fraction: share of train held out when there is no
       validation split.
@@ -57,6 +59,9 @@ def load(dataset, *, data_dir="", validation_fraction=0.1, test_fraction=0.1,
                          skip_bad_images=skip_bad_images)
   elif dataset in synthetic.TASKS:
     splits = load_synthetic(dataset, seed=seed)
+  elif dataset in real_data.IMAGE_TASKS:
+    splits = real_data.load_digits(validation_fraction=validation_fraction,
+                                   test_fraction=test_fraction, seed=seed)
   else:
     splits = load_tfds(dataset, data_dir=data_dir,
                        validation_fraction=validation_fraction)
@@ -165,7 +170,8 @@ def load_tfds(name, *, data_dir="", validation_fraction=0.1):
   substitution is in `notes`.
   """
   builder, (image_key, label_key) = open_tfds(
-      name, data_dir, _find_features, ["folder", *synthetic.TASKS])
+      name, data_dir, _find_features,
+      ["folder", *synthetic.TASKS, *real_data.IMAGE_TASKS])
   info = builder.info
   specs, notes = choose_splits(name, set(info.splits.keys()),
                                 validation_fraction)

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import data
+from tl_keras import real_data
 from tl_keras.errors import UserError
 
 FILE_FORMATS = ("csv", "tsv", "jsonl")
@@ -275,7 +276,8 @@ def load_tfds_text(name, *, data_dir="", validation_fraction=0.1):
   and validation is then cut from train; the notes say so.
   """
   builder, (text_key, label_key) = data.open_tfds(
-      name, data_dir, _find_text_features, [*TEXT_TASKS, *FILE_FORMATS])
+      name, data_dir, _find_text_features,
+      [*TEXT_TASKS, *real_data.TEXT_TASKS, *FILE_FORMATS])
   available = set(builder.info.splits.keys())
   specs, notes = data.choose_splits(
       name, available, validation_fraction)
@@ -318,6 +320,9 @@ def load(dataset, *, data_dir="", text_column="text", label_column="label",
   dataset = IMAGE_TASK_NAMES.get(dataset, dataset)
   if dataset in TEXT_TASKS:
     return load_synthetic_text(dataset, seed=seed)
+  if dataset in real_data.TEXT_TASKS:
+    return real_data.load_docstrings(validation_fraction=validation_fraction,
+                                     test_fraction=test_fraction, seed=seed)
   if dataset in FILE_FORMATS:
     return load_files(data_dir, dataset, text_column=text_column,
                       label_column=label_column,

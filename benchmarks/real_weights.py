@@ -1,0 +1,325 @@
+"""Default flags on real pretrained networks, against the anchors a user has.
+
+    python benchmarks/real_weights.py [--seeds=0,1,2] [--tasks=digits,docstrings]
+                                      [--image_size=0] [--smoke]
+
+Real networks, shipped by Python packages: ImageNet EfficientNet-Lite0
+(`efficientnet_lite0`) and all-MiniLM-L6-v2 (`all_minilm_l6_v2`, a 6-layer
+BERT). Real data, shipped by installed packages (`tl_keras.real_data`):
+scikit-learn's handwritten digits and the docstrings of Python's standard
+library by package.
+
+Per task and seed (JSON line "arm": "task"), test accuracy of:
+  default     main.py with --model, --dataset and --seed only, plus
+              --compare_scratch (the model it exports; "kept" says which).
+  transfer    the run's transfer model (when it exported scratch).
+  scratch     the same network from random weights, same recipe and step
+              budget (the default run's --compare_scratch).
+  probe       scikit-learn LogisticRegression on the standardized frozen
+              features of the same pretrained network, C picked on the
+              validation split (CLIP's protocol).
+  tfidf       text: TF-IDF (words, 1-2 grams) + LogisticRegression, C picked
+              on validation.
+  modelmaker  images: MediaPipe Model Maker's image-classifier recipe in
+              plain Keras on the same backbone and splits (its defaults,
+              from mediapipe/model_maker/python/vision/image_classifier:
+              frozen backbone, dropout 0.2, L2 1e-4 on the head, label
+              smoothing 0.1, RMSprop(rho 0.9, momentum 0.9, eps 1e-3) at
+              0.001 x batch 2 / 256 with 2 warmup epochs, 10 epochs,
+              random crop and flip).
+All arms of a seed see the same splits; they differ in how the model is
+trained, as named. Then, for seed 0 of each task ("arm": "exports"), the
+default run's TFLite files: accuracy and agreement with Keras on the test
+split, size, gzipped size, 1- and 2-thread latency; and MediaPipe Tasks'
+classifier on the float32 (and int8) file: agreement with Keras's top-1.
+For images, "arm": "pruning": the same run with --prune_sparsity=0.5,
+test accuracy and gzipped float32 size against the unpruned run.
+`--smoke`: tiny budgets and images, one seed: a check that the script
+runs, not a measurement.
+"""
+
+import argparse
+import dataclasses
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TASKS = {"digits": ("image", "efficientnet_lite0"),
+         "docstrings": ("text", "all_minilm_l6_v2")}
+IMAGE_EXPORTS = ("saved_model,tflite_float32,tflite_float16,tflite_dynamic,"
+                 "tflite_int8,tflite_int16x8")
+TEXT_EXPORTS = "saved_model,tflite_float32,tflite_float16,tflite_dynamic"
+SMOKE = ["--max_train_samples=40", "--min_steps=0", "--head_epochs=1",
+         "--finetune_epochs=1", "--finetune_lr=1e-3", "--parity_samples=20",
+         "--calibration_samples=8"]
+
+
+def main_py(args, out):
+  """main.py as a user runs it; returns (metrics, run record, seconds)."""
+  start = time.time()
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "main.py"), *args,
+       f"--output_dir={out}", "--overwrite"], cwd=REPO, capture_output=True,
+      text=True, check=False)
+  if result.returncode:
+    raise RuntimeError(f"main.py {' '.join(args)} failed:\n"
+                       f"{result.stderr[-3000:]}")
+  with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+    metrics = json.load(f)
+  with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
+    record = json.load(f)
+  return metrics, record, time.time() - start
+
+
+def _config(args):
+  from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
+  flags = dict(a[2:].split("=", 1) for a in args if "=" in a)
+  fields = {f.name: f.type for f in dataclasses.fields(config_lib.Config)}
+  return config_lib.Config(**{k: fields[k](v) for k, v in flags.items()
+                              if k in fields})
+
+
+def _splits_and_model(args):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tl_keras import families  # pylint: disable=g-import-not-at-top
+  config = _config(args)
+  family = families.find(config.model)
+  raw = family.load_splits(config)
+  model = family.build(config, raw.num_classes, tf.distribute.get_strategy())
+  return config, family, raw, model
+
+
+def _pick_c(fit, x, y, xv, yv):
+  """LogisticRegression at each C; the one best on validation."""
+  best = None
+  for c in 10.0 ** np.arange(-4, 4.01, 0.5):
+    model = fit(c).fit(x, y)
+    score = model.score(xv, yv)
+    if best is None or score > best[0]:
+      best = (score, c, model)
+  return best[2], best[1]
+
+
+def probe_accuracy(args):
+  """Test accuracy of a linear probe on the pretrained frozen features."""
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
+  from tl_keras import training  # pylint: disable=g-import-not-at-top
+  config, family, raw, model = _splits_and_model(args)
+  splits = family.prepare_splits(raw, model)
+  features = {}
+  for split in ("train", "validation", "test"):
+    view = dataclasses.replace(
+        splits, validation=getattr(splits, split),
+        sizes={**splits.sizes, "validation": splits.sizes[split]})
+    cache = training.FeatureCache(model, view, image_size=family.image_size(
+        config), batch_size=64)
+    x, y = zip(*cache.validation.as_numpy_iterator())
+    features[split] = np.stack(x), np.array(y)
+  scaler = StandardScaler().fit(features["train"][0])
+  x = {k: scaler.transform(v[0]) for k, v in features.items()}
+  best, c = _pick_c(lambda c: LogisticRegression(C=c, max_iter=3000),
+                    x["train"], features["train"][1], x["validation"],
+                    features["validation"][1])
+  return float(best.score(x["test"], features["test"][1])), c
+
+
+def tfidf_accuracy(args):
+  """Test accuracy of TF-IDF + LogisticRegression on the same splits."""
+  from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  from tl_keras import text_data  # pylint: disable=g-import-not-at-top
+  config = _config(args)
+  from tl_keras import families  # pylint: disable=g-import-not-at-top
+  raw = families.find(config.model).load_splits(config)
+  texts = {s: text_data.texts_of(getattr(raw, s)) for s in
+           ("train", "validation", "test")}
+  vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True,
+                               min_df=1).fit(texts["train"][0])
+  x = {s: vectorizer.transform(t[0]) for s, t in texts.items()}
+  best, c = _pick_c(lambda c: LogisticRegression(C=c, max_iter=3000),
+                    x["train"], texts["train"][1], x["validation"],
+                    texts["validation"][1])
+  return float(best.score(x["test"], texts["test"][1])), c
+
+
+def modelmaker_accuracy(args, smoke=False):
+  """Model Maker's image-classifier recipe, in plain Keras (see the module
+  docstring), on the run's backbone, size and splits."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tl_keras import inputs  # pylint: disable=g-import-not-at-top
+  from tl_keras import models  # pylint: disable=g-import-not-at-top
+  config, family, raw, _ = _splits_and_model(args)
+  size = family.image_size(config)
+  keras.utils.set_random_seed(config.seed)
+  model = models.build_classifier(config.model, raw.num_classes,
+                                  image_size=size, weights=config.weights,
+                                  dropout=0.2)
+  dense = model.get_layer("classifier")
+  dense.kernel_regularizer = keras.regularizers.L2(1e-4)
+  batch, epochs, warmup = 2, 1 if smoke else 10, 2
+  steps = raw.sizes["train"] // batch
+
+  def augment(image, label):
+    image = tf.image.resize(image, (size, size), antialias=True)
+    box = tf.image.sample_distorted_bounding_box(
+        tf.shape(image), tf.zeros([0, 0, 4]), area_range=(0.05, 1.0),
+        aspect_ratio_range=(0.75, 1.33), min_object_covered=0.1,
+        use_image_if_no_bounding_boxes=True)
+    crop = tf.slice(image, box[0], box[1])
+    crop = tf.image.random_flip_left_right(
+        tf.image.resize(crop, (size, size)))
+    return crop, tf.one_hot(label, raw.num_classes)
+
+  train = raw.train.map(augment).shuffle(1000, seed=config.seed).batch(
+      batch, drop_remainder=True)
+  rate = 0.001 * batch / 256
+  schedule = keras.optimizers.schedules.CosineDecay(
+      0.0, max(steps * epochs, 10000 * 256 // batch), warmup_target=rate,
+      warmup_steps=warmup * steps)
+  model.compile(keras.optimizers.RMSprop(schedule, rho=0.9, momentum=0.9,
+                                         epsilon=0.001),
+                keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+                metrics=["accuracy"])
+  model.fit(train.repeat(), steps_per_epoch=steps, epochs=epochs, verbose=0)
+  test = raw.test.map(lambda x, y: (tf.cast(inputs.resize(x, size),
+                                            tf.float32), y)).batch(64)
+  hits = total = 0
+  for x, y in test:
+    hits += int(np.sum(np.argmax(model(x, training=False), -1) == y.numpy()))
+    total += len(y)
+  return hits / total
+
+
+def mediapipe_agreement(run_dir, variant, kind, limit=200):
+  """Share of test examples where MediaPipe Tasks' classifier on the file
+  picks Keras's top-1 class."""
+  from tl_keras import predictors  # pylint: disable=g-import-not-at-top
+  from tl_keras import families  # pylint: disable=g-import-not-at-top
+  from tl_keras import inputs  # pylint: disable=g-import-not-at-top
+  from tl_keras import serving as serving_lib  # pylint: disable=g-import-not-at-top
+  from mediapipe.tasks.python.core import base_options  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
+    record = json.load(f)
+  config = _config([f"--{k}={v}" for k, v in record["config"].items()])
+  raw = families.find(config.model).load_splits(config)
+  keras_model = predictors.load(run_dir)
+  path = os.path.join(run_dir, f"model_{variant}.tflite")
+  options = dict(base_options=base_options.BaseOptions(
+      model_asset_path=path), max_results=1)
+  if kind == "image":
+    import mediapipe as mp  # pylint: disable=g-import-not-at-top
+    from mediapipe.tasks.python import vision  # pylint: disable=g-import-not-at-top
+    examples, _ = inputs.to_numpy(raw.test, record["model"]["image_size"],
+                                  limit=limit)
+    with vision.ImageClassifier.create_from_options(
+        vision.ImageClassifierOptions(**options)) as classifier:
+      got = [classifier.classify(mp.Image(
+          image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(x)))
+             .classifications[0].categories[0].index for x in examples]
+  else:
+    from mediapipe.tasks.python import text  # pylint: disable=g-import-not-at-top
+    examples, _ = serving_lib.TextServing.examples(raw.test, limit=limit)
+    with text.TextClassifier.create_from_options(
+        text.TextClassifierOptions(**options)) as classifier:
+      got = [classifier.classify(t).classifications[0].categories[0].index
+             for t in examples]
+  expected = keras_model.predict(examples).argmax(-1)
+  return float(np.mean(np.asarray(got) == expected)), len(got)
+
+
+def _gzipped(path):
+  with open(path, "rb") as f:
+    return len(gzip.compress(f.read()))
+
+
+def run_seed(task, seed, workdir, image_size, smoke):
+  kind, model = TASKS[task]
+  args = [f"--model={model}", f"--dataset={task}", f"--seed={seed}"]
+  if image_size and kind == "image":
+    args.append(f"--image_size={image_size}")
+  if smoke:
+    args += SMOKE + (["--image_size=32"] if kind == "image" else
+                     ["--sequence_length=16"])
+  exports = IMAGE_EXPORTS if kind == "image" else TEXT_EXPORTS
+  out = os.path.join(workdir, f"{task}_seed{seed}")
+  metrics, record, seconds = main_py(
+      [*args, "--compare_scratch", f"--export={exports if seed == 0 else ''}"],
+      out)
+  row = {"benchmark": "real_weights", "arm": "task", "task": task,
+         "model": model, "seed": seed, "sizes": record["data"]["sizes"],
+         "image_size": record["model"].get("image_size"),
+         "default": metrics["test"]["accuracy"],
+         "kept": metrics.get("kept", {}).get("model", "transfer"),
+         "transfer": metrics.get("transfer", metrics)["test"]["accuracy"],
+         "scratch": metrics["scratch"]["test"]["accuracy"],
+         "default_seconds": round(seconds, 1),
+         "timings": {k: round(v, 1) for k, v in record["timings"].items()}}
+  row["probe"], row["probe_c"] = probe_accuracy(args)
+  if kind == "text":
+    row["tfidf"], row["tfidf_c"] = tfidf_accuracy(args)
+  else:
+    start = time.time()
+    row["modelmaker"] = modelmaker_accuracy(args, smoke)
+    row["modelmaker_seconds"] = round(time.time() - start, 1)
+  print(json.dumps(row), flush=True)
+  if seed != 0:
+    return
+  exports = {"benchmark": "real_weights", "arm": "exports", "task": task,
+             "keras_accuracy": metrics["test"]["accuracy"], "tflite": {
+                 v: {k: r.get(k) for k in (
+                     "accuracy", "agreement", "size_bytes",
+                     "compressed_bytes", "latency_ms_1_thread", "latency_ms",
+                     "examples")}
+                 for v, r in metrics.get("tflite", {}).items()}}
+  for variant in ("float32", "int8") if kind == "image" else ("float32",):
+    if variant in exports["tflite"]:
+      exports["tflite"][variant]["mediapipe_agreement"], _ = (
+          mediapipe_agreement(out, variant, kind))
+  print(json.dumps(exports), flush=True)
+  if kind == "image":
+    pruned_out = os.path.join(workdir, f"{task}_pruned")
+    pruned, _, seconds = main_py(
+        [*args, "--prune_sparsity=0.5", "--export=tflite_float32,tflite_int8"],
+        pruned_out)
+    print(json.dumps({
+        "benchmark": "real_weights", "arm": "pruning", "task": task,
+        "sparsity": pruned.get("pruning", {}).get("sparsity"),
+        "test": pruned["test"]["accuracy"],
+        "unpruned_test": metrics.get("transfer", metrics)["test"]["accuracy"],
+        "gzipped_float32": _gzipped(os.path.join(pruned_out,
+                                                 "model_float32.tflite")),
+        "unpruned_gzipped_float32": _gzipped(os.path.join(
+            out, "model_float32.tflite")),
+        "seconds": round(seconds, 1)}), flush=True)
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--tasks", default=",".join(TASKS))
+  parser.add_argument("--image_size", type=int, default=0,
+                      help="images only; 0: the network's own (224 px)")
+  parser.add_argument("--workdir", default="")
+  parser.add_argument("--smoke", action="store_true")
+  args = parser.parse_args()
+  seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
+  workdir = args.workdir or tempfile.mkdtemp(prefix="real_weights_")
+  for task in args.tasks.split(","):
+    for seed in seeds:
+      run_seed(task, seed, workdir, args.image_size, args.smoke)
+
+
+if __name__ == "__main__":
+  main()
