@@ -1,8 +1,24 @@
 """Phase 1 with and without the feature cache: images/s and accuracy.
 
     python benchmarks/head_phase.py [--epochs=5,30]
+    python benchmarks/head_phase.py --probe_table [--sizes=1000,5000,20000,50000]
+    python benchmarks/head_phase.py --whole_process
 
-Prints one JSON line per model: the head trained in the loop, its training
+`--probe_table`: `probe.fit` (scikit-learn's LogisticRegression, L-BFGS,
+warm-started along the 13 L2 strengths, one BLAS thread) against plain
+scikit-learn (a cold L-BFGS fit at each of the same 13 strengths, its
+default settings and threads), on the same random Gaussian-cluster features
+(N training examples x D features, C classes; validation 20% of N, at most
+5,000): seconds and validation accuracy of the strength with the lowest
+validation loss. The arms differ only in the solver's path and threads.
+`--whole_process`: `main.py` head-only on the embedded 5,000-image source
+task with the feature cache (default) and with `--feature_cache=off`, both
+arms `--augment=none` (the same images every epoch), wall seconds of the
+whole process and their ratio.
+
+Without either: one JSON line per model, both arms unaugmented (the cached
+arm trains on one unaugmented view, so the uncached arm reads the same
+images): the head trained in the loop, its training
 images per second (epochs x training images / wall seconds, the cache's
 one-off feature pass included) without and with the feature cache, the
 ratio, the ratio per epoch once the features exist, the best validation
@@ -25,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tl_keras import data  # pylint: disable=g-import-not-at-top
@@ -52,7 +69,7 @@ def head_phase(name, size, splits, epochs, cached, weights):
   history, _ = training.train_phase(
       model, training.PhaseSpec("head", epochs, 3e-3), splits,
       training.Context(tf.distribute.get_strategy(), size, 64,
-                       augment=not cached), best=best, features=features)
+                       augment=False), best=best, features=features)
   seconds = time.perf_counter() - start
   images = epochs * splits.sizes["train"]
   return {"rate": images / seconds, "seconds": seconds,
@@ -80,14 +97,98 @@ def epochs_to_reach(curve, target):
               None)
 
 
+def _clusters(n, dim, classes, seed):
+  """Gaussian clusters, centers 2 standard deviations apart on average."""
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(classes, dim)) * 2 / np.sqrt(dim)
+  labels = rng.integers(0, classes, n)
+  x = centers[labels] + rng.normal(size=(n, dim))
+  return np.maximum(x, 0).astype(np.float32), labels.astype(np.int32)
+
+
+def probe_row(n, dim, classes, seed=0):
+  """One row of the probe table: ours against plain scikit-learn."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  from sklearn.exceptions import ConvergenceWarning  # pylint: disable=g-import-not-at-top
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  validation = min(5000, n // 5)
+  x, y = _clusters(n + validation, dim, classes, seed)
+  x, y, xv, yv = x[:n], y[:n], x[n:], y[n:]
+  start = time.perf_counter()
+  fit = probe.fit(tf.data.Dataset.from_tensor_slices((x, y)),
+                  tf.data.Dataset.from_tensor_slices((xv, yv)), classes)
+  ours = time.perf_counter() - start
+  start = time.perf_counter()
+  mean, std = probe.standardization(x)
+  xs, xvs = (x - mean) / std, (xv - mean) / std
+  best = None
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    for strength in probe.STRENGTHS:
+      model = LogisticRegression(C=1 / (strength * n)).fit(xs, y)
+      p = np.clip(model.predict_proba(xvs)[np.arange(len(yv)), yv], 1e-12, 1)
+      loss = float(-np.mean(np.log(p)))
+      if best is None or round(loss, 4) < round(best[0], 4):
+        best = (loss, float(np.mean(model.predict(xvs) == yv)))
+  theirs = time.perf_counter() - start
+  return {"benchmark": "head_phase", "table": "probe", "n": n, "dim": dim,
+          "classes": classes, "validation": validation,
+          "seconds": {"probe": round(ours, 2), "sklearn": round(theirs, 2)},
+          "ratio": round(ours / theirs, 3),
+          "validation_accuracy": {"probe": round(fit.validation_accuracy, 4),
+                                  "sklearn": round(best[1], 4)},
+          "probe_iterations": fit.iterations, "cpu_count": os.cpu_count()}
+
+
+def whole_process(smoke=False):
+  """main.py head-only, cached against --feature_cache=off."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  args = ["--model=convnet_small", "--weights=synthetic",
+          "--dataset=synthetic_source", "--head_epochs=10",
+          "--finetune_epochs=0", "--batch_size=64", "--export=saved_model",
+          "--augment=none"]
+  if smoke:
+    args += ["--max_train_samples=128", "--head_epochs=1", "--min_steps=0",
+             "--pretrain_epochs=1", "--weights=none"]
+  seconds = {}
+  for arm, flag in (("cached", "auto"), ("uncached", "off")):
+    out = tempfile.mkdtemp(prefix="head_phase_")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, os.path.join(repo, "main.py"), *args,
+                    f"--feature_cache={flag}", f"--output_dir={out}"],
+                   check=True, capture_output=True, cwd=repo)
+    seconds[arm] = round(time.perf_counter() - start, 2)
+  return {"benchmark": "head_phase", "table": "whole_process",
+          "seconds": seconds,
+          "speedup": round(seconds["uncached"] / seconds["cached"], 2),
+          "cpu_count": os.cpu_count()}
+
+
 def main():
   parser = argparse.ArgumentParser()
+  parser.add_argument("--probe_table", action="store_true")
+  parser.add_argument("--sizes", default="1000,5000,20000,50000")
+  parser.add_argument("--dims", default="128,1280,2048")
+  parser.add_argument("--classes", default="10,100")
+  parser.add_argument("--whole_process", action="store_true")
   parser.add_argument("--epochs", default="5,30",
                       help="comma list of head-phase lengths to measure")
   parser.add_argument("--smoke", action="store_true",
                       help="random-init convnet_small, 64 images, 1 epoch: "
                       "a check that the script runs")
   args = parser.parse_args()
+  if args.probe_table:
+    shape = ((200,), (16,), (3,)) if args.smoke else tuple(
+        [int(v) for v in a.split(",")] for a in (args.sizes, args.dims,
+                                                 args.classes))
+    for n, dim, classes in itertools.product(*shape):
+      print(json.dumps(probe_row(n, dim, classes)), flush=True)
+    return
+  if args.whole_process:
+    print(json.dumps(whole_process(args.smoke)), flush=True)
+    return
   cases = CASES
   if args.smoke:
     cases, args.epochs = (("convnet_small", 32, 64, None),), "1"

@@ -43,7 +43,6 @@ import dataclasses
 import gzip
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +52,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from transfer_suite import main_py, probe_accuracy  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TASKS = {"digits": ("image", "efficientnet_lite0"),
          "docstrings": ("text", "all_minilm_l6_v2")}
@@ -64,39 +65,12 @@ SMOKE = ["--max_train_samples=40", "--min_steps=0", "--head_epochs=1",
          "--calibration_samples=8"]
 
 
-def main_py(args, out):
-  """main.py as a user runs it; returns (metrics, run record, seconds)."""
-  start = time.time()
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO, "main.py"), *args,
-       f"--output_dir={out}", "--overwrite"], cwd=REPO, capture_output=True,
-      text=True, check=False)
-  if result.returncode:
-    raise RuntimeError(f"main.py {' '.join(args)} failed:\n"
-                       f"{result.stderr[-3000:]}")
-  with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
-    metrics = json.load(f)
-  with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
-    record = json.load(f)
-  return metrics, record, time.time() - start
-
-
 def _config(args):
   from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
   flags = dict(a[2:].split("=", 1) for a in args if "=" in a)
   fields = {f.name: f.type for f in dataclasses.fields(config_lib.Config)}
   return config_lib.Config(**{k: fields[k](v) for k, v in flags.items()
                               if k in fields})
-
-
-def _splits_and_model(args):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tl_keras import families  # pylint: disable=g-import-not-at-top
-  config = _config(args)
-  family = families.find(config.model)
-  raw = family.load_splits(config)
-  model = family.build(config, raw.num_classes, tf.distribute.get_strategy())
-  return config, family, raw, model
 
 
 def _pick_c(fit, x, y, xv, yv):
@@ -108,30 +82,6 @@ def _pick_c(fit, x, y, xv, yv):
     if best is None or score > best[0]:
       best = (score, c, model)
   return best[2], best[1]
-
-
-def probe_accuracy(args):
-  """Test accuracy of a linear probe on the pretrained frozen features."""
-  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
-  from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
-  from tl_keras import training  # pylint: disable=g-import-not-at-top
-  config, family, raw, model = _splits_and_model(args)
-  splits = family.prepare_splits(raw, model)
-  features = {}
-  for split in ("train", "validation", "test"):
-    view = dataclasses.replace(
-        splits, validation=getattr(splits, split),
-        sizes={**splits.sizes, "validation": splits.sizes[split]})
-    cache = training.FeatureCache(model, view, image_size=family.image_size(
-        config), batch_size=64)
-    x, y = zip(*cache.validation.as_numpy_iterator())
-    features[split] = np.stack(x), np.array(y)
-  scaler = StandardScaler().fit(features["train"][0])
-  x = {k: scaler.transform(v[0]) for k, v in features.items()}
-  best, c = _pick_c(lambda c: LogisticRegression(C=c, max_iter=3000),
-                    x["train"], features["train"][1], x["validation"],
-                    features["validation"][1])
-  return float(best.score(x["test"], features["test"][1])), c
 
 
 def tfidf_accuracy(args):
@@ -160,7 +110,10 @@ def modelmaker_accuracy(args, smoke=False):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tl_keras import inputs  # pylint: disable=g-import-not-at-top
   from tl_keras import models  # pylint: disable=g-import-not-at-top
-  config, family, raw, _ = _splits_and_model(args)
+  from tl_keras import families  # pylint: disable=g-import-not-at-top
+  config = _config(args)
+  family = families.find(config.model)
+  raw = family.load_splits(config)
   size = family.image_size(config)
   keras.utils.set_random_seed(config.seed)
   model = models.build_classifier(config.model, raw.num_classes,

@@ -36,6 +36,15 @@ def test_head_phase():
   assert 0 <= row["best_validation_accuracy"]["probe"] <= 1
 
 
+def test_head_phase_probe_table_and_whole_process():
+  (row,) = _run("head_phase.py", "--probe_table", "--smoke")
+  assert row["table"] == "probe" and row["n"] == 200
+  assert row["seconds"]["probe"] > 0 and row["seconds"]["sklearn"] > 0
+  assert 0 <= row["validation_accuracy"]["probe"] <= 1
+  (row,) = _run("head_phase.py", "--whole_process", "--smoke")
+  assert row["seconds"]["cached"] > 0 and row["speedup"] > 0
+
+
 def test_pipeline():
   (row,) = _run("pipeline.py", "--smoke")
   assert row["pipeline_images_per_second"] > 0
