@@ -151,13 +151,14 @@ def whole_process(smoke=False):
           "--augment=none"]
   if smoke:
     args += ["--max_train_samples=128", "--head_epochs=1", "--min_steps=0",
-             "--pretrain_epochs=1", "--weights=none"]
+             "--weights=none", "--finetune_epochs=1"]
   seconds = {}
   for arm, flag in (("cached", "auto"), ("uncached", "off")):
     out = tempfile.mkdtemp(prefix="head_phase_")
     start = time.perf_counter()
     subprocess.run([sys.executable, os.path.join(repo, "main.py"), *args,
-                    f"--feature_cache={flag}", f"--output_dir={out}"],
+                    f"--feature_cache={flag}", f"--output_dir={out}",
+                    "--overwrite"],
                    check=True, capture_output=True, cwd=repo)
     seconds[arm] = round(time.perf_counter() - start, 2)
   return {"benchmark": "head_phase", "table": "whole_process",

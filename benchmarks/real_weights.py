@@ -61,8 +61,11 @@ IMAGE_EXPORTS = ("saved_model,tflite_float32,tflite_float16,tflite_dynamic,"
                  "tflite_int8,tflite_int16x8")
 TEXT_EXPORTS = "saved_model,tflite_float32,tflite_float16,tflite_dynamic"
 SMOKE = ["--max_train_samples=40", "--min_steps=0", "--head_epochs=1",
-         "--finetune_epochs=1", "--finetune_lr=1e-3", "--parity_samples=20",
-         "--calibration_samples=8"]
+         "--finetune_epochs=1", "--finetune_lr=1e-3", "--batchnorm=frozen",
+         "--parity_samples=20", "--calibration_samples=8",
+         "--max_accuracy_drop=-1"]
+SMOKE_EXPORTS = {"image": "tflite_float32,tflite_int8",
+                 "text": "tflite_float32"}
 
 
 def _config(args):
@@ -206,6 +209,8 @@ def run_seed(task, seed, workdir, image_size, smoke):
     args += SMOKE + (["--image_size=32"] if kind == "image" else
                      ["--sequence_length=16"])
   exports = IMAGE_EXPORTS if kind == "image" else TEXT_EXPORTS
+  if smoke:
+    exports = SMOKE_EXPORTS[kind]
   out = os.path.join(workdir, f"{task}_seed{seed}")
   metrics, record, seconds = main_py(
       [*args, "--compare_scratch", f"--export={exports if seed == 0 else ''}"],
@@ -244,7 +249,7 @@ def run_seed(task, seed, workdir, image_size, smoke):
   if kind == "image":
     pruned_out = os.path.join(workdir, f"{task}_pruned")
     pruned, _, seconds = main_py(
-        [*args, "--prune_sparsity=0.5", "--export=tflite_float32,tflite_int8"],
+        [*args, "--prune_sparsity=0.5", "--export=tflite_float32"],
         pruned_out)
     print(json.dumps({
         "benchmark": "real_weights", "arm": "pruning", "task": task,
