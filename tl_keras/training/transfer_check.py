@@ -5,7 +5,9 @@ a narrow source task (five digits, six software packages) can specialize
 its features until a linear probe on them does worse than one on the same
 network at random initialization; fine-tuning from such weights then ends
 below training from scratch at the same budget (negative transfer). Real
-pretrained backbones (ImageNet, BERT) pass this check by a wide margin.
+pretrained backbones pass this check by a wide margin (ImageNet
+EfficientNet-Lite0 on scikit-learn's digits: held-out loss 0.17 against
+1.82, 61 standard errors).
 
 The check costs one pass of the randomly initialized network over a capped
 sample of the training and validation examples, and two cross-validated
