@@ -1,7 +1,8 @@
 """Default flags on real pretrained networks, against the anchors a user has.
 
     python benchmarks/real_weights.py [--seeds=0,1,2] [--tasks=digits,docstrings]
-                                      [--image_size=0] [--smoke]
+                                      [--image_size=0] [--sequence_length=0]
+                                      [--smoke]
 
 Real networks, shipped by Python packages: ImageNet EfficientNet-Lite0
 (`efficientnet_lite0`) and all-MiniLM-L6-v2 (`all_minilm_l6_v2`, a 6-layer
@@ -200,11 +201,13 @@ def _gzipped(path):
     return len(gzip.compress(f.read()))
 
 
-def run_seed(task, seed, workdir, image_size, smoke):
+def run_seed(task, seed, workdir, image_size, sequence_length, smoke):
   kind, model = TASKS[task]
   args = [f"--model={model}", f"--dataset={task}", f"--seed={seed}"]
   if image_size and kind == "image":
     args.append(f"--image_size={image_size}")
+  if sequence_length and kind == "text":
+    args.append(f"--sequence_length={sequence_length}")
   if smoke:
     args += SMOKE + (["--image_size=32"] if kind == "image" else
                      ["--sequence_length=16"])
@@ -269,6 +272,8 @@ def main():
   parser.add_argument("--tasks", default=",".join(TASKS))
   parser.add_argument("--image_size", type=int, default=0,
                       help="images only; 0: the network's own (224 px)")
+  parser.add_argument("--sequence_length", type=int, default=0,
+                      help="text only; 0: the default (128 tokens)")
   parser.add_argument("--workdir", default="")
   parser.add_argument("--smoke", action="store_true")
   args = parser.parse_args()
@@ -276,7 +281,8 @@ def main():
   workdir = args.workdir or tempfile.mkdtemp(prefix="real_weights_")
   for task in args.tasks.split(","):
     for seed in seeds:
-      run_seed(task, seed, workdir, args.image_size, args.smoke)
+      run_seed(task, seed, workdir, args.image_size, args.sequence_length,
+               args.smoke)
 
 
 if __name__ == "__main__":

