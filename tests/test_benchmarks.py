@@ -36,11 +36,15 @@ def test_head_phase():
   assert 0 <= row["best_validation_accuracy"]["probe"] <= 1
 
 
-def test_head_phase_probe_table_and_whole_process():
+def test_head_phase_probe_table():
   (row,) = _run("head_phase.py", "--probe_table", "--smoke")
   assert row["table"] == "probe" and row["n"] == 200
   assert row["seconds"]["probe"] > 0 and row["seconds"]["sklearn"] > 0
   assert 0 <= row["validation_accuracy"]["probe"] <= 1
+
+
+@pytest.mark.slow
+def test_head_phase_whole_process():
   (row,) = _run("head_phase.py", "--whole_process", "--smoke")
   assert row["seconds"]["cached"] > 0 and row["speedup"] > 0
 
