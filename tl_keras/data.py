@@ -6,7 +6,6 @@ images keep their own sizes; `inputs.input_fn` resizes, caches, augments and
 batches them for whichever distribution strategy runs the loop.
 """
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -17,21 +16,7 @@ from tl_keras import folders
 from tl_keras import real_data
 from tl_keras import synthetic
 from tl_keras.errors import UserError, unknown_name
-
-@dataclasses.dataclass
-class Splits:
-  """A dataset ready for training: three splits and what they hold."""
-  train: tf.data.Dataset
-  validation: tf.data.Dataset
-  test: tf.data.Dataset
-  sizes: dict  # split name -> number of examples
-  class_names: list
-  notes: list = dataclasses.field(default_factory=list)  # said in the log
-  skipped: list = dataclasses.field(default_factory=list)  # bad image files
-
-  @property
-  def num_classes(self):
-    return len(self.class_names)
+from tl_keras.splits import Splits  # noqa: F401  (also as data.Splits)
 
 
 def load(dataset, *, data_dir="", validation_fraction=0.1, test_fraction=0.1,

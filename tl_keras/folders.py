@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from tl_keras import data
+from tl_keras.splits import Splits
 from tl_keras.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -106,7 +106,7 @@ def load_folder(path, *, validation_fraction=0.1, test_fraction=0.1, seed=0,
                 decode_image(tf.io.read_file(p)), o), l),
             num_parallel_calls=tf.data.AUTOTUNE)
     sizes[split] = len(pairs)
-  return data.Splits(**out, sizes=sizes, class_names=class_names, notes=notes,
+  return Splits(**out, sizes=sizes, class_names=class_names, notes=notes,
                 skipped=sorted(bad))
 
 

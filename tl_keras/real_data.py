@@ -21,6 +21,8 @@ import sysconfig
 import numpy as np
 import tensorflow as tf
 
+from tl_keras.splits import Splits
+
 IMAGE_TASKS = ("digits",)
 TEXT_TASKS = ("docstrings",)
 # The packages `docstrings` classifies, and the docstrings' minimum length.
@@ -46,12 +48,11 @@ def stratified_split(labels, validation_fraction, test_fraction, seed):
 
 def _splits(examples, labels, class_names, name, validation_fraction,
             test_fraction, seed):
-  from tl_keras import data  # pylint: disable=g-import-not-at-top
   labels = np.asarray(labels, np.int32)
   index = stratified_split(labels, validation_fraction, test_fraction, seed)
   out = {split: tf.data.Dataset.from_tensor_slices(
       (examples[i], labels[i])) for split, i in index.items()}
-  return data.Splits(
+  return Splits(
       **out, sizes={k: len(v) for k, v in index.items()},
       class_names=list(class_names),
       notes=[f"{name}: {len(labels)} real examples shipped with an installed "

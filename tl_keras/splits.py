@@ -1,0 +1,21 @@
+"""`Splits`: what every dataset loader returns."""
+
+import dataclasses
+
+import tensorflow as tf
+
+
+@dataclasses.dataclass
+class Splits:
+  """A dataset ready for training: three splits and what they hold."""
+  train: tf.data.Dataset
+  validation: tf.data.Dataset
+  test: tf.data.Dataset
+  sizes: dict  # split name -> number of examples
+  class_names: list
+  notes: list = dataclasses.field(default_factory=list)  # said in the log
+  skipped: list = dataclasses.field(default_factory=list)  # bad image files
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
