@@ -160,3 +160,10 @@ def write_labels(path, class_names):
 def read_labels(path):
   with open(path, encoding="utf-8") as f:
     return [line.rstrip("\n") for line in f if line.rstrip("\n")]
+
+
+def cache_dir():
+  """Where tl_keras keeps what it makes once and reuses: source-task
+  weights, unpacked packaged models ($TL_KERAS_CACHE or ~/.keras/tl_keras)."""
+  return os.environ.get("TL_KERAS_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".keras", "tl_keras")

@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 
+from tl_keras import artifacts
 from tl_keras import data
 from tl_keras import models
 from tl_keras import training
@@ -26,10 +27,7 @@ IMAGE_TARGET = 0.98
 IMAGE_ROUNDS = 3
 
 
-def cache_dir():
-  """Where pretrained backbones are kept ($TL_KERAS_CACHE or ~/.keras)."""
-  return os.environ.get("TL_KERAS_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".keras", "tl_keras")
+cache_dir = artifacts.cache_dir
 
 
 def synthetic_weights(model_name, image_size, *, epochs, seed, strategy):

