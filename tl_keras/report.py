@@ -336,6 +336,7 @@ TIMINGS = (
     ("setup_seconds", "setup: data, model, weights"),
     ("features_seconds", "phase 1: feature pass through the frozen base"),
     ("probe_seconds", "phase 1: linear probe (L2 grid)"),
+    ("loop_head_seconds", "phase 1: head trained in the loop"),
     ("transfer_check_seconds", "transfer check"),
     ("trials_seconds", "phase 2: learning-rate trials"),
     ("continuation_seconds", "phase 2: the winning trial's continuation"),
@@ -354,15 +355,10 @@ def timing_rows(timings):
     timings["continuation_seconds"] = timings["finetune_seconds"] - timings.get(
         "trials_seconds", 0.0)
   if "features_seconds" not in timings and "head_seconds" in timings:
-    timings["features_seconds"] = None  # the head trained in the loop
+    timings["loop_head_seconds"] = timings["head_seconds"]
   total = timings.get("total_seconds") or 0.0
-  rows = []
-  for key, what in TIMINGS:
-    if key == "features_seconds" and timings.get(key, 0) is None:
-      key, what = "head_seconds", "phase 1: head trained in the loop"
-    if timings.get(key) is not None:
-      rows.append((what, timings[key], timings[key] / total if total else 0))
-  return rows
+  return [(what, timings[key], timings[key] / total if total else 0)
+          for key, what in TIMINGS if key in timings]
 
 
 def _timings_section(timings):
