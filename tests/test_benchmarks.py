@@ -161,7 +161,7 @@ def test_real_weights_on_images():
   arms = _real_weights("digits")
   assert set(arms) == {"task", "exports", "pruning"}
   row = arms["task"]
-  assert row["model"] == "efficientnet_lite0"
+  assert row["model"] == "efficientnet_lite0" and not row["kept_aside"]
   for arm in ("default", "transfer", "scratch", "probe", "modelmaker"):
     assert 0 <= row[arm] <= 1, arm
   assert row["kept"] in ("transfer", "scratch")
@@ -182,3 +182,14 @@ def test_real_weights_on_text():
   for arm in ("default", "transfer", "scratch", "probe", "tfidf"):
     assert 0 <= row[arm] <= 1, arm
   assert 0 <= arms["exports"]["tflite"]["float32"]["mediapipe_agreement"] <= 1
+
+
+@pytest.mark.slow
+def test_real_weights_head_only_exports():
+  """The head-only export rows (224 px in the README; 32 px here)."""
+  (row,) = _run("real_weights.py", "--smoke", "--exports_image_size=224")
+  assert row["arm"] == "exports_head_only" and row["image_size"] == 32
+  assert set(row["tflite"]) == {"float32", "int8"}
+  for variant in ("float32", "int8"):
+    assert 0 <= row["tflite"][variant]["mediapipe_agreement"] <= 1
+    assert row["tflite"][variant]["latency_ms_1_thread"] > 0

@@ -259,7 +259,9 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
   errors = [l for l in capsys.readouterr().err.splitlines()
             if l.startswith("error:")]
   assert len(errors) == 1 and "dynamic" in errors[0], errors
-  assert "float32" not in errors[0] and "--max_accuracy_drop=0.01" in errors[0]
+  failing, _, advice = errors[0].partition("inspection:")
+  assert "float32" not in failing and "--max_accuracy_drop=0.01" in failing
+  assert "validation split" in failing and "within bounds (float32)" in advice
   rows = json.loads((run / "metrics.json").read_text())["tflite"]
   # Recorded for inspection. Not exactly zero: where the quantized model's
   # own top-1 is one class below the Keras one, the shift lands on it.

@@ -167,8 +167,18 @@ def test_parity_rows_and_accuracy_gate(exported):
   assert lines[-1].split()[0] == tflite.VARIANTS[-1]
   assert "2.0KB" in lines[-1]
   rows["dynamic"]["accuracy"] = rows["dynamic"]["keras_accuracy"] - 0.05
-  with pytest.raises(CheckFailed, match=r"dynamic .*vs Keras.*float16"):
+  with pytest.raises(CheckFailed, match=r"test split: dynamic .*vs Keras"
+                     r".*within bounds \(float32, float16"):
     litert.check_accuracy_drop(rows, 0.01)  # 3 of 60 examples lost
+  # Validation decides, when the row has it (as the int8 fallback does).
+  rows["dynamic"]["validation"] = {"accuracy": 0.9, "keras_accuracy": 0.9,
+                                   "examples": 60}
+  litert.check_accuracy_drop(rows, 0.01)
+  rows["dynamic"]["validation"]["accuracy"] = 0.8
+  with pytest.raises(CheckFailed, match=r"validation split: dynamic 0.8000 "
+                     r"vs Keras 0.9000"):
+    litert.check_accuracy_drop(rows, 0.01)
+  del rows["dynamic"]["validation"]
   rows["dynamic"]["accuracy"] = rows["dynamic"]["keras_accuracy"] - 1 / 60
   litert.check_accuracy_drop(rows, 0.01)  # one example is not a drop
 

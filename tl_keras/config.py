@@ -188,9 +188,10 @@ class Config:
       1000, "Test images each TFLite variant is checked on against the Keras "
       "model (0 = the whole test split).", "export")
   max_accuracy_drop: float = _field(
-      0.02, "Fail the run (exit 3) when a TFLite variant's accuracy is more "
-      "than this below the Keras model's (and by more than one test "
-      "example); negative = no check.",
+      0.02, "Fail the run (exit 3) when a TFLite variant's accuracy on the "
+      "validation split (which the int8 fallback also judges) is more than "
+      "this below the Keras model's, and by more than one example; a drop "
+      "on the test split alone is logged. Negative = no check.",
       "export")
   int8_fallback: str = _field(
       "auto", "When tflite_int8 falls more than --max_accuracy_drop below "

@@ -177,6 +177,28 @@ def tflite_parity(model, directory, variants, examples, labels,
   return rows
 
 
+def validation_accuracy(model, directory, variants, examples, labels,
+                        serving=None):
+  """{variant: {accuracy, keras_accuracy, examples}} on validation: what
+  the accuracy gate (`litert.check_accuracy_drop`) judges."""
+  serving = serving or serving_lib.of(model)
+  if not len(labels):
+    return {}
+  inputs = serving.inputs(examples)
+  keras_accuracy = float(np.mean(
+      serving.keras_probabilities(model, inputs).argmax(-1) == labels))
+  rows = {}
+  for variant in variants:
+    path = os.path.join(directory, tflite.filename(variant))
+    with console.Heartbeat(f"accuracy of {os.path.basename(path)} on "
+                           f"{len(labels):,} validation examples"):
+      probs = serving.runner(path).predict(inputs)
+    rows[variant] = {"accuracy": float(np.mean(probs.argmax(-1) == labels)),
+                     "keras_accuracy": keras_accuracy,
+                     "examples": int(len(labels))}
+  return rows
+
+
 # Layers of the debugger's ranking recorded in metrics.json and the report.
 WORST_LAYERS_REPORTED = 10
 

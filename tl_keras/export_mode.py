@@ -77,6 +77,14 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
   start = time.time()
   rows = export.tflite_parity(model, directory, variants, examples, labels,
                               serving=serving)
+  # The gate (--max_accuracy_drop) judges validation, as the int8 fallback
+  # does: the two decide on the same examples, and the test split only
+  # reports.
+  for variant, row in export.validation_accuracy(
+      model, directory, variants, *serving.examples(
+          splits.validation, limit=config.parity_samples),
+      serving=serving).items():
+    rows[variant]["validation"] = row
   timings["parity_seconds"] = time.time() - start
   if fallback:
     rows["int8"]["fallback"] = fallback

@@ -9,6 +9,7 @@ with the Keras model on the same examples; `check_accuracy_drop` applies
 """
 
 import gzip
+import logging
 import os
 import statistics
 import time
@@ -273,24 +274,51 @@ def too_far(row, max_drop):
   return drop > max_drop + 1e-9 and drop * row["examples"] > 1.5
 
 
+def judged(row):
+  """The figures of a parity row that the accuracy gate judges: its
+  validation figures when it has them (the int8 fallback decides on
+  validation too), else its own."""
+  return row.get("validation") or row
+
+
 def check_accuracy_drop(rows, max_drop):
   """Raises CheckFailed naming each variant `too_far` below Keras.
 
   `rows` maps variant -> parity row (with its `keras_accuracy` and
-  `examples`).
+  `examples`, and a "validation" row that is judged instead when present).
+  A variant beyond bounds on test alone is logged, not failed: the test
+  split reports, it does not decide.
   """
-  failing = [f"{v} {r['accuracy']:.4f} vs Keras {r['keras_accuracy']:.4f}"
-             for v, r in rows.items() if too_far(r, max_drop)]
-  if failing:
-    fallback = rows.get("int8", {}).get("fallback")
-    int8_hint = (
+  for variant, row in rows.items():
+    if not too_far(judged(row), max_drop) and too_far(row, max_drop):
+      logging.warning(
+          "tflite_%s is %.1f points below Keras on the test split (%.4f vs "
+          "%.4f), within --max_accuracy_drop=%s on validation, which "
+          "decides", variant, 100 * (row["keras_accuracy"] - row["accuracy"]),
+          row["accuracy"], row["keras_accuracy"], max_drop)
+  failing = {v: judged(r) for v, r in rows.items()
+             if too_far(judged(r), max_drop)}
+  if not failing:
+    return
+  split = ("validation" if all("validation" in rows[v] for v in failing)
+           else "test")
+  advice = []
+  within = [v for v in rows if v not in failing]
+  if within:
+    advice.append(f"ship a variant within bounds ({', '.join(within)})")
+  if {"int8", "int16x8"} & set(failing):
+    advice.append("calibrate on more images (--calibration_samples)")
+  if "int8" in failing:
+    fallback = rows["int8"].get("fallback")
+    advice.append(
         f"int8 already keeps {len(fallback['float_layers'])} layer(s) in "
-        "float (--int8_fallback=auto)" if fallback else
+        "float (--int8_fallback=auto); try tflite_int16x8" if fallback else
         "let int8 keep its worst layers in float (--int8_fallback=auto)")
-    raise CheckFailed(
-        f"TFLite accuracy fell more than --max_accuracy_drop={max_drop} below "
-        f"the Keras model: {'; '.join(failing)}; the files are written for "
-        "inspection: ship another variant (float16, dynamic, int16x8), "
-        "calibrate int8 on more images (--calibration_samples), "
-        f"{int8_hint}, or accept "
-        "the drop with a larger --max_accuracy_drop (-1: no check)")
+  advice.append("accept the drop with a larger --max_accuracy_drop (-1: no "
+                "check)")
+  raise CheckFailed(
+      f"TFLite accuracy fell more than --max_accuracy_drop={max_drop} below "
+      f"the Keras model on the {split} split: "
+      + "; ".join(f"{v} {r['accuracy']:.4f} vs Keras "
+                  f"{r['keras_accuracy']:.4f}" for v, r in failing.items())
+      + "; the files are written for inspection: " + ", ".join(advice))
