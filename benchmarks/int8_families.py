@@ -38,9 +38,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from tl_keras import families
 from tl_keras import litert  # pylint: disable=g-import-not-at-top
 from tl_keras import models  # pylint: disable=g-import-not-at-top
-from tl_keras import serving  # pylint: disable=g-import-not-at-top
 from tl_keras import tflite  # pylint: disable=g-import-not-at-top
 
 SMOKE_FLAGS = ["--max_train_samples=40", "--min_steps=0", "--head_epochs=0",
@@ -92,7 +92,7 @@ def untrained_latencies(family, size, runs):
     paths = {}
     for variant in ("float32", "int8"):
       paths[variant] = os.path.join(tmp, tflite.filename(variant))
-      tflite.export(model, variant, paths[variant], serving=serving.of(model),
+      tflite.export(model, variant, paths[variant], serving=families.serving_of(model),
                     class_names=[str(i) for i in range(10)],
                     calibration_images=calibration)
     return latencies(paths, runs)

@@ -170,6 +170,7 @@ def probe_accuracy(args):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
   from tl_keras import families  # pylint: disable=g-import-not-at-top
+  from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
   from tl_keras import training  # pylint: disable=g-import-not-at-top
   flags = dict(a[2:].split("=", 1) for a in args)
   fields = {f.name: f.type for f in dataclasses.fields(config_lib.Config)}
@@ -178,7 +179,8 @@ def probe_accuracy(args):
   family = families.find(config.model)
   splits = family.load_splits(config)
   image_size = family.image_size(config)
-  model = family.build(config, splits.num_classes, strategy)
+  model = family.build(pretraining.resolved(config, family, strategy),
+                       splits.num_classes, strategy)
   splits = family.prepare_splits(splits, model)
   features = {}
   for split in ("train", "validation", "test"):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tl_keras import families
 from tl_keras import models
-from tl_keras import serving
 from tl_keras import tflite
 
 
@@ -68,7 +68,7 @@ def test_recipe_vs_baseline():
 def test_tflite_latency(tmp_path):
   model = models.build_classifier("convnet_small", 2, weights=None)
   tflite.export(model, "float32", str(tmp_path / "model_float32.tflite"),
-                serving=serving.of(model), class_names=["a", "b"])
+                serving=families.serving_of(model), class_names=["a", "b"])
   (row,) = _run("tflite_latency.py", str(tmp_path), "--threads=1",
                 "--runs=3")
   assert row["file"] == "model_float32.tflite" and row["median_ms"] > 0

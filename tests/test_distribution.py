@@ -143,7 +143,7 @@ def test_mixed_precision_auto_is_off_on_cpu():
 
 
 def test_mixed_bfloat16_with_xla_trains_and_exports_float32(tmp_path):
-  from tests.test_main import run_main  # pylint: disable=g-import-not-at-top
+  from tests.helpers import run_main  # pylint: disable=g-import-not-at-top
   from tl_keras import litert  # pylint: disable=g-import-not-at-top
   out = tmp_path / "out"
   result = run_main("--model=convnet_small", "--weights=none",

@@ -18,7 +18,6 @@ from tl_keras import families
 from tl_keras import freezing
 from tl_keras import litert
 from tl_keras import models
-from tl_keras import serving
 from tl_keras import tflite
 from tl_keras import training
 
@@ -107,10 +106,10 @@ def test_family_frozen_base_head_and_every_tflite_variant(name, tmp_path):
   np.testing.assert_array_equal(extractor(x, training=True).numpy(),
                                 extractor(x, training=False).numpy())
 
-  keras_probs = serving.keras_probabilities(model, images)
+  keras_probs = families.serving_of(model).keras_probabilities(model, images)
   assert keras_probs.max(-1).mean() > 0.6  # far from uniform: a fair check
   calibration = _images(8, size, seed=1)
-  served = serving.of(model)
+  served = families.serving_of(model)
   with tflite.converters(model, served) as make:
     for variant in tflite.DEFAULT_VARIANTS:
       tflite.export(model, variant, str(tmp_path / tflite.filename(variant)),
@@ -154,7 +153,7 @@ INT16X8_FLOAT_OPS = {"mobilenetv3_small": {"HARD_SWISH", "DELEGATE"}}
 def test_family_int16x8_converts_and_runs(name, tmp_path):
   size, model, images, _ = _spread_member(name)
   path = str(tmp_path / tflite.filename("int16x8"))
-  tflite.export(model, "int16x8", path, serving=serving.of(model),
+  tflite.export(model, "int16x8", path, serving=families.serving_of(model),
                 class_names=["a", "b", "c"],
                 calibration_images=_images(8, size, seed=1))
   runner = litert.ImageRunner(path)

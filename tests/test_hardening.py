@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO, write_image_folder
-from tests.test_main import run_main
+from tests.helpers import run_main
 from tl_keras import artifacts
 from tl_keras import config as config_lib
 from tl_keras import data

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from tl_keras import export
+from tl_keras import families
 from tl_keras import litert
-from tl_keras import serving as serving_lib
+from tl_keras import saving
 from tl_keras import text_models
 
 WORDS = ("the", "cat", "sat", "on", "mat", "dog", "ran", "far", "a", "red")
@@ -110,10 +111,10 @@ def test_a_pooled_classifier_saves_reloads_and_exports(tmp_path, cache):
   texts = ["the cat sat on the mat", "a dog ran", "red red red"]
   expected = model.predict(texts, verbose=0)
   model.save(str(tmp_path / "model.keras"))
-  reloaded = export.load_keras(str(tmp_path / "model.keras"))
+  reloaded = saving.load_keras(str(tmp_path / "model.keras"))
   np.testing.assert_allclose(reloaded.predict(texts, verbose=0), expected,
                              atol=1e-6)
-  serving = serving_lib.of(model)
+  serving = families.serving_of(model)
   export.write_exports(model, str(tmp_path), ["tflite_float32"],
                        class_names=["a", "b", "c"], serving=serving)
   path = str(tmp_path / "model_float32.tflite")

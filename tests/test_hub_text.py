@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.test_main import run_main
+from tests.helpers import run_main
 from tl_keras import config as config_lib
 from tl_keras import export
 from tl_keras import families

@@ -16,12 +16,14 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO, write_image_folder
+from tests.conftest import write_image_folder
+from tests.helpers import mediapipe_scores, run_main
 from tl_keras import artifacts
 from tl_keras import export
+from tl_keras import families
 from tl_keras import litert
 from tl_keras import predictors
-from tl_keras import serving
+from tl_keras import saving
 from tl_keras import synthetic
 
 # A given rate and BatchNorm mode: no trials, so phase 2 always runs (the
@@ -29,13 +31,6 @@ from tl_keras import synthetic
 TINY = ["--model=convnet_small", "--batch_size=16", "--min_steps=0",
         "--finetune_lr=1e-3", "--batchnorm=frozen", "--head_epochs=1",
         "--finetune_epochs=1", "--unfreeze=all", "--log_every_steps=1"]
-
-
-def run_main(*args, env=None, timeout=600):
-  full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-  return subprocess.run([sys.executable, os.path.join(REPO, "main.py"), *args],
-                        cwd=REPO, env=full_env, capture_output=True,
-                        text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +63,6 @@ def test_mediapipe_reads_the_run_files_as_predict_does(quick_run):
   """The quickstart-style run's files in MediaPipe Tasks' ImageClassifier:
   the labels of labels.txt, the top-1 of --mode=predict's predictor, scores
   within 1e-3 (int8: one quantization step)."""
-  from tests.test_tflite import _mediapipe_scores  # pylint: disable=g-import-not-at-top
   out, _, _ = quick_run
   labels = artifacts.read_labels(out / "labels.txt")
   images, _ = synthetic.load("synthetic", "test", seed=0)
@@ -76,7 +70,7 @@ def test_mediapipe_reads_the_run_files_as_predict_does(quick_run):
     path = str(out / f"model_{variant}.tflite")
     predictor = predictors.load(path)
     expected = predictor.predict(images[:8])
-    got, names = _mediapipe_scores(path, images[:8], len(labels))
+    got, names = mediapipe_scores(path, images[:8], len(labels))
     assert names == labels == predictor.labels, variant
     scale = litert.ImageRunner(path).output["quantization"][0]
     np.testing.assert_allclose(got, expected, atol=max(1e-3, scale + 1e-6),
@@ -154,7 +148,7 @@ def test_run_json_records_the_run(quick_run):
 
 def test_keras_and_saved_model_predict_the_same(quick_run):
   out, _, _ = quick_run
-  model = export.load_keras(str(out / "model.keras"))
+  model = saving.load_keras(str(out / "model.keras"))
   serving = tf.saved_model.load(str(out / "saved_model")).signatures[
       "serving_default"]
   images = np.random.default_rng(0).integers(0, 256, (5, 48, 40, 3), np.uint8)
@@ -244,7 +238,7 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
   def parity_on_keras_labels(model, directory, variants, images, labels,
                              **kwargs):
     del labels
-    keras_top1 = serving.keras_probabilities(model, images).argmax(-1)
+    keras_top1 = families.serving_of(model).keras_probabilities(model, images).argmax(-1)
     return parity(model, directory, variants, images, keras_top1, **kwargs)
 
   monkeypatch.setattr(litert.ImageRunner, "predict", broken)

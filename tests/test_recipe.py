@@ -21,7 +21,6 @@ from tl_keras import models
 from tl_keras import probe
 from tl_keras import recipe_config
 from tl_keras import run
-from tl_keras import serving
 from tl_keras import tflite
 from tl_keras import training
 
@@ -128,14 +127,15 @@ def test_the_fitted_head_is_the_same_in_keras_saved_model_and_tflite(
   probs = model.predict(images.astype(np.float32), verbose=0)
   assert np.mean(np.log(probs[np.arange(24), labels])) == pytest.approx(
       -head["validation_loss"], rel=1e-3, abs=1e-5)  # what was fitted
-  export.save_saved_model(model, str(tmp_path / "sm"), class_names="abc")
+  export.save_saved_model(model, str(tmp_path / "sm"), class_names="abc",
+                          serving=families.serving_of(model))
   serve = tf.saved_model.load(str(tmp_path / "sm")).signatures[
       "serving_default"]
   np.testing.assert_allclose(
       serve(images=tf.constant(images))["probabilities"].numpy(), probs,
       atol=1e-5)
   path = tmp_path / "model.tflite"
-  path.write_bytes(tflite.convert(model, "float32", serving.of(model)))
+  path.write_bytes(tflite.convert(model, "float32", families.serving_of(model)))
   runner = litert.ImageRunner(str(path))
   np.testing.assert_allclose(runner.predict(images), probs, atol=1e-4)
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.test_main import run_main
+from tests.helpers import run_main
 from tl_keras import artifacts
 from tl_keras.errors import UserError
 

@@ -9,13 +9,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tests.test_main import run_main
+from tests.helpers import run_main
 from tl_keras import data
 from tl_keras import downloads
 from tl_keras import families
 from tl_keras import litert
 from tl_keras import predictors
-from tl_keras import serving
 from tl_keras import text_data
 from tl_keras import text_models
 from tl_keras import tflite
@@ -448,15 +447,15 @@ def test_mixed_precision_model_exports_float32(tiny_preset, tmp_path):
   assert copy.backbone.dtype_policy.name == "float32"
   inputs = litert.tokens(model.preprocessor, ["some words", "more"])
   np.testing.assert_allclose(
-      serving.keras_probabilities(copy, inputs),
-      serving.keras_probabilities(model, inputs), atol=0.05)
+      families.serving_of(copy).keras_probabilities(copy, inputs),
+      families.serving_of(model).keras_probabilities(model, inputs), atol=0.05)
   path = str(tmp_path / "model_float32.tflite")
-  tflite.export(model, "float32", path, serving=serving.of(model),
+  tflite.export(model, "float32", path, serving=families.serving_of(model),
                 class_names=list("abc"))
   runner = litert.TextRunner(path)
   assert "bfloat16" not in {d for ds in runner.op_dtypes().values() for d in ds}
   np.testing.assert_allclose(
-      runner.predict(inputs), serving.keras_probabilities(copy, inputs),
+      runner.predict(inputs), families.serving_of(copy).keras_probabilities(copy, inputs),
       atol=1e-4)
 
 

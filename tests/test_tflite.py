@@ -4,7 +4,9 @@ import keras
 import numpy as np
 import pytest
 
+from tests.helpers import mediapipe_scores
 from tl_keras import export
+from tl_keras import families
 from tl_keras import litert
 from tl_keras import models
 from tl_keras import predictors
@@ -37,7 +39,7 @@ def exported(tmp_path_factory):
   export.write_exports(
       model, str(directory), ["saved_model"] + [
           f"tflite_{v}" for v in tflite.VARIANTS],
-      class_names=LABELS,
+      class_names=LABELS, serving=families.serving_of(model),
       calibration_images=calibration)
   return model, directory, images, labels
 
@@ -145,7 +147,7 @@ def test_metadata_entry_is_replaced_not_duplicated(exported, tmp_path):
 def test_parity_rows_and_accuracy_gate(exported):
   model, directory, images, labels = exported
   rows = export.tflite_parity(model, str(directory), tflite.VARIANTS, images,
-                              labels)
+                              labels, serving=families.serving_of(model))
   assert set(rows) == set(tflite.VARIANTS)
   assert rows["float32"]["agreement"] == 1.0
   keras_accuracy = np.mean(keras_probabilities(
@@ -199,7 +201,7 @@ def test_float32_copy_of_a_mixed_precision_model():
   np.testing.assert_allclose(keras_probabilities(copy, images),
                              keras_probabilities(mixed, images),
                              atol=2e-2)
-  content = tflite.convert(mixed, "float32", serving.of(mixed))
+  content = tflite.convert(mixed, "float32", families.serving_of(mixed))
   assert content[4:8] == b"TFL3"
 
 
@@ -239,7 +241,7 @@ def _int8_hostile_model(size):
 
 
 def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
-  from tl_keras import quantization, report  # pylint: disable=g-import-not-at-top
+  from tl_keras import quantization, sentences  # pylint: disable=g-import-not-at-top
   size, names = 8, ["red", "green"]
   model = _int8_hostile_model(size)
   rng = np.random.default_rng(0)
@@ -281,11 +283,11 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
   metadata = tflite.read_metadata(str(path))
   assert metadata["float_layers"] == record["float_layers"]
   assert metadata["labels"] == names
-  assert f"{len(record['float_layers'])} of its" in report.fallback_sentence(
+  assert f"{len(record['float_layers'])} of its" in sentences.fallback_sentence(
       record)
   # Every layer in float: the sentence says what to ship instead.
   for kept, says in ((["a"], False), (["a", "b"], True)):
-    sentence = report.fallback_sentence(dict(record, float_layers=kept,
+    sentence = sentences.fallback_sentence(dict(record, float_layers=kept,
                                              layers=2))
     assert ("ship tflite_dynamic" in sentence) == says
 
@@ -369,26 +371,6 @@ def test_int16x8_layer_normalization_runs_in_int16(tmp_path):
   assert "SQUARED_DIFFERENCE" not in ops and "int16" in ops["RSQRT"]
 
 
-def _mediapipe_scores(path, images, num_classes):
-  """MediaPipe Tasks' ImageClassifier on `images`: [N, C] scores, labels."""
-  import mediapipe as mp  # pylint: disable=g-import-not-at-top
-  from mediapipe.tasks.python import vision  # pylint: disable=g-import-not-at-top
-  from mediapipe.tasks.python.core import base_options  # pylint: disable=g-import-not-at-top
-  options = vision.ImageClassifierOptions(
-      base_options=base_options.BaseOptions(model_asset_path=path),
-      max_results=num_classes)
-  scores, names = np.zeros((len(images), num_classes), np.float32), {}
-  with vision.ImageClassifier.create_from_options(options) as classifier:
-    for i, image in enumerate(images):
-      result = classifier.classify(mp.Image(
-          image_format=mp.ImageFormat.SRGB,
-          data=np.ascontiguousarray(image)))
-      for category in result.classifications[0].categories:
-        scores[i, category.index] = category.score
-        names[category.index] = category.category_name
-  return scores, [names.get(i) for i in range(num_classes)]
-
-
 @pytest.mark.parametrize("variant", tflite.VARIANTS)
 def test_mediapipe_image_classifier_runs_every_variant(exported, variant):
   """The real client: MediaPipe Tasks loads the file as written, reads its
@@ -398,7 +380,7 @@ def test_mediapipe_image_classifier_runs_every_variant(exported, variant):
   path = str(directory / tflite.filename(variant))
   runner = litert.ImageRunner(path)
   expected = runner.predict(images[:12])
-  got, names = _mediapipe_scores(path, images[:12], len(LABELS))
+  got, names = mediapipe_scores(path, images[:12], len(LABELS))
   assert names == LABELS
   scale = runner.output["quantization"][0] if variant == "int8" else 0.0
   np.testing.assert_allclose(got, expected, atol=max(1e-3, scale + 1e-6))
@@ -452,7 +434,7 @@ def test_author_and_license_go_into_the_standard_metadata(exported, tmp_path):
   from tl_keras import standard_metadata  # pylint: disable=g-import-not-at-top
   model = exported[0]
   path = str(tmp_path / "model_float32.tflite")
-  tflite.export(model, "float32", path, class_names=LABELS, serving=serving.of(
+  tflite.export(model, "float32", path, class_names=LABELS, serving=families.serving_of(
       model, about={"author": "Ada Lovelace", "license": "Apache-2.0"}))
   meta = standard_metadata.read(path)
   assert (meta["author"], meta["license"]) == ("Ada Lovelace", "Apache-2.0")

@@ -17,6 +17,7 @@ from tl_keras import export
 from tl_keras import families
 from tl_keras import models
 from tl_keras import probe
+from tl_keras import saving
 from tl_keras import training
 from tl_keras.errors import UserError
 
@@ -197,8 +198,9 @@ def test_keras_and_saved_model_agree_on_raw_uint8_of_any_size(tmp_path):
   model = models.build_classifier("convnet_small", 3, weights=None)
   export.save_keras(model, str(tmp_path / "model.keras"))
   export.save_saved_model(model, str(tmp_path / "saved_model"),
-                          class_names=["a", "b", "c"])
-  reloaded = export.load_keras(str(tmp_path / "model.keras"))
+                          class_names=["a", "b", "c"],
+                          serving=families.serving_of(model))
+  reloaded = saving.load_keras(str(tmp_path / "model.keras"))
   serving = tf.saved_model.load(str(tmp_path / "saved_model")).signatures[
       "serving_default"]
   for shape in ((2, 32, 32, 3), (1, 57, 41, 3)):

@@ -12,7 +12,6 @@ import logging
 import os
 import tempfile
 import time
-import warnings
 
 import keras
 import numpy as np
@@ -21,9 +20,7 @@ import tensorflow as tf
 from tl_keras import console
 from tl_keras import litert
 from tl_keras import quantization
-from tl_keras import serving as serving_lib
 from tl_keras import tflite
-from tl_keras.errors import UserError
 
 SAVED_MODEL = "saved_model"
 
@@ -33,7 +30,7 @@ def save_keras(model, path):
   model.save(path)
 
 
-def save_saved_model(model, path, *, class_names):
+def save_saved_model(model, path, *, class_names, serving):
   """A SavedModel that takes raw examples and describes itself.
 
   `serving_default`: for images, input `images` uint8 [N, H, W, 3], any H
@@ -44,7 +41,6 @@ def save_saved_model(model, path, *, class_names):
   ("image" or "text") and `image_size` (the size the backbone sees) or
   `sequence_length`.
   """
-  serving = serving_lib.of(model)
   model = serving.float32(model)
   archive = keras.export.ExportArchive()
   for tracked in serving.tracked(model):
@@ -64,35 +60,6 @@ def save_saved_model(model, path, *, class_names):
     archive.write_out(path, verbose=False)
 
 
-def load_keras(path):
-  """Loads a `.keras` file in safe mode: no arbitrary code is deserialized.
-
-  Raises:
-    UserError: the file holds code (a Lambda layer, an unknown custom
-      object) or is not a readable Keras file.
-  """
-  import tl_keras.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  import keras_hub  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  # registers BertTextClassifier
-  from tl_keras import text_models  # pylint: disable=g-import-not-at-top
-  text_models.pooled_classifier_class()  # registers PooledBertClassifier
-  try:
-    with warnings.catch_warnings():
-      # KerasHub's task models compile themselves; Keras says it did not.
-      warnings.filterwarnings("ignore", message=r"`compile\(\)` was not "
-                              "called as part of model loading")
-      return keras.saving.load_model(path, safe_mode=True)
-  except Exception as e:  # A damaged or foreign file fails in many ways.
-    text = " ".join(str(e).split())
-    if "safe_mode" in text or "Lambda" in text or "Could not locate" in text:
-      raise UserError(
-          f"refusing to load {path}: it holds a Lambda layer or a custom "
-          "object, and deserializing it could run arbitrary code (tl_keras "
-          "loads models in safe mode only); rebuild the model from "
-          "keras.applications layers, or load only its weights") from e
-    raise UserError(f"cannot load {path} as a Keras model: {text[:200]}; "
-                    "pass a .keras file saved by Keras 3") from e
-
-
 def _variant(fmt):
   """"tflite_int8" -> "int8"; None for a format that is not TFLite."""
   return fmt[len("tflite_"):] if fmt.startswith("tflite_") else None
@@ -109,7 +76,7 @@ def filename(fmt):
 
 
 def write_exports(model, directory, formats, *, class_names,
-                  calibration_images=None, serving=None):
+                  serving, calibration_images=None):
   """Writes each of `formats` (config.EXPORT_FORMATS names) into `directory`.
 
   Args:
@@ -119,19 +86,19 @@ def write_exports(model, directory, formats, *, class_names,
     class_names: labels, in class order.
     calibration_images: uint8 [N, S, S, 3] training images for tflite_int8
       and tflite_int16x8.
-    serving: the model's `serving` object (default: `serving.of(model)`).
+    serving: the model's `serving` object (`families.serving_of`).
 
   Returns:
     {format: why it was skipped} for the TFLite variants the model's kind
     does not offer (int8 and int16x8 for text).
   """
-  serving = serving or serving_lib.of(model)
   skipped, wrote_tflite = {}, False
   with tflite.converters(model, serving) as make:
     for fmt in formats:
       path = os.path.join(directory, filename(fmt))
       if fmt == SAVED_MODEL:
-        save_saved_model(model, path, class_names=class_names)
+        save_saved_model(model, path, class_names=class_names,
+                         serving=serving)
       elif _variant(fmt) not in serving.variants:
         skipped[fmt] = serving.skipped
         logging.info("%s skipped: %s", fmt, skipped[fmt])
@@ -144,19 +111,18 @@ def write_exports(model, directory, formats, *, class_names,
   return skipped
 
 
-def tflite_parity(model, directory, variants, examples, labels,
-                  serving=None):
+def tflite_parity(model, directory, variants, examples, labels, *,
+                  serving):
   """The parity table: each variant's file in `directory` against Keras.
 
   Args:
     examples: raw test examples (uint8 images, or strings).
-    serving: the model's `serving` object (default: `serving.of(model)`).
+    serving: the model's `serving` object (`families.serving_of`).
 
   Returns:
     {variant: row} as in `litert.parity`, each row with `keras_accuracy`
     (the Keras model on the same examples).
   """
-  serving = serving or serving_lib.of(model)
   inputs = serving.inputs(examples)
   keras_probs = serving.keras_probabilities(model, inputs)
   keras_accuracy = float(np.mean(keras_probs.argmax(-1) == labels))
@@ -177,11 +143,10 @@ def tflite_parity(model, directory, variants, examples, labels,
   return rows
 
 
-def validation_accuracy(model, directory, variants, examples, labels,
-                        serving=None):
+def validation_accuracy(model, directory, variants, examples, labels, *,
+                        serving):
   """{variant: {accuracy, keras_accuracy, examples}} on validation: what
   the accuracy gate (`litert.check_accuracy_drop`) judges."""
-  serving = serving or serving_lib.of(model)
   if not len(labels):
     return {}
   inputs = serving.inputs(examples)
@@ -204,7 +169,7 @@ WORST_LAYERS_REPORTED = 10
 
 
 def int8_fallback(model, directory, *, calibration_images, validation, test,
-                  max_drop, class_names, serving=None):
+                  max_drop, class_names, serving):
   """Rewrites `model_int8.tflite` with its worst layers in float, if needed.
 
   When the int8 file in `directory` is `litert.too_far` below the Keras
@@ -224,7 +189,7 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
       recorded, to compare with the result's.
     max_drop: --max_accuracy_drop.
     class_names: as in `write_exports`.
-    serving: the model's `serving` object (default: `serving.of(model)`).
+    serving: the model's `serving` object (`families.serving_of`).
 
   Returns:
     None when the int8 file is within bounds as it is, else what was done:
@@ -234,7 +199,6 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
     "size_bytes", "seconds"}.
   """
   path = os.path.join(directory, tflite.filename("int8"))
-  serving = serving or serving_lib.of(model)
   images, labels = validation
   keras_accuracy = float(np.mean(
       serving.keras_probabilities(model, images).argmax(-1) == labels))

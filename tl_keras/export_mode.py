@@ -18,7 +18,7 @@ from tl_keras import export
 from tl_keras import families
 from tl_keras import litert
 from tl_keras import report
-from tl_keras import serving as serving_lib
+from tl_keras import saving
 from tl_keras import tflite
 from tl_keras.errors import UserError
 
@@ -39,7 +39,7 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
     why it was skipped}).
   """
   formats = config_lib.parse_exports(config.export)
-  serving = serving_lib.of(model, about={"author": config.author,
+  serving = families.serving_of(model, about={"author": config.author,
                                          "license": config.license})
   variants = [v for v in export.tflite_variants(formats)
               if v in serving.variants]
@@ -145,7 +145,7 @@ def export_run(config):
 
 def _export_run(config, run_dir, record, formats):
   """`export_run` once the run directory is locked."""
-  model = export.load_keras(os.path.join(run_dir, "model.keras"))
+  model = saving.load_keras(os.path.join(run_dir, "model.keras"))
   run_config = dataclasses.replace(
       config_lib.Config(**{k: v for k, v in record["config"].items()
                            if k in _CONFIG_FIELDS}),

@@ -5,7 +5,7 @@ every file it comes with (Keras, SavedModel, LiteRT, MediaPipe Tasks on
 Python, Android, iOS and the Web).
 """
 
-from tl_keras import report
+from tl_keras import sentences
 
 
 def model_card(record, metrics):
@@ -23,7 +23,7 @@ def model_card(record, metrics):
       *_provenance(config),
       *_weights_license(record, config),
       "## Results on the test split", "",
-      f"- accuracy {report.percent(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
+      f"- accuracy {sentences.percent(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
       f" on {test['examples']} {kind['examples']}",
   ]
   if metrics.get("scratch", {}).get("same_as_run"):
@@ -31,24 +31,24 @@ def model_card(record, metrics):
                  "own from-scratch baseline")
   elif "scratch" in metrics:
     lines.append(f"- the same network trained from scratch: "
-                 f"{report.percent(metrics['scratch']['test']['accuracy'])}")
+                 f"{sentences.percent(metrics['scratch']['test']['accuracy'])}")
     if "transfer" in metrics:
       lines.append(f"- from the pretrained weights: "
-                   f"{report.percent(metrics['transfer']['test']['accuracy'])}")
+                   f"{sentences.percent(metrics['transfer']['test']['accuracy'])}")
     if metrics.get("kept"):
       lines.append(f"- {metrics['kept']['reason']}")
   if metrics.get("negative_transfer"):
     lines += ["", f"**Warning: {metrics['negative_transfer']}.**"]
   for variant, row in metrics.get("tflite", {}).items():
     lines.append(f"- `model_{variant}.tflite`: accuracy "
-                 f"{report.percent(row['accuracy'])}, agrees with the Keras model on "
-                 f"{report.percent(row['agreement'])} of test examples"
+                 f"{sentences.percent(row['accuracy'])}, agrees with the Keras model on "
+                 f"{sentences.percent(row['agreement'])} of test examples"
                  + _size_and_latency(row))
     if row.get("fallback"):
-      lines[-1] += f" ({report.fallback_sentence(row['fallback'])})"
+      lines[-1] += f" ({sentences.fallback_sentence(row['fallback'])})"
     if row.get("unpruned"):
       before = row["unpruned"]
-      lines[-1] += (f"; before pruning {report.percent(before['accuracy'])}, "
+      lines[-1] += (f"; before pruning {sentences.percent(before['accuracy'])}, "
                     f"{before['compressed_bytes'] / 1024:.0f} KB gzipped")
   return "\n".join(lines + kind["usage"](record, config, metrics))
 
@@ -93,7 +93,7 @@ def _image_usage(record, config, metrics):
       "other cameras, lighting or sources may score lower.",
       "- Quantized variants can disagree with the Keras model on a few "
       "borderline images (the agreement figures above).", "",
-      "## Reproduce", "", "```", report.command_line(config), "```", ""]
+      "## Reproduce", "", "```", sentences.command_line(config), "```", ""]
 
 
 def _size_and_latency(row):
@@ -246,7 +246,7 @@ def _text_usage(record, config, metrics):
       f"- Text beyond {length} tokens is cut off.",
       "- Quantized variants can disagree with the Keras model on a few "
       "borderline texts (the agreement figures above).", "",
-      "## Reproduce", "", "```", report.command_line(config), "```", ""]
+      "## Reproduce", "", "```", sentences.command_line(config), "```", ""]
 
 
 # What the card says for each kind of model (the run's serving kind).

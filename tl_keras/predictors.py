@@ -20,9 +20,10 @@ import tensorflow as tf
 
 from tl_keras import artifacts
 from tl_keras import evaluation
-from tl_keras import export
+from tl_keras import families
 from tl_keras import folders
 from tl_keras import inputs as inputs_lib
+from tl_keras import saving
 from tl_keras import serving as serving_lib
 from tl_keras import standard_metadata
 from tl_keras import tflite
@@ -213,9 +214,9 @@ def _labels_beside(path, num_classes):
 
 
 def _keras(path):
-  model = export.load_keras(path)
+  model = saving.load_keras(path)
   num_classes = int(model.output_shape[-1])
-  serving = serving_lib.of(model)
+  serving = families.serving_of(model)
   return Predictor(
       "keras", path, _labels_beside(path, num_classes),
       lambda examples: serving.keras_probabilities(

@@ -1,5 +1,7 @@
 """Source-task pretraining: the offline stand-in for downloading weights.
 
+`resolved` is what modes call before building a model.
+
 `--weights=synthetic` trains the backbone on the embedded `synthetic_source`
 task once and caches the backbone weights, as keras.applications caches the
 ImageNet weights it downloads. Later runs load the cached file.
@@ -14,6 +16,8 @@ import time
 from tl_keras import artifacts
 from tl_keras import data
 from tl_keras import models
+from tl_keras import text_data
+from tl_keras import text_models
 from tl_keras import training
 
 # The source task has thousands of labels: a bigger batch and learning rate
@@ -28,6 +32,26 @@ IMAGE_ROUNDS = 3
 
 
 cache_dir = artifacts.cache_dir
+
+
+def resolved(config, family, strategy):
+  """`config` with --weights=synthetic turned into the cached source-task
+  weights of `family`'s kind (pretrained first if the cache has none);
+  any other `config` as it is.
+
+  Families build from files and never train: a mode that builds a model
+  resolves --weights here first.
+  """
+  if config.weights != "synthetic":
+    return config
+  if family.kind == "text":
+    path = synthetic_text_preset(config.model, epochs=config.pretrain_epochs,
+                                 seed=config.seed, strategy=strategy)
+  else:
+    path = synthetic_weights(config.model, family.image_size(config),
+                             epochs=config.pretrain_epochs, seed=config.seed,
+                             strategy=strategy)
+  return dataclasses.replace(config, weights=path)
 
 
 def synthetic_weights(model_name, image_size, *, epochs, seed, strategy):
@@ -91,8 +115,7 @@ def _train(model, splits, spec, *, strategy, image_size, seed, start,
                time.time() - start)
 
 
-# The embedded source sentences are short: this many tokens hold them all.
-TEXT_SEQUENCE_LENGTH = 32
+TEXT_SEQUENCE_LENGTH = text_models.OFFLINE_SEQUENCE_LENGTH
 TEXT_LEARNING_RATE = 1e-3
 # The source topics are learnable exactly: pretraining goes on (up to
 # TEXT_ROUNDS x --pretrain_epochs) until validation accuracy reaches this.
@@ -107,8 +130,6 @@ def synthetic_text_preset(model_name, *, epochs, seed, strategy):
   them through `from_preset`, as they would a downloaded preset. Trains
   them first if the cache has none for these settings.
   """
-  from tl_keras import text_data  # pylint: disable=g-import-not-at-top
-  from tl_keras import text_models  # pylint: disable=g-import-not-at-top
   path = os.path.join(cache_dir(), f"{model_name}_synthetic_text_source_"
                       f"e{epochs}_seed{seed}_target{TEXT_TARGET}")
   if os.path.exists(os.path.join(path, "config.json")):

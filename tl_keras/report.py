@@ -7,11 +7,9 @@ card.
 """
 
 import base64
-import dataclasses
 import html
 import io
 import os
-import shlex
 
 import matplotlib
 
@@ -20,34 +18,10 @@ import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
-from tl_keras import quantization  # pylint: disable=g-import-not-at-top
+from tl_keras import model_card  # pylint: disable=g-import-not-at-top
+from tl_keras.sentences import command_line, fallback_sentence, percent  # pylint: disable=g-import-not-at-top
 
 PNG_FILES = ("learning_curves.png", "confusion_matrix.png")
-
-
-def command_line(config):
-  """The command that reproduces a run: the flags that differ from defaults.
-
-  One flag per line (a shell line continuation between them), so it never
-  wraps inside a flag, and values quoted for the shell. It writes to
-  --output_dir with "_rerun" added: the run it reproduces stays, and the
-  command is not refused for finding it there.
-  """
-  skip = {"overwrite", "mode", "run_dir", "artifact", "inputs", "split",
-          "top_k"}
-  args = []
-  for f in dataclasses.fields(config_lib.Config):
-    value = config.get(f.name, f.default)
-    if f.name in skip or value == f.default:
-      continue
-    if f.name == "output_dir":
-      value = str(value).rstrip("/") + "_rerun"
-    if isinstance(value, bool):
-      args.append(f"--{'' if value else 'no'}{f.name}")
-    else:
-      args.append(f"--{f.name}={shlex.quote(str(value))}")
-  return " \\\n    ".join(["python main.py", *args])
 
 
 def learning_curves_png(history):
@@ -181,10 +155,6 @@ def _kb(size):
 
 def _ms(latency):
   return f"{latency:.3f} ms" if latency is not None else ""
-
-
-def percent(value):
-  return f"{100 * value:.1f}%"
 
 
 def html_report(record, metrics, images):
@@ -377,7 +347,6 @@ def _img(images, name):
 
 def write_all(directory, record, metrics):
   """Writes the PNG plots, report.html and README.md into `directory`."""
-  from tl_keras import model_card  # pylint: disable=g-import-not-at-top
   images = {
       "learning_curves.png": learning_curves_png(record["history"]),
       "confusion_matrix.png": confusion_matrix_png(
@@ -391,23 +360,6 @@ def write_all(directory, record, metrics):
     f.write(html_report(record, metrics, images))
   with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as f:
     f.write(model_card.model_card(record, metrics))
-
-
-def fallback_sentence(fallback):
-  """One line on what --int8_fallback did."""
-  kind = fallback.get("float_kind")
-  return (f"{len(fallback['float_layers'])} of its {fallback['layers']} "
-          "quantized layers are kept in float"
-          + (f" (every {kind} layer's ops)" if kind else "")
-          + ": fully quantized it reached "
-          f"{percent(fallback['test_before']['accuracy'])} on test and "
-          f"agreed with Keras on {percent(fallback['test_before']['agreement'])}"
-          f"; {fallback['size_bytes_before'] / 1024:.0f} KB became "
-          f"{fallback['size_bytes'] / 1024:.0f} KB"
-          + ("" if fallback["within_bounds"] else
-             "; still more than --max_accuracy_drop below Keras")
-          + (f"; {quantization.EVERY_LAYER_ADVICE}"
-             if len(fallback["float_layers"]) >= fallback["layers"] else ""))
 
 
 def _parity_cells(name, row):

@@ -21,6 +21,7 @@ from tl_keras import export
 from tl_keras import export_mode
 from tl_keras import families
 from tl_keras import litert
+from tl_keras import pretraining
 from tl_keras import recipe_config
 from tl_keras import report
 from tl_keras import training
@@ -212,7 +213,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                     "--batch_size")
 
   timings = {}
-  model = family.build(config, splits.num_classes, strategy)
+  model = family.build(pretraining.resolved(config, family, strategy),
+                       splits.num_classes, strategy)
   # Text: tokenized once, with the model's own preprocessor.
   splits = family.prepare_splits(splits, model)
   if config.finetune_epochs:  # fails before training if too many

@@ -57,15 +57,6 @@ from tl_keras import text_models
 from tl_keras import tflite
 
 
-def of(model, about=None):
-  """The serving object of a classifier built by tl_keras (its family's).
-
-  `about`: {"author", "license"} for the files' standard metadata.
-  """
-  from tl_keras import families  # pylint: disable=g-import-not-at-top
-  return families.of(model).serving(model, about=about)
-
-
 class ImageServing:
   """Raw RGB uint8 images in, class probabilities out."""
 
@@ -299,8 +290,3 @@ def _version():
     return metadata.version("tl_keras")
   except metadata.PackageNotFoundError:
     return "unknown"
-
-
-def keras_probabilities(model, inputs):
-  """`model` on inputs of its kind (uint8 images or token arrays)."""
-  return of(model).keras_probabilities(model, inputs)

@@ -30,6 +30,9 @@ from tl_keras.errors import unknown_name
 
 # Offline architectures: name -> BertBackbone arguments (the vocabulary is
 # the embedded task's, see `micro_vocabulary`).
+# Tokens per text for the `OFFLINE` models when --sequence_length is 0: the
+# embedded source sentences are short, and this many hold them all.
+OFFLINE_SEQUENCE_LENGTH = 32
 OFFLINE = {
     "bert_micro": dict(num_layers=2, num_heads=2, hidden_dim=64,
                        intermediate_dim=256, max_sequence_length=128),

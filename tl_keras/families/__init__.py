@@ -9,7 +9,8 @@ A family knows how to name, build, train and serve one kind of model:
 Each is one module holding one `base.Family` subclass. The run, the recipe,
 the export code and the predictors call the interface and never ask which
 kind of model they hold: `find(name)` is the family of a --model name,
-`of(model)` that of a classifier tl_keras built. Adding a family is one
+`of(model)` that of a classifier tl_keras built, and `serving_of(model)`
+how its exports serve it. Adding a family is one
 module and a row in `FAMILIES`.
 """
 
@@ -51,3 +52,12 @@ def of(model):
     if family.built(model):
       return family
   raise ValueError(f"{model.name} was not built by a tl_keras family")
+
+
+def serving_of(model, about=None):
+  """The serving object of a classifier built by one of the families: what
+  its exports take and give (`serving`).
+
+  `about`: {"author", "license"} for the files' standard metadata.
+  """
+  return of(model).serving(model, about=about)

@@ -39,6 +39,11 @@ class HubText(base_lib.Family):
 
   def check(self, config):
     text_models.check_model(config.model)
+    if config.weights == "synthetic" and config.model not in text_models.OFFLINE:
+      raise UserError(f"--weights=synthetic needs an offline text model "
+                      f"({', '.join(text_models.OFFLINE)}); "
+                      f"--model={config.model} brings its own weights: use "
+                      "--weights=pretrained")
     # Image-only flags, given for a text model: an error, not a silent skip.
     given = {f.name for f in dataclasses.fields(config)
              if getattr(config, f.name) != f.default}
@@ -75,7 +80,7 @@ class HubText(base_lib.Family):
     return text_data.tokenized_splits(splits, model.preprocessor)
 
   def build(self, config, num_classes, strategy):
-    weights = resolve_weights(config, strategy)
+    weights = resolve_weights(config)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
       return text_models.build_classifier(
@@ -107,13 +112,12 @@ class HubText(base_lib.Family):
 
 def sequence_length(config):
   """--sequence_length, or the text model's default."""
-  from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
   return config.sequence_length or (
-      pretraining.TEXT_SEQUENCE_LENGTH if config.model in text_models.OFFLINE
-      else SEQUENCE_LENGTH)
+      text_models.OFFLINE_SEQUENCE_LENGTH
+      if config.model in text_models.OFFLINE else SEQUENCE_LENGTH)
 
 
-def resolve_weights(config, strategy):
+def resolve_weights(config):
   """--weights for a text model as `text_models.build_classifier` takes it."""
   spec = config.weights
   if spec in ("imagenet", "pretrained"):
@@ -121,15 +125,8 @@ def resolve_weights(config, strategy):
   if spec == "none":
     return "none"
   if spec == "synthetic":
-    if config.model not in text_models.OFFLINE:
-      raise UserError(f"--weights=synthetic needs an offline text model "
-                      f"({', '.join(text_models.OFFLINE)}); "
-                      f"--model={config.model} brings its own weights: use "
-                      "--weights=pretrained")
-    from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
-    return pretraining.synthetic_text_preset(
-        config.model, epochs=config.pretrain_epochs, seed=config.seed,
-        strategy=strategy)
+    raise ValueError("--weights=synthetic reaches a family as the cached "
+                     "preset folder: resolve it with pretraining.resolved")
   path = os.path.expanduser(spec)
   for candidate in (path, os.path.join(path, serving_lib.TextServing.PRESET)):
     if text_models.is_preset_dir(candidate):

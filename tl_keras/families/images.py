@@ -15,8 +15,8 @@ from keras import layers
 
 from tl_keras import blocks
 from tl_keras import data
-from tl_keras import export
 from tl_keras import models
+from tl_keras import saving
 from tl_keras import serving as serving_lib
 from tl_keras.errors import UserError
 from tl_keras.families import base as base_lib
@@ -73,7 +73,7 @@ class ImageFamily(base_lib.Family):
 
 def transfer_backbone(model, source_path):
   """Copies the backbone weights of an earlier run's classifier into `model`."""
-  source = export.load_keras(source_path)
+  source = saving.load_keras(source_path)
   try:
     source_base = models.base_of(source)
   except ValueError as e:

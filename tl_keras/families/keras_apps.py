@@ -1,7 +1,8 @@
 """keras.applications image backbones (`models.REGISTRY`), and convnet_small.
 
---weights: imagenet (Keras downloads them), none, synthetic (pretrained on
-the embedded source task), a weights file, or an earlier run.
+--weights: imagenet (Keras downloads them), none, a weights file, or an
+earlier run; synthetic (pretrained on the embedded source task) arrives as
+the cached weights file `pretraining.resolved` gives.
 """
 
 import os
@@ -42,7 +43,7 @@ class KerasApplications(images.ImageFamily):
 
   def build(self, config, num_classes, strategy):
     size = self.image_size(config)
-    weights, source = resolve_weights(config, size, strategy)
+    weights, source = resolve_weights(config)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
       model = models.build_classifier(
@@ -56,7 +57,7 @@ class KerasApplications(images.ImageFamily):
     return models.describe(config.model)
 
 
-def resolve_weights(config, image_size, strategy):
+def resolve_weights(config):
   """Turns --weights into (constructor weights, .keras to transfer from).
 
   Returns:
@@ -70,10 +71,8 @@ def resolve_weights(config, image_size, strategy):
   if spec == "none":
     return None, None
   if spec == "synthetic":
-    from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
-    return pretraining.synthetic_weights(
-        config.model, image_size, epochs=config.pretrain_epochs,
-        seed=config.seed, strategy=strategy), None
+    raise ValueError("--weights=synthetic reaches a family as the cached "
+                     "weights file: resolve it with pretraining.resolved")
   run = images.earlier_run(spec)
   if run:
     return None, run

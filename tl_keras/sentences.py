@@ -1,0 +1,53 @@
+"""Sentences the report and the model card both write: the command that
+reproduces a run, percentages, what the int8 fallback did."""
+
+import dataclasses
+import shlex
+
+from tl_keras import config as config_lib
+from tl_keras import quantization
+
+
+def command_line(config):
+  """The command that reproduces a run: the flags that differ from defaults.
+
+  One flag per line (a shell line continuation between them), so it never
+  wraps inside a flag, and values quoted for the shell. It writes to
+  --output_dir with "_rerun" added: the run it reproduces stays, and the
+  command is not refused for finding it there.
+  """
+  skip = {"overwrite", "mode", "run_dir", "artifact", "inputs", "split",
+          "top_k"}
+  args = []
+  for f in dataclasses.fields(config_lib.Config):
+    value = config.get(f.name, f.default)
+    if f.name in skip or value == f.default:
+      continue
+    if f.name == "output_dir":
+      value = str(value).rstrip("/") + "_rerun"
+    if isinstance(value, bool):
+      args.append(f"--{'' if value else 'no'}{f.name}")
+    else:
+      args.append(f"--{f.name}={shlex.quote(str(value))}")
+  return " \\\n    ".join(["python main.py", *args])
+
+
+def percent(value):
+  return f"{100 * value:.1f}%"
+
+
+def fallback_sentence(fallback):
+  """One line on what --int8_fallback did."""
+  kind = fallback.get("float_kind")
+  return (f"{len(fallback['float_layers'])} of its {fallback['layers']} "
+          "quantized layers are kept in float"
+          + (f" (every {kind} layer's ops)" if kind else "")
+          + ": fully quantized it reached "
+          f"{percent(fallback['test_before']['accuracy'])} on test and "
+          f"agreed with Keras on {percent(fallback['test_before']['agreement'])}"
+          f"; {fallback['size_bytes_before'] / 1024:.0f} KB became "
+          f"{fallback['size_bytes'] / 1024:.0f} KB"
+          + ("" if fallback["within_bounds"] else
+             "; still more than --max_accuracy_drop below Keras")
+          + (f"; {quantization.EVERY_LAYER_ADVICE}"
+             if len(fallback["float_layers"]) >= fallback["layers"] else ""))
