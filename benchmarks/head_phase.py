@@ -45,6 +45,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tl_keras import data  # pylint: disable=g-import-not-at-top
+from tl_keras import families  # pylint: disable=g-import-not-at-top
 from tl_keras import models  # pylint: disable=g-import-not-at-top
 from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
 from tl_keras import probe  # pylint: disable=g-import-not-at-top
@@ -63,8 +64,10 @@ def head_phase(name, size, splits, epochs, cached, weights):
                                   weights=weights)
   best = training.Best()
   start = time.perf_counter()
-  features = (training.FeatureCache(model, splits, image_size=size,
-                                    batch_size=64) if cached else None)
+  features = (training.FeatureCache(model, splits,
+                                    family=families.of(model),
+                                    image_size=size, batch_size=64)
+              if cached else None)
   feature_pass = time.perf_counter() - start
   history, _ = training.train_phase(
       model, training.PhaseSpec("head", epochs, 3e-3), splits,
@@ -84,8 +87,8 @@ def probe_fit(name, size, splits, weights):
   model = models.build_classifier(name, splits.num_classes, image_size=size,
                                   weights=weights)
   start = time.perf_counter()
-  cache = training.FeatureCache(model, splits, image_size=size,
-                                batch_size=64)
+  cache = training.FeatureCache(model, splits, family=families.of(model),
+                                image_size=size, batch_size=64)
   fit = probe.fit(cache.train, cache.validation, splits.num_classes)
   return {"seconds": time.perf_counter() - start,
           "best": fit.validation_accuracy}

@@ -44,6 +44,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
 from tl_keras import data  # pylint: disable=g-import-not-at-top
+from tl_keras import families  # pylint: disable=g-import-not-at-top
 from tl_keras import inputs  # pylint: disable=g-import-not-at-top
 from tl_keras import models  # pylint: disable=g-import-not-at-top
 from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
@@ -76,7 +77,7 @@ def recipe(weights, splits, args, early_stopping):
   history, _ = training.run_recipe(
       model, recipe_config.recipe_from_config(config), splits,
       training.Context(tf.distribute.get_strategy(), SIZE, BATCH,
-                       augment=config.augment))
+                       augment=config.augment, family=families.of(model)))
   return time.perf_counter() - start, test_accuracy(model, splits), len(
       history)
 

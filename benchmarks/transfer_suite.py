@@ -187,8 +187,8 @@ def probe_accuracy(args):
     view = dataclasses.replace(
         splits, validation=getattr(splits, split),
         sizes={**splits.sizes, "validation": splits.sizes[split]})
-    cache = training.FeatureCache(model, view, image_size=image_size,
-                                  batch_size=64)
+    cache = training.FeatureCache(model, view, family=family,
+                                  image_size=image_size, batch_size=64)
     x, y = zip(*cache.validation.as_numpy_iterator())
     features[split] = np.stack(x), np.array(y)
   scaler = StandardScaler().fit(features["train"][0])

@@ -186,7 +186,8 @@ def test_family_cached_and_uncached_phase_1_train_the_same_head(name):
   for cached in (False, True):
     head.set_weights(start)
     features = training.FeatureCache(
-        model, splits, image_size=size, batch_size=4) if cached else None
+        model, splits, family=families.of(model), image_size=size,
+        batch_size=4) if cached else None
     training.train_phase(
         model, training.PhaseSpec("head", 1, 1e-2), splits,
         training.Context(STRATEGY, size, 4, augment="none"),

@@ -26,7 +26,8 @@ from tl_keras import training
 
 STRATEGY = tf.distribute.get_strategy()
 # 32-pixel images, batches of 8.
-CONTEXT = training.Context(STRATEGY, image_size=32, batch_size=8)
+CONTEXT = training.Context(STRATEGY, image_size=32, batch_size=8,
+                           family=families.find("convnet_small"))
 
 
 def _blobs(n, dim=12, classes=3, seed=0, scale=4.0, offset=7.0):

@@ -87,7 +87,8 @@ def test_head_phase_leaves_the_backbone_unchanged(tiny_preset, feature_cache):
       finetune=training.PhaseSpec("finetune", 0, 1e-4), unfreeze=("all", None))
   training.run_recipe(
       model, recipe, splits,
-      training.Context(tf.distribute.get_strategy(), None, 16, augment=False),
+      training.Context(tf.distribute.get_strategy(), None, 16, augment=False,
+                       family=families.of(model)),
       feature_cache=feature_cache)
   for before, after in zip(backbone_before, model.backbone.weights):
     np.testing.assert_array_equal(before, after.numpy())
@@ -542,7 +543,7 @@ def test_text_model_checkpoints_and_restores(tiny_preset, tmp_path):
   training.run_recipe(
       model, recipe, splits,
       training.Context(tf.distribute.get_strategy(), None, 16, augment=False,
-                       checkpointer=checkpointer))
+                       checkpointer=checkpointer, family=families.of(model)))
   progress = checkpointer.progress()
   assert progress["phase"] == "done"
   fresh = _classifier(tiny_preset[0])

@@ -23,7 +23,8 @@ from tl_keras.errors import UserError
 
 STRATEGY = tf.distribute.get_strategy()
 # 32-pixel images, batches of 8.
-CONTEXT = training.Context(STRATEGY, image_size=32, batch_size=8)
+CONTEXT = training.Context(STRATEGY, image_size=32, batch_size=8,
+                           family=families.find("convnet_small"))
 
 
 def _splits(n=24, classes=3, size=32):
@@ -221,7 +222,7 @@ def test_cached_features_train_the_same_head_as_the_slow_path(tmp_path):
     model = models.build_classifier("convnet_small", 3, weights=None,
                                     dropout=0.0)
     features = (training.FeatureCache(
-        model, splits, image_size=32, batch_size=8,
+        model, splits, family=CONTEXT.family, image_size=32, batch_size=8,
         directory=str(tmp_path) if mode == "disk" else None)
                 if mode != "off" else None)
     history, _ = training.train_phase(
@@ -256,15 +257,15 @@ def test_auto_feature_cache_goes_to_disk_when_memory_is_short(monkeypatch):
 def test_feature_cache_views_are_distinct_augmentations():
   splits = _splits(n=16)
   model = models.build_classifier("convnet_small", 3, weights=None)
-  cache = training.FeatureCache(model, splits, image_size=32, batch_size=8,
-                                views=3, seed=1)
+  cache = training.FeatureCache(model, splits, family=CONTEXT.family,
+                                image_size=32, batch_size=8, views=3, seed=1)
   features = np.stack([f for f, _ in cache.train.as_numpy_iterator()])
   assert features.shape == (48, 128)
   views = features.reshape(3, 16, 128)
   assert not np.allclose(views[0], views[1])
   assert not np.allclose(views[1], views[2])
-  again = training.FeatureCache(model, splits, image_size=32, batch_size=8,
-                                views=3, seed=1)
+  again = training.FeatureCache(model, splits, family=CONTEXT.family,
+                                image_size=32, batch_size=8, views=3, seed=1)
   np.testing.assert_array_equal(
       features, np.stack([f for f, _ in again.train.as_numpy_iterator()]))
 

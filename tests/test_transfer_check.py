@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tl_keras import data
+from tl_keras import families
 from tl_keras import freezing
 from tl_keras import models
 from tl_keras import probe
@@ -38,11 +39,12 @@ def _zeroed(model):
 
 
 def _check(model, splits, random_weights):
-  cache = training.FeatureCache(model, splits, image_size=32, batch_size=16,
-                                augment="none")
+  family = families.of(model)
+  cache = training.FeatureCache(model, splits, family=family, image_size=32,
+                                batch_size=16, augment="none")
   return transfer_check.check(model, splits, transfer_check.sample(cache),
-                              random_weights, image_size=32, batch_size=16,
-                              seed=0)
+                              random_weights, family=family, image_size=32,
+                              batch_size=16, seed=0)
 
 
 def test_cross_validation_scores_every_example_unseen():
@@ -116,7 +118,8 @@ def test_a_run_that_fails_the_check_trains_from_random_weights(
 
   checkpointer = training.Checkpointer(str(tmp_path))
   context = training.Context(STRATEGY, 32, 16, augment="none",
-                             checkpointer=checkpointer)
+                             checkpointer=checkpointer,
+                             family=families.find("convnet_small"))
   model = _zeroed(models.build_classifier("convnet_small", 3, weights=None))
   monkeypatch.setattr(training.choices, "choose_finetuning", stop)
   with pytest.raises(training.Stopped):

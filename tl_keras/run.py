@@ -49,7 +49,7 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False,
   history, info = training.run_recipe(
       model, recipe_config.recipe_from_config(config, jit_compile), splits,
       training.Context(strategy, image_size, config.batch_size,
-                       seed=config.seed,
+                       seed=config.seed, family=family,
                        augment=augment or family.augment(config)))
   return model, [{**h, "phase": "scratch"} for h in history], info
 
@@ -237,7 +237,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
       model, recipe, splits,
       training.Context(strategy, image_size, config.batch_size,
                        seed=config.seed, augment=family.augment(config),
-                       summaries=summaries, checkpointer=checkpointer),
+                       family=family, summaries=summaries,
+                       checkpointer=checkpointer),
       feature_cache=config.feature_cache, cache_views=config.cache_views,
       feature_dir=os.path.join(out, FEATURE_CACHE) if chief else None,
       # Without phase 2 there is nothing to train from random weights.

@@ -15,7 +15,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tl_keras import families
 from tl_keras import inputs as inputs_lib
 from tl_keras.evaluation import clearly_lower
 from tl_keras.training import checkpoint as checkpoint_lib
@@ -149,7 +148,8 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
   spec = recipe.finetune
   lrs = [spec.learning_rate] if spec.learning_rate else list(
       recipe.finetune_lrs)
-  batchnorm = (recipe.batchnorm if families.of(model).has_batchnorm(model)
+  family = context.family
+  batchnorm = (recipe.batchnorm if family.has_batchnorm(model)
                else "frozen")
   modes = {"frozen": ["frozen"], "train": ["train"],
            "auto": ["frozen", "train"]}[batchnorm]
@@ -176,8 +176,8 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
                  "%.0f%%", len(trials) + 1, lr, mode,
                  100 * recipe.trial_fraction)
     model.set_weights(start)
-    families.of(model).unfreeze_top(model, *recipe.unfreeze,
-                                    train_batchnorm=mode == "train")
+    family.unfreeze_top(model, *recipe.unfreeze,
+                        train_batchnorm=mode == "train")
     best, carry = checkpoint_lib.Best(), {"steps": cache}
     rows, step = loop.train_phase(
         model, dataclasses.replace(trial_spec, learning_rate=lr), splits,

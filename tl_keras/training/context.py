@@ -12,6 +12,10 @@ class Context:
 
   Attributes:
     strategy: the `tf.distribute.Strategy` the steps run under.
+    family: the model's family (`families.of(model)`): what differs between
+      kinds of model (where the head starts, what unfreezing counts, whether
+      there is BatchNorm). Needed by `run_recipe`; a lone `train_phase`
+      does without.
     image_size: the input size images are resized to (None: token dicts).
     batch_size: the global batch size, all replicas together.
     seed: data order and augmentation.
@@ -27,6 +31,7 @@ class Context:
   batch_size: int
   seed: int = 0
   augment: Any = "none"
+  family: Any = None
   summaries: Any = None
   checkpointer: Any = None
   stop: checkpoint_lib.StopRequest = dataclasses.field(

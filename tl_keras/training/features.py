@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import console
-from tl_keras import families
 from tl_keras import inputs as inputs_lib
 
 
@@ -31,13 +30,14 @@ class FeatureCache:
     validation: (feature, label) dataset of the validation split.
   """
 
-  def __init__(self, model, splits, *, image_size, batch_size, views=1,
-               seed=0, directory=None, augment="light"):
+  def __init__(self, model, splits, *, family, image_size, batch_size,
+               views=1, seed=0, directory=None, augment="light"):
     """Runs the base over the splits.
 
     Args:
       model: the classifier, base frozen.
       splits: its `data.Splits`.
+      family: its family (`families.of(model)`): where the head starts.
       image_size: the input size (None for token dicts).
       batch_size: batch size of the feature pass.
       views: views per training image.
@@ -48,7 +48,7 @@ class FeatureCache:
         feature sets larger than memory).
     """
     start = time.time()
-    pooled, head = families.of(model).head_parts(model)
+    pooled, head = family.head_parts(model)
     extractor = keras.Model(model.input, pooled)
     dim = pooled.shape[-1]
     self.head = keras.Sequential([keras.Input((dim,)), *head])
@@ -86,9 +86,10 @@ class FeatureCache:
                  splits.sizes["validation"], time.time() - start, dim)
 
   @staticmethod
-  def fits(splits, model, views, limit=inputs_lib.CACHE_LIMIT_BYTES):
+  def fits(splits, model, family, views,
+           limit=inputs_lib.CACHE_LIMIT_BYTES):
     """Whether the features of all views fit in memory."""
-    dim = families.of(model).head_parts(model)[0].shape[-1]
+    dim = family.head_parts(model)[0].shape[-1]
     return 4 * dim * (views * splits.sizes["train"]
                       + splits.sizes["validation"]) < limit
 
@@ -167,7 +168,8 @@ def _features_to_file(predict, ds, path, dim):
       parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
 
-def use_feature_cache(mode, strategy, splits, model, views, directory):
+def use_feature_cache(mode, strategy, splits, model, family, views,
+                      directory):
   """--feature_cache as None (off), "memory" or "disk".
 
   auto: memory if the features fit, else disk if there is a `directory`.
@@ -182,7 +184,7 @@ def use_feature_cache(mode, strategy, splits, model, views, directory):
                  type(strategy).__name__)
     return None
   if mode == "auto":
-    if FeatureCache.fits(splits, model, views):
+    if FeatureCache.fits(splits, model, family, views):
       return "memory"
     if directory:
       logging.info("feature cache on disk: the features would not fit in "

@@ -10,7 +10,6 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tl_keras import families
 from tl_keras import freezing
 from tl_keras import inputs as inputs_lib
 from tl_keras import probe
@@ -85,7 +84,7 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
   weights; its learning rate and BatchNorm mode, when not given, are picked
   by short trials (`choose_finetuning`). The weights with the lowest
   validation loss over both phases end up in `model`. `context` (a
-  `Context`) says how the phases train; with its checkpointer holding
+  `Context`, its `family` that of `model`) says how the phases train; with its checkpointer holding
   progress, finished phases are skipped and the interrupted one resumes
   where it stopped.
 
@@ -134,7 +133,7 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
 
   with context.stop.handling():
     if reached == 0 and recipe.batchnorm == "train" and image_size and (
-        families.of(model).has_batchnorm(model)):
+        context.family.has_batchnorm(model)):
       count = freezing.calibrate_from(model, splits.train, image_size,
                                       batch_size)
       logging.info("BatchNorm will train: moving statistics set from %d "
@@ -143,7 +142,8 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
     if recipe.head.epochs and reached == 0:
       start = time.time()
       where = features_lib.use_feature_cache(
-          feature_cache, strategy, splits, model, cache_views, feature_dir)
+          feature_cache, strategy, splits, model, context.family, cache_views,
+          feature_dir)
       compared = None
       if where:
         choices["head"], compared, seconds = _fit_head(
@@ -166,8 +166,8 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
       if compared is not None and random_start:
         checked = time.time()
         choices["start"] = transfer_check.check(
-            model, splits, compared, random_start(), image_size=image_size,
-            batch_size=batch_size, seed=context.seed)
+            model, splits, compared, random_start(), family=context.family,
+            image_size=image_size, batch_size=batch_size, seed=context.seed)
         info["transfer_check_seconds"] = time.time() - checked
       if choices.get("start", {}).get("weights") == "random":
         # The pretrained head is set aside with the weights under it.
@@ -200,7 +200,7 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
         saved, reached = None, 1
       chosen = choices["finetune"]
       with strategy.scope():
-        info["unfrozen_layers"] = families.of(model).unfreeze_top(
+        info["unfrozen_layers"] = context.family.unfreeze_top(
             model, *recipe.unfreeze,
             train_batchnorm=chosen["batchnorm"] == "train")
       if saved is None:  # just chosen: continue the winning trial, if any
@@ -235,7 +235,7 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
       info["finetune_seconds"] = time.time() - start
     elif recipe.finetune.epochs:  # resumed after both phases
       with strategy.scope():
-        info["unfrozen_layers"] = families.of(model).unfreeze_top(
+        info["unfrozen_layers"] = context.family.unfreeze_top(
             model, *recipe.unfreeze,
             train_batchnorm=choices["finetune"]["batchnorm"] == "train")
     if reached == 2:
@@ -314,10 +314,10 @@ def _fit_head(model, splits, context, *, where, views, directory, step,
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
   try:
-    cache = features_lib.FeatureCache(model, splits, image_size=image_size,
-                         batch_size=batch_size, views=views, seed=seed,
-                         directory=directory if where == "disk" else None,
-                         augment=augment)
+    cache = features_lib.FeatureCache(
+        model, splits, family=context.family, image_size=image_size,
+        batch_size=batch_size, views=views, seed=seed,
+        directory=directory if where == "disk" else None, augment=augment)
     seconds = {"features_seconds": time.time() - start}
     fit = probe.fit(cache.train, cache.validation, splits.num_classes,
                     seed=seed)
@@ -326,7 +326,8 @@ def _fit_head(model, splits, context, *, where, views, directory, step,
   finally:
     if where == "disk":
       shutil.rmtree(directory, ignore_errors=True)
-  families.of(model).head_parts(model)[1][-1].set_weights([fit.kernel, fit.bias])
+  context.family.head_parts(model)[1][-1].set_weights(
+      [fit.kernel, fit.bias])
   chosen = fit.grid[[g["strength"] for g in fit.grid].index(fit.strength)]
   # The whole model on the validation split: the fit's own figures up to
   # rounding, and a confusion matrix for TensorBoard.

@@ -26,7 +26,6 @@ import numpy as np
 from tl_keras import console
 from tl_keras import evaluation
 from tl_keras import freezing
-from tl_keras import families
 from tl_keras import probe
 from tl_keras.training import features as features_lib
 
@@ -51,7 +50,7 @@ def sample(cache):
           np.concatenate([np.asarray(y) for _, y in parts]))
 
 
-def check(model, splits, pretrained, random_weights, *, image_size,
+def check(model, splits, pretrained, random_weights, *, family, image_size,
           batch_size, seed):
   """Compares probes on the pretrained and on random-initialization features.
 
@@ -61,6 +60,7 @@ def check(model, splits, pretrained, random_weights, *, image_size,
     pretrained: `sample` of phase 1's feature cache.
     random_weights: the same classifier's weights at random initialization
       (as `--weights=none` builds it).
+    family: its family (`families.of(model)`).
     image_size: the input size (None for text).
     batch_size: batch size of the feature pass and of BatchNorm
       calibration.
@@ -77,7 +77,7 @@ def check(model, splits, pretrained, random_weights, *, image_size,
   start = time.time()
   kept = [np.copy(w) for w in model.get_weights()]
   model.set_weights(random_weights)
-  if image_size and families.of(model).has_batchnorm(model):
+  if image_size and family.has_batchnorm(model):
     # At initialization the moving statistics are 0 and 1: features of an
     # unnormalized network, unlike the ones training from scratch computes.
     freezing.calibrate_from(model, splits.train, image_size, batch_size)
@@ -89,8 +89,8 @@ def check(model, splits, pretrained, random_weights, *, image_size,
       validation=splits.validation.take(counts["validation"]),
       sizes={**splits.sizes, **counts})
   random = sample(features_lib.FeatureCache(
-      model, capped, image_size=image_size, batch_size=batch_size,
-      augment="none"))
+      model, capped, family=family, image_size=image_size,
+      batch_size=batch_size, augment="none"))
   if not np.array_equal(random[1], pretrained[1]):
     raise AssertionError("the transfer check's two samples hold different "
                          "examples")
