@@ -10,10 +10,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_main(*args, env=None, timeout=600):
+def run_main(*args, env=None, timeout=600, cwd=REPO):
   full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
   return subprocess.run([sys.executable, os.path.join(REPO, "main.py"), *args],
-                        cwd=REPO, env=full_env, capture_output=True,
+                        cwd=cwd, env=full_env, capture_output=True,
                         text=True, timeout=timeout, check=False)
 
 

@@ -1,5 +1,6 @@
 """main.py as a user runs it: a subprocess, real flags, real artifacts."""
 
+import csv
 import gzip
 import json
 import logging
@@ -261,6 +262,54 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
   # own top-1 is one class below the Keras one, the shift lands on it.
   assert rows["dynamic"]["agreement"] < 0.05
   assert rows["float32"]["accuracy"] > 0.99
+
+
+def test_batch_predictions_of_a_folder_and_a_csv(quick_run, tmp_path):
+  """A folder (read in chunks: more images than one batch) and a CSV of
+  relative paths: predictions.csv in the working directory, in the
+  folder's sorted order, the same top-1 as the images one by one; an
+  existing predictions.csv is refused before any work."""
+  out = quick_run[0]
+  images, _ = synthetic.load("synthetic", "test", seed=1)
+  count = predictors.PREDICT_BATCH + 6
+  folder = tmp_path / "photos"
+  (folder / "more").mkdir(parents=True)
+  names = []
+  for i, image in enumerate(images[:count]):
+    name = f"{i:03d}.png" if i % 2 else f"more/{i:03d}.png"
+    Image.fromarray(image).save(folder / name)
+    names.append(name)
+  (folder / "list.csv").write_text("path,note\n" + "".join(
+      f"{n},x\n" for n in names[:3]))
+  work = tmp_path / "work"
+  work.mkdir()
+  result = run_main("--mode=predict", f"--artifact={out}",
+                    f"--inputs={folder}", "--top_k=2", cwd=work)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = list(csv.reader((work / "predictions.csv").open(encoding="utf-8")))
+  assert rows[0] == ["input", "label_1", "score_1", "label_2", "score_2"]
+  assert [r[0] for r in rows[1:]] == sorted(
+      str(folder / n) for n in names)
+  assert f"wrote {count} predictions" in result.stdout
+  assert "more" in result.stdout.splitlines()[-2]  # the rest not printed
+  single = predictors.load(str(out))
+  top1 = {str(folder / n): single.labels[single.predict(predictors.read_images(
+      [str(folder / n)], single.image_size)).argmax()] for n in names}
+  assert all(top1[r[0]] == r[1] for r in rows[1:])
+  # Again: refused, the file untouched, one error line.
+  before = (work / "predictions.csv").read_bytes()
+  again = run_main("--mode=predict", f"--artifact={out}",
+                   f"--inputs={folder / 'list.csv'}", cwd=work)
+  assert again.returncode != 0 and "Traceback" not in again.stderr
+  assert [l for l in again.stderr.splitlines() if l.startswith("error:")]
+  assert (work / "predictions.csv").read_bytes() == before
+  listed = run_main("--mode=predict", f"--artifact={out}",
+                    f"--inputs={folder / 'list.csv'}", "--overwrite",
+                    cwd=work)
+  assert listed.returncode == 0, listed.stderr[-2000:]
+  rows = list(csv.reader((work / "predictions.csv").open(encoding="utf-8")))
+  assert [r[0] for r in rows[1:]] == [
+      os.path.join(str(folder), n) for n in names[:3]]
 
 
 def test_predict_gives_one_top1_across_artifact_kinds(quick_run, tmp_path):

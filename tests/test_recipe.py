@@ -20,7 +20,7 @@ from tl_keras import litert
 from tl_keras import models
 from tl_keras import probe
 from tl_keras import recipe_config
-from tl_keras import run
+from tl_keras import scratch
 from tl_keras import tflite
 from tl_keras import training
 
@@ -349,12 +349,12 @@ def test_negative_transfer_is_said_plainly():
              "validation": {"best_accuracy": 0.80},
              "scratch": {"test": {"accuracy": 0.90},
                          "validation": {"best_accuracy": 0.88}}}
-  warning = run.negative_transfer(metrics)
+  warning = scratch.negative_transfer(metrics)
   assert warning.startswith("negative transfer:")
   assert "88.0% validation accuracy against 80.0%" in warning
   assert "--weights=none" in warning
   metrics["scratch"]["validation"]["best_accuracy"] = 0.80
-  assert run.negative_transfer(metrics) is None
+  assert scratch.negative_transfer(metrics) is None
 
 
 def test_weights_none_skips_the_head_and_trains_batchnorm():
@@ -469,10 +469,11 @@ def test_phase_2_continues_the_winning_trial():
 
 
 def test_the_run_exports_the_model_better_on_validation():
-  from tl_keras import run  # pylint: disable=g-import-not-at-top
   transfer = {"best_validation_loss": 1.4, "best_validation_accuracy": 0.375}
-  scratch = {"best_validation_loss": 1.1, "best_validation_accuracy": 0.545}
-  kept = run.keep_better({}, transfer, scratch)
+  from_scratch = {"best_validation_loss": 1.1,
+                  "best_validation_accuracy": 0.545}
+  kept = scratch.keep_better({}, transfer, from_scratch)
   assert kept["model"] == "scratch" and "1.1000" in kept["reason"]
-  assert run.keep_better({}, scratch, transfer)["model"] == "transfer"
-  assert run.keep_better({}, transfer, transfer)["model"] == "transfer"
+  assert scratch.keep_better({}, from_scratch, transfer)["model"] == (
+      "transfer")
+  assert scratch.keep_better({}, transfer, transfer)["model"] == "transfer"

@@ -1,5 +1,6 @@
 """Text classification: KerasHub BERT from a local preset, data, exports."""
 
+import csv
 import json
 import re
 
@@ -373,10 +374,15 @@ def test_predict_and_evaluate_modes_on_texts(text_run, tmp_path, caplog):
   inputs = tmp_path / "texts.txt"
   inputs.write_text("\n".join(
       text_data.synthetic_texts("synthetic_text", "validation")[0][:3]) + "\n")
+  written = tmp_path / "predictions.csv"
   result = run_main("--mode=predict", f"--artifact={out}",
-                    f"--inputs={inputs}", "--top_k=2")
+                    f"--inputs={inputs}", "--top_k=2",
+                    f"--predictions={written}")
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.count("texts.txt:") == 3
+  rows = list(csv.reader(written.open(encoding="utf-8")))
+  assert rows[0] == ["input", "label_1", "score_1", "label_2", "score_2"]
+  assert [r[0] for r in rows[1:]] == [f"{inputs}:{i}" for i in (1, 2, 3)]
   assert "vocabulary does not hold" not in result.stderr
   tops = [[l.split()[0] for l in result.stdout.splitlines()
            if l.startswith("  ")][::2]]

@@ -6,6 +6,7 @@ run leaves the previous artifacts (or none), never half-written ones.
 """
 
 import contextlib
+import csv
 import fcntl
 import json
 import os
@@ -133,11 +134,28 @@ def staged(output_dir):
 
 def write_json(path, obj):
   """Writes JSON atomically: a temp file in the same folder, then rename."""
+  def write(f):
+    json.dump(obj, f, indent=2, ensure_ascii=False)
+    f.write("\n")
+  _write_atomically(path, write)
+
+
+def write_csv(path, header, rows):
+  """Writes a CSV file atomically, as `write_json` does."""
+  def write(f):
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)
+  _write_atomically(path, write, newline="")
+
+
+def _write_atomically(path, write, newline=None):
+  """`write(file)` into a temp file in the same folder, then a rename: a
+  reader never sees half a file, and a failure leaves none."""
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
   try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(obj, f, indent=2, ensure_ascii=False)
-      f.write("\n")
+    with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+      write(f)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
     os.replace(tmp, path)
   except BaseException:

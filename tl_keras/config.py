@@ -217,11 +217,20 @@ class Config:
   artifact: str = _field(
       "", "--mode=predict/evaluate: a run directory, .keras file, SavedModel "
       "directory or .tflite file.", "run")
-  inputs: str = _field("", "--mode=predict: comma list of image files.",
-                       "run")
+  inputs: str = _field(
+      "", "--mode=predict: comma list of image files, folders of images, "
+      ".txt files (one text a line), .csv files (--image_column or "
+      "--text_column), or texts.", "run")
+  image_column: str = _field(
+      "path", "--mode=predict: the column of a --inputs .csv naming image "
+      "files (relative to the .csv).", "run")
+  predictions: str = _field(
+      "", "--mode=predict: the CSV the predictions go to (input, then each "
+      "top-k label and score); default predictions.csv when --inputs holds "
+      "a folder, .txt or .csv, else none.", "run")
   split: str = _field("test", "--mode=evaluate: the split to evaluate.",
                       "run", choices=("train", "validation", "test"))
-  top_k: int = _field(5, "--mode=predict: labels printed per image.", "run")
+  top_k: int = _field(5, "--mode=predict: labels per input.", "run")
   output_dir: str = _field(
       "", "Where artifacts go; default runs/<model>-<dataset>.", "run")
   overwrite: bool = _field(

@@ -126,6 +126,32 @@ class Heartbeat:
       wait = self.every
 
 
+class Progress(Heartbeat):
+  """A `Heartbeat` that also draws a bar on a terminal: `update(done)`
+  redraws it in place on stderr; off a terminal only the log lines show."""
+
+  WIDTH = 30
+
+  def __init__(self, what, *, total, unit="", stream=None):
+    super().__init__(what, total=total, unit=unit)
+    self.stream = stream or sys.stderr
+    self.bar = self.stream.isatty() and total > 1
+
+  def update(self, done):
+    self.done = done
+    if self.bar:
+      filled = int(self.WIDTH * done / max(self.total, 1))
+      self.stream.write(f"\r{self.what} [{'#' * filled:<{self.WIDTH}}] "
+                        f"{done:,}/{self.total:,}")
+      self.stream.flush()
+
+  def __exit__(self, *unused):
+    super().__exit__(*unused)
+    if self.bar:
+      self.stream.write("\n")
+      self.stream.flush()
+
+
 @contextlib.contextmanager
 def quiet_native_output():
   """Native code's stdout dropped and its stderr `filtered_stderr`.

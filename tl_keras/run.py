@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 import time
+from typing import Any
 
 import keras
 import numpy as np
@@ -24,76 +25,9 @@ from tl_keras import litert
 from tl_keras import pretraining
 from tl_keras import recipe_config
 from tl_keras import report
+from tl_keras import scratch
 from tl_keras import training
 from tl_keras.errors import UserError
-
-
-def train_scratch(config, splits, image_size, strategy, jit_compile=False,
-                  augment=None):
-  """The baseline: the same recipe from random weights.
-
-  Same architecture, data, step budget and choices made on validation as
-  the transfer run, only the starting weights differ: `--weights=none`,
-  so every layer trains (BatchNorm too) and the learning rate is picked by
-  the same trials. What the transfer run gains over it is what the
-  pretrained weights bought. `augment`: the policy the transfer run
-  trained with (what --augment=auto settled on); default --augment.
-
-  Returns:
-    (model, history, info): history rows are phase "scratch"; info is
-    `training.run_recipe`'s.
-  """
-  config = dataclasses.replace(config, weights="none", unfreeze="all")
-  family = families.find(config.model)
-  model = family.build(config, splits.num_classes, strategy)
-  history, info = training.run_recipe(
-      model, recipe_config.recipe_from_config(config, jit_compile), splits,
-      training.Context(strategy, image_size, config.batch_size,
-                       seed=config.seed, family=family,
-                       augment=augment or family.augment(config)))
-  return model, [{**h, "phase": "scratch"} for h in history], info
-
-
-def negative_transfer(metrics):
-  """A plain warning when scratch beat transfer on validation, else None.
-
-  Validation, not test: it is what the run chose by, and a user acting on
-  the warning should not be tuning on the test split.
-  """
-  transfer = metrics["validation"]["best_accuracy"]
-  scratch = metrics["scratch"]["validation"]["best_accuracy"]
-  if scratch <= transfer:
-    return None
-  return (f"negative transfer: trained from random weights, the same "
-          f"network reached {scratch:.1%} validation accuracy against "
-          f"{transfer:.1%} from the pretrained weights (test: "
-          f"{metrics['scratch']['test']['accuracy']:.1%} against "
-          f"{metrics['test']['accuracy']:.1%}). The pretrained features do "
-          "not fit this data. Try a backbone pretrained on data closer to "
-          "yours, more fine-tuning (--min_steps, --finetune_epochs), or, if "
-          "you have enough labels, train from scratch (--weights=none)")
-
-
-def keep_better(metrics, info, scratch_info):
-  """Which of the two trained models the run exports: the lower validation
-  loss (what every choice of the recipe goes by); transfer on a tie.
-
-  Returns:
-    {"model": "transfer" or "scratch", "reason": a sentence for the log,
-    report and model card}.
-  """
-  transfer = (info["best_validation_loss"], info["best_validation_accuracy"])
-  scratch = (scratch_info["best_validation_loss"],
-             scratch_info["best_validation_accuracy"])
-  kept = "scratch" if round(scratch[0], 4) < round(transfer[0], 4) else (
-      "transfer")
-  figures = (f"validation loss {transfer[0]:.4f} (accuracy "
-             f"{transfer[1]:.1%}) from the pretrained weights against "
-             f"{scratch[0]:.4f} ({scratch[1]:.1%}) from scratch")
-  reason = (f"the model trained from scratch is exported: {figures}"
-            if kept == "scratch" else
-            f"the transfer model is exported: {figures}")
-  return {"model": kept, "reason": reason}
 
 
 def _versions():
@@ -195,14 +129,39 @@ def make_checkpointer(config, chief):
 def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                            speed):
   """The run itself, after the output directory is prepared."""
-  out = config.output_dir
   family = families.find(config.model)
   family.check(config)
-  image_size = family.image_size(config)
   recipe = recipe_config.recipe_from_config(config, speed["jit_compile"])
   recipe_config.log_plan(config, recipe)
+  raw_splits = _load_splits(config, family)
+  trained = _train(config, family, recipe, raw_splits, strategy, chief,
+                   checkpointer, started)
+  metrics = _evaluate(config, trained, strategy)
+  if config.compare_scratch:
+    scratch.compare(config, trained, metrics, strategy, speed["jit_compile"],
+                    _evaluation_args(config, trained, strategy))
+  if chief:
+    with artifacts.staged(config.output_dir) as stage:
+      _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,
+                       speed, started)
+    trained.summaries.hparams(
+        {k: v for k, v in dataclasses.asdict(config).items()
+         if k in HPARAMS}, {
+             "test_accuracy": metrics["test"]["accuracy"],
+             "test_macro_f1": metrics["test"]["macro_f1"],
+             "best_validation_accuracy":
+                 trained.info["best_validation_accuracy"]})
+    shutil.rmtree(checkpointer.directory, ignore_errors=True)  # finished
+    logging.info("wrote %s (%.0fs in all)", config.output_dir,
+                 time.time() - started)
+    export_mode.check_exports(metrics.get("tflite", {}),
+                              config.max_accuracy_drop)
+  return metrics
 
-  splits = raw_splits = family.load_splits(config)
+
+def _load_splits(config, family):
+  """The --dataset splits, raw (untokenized), logged and checked."""
+  splits = family.load_splits(config)
   for note in splits.notes:
     logging.info("data: %s", note)
   logging.info("data: %d classes; %s", splits.num_classes, ", ".join(
@@ -211,28 +170,54 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
     raise UserError(f"--batch_size={config.batch_size} is larger than the "
                     f"{splits.sizes['train']} training examples; lower "
                     "--batch_size")
+  return splits
 
-  timings = {}
+
+@dataclasses.dataclass
+class Trained:
+  """What training leaves for evaluation and the artifacts: the model and
+  the splits it trained on (tokenized for text), its family and input
+  size, the history, `run_recipe`'s info, the phase timings, pruning's
+  measurement (or None), the final weights' fingerprint and the
+  TensorBoard writer. The scratch comparison may swap in its model."""
+  model: Any
+  splits: Any
+  family: Any
+  image_size: Any
+  recipe: Any
+  history: list
+  info: dict
+  timings: dict
+  pruned: Any
+  fingerprint: str
+  summaries: Any
+
+
+def _train(config, family, recipe, raw_splits, strategy, chief, checkpointer,
+           started):
+  """Builds the model and runs the recipe on it."""
   model = family.build(pretraining.resolved(config, family, strategy),
-                       splits.num_classes, strategy)
+                       raw_splits.num_classes, strategy)
   # Text: tokenized once, with the model's own preprocessor.
-  splits = family.prepare_splits(splits, model)
+  splits = family.prepare_splits(raw_splits, model)
   if config.finetune_epochs:  # fails before training if too many
     count = family.unfreeze_count(model, *recipe.unfreeze)
     logging.info("phase 2 unfreezes the top %d %s of the base, from %s up",
                  count, family.block_word,
                  family.first_unfrozen_block(model, *recipe.unfreeze))
-  timings["setup_seconds"] = time.time() - started
+  timings = {"setup_seconds": time.time() - started}
   summaries = training.Summaries(
-      os.path.join(out, "tensorboard") if chief else None,
+      os.path.join(config.output_dir, "tensorboard") if chief else None,
       profile_steps=config_lib.parse_profile_steps(config.profile_steps),
       every_steps=config.log_every_steps)
   summaries.text("config", "\n".join(
       f"    --{k}={v}" for k, v in dataclasses.asdict(config).items()))
+
   def random_start():  # the scratch baseline's starting weights
     return family.build(dataclasses.replace(config, weights="none"),
                         splits.num_classes, strategy).get_weights()
 
+  image_size = family.image_size(config)
   history, info = training.run_recipe(
       model, recipe, splits,
       training.Context(strategy, image_size, config.batch_size,
@@ -240,11 +225,12 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                        family=family, summaries=summaries,
                        checkpointer=checkpointer),
       feature_cache=config.feature_cache, cache_views=config.cache_views,
-      feature_dir=os.path.join(out, FEATURE_CACHE) if chief else None,
+      feature_dir=(os.path.join(config.output_dir, FEATURE_CACHE) if chief
+                   else None),
       # Without phase 2 there is nothing to train from random weights.
       random_start=random_start if (config.transfer_check
                                     and config.finetune_epochs) else None)
-  start_check = info["choices"].get("start", {})
+  pruned = None
   if config.prune_sparsity:
     method = info["recipe"].finetune.prune_method
     pruned = training.pruning.measure(
@@ -259,122 +245,92 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   fingerprint = training.fingerprint(model)
   logging.info("final weights fingerprint %s (equal on every worker)",
                fingerprint)
+  return Trained(model, splits, family, image_size, recipe, history, info,
+                 timings, pruned, fingerprint, summaries)
 
-  eval_args = dict(strategy=strategy, class_names=splits.class_names,
-                   image_size=image_size, batch_size=config.batch_size)
-  metrics = {"test": training.evaluate(model, splits.test,
-                                       splits.sizes["test"], **eval_args),
+
+def _evaluation_args(config, trained, strategy):
+  return dict(strategy=strategy, class_names=trained.splits.class_names,
+              image_size=trained.image_size, batch_size=config.batch_size)
+
+
+def _evaluate(config, trained, strategy):
+  """metrics.json's test and validation figures (and pruning's, and the
+  transfer check's warning)."""
+  splits, info = trained.splits, trained.info
+  metrics = {"test": training.evaluate(
+      trained.model, splits.test, splits.sizes["test"],
+      **_evaluation_args(config, trained, strategy)),
              "validation": {"best_loss": info["best_validation_loss"],
                             "best_accuracy": info["best_validation_accuracy"],
                             "best_epoch": info["best_epoch"]}}
-  if config.prune_sparsity:
-    metrics["pruning"] = pruned
+  if trained.pruned:
+    metrics["pruning"] = trained.pruned
   logging.info("test accuracy %.4f, macro-F1 %.4f\n%s",
                metrics["test"]["accuracy"], metrics["test"]["macro_f1"],
                evaluation.format_table(metrics["test"]))
-
-  warning = training.transfer_warning(start_check)
+  warning = training.transfer_warning(info["choices"].get("start", {}))
   if warning:
     metrics["negative_transfer"] = warning
     logging.warning("%s", warning)
-  if config.compare_scratch and warning:
-    # The run itself trained from random weights: it is its own baseline.
-    metrics["scratch"] = {"test": metrics["test"],
-                          "validation": metrics["validation"],
-                          "same_as_run": True}
-    metrics["transfer_gain"] = 0.0
-    logging.info("from scratch: the run itself trained from random "
-                 "initialization, so it is its own baseline")
-  elif config.compare_scratch:
-    start = time.time()
-    scratch, scratch_history, scratch_info = train_scratch(
-        config, splits, image_size, strategy, speed["jit_compile"],
-        augment=info["choices"].get("augment", {}).get("policy"))
-    history += scratch_history
-    metrics["scratch"] = {
-        "test": training.evaluate(scratch, splits.test, splits.sizes["test"],
-                                  **eval_args),
-        "validation": {"best_loss": scratch_info["best_validation_loss"],
-                       "best_accuracy":
-                           scratch_info["best_validation_accuracy"]}}
-    metrics["transfer_gain"] = (metrics["test"]["accuracy"]
-                                - metrics["scratch"]["test"]["accuracy"])
-    timings["scratch_seconds"] = time.time() - start
-    logging.info("from scratch: test accuracy %.4f; transfer gain %+.1f "
-                 "points", metrics["scratch"]["test"]["accuracy"],
-                 100 * metrics["transfer_gain"])
-    warning = negative_transfer(metrics)
-    if warning:
-      metrics["negative_transfer"] = warning
-      logging.warning("%s", warning)
-    metrics["kept"] = keep_better(metrics, info, scratch_info)
-    logging.info("kept: %s", metrics["kept"]["reason"])
-    if metrics["kept"]["model"] == "scratch":
-      model, info = scratch, {**info, "unpruned_weights": None}
-      metrics["transfer"] = {"test": metrics["test"],
-                             "validation": metrics["validation"]}
-      metrics["test"] = metrics["scratch"]["test"]
-      metrics["validation"] = {
-          **metrics["scratch"]["validation"],
-          "best_epoch": scratch_info["best_epoch"]}
-      fingerprint = training.fingerprint(model)
-
-  if chief:
-    with artifacts.staged(out) as stage:
-      export.save_keras(model, os.path.join(stage, "model.keras"))
-      artifacts.write_labels(os.path.join(stage, "labels.txt"),
-                             splits.class_names)
-      start = time.time()
-      rows, skipped = export_mode.export_artifacts(
-          model, stage, config, raw_splits,
-          unpruned=info.get("unpruned_weights"), timings=timings)
-      if skipped:
-        metrics["exports_skipped"] = skipped
-      # Writing the files alone: the fallback and the parity check apart.
-      timings["export_seconds"] = time.time() - start - timings.get(
-          "parity_seconds", 0.0) - timings.get("int8_fallback_seconds", 0.0)
-      if rows:
-        metrics["tflite"] = rows
-      artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
-      timings["total_seconds"] = time.time() - started
-      record = {
-          "config": dataclasses.asdict(config),
-          "model": {**family.describe(config, model),
-                    "image_size": image_size,
-                    "parameters": model.count_params(),
-                    "unfrozen_layers": info.get("unfrozen_layers", 0),
-                    "first_unfrozen_block": (
-                        family.first_unfrozen_block(
-                            model, *info["recipe"].unfreeze)
-                        if config.finetune_epochs else None),
-                    "weights_fingerprint": fingerprint},
-          "recipe": info["choices"],
-          "learning_rates": recipe_config.effective_rates(config, recipe, info["choices"]),
-          "data": {"sizes": splits.sizes, "classes": splits.class_names,
-                   "notes": splits.notes,
-                   "skipped_images": {"count": len(splits.skipped),
-                                      "files": splits.skipped[:100]}},
-          "precision": speed,
-          "strategy": {"flag": config.strategy,
-                       "name": type(strategy).__name__,
-                       "replicas": strategy.num_replicas_in_sync},
-          "versions": _versions(),
-          "timings": timings,
-          "history": history,
-      }
-      artifacts.write_json(os.path.join(stage, "run.json"), record)
-      report.write_all(stage, record, metrics)
-    summaries.hparams(
-        {k: v for k, v in dataclasses.asdict(config).items()
-         if k in HPARAMS}, {
-             "test_accuracy": metrics["test"]["accuracy"],
-             "test_macro_f1": metrics["test"]["macro_f1"],
-             "best_validation_accuracy": info["best_validation_accuracy"]})
-    shutil.rmtree(checkpointer.directory, ignore_errors=True)  # finished
-    logging.info("wrote %s (%.0fs in all)", out, time.time() - started)
-    export_mode.check_exports(metrics.get("tflite", {}),
-                              config.max_accuracy_drop)
   return metrics
+
+
+def _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,
+                     speed, started):
+  """model.keras, labels, the exports, metrics.json, run.json and the
+  report into the staging directory."""
+  model, info, timings = trained.model, trained.info, trained.timings
+  export.save_keras(model, os.path.join(stage, "model.keras"))
+  artifacts.write_labels(os.path.join(stage, "labels.txt"),
+                         trained.splits.class_names)
+  start = time.time()
+  rows, skipped = export_mode.export_artifacts(
+      model, stage, config, raw_splits,
+      unpruned=info.get("unpruned_weights"), timings=timings)
+  if skipped:
+    metrics["exports_skipped"] = skipped
+  # Writing the files alone: the fallback and the parity check apart.
+  timings["export_seconds"] = time.time() - start - timings.get(
+      "parity_seconds", 0.0) - timings.get("int8_fallback_seconds", 0.0)
+  if rows:
+    metrics["tflite"] = rows
+  artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
+  timings["total_seconds"] = time.time() - started
+  record = _run_record(config, trained, strategy, speed)
+  artifacts.write_json(os.path.join(stage, "run.json"), record)
+  report.write_all(stage, record, metrics)
+
+
+def _run_record(config, trained, strategy, speed):
+  """run.json: the settings, model, recipe, data, versions and history."""
+  model, info, splits = trained.model, trained.info, trained.splits
+  return {
+      "config": dataclasses.asdict(config),
+      "model": {**trained.family.describe(config, model),
+                "image_size": trained.image_size,
+                "parameters": model.count_params(),
+                "unfrozen_layers": info.get("unfrozen_layers", 0),
+                "first_unfrozen_block": (
+                    trained.family.first_unfrozen_block(
+                        model, *info["recipe"].unfreeze)
+                    if config.finetune_epochs else None),
+                "weights_fingerprint": trained.fingerprint},
+      "recipe": info["choices"],
+      "learning_rates": recipe_config.effective_rates(
+          config, trained.recipe, info["choices"]),
+      "data": {"sizes": splits.sizes, "classes": splits.class_names,
+               "notes": splits.notes,
+               "skipped_images": {"count": len(splits.skipped),
+                                  "files": splits.skipped[:100]}},
+      "precision": speed,
+      "strategy": {"flag": config.strategy,
+                   "name": type(strategy).__name__,
+                   "replicas": strategy.num_replicas_in_sync},
+      "versions": _versions(),
+      "timings": trained.timings,
+      "history": trained.history,
+  }
 
 
 def execute(config):
@@ -394,8 +350,7 @@ def execute(config):
     return (litert.format_parity(metrics["tflite"])
             if metrics.get("tflite") else f"exported to {config.run_dir}")
   if config.mode == "predict":
-    paths = [p.strip() for p in config.inputs.split(",") if p.strip()]
-    return predictors.predict_files(config.artifact, paths, config.top_k)[1]
+    return _predict(config)
   kind = predictors.load(config.artifact).data
   metrics = predictors.evaluate(
       config.artifact, families.for_data(kind).load_splits(config),
@@ -403,6 +358,25 @@ def execute(config):
   summary = format_summary({"test": metrics}).replace(
       "test accuracy", f"{config.split} accuracy")
   return summary + "\n" + evaluation.format_table(metrics)
+
+
+def _predict(config):
+  """--mode=predict: the top labels printed, and written to --predictions
+  (by default predictions.csv for a folder, .txt or .csv of inputs)."""
+  from tl_keras import predictors  # pylint: disable=g-import-not-at-top
+  paths = [p.strip() for p in config.inputs.split(",") if p.strip()]
+  target = config.predictions or (
+      "predictions.csv" if predictors.is_batch(paths) else "")
+  if target and os.path.exists(target) and not config.overwrite:
+    raise UserError(f"--predictions={target} exists; pass --overwrite to "
+                    "replace it, or name another file with --predictions")
+  results, text = predictors.predict_files(
+      config.artifact, paths, config.top_k, image_column=config.image_column,
+      text_column=config.text_column)
+  if target:
+    predictors.write_predictions(results, target, overwrite=True)
+    text += f"\nwrote {len(results):,} predictions to {target}"
+  return text
 
 
 def format_summary(metrics):
