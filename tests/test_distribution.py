@@ -185,7 +185,7 @@ TEXT_MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, keras_hub
-    from tl_keras import data, text_data, text_models, training
+    from tl_keras import data, families, text_data, text_models, training
 
     preset = tempfile.mkdtemp()
     tokenizer = keras_hub.models.BertTokenizer(
@@ -211,7 +211,8 @@ TEXT_MIRRORED_SCRIPT = textwrap.dedent("""
       # The head is fitted on this host from cached features, then phase
       # 2 runs on the replicas.
       training.run_recipe(model, recipe, splits,
-                          training.Context(strategy, None, 16, augment=False))
+                          training.Context(strategy, None, 16, augment=False,
+                                           family=families.of(model)))
       return model.get_weights(), strategy.num_replicas_in_sync
 
 """) + _COMPARE
