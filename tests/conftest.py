@@ -1,8 +1,24 @@
-"""Shared fixtures: tiny image folders and an isolated weights cache."""
+"""Shared fixtures: tiny image folders and isolated caches.
 
+The suite runs the same on any machine: on the CPU (a GPU host would
+change float precision and what XLA compiles), with Keras's and TFDS's
+caches in a folder of its own (weights or datasets that a machine cached
+in ~/.keras or ~/tensorflow_datasets would turn offline cases online).
+These are set before anything imports TensorFlow, Keras or TFDS, and
+the subprocesses the tests start inherit them.
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+_CACHES = tempfile.mkdtemp(prefix="tl_keras-test-caches-")
+atexit.register(shutil.rmtree, _CACHES, ignore_errors=True)
+os.environ["KERAS_HOME"] = os.path.join(_CACHES, "keras")
+os.environ["TFDS_DATA_DIR"] = os.path.join(_CACHES, "tensorflow_datasets")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top

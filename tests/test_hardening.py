@@ -193,6 +193,32 @@ def test_an_offline_machine_gets_one_line_and_an_empty_output_dir(tmp_path):
   assert os.listdir(out) == []
 
 
+def test_an_unprepared_tfds_dataset_asks_for_the_network_first(
+    tmp_path, monkeypatch):
+  """With the network unreachable, loading a TFDS dataset never prepared
+  here opens one socket, the probe of the download host, and TFDS none:
+  one error line, before the builder is made."""
+  import socket  # pylint: disable=g-import-not-at-top
+  from tl_keras import downloads  # pylint: disable=g-import-not-at-top
+  for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.delenv("TL_KERAS_DOWNLOAD_HOST", raising=False)
+  tried = []
+
+  def unreachable(self, address):
+    del self
+    tried.append(address)
+    raise OSError(101, "Network is unreachable")
+
+  monkeypatch.setattr(socket.socket, "connect", unreachable)
+  monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [
+      (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("203.0.113.1", port))])
+  with pytest.raises(UserError, match="seems offline.*--data_dir"):
+    data.load("cifar10", data_dir=str(tmp_path / "tfds"))
+  assert tried == [("203.0.113.1", int(downloads.HOST.split(":")[1]))]
+  assert not (tmp_path / "tfds").exists()
+
+
 def test_a_second_run_on_a_locked_directory_is_refused(tmp_path):
   out = tmp_path / "out"
   with artifacts.locked(str(out)):

@@ -242,7 +242,8 @@ def test_tfds_text_dataset_through_mock_data(monkeypatch):
   assert text.dtype == tf.string and 0 <= int(label) < 2
 
 
-def test_tfds_image_dataset_is_not_text():
+def test_tfds_image_dataset_is_not_text(monkeypatch):
+  monkeypatch.setattr(downloads, "check_online", lambda what, fix: None)
   with tfds.testing.mock_data(num_examples=4):
     with pytest.raises(UserError, match="not single-text classification"):
       text_data.load("mnist")
@@ -499,6 +500,7 @@ class _UnlabelledTestBuilder:
 
 
 def test_unlabelled_test_split_is_replaced_by_validation(monkeypatch):
+  monkeypatch.setattr(downloads, "check_online", lambda what, fix: None)
   monkeypatch.setattr(tfds, "builder",
                       lambda name, data_dir=None: _UnlabelledTestBuilder())
   splits = text_data.load("glue/sst2")

@@ -7,6 +7,7 @@ batches them for whichever distribution strategy runs the loop.
 """
 
 import logging
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -126,11 +127,22 @@ def open_tfds(name, data_dir, find_features, other_names):
       download.
   """
   tfds = tfds_module()
+  # Local names only: the community index is fetched over the network.
+  known = tfds.list_builders(with_community_datasets=False)
+  base = name.split(":")[0].split("/")[0]
+  if base not in known:
+    raise unknown_name("dataset", name, known + list(other_names), "dataset")
+  folder = os.path.join(os.path.expanduser(data_dir or tfds.core.constants
+                                           .DATA_DIR), name.split(":")[0])
+  if not os.path.isdir(folder):
+    # Never prepared here: building the builder would reach for TFDS's
+    # bucket, so whether there is a network is asked first.
+    downloads.check_online(
+        f"TFDS dataset {name!r}", "prepare it on a machine that has a "
+        "network and pass its TFDS directory as --data_dir")
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
-    # Local names only: the community index is fetched over the network.
-    known = tfds.list_builders(with_community_datasets=False)
     raise unknown_name("dataset", name, known + list(other_names),
                        "dataset") from e
   keys = find_features(builder.info)
