@@ -656,6 +656,8 @@ def test_report_renders_in_headless_chromium(quick_run, tmp_path):
   shot = tmp_path / "report.png"
   result = subprocess.run(
       ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+       "--disable-background-networking", "--disable-component-update",
+       "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path}",
        "--hide-scrollbars", "--window-size=1100,2400",
        f"--screenshot={shot}", f"file://{quick_run[0]}/report.html"],
       capture_output=True, text=True, timeout=120, check=False)

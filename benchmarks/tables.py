@@ -1,0 +1,135 @@
+"""README tables, rendered from the committed benchmark results.
+
+    python benchmarks/tables.py            # rewrite the README's tables
+    python benchmarks/tables.py --check    # exit 1 if one differs
+
+Each table stands in README.md between `<!-- table:NAME -->` and
+`<!-- /table:NAME -->`, and `TABLES[NAME]` renders it from the JSON lines
+in `results/`. A figure in those blocks is never typed by hand: a test
+fails when a block differs from what this renders.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NETWORKS = {"efficientnet_lite0": "EfficientNet-Lite0, ImageNet",
+            "all_minilm_l6_v2": "all-MiniLM-L6-v2"}
+TASK_ORDER = ("digits", "docstrings", "lfw_faces", "rotten_tomatoes")
+
+
+def read(name, results=os.path.join(REPO, "results")):
+  with open(os.path.join(results, f"{name}.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _pct(value):
+  return f"{100 * value:.1f}%"
+
+
+def _spread(values):
+  """mean (min–max) in percent; the value alone for one seed."""
+  if not values:
+    return "–"
+  if len(values) == 1:
+    return _pct(values[0])
+  return (f"{_pct(statistics.mean(values))} ({100 * min(values):.1f}–"
+          f"{100 * max(values):.1f})")
+
+
+def real_weights_tasks(rows):
+  """Per task: default, probe, scratch and the anchors over seeds."""
+  tasks = [r for r in rows if r.get("arm") == "task"]
+  lines = ["| task | network | train / val / test | seeds | default | probe "
+           "| scratch | TF-IDF + LR | Model Maker recipe |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for task in sorted({r["task"] for r in tasks}, key=TASK_ORDER.index):
+    mine = sorted((r for r in tasks if r["task"] == task),
+                  key=lambda r: r["seed"])
+    arms = {a: [r[a] for r in mine if a in r] for a in
+            ("default", "probe", "scratch", "tfidf", "modelmaker")}
+    best = max(statistics.mean(v) for a, v in arms.items()
+               if v and a != "default")
+    default = _spread(arms["default"])
+    if statistics.mean(arms["default"]) >= best:
+      default = f"**{default}**"
+    sizes = mine[0]["sizes"]
+    name = task + (" (kept aside)" if mine[0].get("kept_aside") else "")
+    lines.append(
+        f"| {name} | {NETWORKS[mine[0]['model']]} | {sizes['train']:,} / "
+        f"{sizes['validation']:,} / {sizes['test']:,} | {len(mine)} | "
+        f"{default} | {_spread(arms['probe'])} | {_spread(arms['scratch'])} "
+        f"| {_spread(arms['tfidf'])} | {_spread(arms['modelmaker'])} |")
+  return "\n".join(lines)
+
+
+def _export_rows(row):
+  lines = ["| variant | accuracy | agreement with Keras | MediaPipe agreement "
+           "| size | gzipped | latency 1 / 2 threads |",
+           "|---|---|---|---|---|---|---|",
+           f"| Keras | {_pct(row['keras_accuracy'])} | | | | | |"]
+  for variant, r in row["tflite"].items():
+    mediapipe = r.get("mediapipe_agreement")
+    lines.append(
+        f"| {variant} | {_pct(r['accuracy'])} | {_pct(r['agreement'])} |"
+        f"{f' {_pct(mediapipe)} ' if mediapipe is not None else ' '}| "
+        f"{r['size_bytes'] / 1e6:.1f} MB | {r['compressed_bytes'] / 1e6:.1f} "
+        f"MB | {r['latency_ms_1_thread']:.2f} / {r['latency_ms']:.2f} ms |")
+  return "\n".join(lines)
+
+
+def real_weights_exports_224(rows):
+  """The head-only digits run's TFLite files at 224 px."""
+  (row,) = [r for r in rows if r.get("arm") == "exports_head_only"
+            and r["image_size"] == 224][-1:]
+  return _export_rows(row)
+
+
+def real_weights_exports(rows, task):
+  """The default run's TFLite files, seed 0 of `task`."""
+  (row,) = [r for r in rows if r.get("arm") == "exports"
+            and r["task"] == task][-1:]
+  return _export_rows(row)
+
+
+TABLES = {
+    "real_weights_tasks": lambda: real_weights_tasks(read("real_weights")),
+    "real_weights_exports_digits":
+        lambda: real_weights_exports(read("real_weights"), "digits"),
+    "real_weights_exports_224":
+        lambda: real_weights_exports_224(read("real_weights")),
+}
+BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table:\2 -->)",
+                   re.S)
+
+
+def rendered(text):
+  """`text` with every table block rendered afresh."""
+  return BLOCK.sub(lambda m: f"{m.group(1)}{TABLES[m.group(2)]()}\n"
+                   f"{m.group(4)}", text)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--check", action="store_true")
+  parser.add_argument("--readme", default=os.path.join(REPO, "README.md"))
+  args = parser.parse_args()
+  with open(args.readme, encoding="utf-8") as f:
+    text = f.read()
+  new = rendered(text)
+  if args.check:
+    if new != text:
+      print(f"{args.readme}: a table differs from results/; run "
+            "python benchmarks/tables.py", file=sys.stderr)
+      sys.exit(1)
+    return
+  with open(args.readme, "w", encoding="utf-8") as f:
+    f.write(new)
+
+
+if __name__ == "__main__":
+  main()
