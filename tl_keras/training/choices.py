@@ -117,6 +117,65 @@ def keep_simplest(model, head, best, history, splits, image_size,
   return "head"
 
 
+class _Trials:
+  """Phase 2's trials: each from the weights phase 1 ended with, for the
+  first `recipe.trial_fraction` of the phase, with no summaries or
+  checkpoints. One optimizer and one trace of the steps serve every trial
+  that trains the same variables, and the phase that continues the winner.
+  Only the best run so far is kept (`winner`), its optimizer's state
+  copied, as the next trial reuses the optimizer."""
+
+  def __init__(self, model, recipe, splits, context, first_step):
+    spec = recipe.finetune
+    self.model, self.recipe, self.splits = model, recipe, splits
+    self.context = context.but(summaries=None, checkpointer=None)
+    self.first_step = first_step
+    self.spec = dataclasses.replace(spec, early_stopping=0.0,
+                                    stop_at=recipe.trial_fraction)
+    self.start = [np.copy(w) for w in model.get_weights()]
+    self.cache = steps_lib.StepCache(prune=spec.prune_to > 0,
+                                     block=spec.prune_block)
+    self.records, self.winner = [], None
+
+  def run(self, lr, mode):
+    """One trial at learning rate `lr` with BatchNorm `mode`."""
+    model, context = self.model, self.context
+    logging.info("trial %d: phase 2 at lr %g with BatchNorm %s, its first "
+                 "%.0f%%", len(self.records) + 1, lr, mode,
+                 100 * self.recipe.trial_fraction)
+    model.set_weights(self.start)
+    context.family.unfreeze_top(model, *self.recipe.unfreeze,
+                                train_batchnorm=mode == "train")
+    best, carry = checkpoint_lib.Best(), {"steps": self.cache}
+    rows, step = loop.train_phase(
+        model, dataclasses.replace(self.spec, learning_rate=lr), self.splits,
+        context, best=best, first_step=self.first_step, carry=carry)
+    run = {"carry": carry, "weights": [np.copy(w) for w in model.get_weights()],
+           "history": rows, "best": best, "lr": lr, "mode": mode}
+    best.restore(model)
+    run["losses"] = validation_losses(
+        model, self.splits, image_size=context.image_size,
+        batch_size=context.batch_size)
+    self.records.append({"learning_rate": lr, "batchnorm": mode,
+                         "steps": step - self.first_step,
+                         "validation_loss": best.loss,
+                         "validation_accuracy": best.accuracy})
+    logging.info("trial: lr %g, BatchNorm %s: best validation loss %.4f, "
+                 "accuracy %.4f", lr, mode, best.loss, best.accuracy)
+    return run
+
+  def offer(self, run):
+    """Keeps `run` if it beats the winner so far. Ties (to 4 decimals) go
+    to the earlier: the lower rate, the smaller change to the pretrained
+    features, and frozen BatchNorm."""
+    if self.winner is None or round(run["best"].loss, 4) < round(
+        self.winner["best"].loss, 4):
+      run["state"] = steps_lib.optimizer_state(run["carry"]["optimizer"])
+      pruning = run["carry"].get("pruning")
+      run["pruning"] = pruning and pruning.snapshot()
+      self.winner = run
+
+
 def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
                       first_step=0):
   """Phase 2's learning rate and BatchNorm mode, and the run that continues.
@@ -159,69 +218,23 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
   # With --prune_sparsity the trials prune too, on the phase's schedule: a
   # rate is judged on the network being pruned (a rate that only keeps
   # pretrained features in place cannot recover what pruning takes).
-  trial_spec = dataclasses.replace(spec, early_stopping=0.0,
-                                   stop_at=recipe.trial_fraction)
-  start = [np.copy(w) for w in model.get_weights()]
+  trials = _Trials(model, recipe, splits, context, first_step)
   reference = validation_losses(model, splits, image_size=image_size,
                                 batch_size=batch_size)
-  quiet = context.but(summaries=None, checkpointer=None)
-  trials = []
-  # One optimizer and one trace of the steps for every trial that trains
-  # the same variables, and for the phase that continues the winner.
-  cache = steps_lib.StepCache(
-      prune=spec.prune_to > 0, block=spec.prune_block)
-
-  def trial(lr, mode):
-    logging.info("trial %d: phase 2 at lr %g with BatchNorm %s, its first "
-                 "%.0f%%", len(trials) + 1, lr, mode,
-                 100 * recipe.trial_fraction)
-    model.set_weights(start)
-    family.unfreeze_top(model, *recipe.unfreeze,
-                        train_batchnorm=mode == "train")
-    best, carry = checkpoint_lib.Best(), {"steps": cache}
-    rows, step = loop.train_phase(
-        model, dataclasses.replace(trial_spec, learning_rate=lr), splits,
-        quiet, best=best, first_step=first_step, carry=carry)
-    run = {"carry": carry, "weights": [np.copy(w) for w in model.get_weights()],
-           "history": rows, "best": best, "lr": lr, "mode": mode}
-    best.restore(model)
-    run["losses"] = validation_losses(model, splits, image_size=image_size,
-                                      batch_size=batch_size)
-    trials.append({"learning_rate": lr, "batchnorm": mode,
-                   "steps": step - first_step, "validation_loss": best.loss,
-                   "validation_accuracy": best.accuracy})
-    logging.info("trial: lr %g, BatchNorm %s: best validation loss %.4f, "
-                 "accuracy %.4f", lr, mode, best.loss, best.accuracy)
-    return run
-
-  # Only the best run so far is kept, its optimizer's state copied (the
-  # next trial reuses the optimizer). Ties (to 4 decimals) go to the lower
-  # rate, the smaller change to the pretrained features, and to frozen
-  # BatchNorm.
-  winner = None
-
-  def offer(run):
-    nonlocal winner
-    if winner is None or round(run["best"].loss, 4) < round(
-        winner["best"].loss, 4):
-      run["state"] = steps_lib.optimizer_state(run["carry"]["optimizer"])
-      pruning = run["carry"].get("pruning")
-      run["pruning"] = pruning and pruning.snapshot()
-      winner = run
-
   for lr in sorted(lrs):
-    offer(trial(lr, modes[0]))
+    trials.offer(trials.run(lr, modes[0]))
   for mode in modes[1:]:
-    offer(trial(winner["lr"], mode))
+    trials.offer(trials.run(trials.winner["lr"], mode))
+  winner = trials.winner
   steps_lib.load_state(winner["carry"]["optimizer"], winner.pop("state"))
   if winner["carry"].get("pruning"):
     winner["carry"]["pruning"].load(winner.pop("pruning"))
-  cache.keep_only(winner["carry"]["optimizer"])
-  model.set_weights(start)
+  trials.cache.keep_only(winner["carry"]["optimizer"])
+  model.set_weights(trials.start)
   _, gain, _ = clearly_lower(winner["losses"], reference)
   chosen = {"learning_rate": winner["lr"], "batchnorm": winner["mode"],
-            "trial_steps": sum(t["steps"] for t in trials), "trials": trials,
-            "skip": may_skip and gain <= 0}
+            "trial_steps": sum(t["steps"] for t in trials.records),
+            "trials": trials.records, "skip": may_skip and gain <= 0}
   if chosen["skip"]:
     logging.info("no trial lowered the validation loss (the best, lr %g "
                  "with BatchNorm %s, by %.4f): phase 2 is skipped and phase "
@@ -229,5 +242,5 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
     return chosen, None
   logging.info("phase 2 goes on from the trial at lr %g with BatchNorm %s "
                "(picked by %d trials)", winner["lr"], winner["mode"],
-               len(trials))
+               len(trials.records))
   return chosen, winner
