@@ -202,14 +202,7 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
   images, labels = validation
   keras_accuracy = float(np.mean(
       serving.keras_probabilities(model, images).argmax(-1) == labels))
-
-  def row_of(file_path):
-    accuracy = float(np.mean(
-        litert.ImageRunner(file_path).predict(images).argmax(-1) == labels))
-    return {"accuracy": accuracy, "keras_accuracy": keras_accuracy,
-            "examples": int(len(labels))}
-
-  before = row_of(path)
+  before = _int8_row(path, validation, keras_accuracy)
   if not len(labels) or not litert.too_far(before, max_drop):
     return None
   started = time.time()
@@ -226,11 +219,7 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
   after = {}
 
   def acceptable(content):
-    with tempfile.TemporaryDirectory() as tmp:
-      candidate = os.path.join(tmp, "candidate.tflite")
-      with open(candidate, "wb") as f:
-        f.write(content)
-      after.update(row_of(candidate))
+    after.update(_int8_row(content, validation, keras_accuracy))
     return not litert.too_far(after, max_drop)
 
   content, float_layers, ok, kind = quantization.with_fallback(
@@ -251,12 +240,33 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
       "within_bounds": ok, "size_bytes_before": size_before,
       "size_bytes": os.path.getsize(path),
       "seconds": time.time() - started}
+  _log_fallback(record)
+  return record
+
+
+def _int8_row(file_or_content, examples, keras_accuracy):
+  """An int8 file's (a path, or its bytes) accuracy on (images, labels)."""
+  images, labels = examples
+  with tempfile.TemporaryDirectory() as tmp:
+    path = file_or_content
+    if isinstance(file_or_content, bytes):
+      path = os.path.join(tmp, "candidate.tflite")
+      with open(path, "wb") as f:
+        f.write(file_or_content)
+    accuracy = float(np.mean(
+        litert.ImageRunner(path).predict(images).argmax(-1) == labels))
+  return {"accuracy": accuracy, "keras_accuracy": keras_accuracy,
+          "examples": int(len(labels))}
+
+
+def _log_fallback(record):
+  float_layers, layers = record["float_layers"], record["layers"]
   logging.info("tflite_int8 keeps %d of %d layers in float (%s): validation "
-               "%.4f (was %.4f), %d KB (was %d KB)", len(float_layers),
-               len(layers), "within bounds" if ok else "still out of bounds",
-               after["accuracy"], before["accuracy"],
-               record["size_bytes"] // 1024, size_before // 1024)
-  if len(float_layers) >= len(layers):
+               "%.4f (was %.4f), %d KB (was %d KB)", len(float_layers), layers,
+               "within bounds" if record["within_bounds"] else
+               "still out of bounds", record["validation"]["accuracy"],
+               record["validation"]["accuracy_before"],
+               record["size_bytes"] // 1024, record["size_bytes_before"] // 1024)
+  if len(float_layers) >= layers:
     logging.warning("tflite_int8: neither its worst layers nor any one kind "
                     "of layer was enough; %s", quantization.EVERY_LAYER_ADVICE)
-  return record
