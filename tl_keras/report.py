@@ -179,6 +179,36 @@ def html_report(record, metrics, images):
           ["weights", config["weights"]],
           ["total time", f"{record['timings'].get('total_seconds', 0):.0f} s"],
       ])]
+  parts += _transfer_section(metrics)
+  parts += _recipe_section(record.get("recipe", {}))
+  parts += _timings_section(record.get("timings", {}))
+  parts += ["<h2>Learning curves</h2>", _img(images, "learning_curves.png"),
+            "<h2>Confusion matrix (test)</h2>",
+            _img(images, "confusion_matrix.png"),
+            "<h2>Per class (test)</h2>", _table(
+                ["class", "precision", "recall", "F1", "support"],
+                [[name, f"{m['precision']:.4f}", f"{m['recall']:.4f}",
+                  f"{m['f1']:.4f}", m["support"]]
+                 for name, m in test["per_class"].items()])]
+  parts += _exports_section(metrics)
+  parts += ["<h2>Reproduce</h2>",
+            f"<pre>{html.escape(command_line(config))}</pre>",
+            "<h2>Environment</h2>", _table(
+                ["", "version"], sorted(record["versions"].items()))]
+  style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;"
+           "color:#222}table{border-collapse:collapse;margin:.5em 0}"
+           "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
+           "th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;"
+           "padding:.6em;white-space:pre-wrap}")
+  title = html.escape(f"tl_keras: {config['model']} on {config['dataset']}")
+  return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}"
+          f"</title><style>{style}</style></head><body>{''.join(parts)}"
+          "</body></html>")
+
+
+def _transfer_section(metrics):
+  """The negative-transfer warning, and transfer against scratch."""
+  parts, test = [], metrics["test"]
   if metrics.get("negative_transfer"):
     parts.append("<p style='background:#fde8e8;padding:.6em'><b>Warning: "
                  f"{html.escape(metrics['negative_transfer'])}.</b></p>")
@@ -200,16 +230,12 @@ def html_report(record, metrics, images):
     if metrics.get("kept"):
       parts.append(f"<p><b>Exported:</b> {html.escape(metrics['kept']['reason'])}"
                    ".</p>")
-  parts += _recipe_section(record.get("recipe", {}))
-  parts += _timings_section(record.get("timings", {}))
-  parts += ["<h2>Learning curves</h2>", _img(images, "learning_curves.png"),
-            "<h2>Confusion matrix (test)</h2>",
-            _img(images, "confusion_matrix.png"),
-            "<h2>Per class (test)</h2>", _table(
-                ["class", "precision", "recall", "F1", "support"],
-                [[name, f"{m['precision']:.4f}", f"{m['recall']:.4f}",
-                  f"{m['f1']:.4f}", m["support"]]
-                 for name, m in test["per_class"].items()])]
+  return parts
+
+
+def _exports_section(metrics):
+  """The parity table of the TFLite files, and what the fallback did."""
+  parts = []
   if metrics.get("tflite"):
     first = next(iter(metrics["tflite"].values()))
     parts += [f"<h2>Exports checked with LiteRT ({first['examples']} test "
@@ -233,19 +259,7 @@ def html_report(record, metrics, images):
           f"{percent(next(iter(_unpruned(metrics).values()))['keras_accuracy'])}"
           "), converted the same way and not kept.</p>")
     parts += _fallback_section(metrics["tflite"].get("int8", {}))
-  parts += ["<h2>Reproduce</h2>",
-            f"<pre>{html.escape(command_line(config))}</pre>",
-            "<h2>Environment</h2>", _table(
-                ["", "version"], sorted(record["versions"].items()))]
-  style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;"
-           "color:#222}table{border-collapse:collapse;margin:.5em 0}"
-           "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
-           "th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;"
-           "padding:.6em;white-space:pre-wrap}")
-  title = html.escape(f"tl_keras: {config['model']} on {config['dataset']}")
-  return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}"
-          f"</title><style>{style}</style></head><body>{''.join(parts)}"
-          "</body></html>")
+  return parts
 
 
 def _recipe_section(recipe):
