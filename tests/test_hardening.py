@@ -22,6 +22,7 @@ from tl_keras import artifacts
 from tl_keras import config as config_lib
 from tl_keras import data
 from tl_keras import folders
+from tl_keras import input_files
 from tl_keras import models
 from tl_keras import predictors
 from tl_keras.errors import UserError
@@ -125,7 +126,7 @@ def test_predict_applies_exif_orientation(tmp_path):
   exif[0x0112] = 6
   path = tmp_path / "turned.jpg"
   Image.fromarray(_quadrants(24, 24)).save(path, quality=95, exif=exif)
-  got = predictors.read_images([str(path)], 24)[0]
+  got = input_files.read_images([str(path)], 24)[0]
   assert np.abs(got.astype(int) - _reference_rgb(path)).mean() < 4
 
 

@@ -16,6 +16,7 @@ from tl_keras import blocks
 from tl_keras import config as config_lib
 from tl_keras import families
 from tl_keras import models
+from tl_keras import predict_mode
 from tl_keras import predictors
 from tl_keras.errors import UserError
 
@@ -96,7 +97,7 @@ def test_a_preset_folder_trains_exports_and_serves(hub_run):
   photo = np.random.default_rng(1).integers(0, 256, (90, 70, 3), np.uint8)
   path = hub_run / "photo.png"
   tf.io.write_file(str(path), tf.io.encode_png(photo))
-  top = {a: predictors.predict_files(str(hub_run / a), [str(path)])[0][0][1]
+  top = {a: predict_mode.predict_files(str(hub_run / a), [str(path)])[0][0][1]
          for a in ("model.keras", "saved_model", "model_float32.tflite")}
   assert len({t[0][0] for t in top.values()}) == 1
   np.testing.assert_allclose(top["saved_model"][0][1],

@@ -17,7 +17,7 @@ from tests.helpers import run_main
 from tl_keras import config as config_lib
 from tl_keras import export
 from tl_keras import families
-from tl_keras import predictors
+from tl_keras import predict_mode
 from tl_keras import text_data
 from tl_keras import text_models
 
@@ -66,7 +66,7 @@ def test_distilbert_trains_exports_and_serves(distilbert_run):
   texts, _, _ = text_data.synthetic_texts("synthetic_text", "test")
   inputs = out / "texts.txt"
   inputs.write_text("\n".join(texts[:6]) + "\n")
-  tops = {a: [r[1][0][0] for r in predictors.predict_files(
+  tops = {a: [r[1][0][0] for r in predict_mode.predict_files(
       str(out / a), [str(inputs)])[0]]
           for a in ("model.keras", "saved_model", "model_float32.tflite")}
   assert tops["saved_model"] == tops["model.keras"]

@@ -22,7 +22,9 @@ from tests.helpers import mediapipe_scores, run_main
 from tl_keras import artifacts
 from tl_keras import export
 from tl_keras import families
+from tl_keras import input_files
 from tl_keras import litert
+from tl_keras import predict_mode
 from tl_keras import predictors
 from tl_keras import saving
 from tl_keras import synthetic
@@ -271,7 +273,7 @@ def test_batch_predictions_of_a_folder_and_a_csv(quick_run, tmp_path):
   existing predictions.csv is refused before any work."""
   out = quick_run[0]
   images, _ = synthetic.load("synthetic", "test", seed=1)
-  count = predictors.PREDICT_BATCH + 6
+  count = predict_mode.PREDICT_BATCH + 6
   folder = tmp_path / "photos"
   (folder / "more").mkdir(parents=True)
   names = []
@@ -293,7 +295,7 @@ def test_batch_predictions_of_a_folder_and_a_csv(quick_run, tmp_path):
   assert f"wrote {count} predictions" in result.stdout
   assert "more" in result.stdout.splitlines()[-2]  # the rest not printed
   single = predictors.load(str(out))
-  top1 = {str(folder / n): single.labels[single.predict(predictors.read_images(
+  top1 = {str(folder / n): single.labels[single.predict(input_files.read_images(
       [str(folder / n)], single.image_size)).argmax()] for n in names}
   assert all(top1[r[0]] == r[1] for r in rows[1:])
   # Again: refused, the file untouched, one error line.
@@ -338,7 +340,7 @@ def test_predict_gives_one_top1_across_artifact_kinds(quick_run, tmp_path):
                          ("model_float16.tflite", expected),
                          ("model_dynamic.tflite", quantized["dynamic"]),
                          ("model_int8.tflite", quantized["int8"])):
-    results, text = predictors.predict_files(str(out / artifact), paths,
+    results, text = predict_mode.predict_files(str(out / artifact), paths,
                                              top_k=3)
     top1 = np.array([r[0][0] for _, r in results])
     assert (top1 == want).all(), (artifact, text)

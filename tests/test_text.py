@@ -15,6 +15,7 @@ from tl_keras import data
 from tl_keras import downloads
 from tl_keras import families
 from tl_keras import litert
+from tl_keras import predict_mode
 from tl_keras import predictors
 from tl_keras import text_data
 from tl_keras import text_models
@@ -390,7 +391,7 @@ def test_predict_and_evaluate_modes_on_texts(text_run, tmp_path, caplog):
   # float32: exact parity, so even near-tied top labels agree. (In this
   # process: --mode=predict is the same call.)
   for artifact in (out / "saved_model", out / "model_float32.tflite"):
-    results, text = predictors.predict_files(str(artifact), [str(inputs)],
+    results, text = predict_mode.predict_files(str(artifact), [str(inputs)],
                                              top_k=2)
     assert text.count("texts.txt:") == 3
     tops.append([top[0][0] for _, top in results])

@@ -9,6 +9,7 @@ from tl_keras import export
 from tl_keras import families
 from tl_keras import litert
 from tl_keras import models
+from tl_keras import predict_mode
 from tl_keras import predictors
 from tl_keras import serving
 from tl_keras import synthetic
@@ -123,7 +124,7 @@ def test_a_large_photo_is_resized_as_training_resized(exported, tmp_path):
   serve = tf.saved_model.load(str(directory / "saved_model")).signatures[
       "serving_default"]
   served = serve(images=tf.constant(photo[None]))["probabilities"].numpy()[0]
-  [(_, top)], _ = predictors.predict_files(str(directory / "saved_model"),
+  [(_, top)], _ = predict_mode.predict_files(str(directory / "saved_model"),
                                            [str(tmp_path / "photo.png")],
                                            top_k=len(LABELS))
   predicted = dict(top)

@@ -9,7 +9,6 @@ takes and how --inputs files and dataset splits become it: `ImageInput`
 kind, the SavedModel's `metadata` signature, the .tflite file's metadata).
 """
 
-import csv
 import dataclasses
 import logging
 import os
@@ -20,10 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import artifacts
-from tl_keras import console
 from tl_keras import evaluation
 from tl_keras import families
 from tl_keras import folders
+from tl_keras import input_files
 from tl_keras import inputs as inputs_lib
 from tl_keras import saving
 from tl_keras import serving as serving_lib
@@ -78,14 +77,14 @@ class ImageInput:
       elif item.lower().endswith(".csv"):
         base = os.path.dirname(item)
         names += [os.path.join(base, p)
-                  for p in read_column(item, image_column)]
+                  for p in input_files.read_column(item, image_column)]
       else:
         names.append(item)
     return names, names
 
   def read(self, items):
     """Image files as uint8 images at the model's size."""
-    return read_images(items, self.image_size)
+    return input_files.read_images(items, self.image_size)
 
   def batches(self, dataset, batch_size):
     """A split's (uint8 images at the model's size, labels) per batch."""
@@ -130,7 +129,7 @@ class TextInput:
     """--inputs (.txt files, one text a line; .csv files, their
     `text_column`; or texts) as (names, texts)."""
     del image_column
-    return read_texts(items, text_column)
+    return input_files.read_texts(items, text_column)
 
   def read(self, texts):
     return list(texts)
@@ -292,125 +291,6 @@ def _tflite(path):
             or _labels_beside(path, int(runner.output["shape"][-1])))
   return Predictor("tflite", path, labels, runner.predict_examples,
                    INPUTS[kind].of_tflite(runner))
-
-
-def read_images(paths, image_size):
-  """Image files -> uint8 [N, S, S, 3]; UserError naming an unreadable one."""
-  out = []
-  for path in paths:
-    if not os.path.isfile(path):
-      raise UserError(f"--inputs: {path} is not a file")
-    try:
-      image = folders.decode_image(tf.io.read_file(path))
-    except tf.errors.InvalidArgumentError as e:
-      reason = re.sub(r"\{\{.*?\}\}", "", e.message or "").strip()
-      raise UserError(f"--inputs: cannot decode {path} as an image "
-                      f"({reason.splitlines()[0][:100] if reason else 'bad data'}"
-                      "); pass JPEG, PNG, BMP or GIF files") from e
-    image = folders.apply_orientation(image, folders.exif_orientation(path))
-    out.append(inputs_lib.resize(image, image_size).numpy())
-  return np.stack(out)
-
-
-def read_column(path, column):
-  """The non-empty values of one column of a .csv file."""
-  if not os.path.isfile(path):
-    raise UserError(f"--inputs: {path} is not a file")
-  with open(path, encoding="utf-8", newline="") as f:
-    reader = csv.DictReader(f)
-    if column not in (reader.fieldnames or []):
-      raise UserError(f"--inputs: {path} has no column {column!r} (its "
-                      f"columns: {', '.join(reader.fieldnames or [])}); name "
-                      "it with --image_column or --text_column")
-    values = [row[column].strip() for row in reader if row[column].strip()]
-  if not values:
-    raise UserError(f"--inputs: the {column!r} column of {path} is empty")
-  return values
-
-
-def read_texts(inputs, text_column="text"):
-  """--inputs for a text model: each a .txt file (one text per line), a
-  .csv file (its `text_column`) or a text.
-
-  Returns:
-    (names, texts): what each result is printed under, and the texts.
-  """
-  names, texts = [], []
-  for item in inputs:
-    if item.lower().endswith(".csv") and os.path.isfile(item):
-      lines = read_column(item, text_column)
-      names += [f"{item}:{i + 2}" for i in range(len(lines))]
-      texts += lines
-    elif os.path.isfile(item):
-      with open(item, encoding="utf-8") as f:
-        lines = [l.strip() for l in f if l.strip()]
-      if not lines:
-        raise UserError(f"--inputs: {item} has no text; put one text per "
-                        "line")
-      names += [f"{item}:{i + 1}" for i in range(len(lines))]
-      texts += lines
-    else:
-      names.append(repr(item[:60]))
-      texts.append(item)
-  return names, texts
-
-
-def is_batch(items):
-  """Whether --inputs holds a folder, .txt or .csv file: predictions go to
-  a CSV file then."""
-  return any(os.path.isdir(i) or (os.path.isfile(i) and i.lower().endswith(
-      (".txt", ".csv"))) for i in items)
-
-
-# Inputs predicted per call (and read into memory at once), and the most
-# results printed to the console.
-PREDICT_BATCH = 64
-PRINTED = 20
-
-
-def predict_files(artifact, paths, top_k=5, *, image_column="path",
-                  text_column="text"):
-  """--mode=predict: [(name, [(label, probability), ...]), ...] and text.
-
-  `paths`: image files or folders of them, .txt files (one text per line),
-  .csv files (`image_column` or `text_column`), or texts. Inputs are read
-  and predicted `PREDICT_BATCH` at a time, with a progress line.
-  """
-  predictor = load(artifact)
-  names, items = predictor.input.expand(paths, image_column=image_column,
-                                        text_column=text_column)
-  k = min(top_k, len(predictor.labels))
-  results = []
-  with console.Progress("predicting", total=len(items)) as progress:
-    for start in range(0, len(items), PREDICT_BATCH):
-      chunk = names[start:start + PREDICT_BATCH]
-      inputs = predictor.input.read(items[start:start + PREDICT_BATCH])
-      predictor.input.check(chunk, inputs)
-      for name, p in zip(chunk, predictor.predict(inputs)):
-        # Stable: a tie goes to the lower class index, as argmax does.
-        results.append((name, [(predictor.labels[i], float(p[i]))
-                               for i in np.argsort(-p, kind="stable")[:k]]))
-      progress.update(len(results))
-  lines = [name + "\n" + "\n".join(f"  {label:<24} {prob:.4f}"
-                                    for label, prob in top)
-           for name, top in results[:PRINTED]]
-  if len(results) > PRINTED:
-    lines.append(f"... and {len(results) - PRINTED:,} more")
-  return results, "\n".join(lines)
-
-
-def write_predictions(results, path, overwrite=False):
-  """`predict_files`'s results as a CSV file: input, then label_1,
-  score_1, ... label_k, score_k. Written whole or not at all."""
-  if os.path.exists(path) and not overwrite:
-    raise UserError(f"--predictions={path} exists; pass --overwrite to "
-                    "replace it, or name another file")
-  k = max(len(top) for _, top in results)
-  header = ["input"] + [f"{what}_{i + 1}" for i in range(k)
-                        for what in ("label", "score")]
-  rows = [[name] + [v for label, score in top
-                    for v in (label, f"{score:.6f}")] for name, top in results]
-  artifacts.write_csv(path, header, rows)
 
 
 def evaluate(artifact, splits, split="test", batch_size=64):

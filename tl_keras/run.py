@@ -22,6 +22,7 @@ from tl_keras import export
 from tl_keras import export_mode
 from tl_keras import families
 from tl_keras import litert
+from tl_keras import predict_mode
 from tl_keras import pretraining
 from tl_keras import recipe_config
 from tl_keras import report
@@ -350,7 +351,7 @@ def execute(config):
     return (litert.format_parity(metrics["tflite"])
             if metrics.get("tflite") else f"exported to {config.run_dir}")
   if config.mode == "predict":
-    return _predict(config)
+    return predict_mode.run(config)
   kind = predictors.load(config.artifact).data
   metrics = predictors.evaluate(
       config.artifact, families.for_data(kind).load_splits(config),
@@ -358,25 +359,6 @@ def execute(config):
   summary = format_summary({"test": metrics}).replace(
       "test accuracy", f"{config.split} accuracy")
   return summary + "\n" + evaluation.format_table(metrics)
-
-
-def _predict(config):
-  """--mode=predict: the top labels printed, and written to --predictions
-  (by default predictions.csv for a folder, .txt or .csv of inputs)."""
-  from tl_keras import predictors  # pylint: disable=g-import-not-at-top
-  paths = [p.strip() for p in config.inputs.split(",") if p.strip()]
-  target = config.predictions or (
-      "predictions.csv" if predictors.is_batch(paths) else "")
-  if target and os.path.exists(target) and not config.overwrite:
-    raise UserError(f"--predictions={target} exists; pass --overwrite to "
-                    "replace it, or name another file with --predictions")
-  results, text = predictors.predict_files(
-      config.artifact, paths, config.top_k, image_column=config.image_column,
-      text_column=config.text_column)
-  if target:
-    predictors.write_predictions(results, target, overwrite=True)
-    text += f"\nwrote {len(results):,} predictions to {target}"
-  return text
 
 
 def format_summary(metrics):

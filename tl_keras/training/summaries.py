@@ -83,12 +83,12 @@ def image_summaries(summaries, model, val, sample, class_names, step):
   """Confusion matrix and captioned validation images, for TensorBoard."""
   if not summaries.enabled:
     return
-  from tl_keras import report  # pylint: disable=g-import-not-at-top
+  from tl_keras import plots  # pylint: disable=g-import-not-at-top
   summaries.png("validation", "confusion_matrix",
-                report.confusion_matrix_quick_png(val["confusion_matrix"],
+                plots.confusion_matrix_quick_png(val["confusion_matrix"],
                                                   class_names), step)
   images, labels = sample if sample is not None else ((), ())
   if len(images):
     predicted = model(tf.cast(images, tf.float32), training=False).numpy()
-    summaries.png("validation", "predictions", report.prediction_grid_png(
+    summaries.png("validation", "predictions", plots.prediction_grid_png(
         images, labels, predicted.argmax(-1), class_names), step)
