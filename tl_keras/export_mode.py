@@ -64,13 +64,15 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
   timings = {} if timings is None else timings
   fallback = None
   start = time.time()
-  if ("int8" in variants and config.int8_fallback == "auto"
-      and config.max_accuracy_drop >= 0):
+  if "int8" in variants and config.int8_fallback == "auto":
+    # With the check off, the fallback still aims at the default bound:
+    # "no check" does not ask for a worse int8 file.
     fallback = export.int8_fallback(
         model, directory, calibration_images=calibration,
         validation=serving.examples(splits.validation,
                                     limit=config.parity_samples),
-        test=(examples, labels), max_drop=config.max_accuracy_drop,
+        test=(examples, labels), max_drop=config.max_accuracy_drop
+        if config.max_accuracy_drop >= 0 else config_lib.MAX_ACCURACY_DROP,
         class_names=splits.class_names, serving=serving)
   if fallback:
     timings["int8_fallback_seconds"] = time.time() - start
