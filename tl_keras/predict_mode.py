@@ -19,8 +19,9 @@ from tl_keras.errors import UserError
 def run(config):
   """The top labels printed, and written to --predictions (by default
   predictions.csv for a folder, .txt or .csv of inputs)."""
-  paths = [p.strip() for p in config.inputs.split(",") if p.strip()]
-  target = config.predictions or (
+  paths = [_expanded(p.strip()) for p in config.inputs.split(",")
+           if p.strip()]
+  target = os.path.expanduser(config.predictions) or (
       "predictions.csv" if is_batch(paths) else "")
   if target and os.path.exists(target) and not config.overwrite:
     raise UserError(f"--predictions={target} exists; pass --overwrite to "
@@ -32,6 +33,12 @@ def run(config):
     write_predictions(results, target, overwrite=True)
     text += f"\nwrote {len(results):,} predictions to {target}"
   return text
+
+
+def _expanded(item):
+  """~ expanded where that names a file or folder (a text stays as it is)."""
+  path = os.path.expanduser(item)
+  return path if os.path.exists(path) else item
 
 
 def is_batch(items):
