@@ -245,13 +245,18 @@ def test_cached_features_train_the_same_head_as_the_slow_path(tmp_path):
 def test_auto_feature_cache_goes_to_disk_when_memory_is_short(monkeypatch):
   splits = _splits(n=8)
   model = models.build_classifier("convnet_small", 3, weights=None)
-  pick = training.features.use_feature_cache
-  assert pick("auto", STRATEGY, splits, model, 1, "/d") == "memory"
+  family = CONTEXT.family
+
+  def pick(mode, directory):
+    return training.features.use_feature_cache(mode, STRATEGY, splits, model,
+                                               family, 1, directory)
+
+  assert pick("auto", "/d") == "memory"
   monkeypatch.setattr(training.FeatureCache, "fits",
                       staticmethod(lambda *a, **k: False))
-  assert pick("auto", STRATEGY, splits, model, 1, "/d") == "disk"
-  assert pick("auto", STRATEGY, splits, model, 1, None) is None
-  assert pick("off", STRATEGY, splits, model, 1, "/d") is None
+  assert pick("auto", "/d") == "disk"
+  assert pick("auto", None) is None
+  assert pick("off", "/d") is None
 
 
 def test_feature_cache_views_are_distinct_augmentations():
