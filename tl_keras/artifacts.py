@@ -8,6 +8,7 @@ run leaves the previous artifacts (or none), never half-written ones.
 import contextlib
 import csv
 import fcntl
+import importlib.util
 import json
 import os
 import shutil
@@ -185,3 +186,11 @@ def cache_dir():
   weights, unpacked packaged models ($TL_KERAS_CACHE or ~/.keras/tl_keras)."""
   return os.environ.get("TL_KERAS_CACHE") or os.path.join(
       os.path.expanduser("~"), ".keras", "tl_keras")
+
+
+def package_dir(module):
+  """The folder of the installed package `module`, found without importing
+  it (weights and data that packages ship are read from there); None when
+  it is not installed."""
+  spec = importlib.util.find_spec(module)
+  return os.path.dirname(spec.origin) if spec and spec.origin else None

@@ -20,7 +20,6 @@ like any other backbone.
 
 import collections
 import glob
-import importlib.util
 import math
 import os
 import pickle
@@ -29,6 +28,7 @@ import keras
 from keras import layers
 import numpy as np
 
+from tl_keras import artifacts
 from tl_keras.errors import UserError
 
 # The input normalization the weights were trained with: (x - 127) / 128.
@@ -186,9 +186,9 @@ def checkpoint_path(name):
         f"--model={name} has no packaged ImageNet weights (only "
         f"{', '.join(PACKAGES)} do); use --weights=none or a .weights.h5 file")
   package, module = PACKAGES[name]
-  spec = importlib.util.find_spec(module)  # the folder; nothing is imported
-  found = spec and sorted(glob.glob(os.path.join(
-      os.path.dirname(spec.origin), "models", "*.pth")))
+  folder = artifacts.package_dir(module)
+  found = folder and sorted(glob.glob(os.path.join(folder, "models",
+                                                   "*.pth")))
   if not found:
     raise UserError(
         f"the ImageNet weights of --model={name} come from the Python "

