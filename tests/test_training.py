@@ -296,7 +296,7 @@ def test_disk_feature_cache_is_removed_after_the_head_phase(tmp_path,
   assert not (tmp_path / "features").exists()
 
 
-class _FixedChunks(training.loop._ChunkSize):  # pylint: disable=protected-access
+class _FixedChunks(training.cadence.ChunkSize):
   """Every call asks for `SIZE` steps: calls cross 10-step marks, and the
   epoch end and checkpoints cut them short."""
   SIZE = 1
@@ -322,7 +322,7 @@ def test_steps_chunked_into_calls_train_the_same_weights(monkeypatch,
     model = models.build_classifier("convnet_small", 3, weights=None)
     families.of(model).unfreeze_top(model, "all", None)
     seen = []
-    monkeypatch.setattr(training.loop, "_ChunkSize",
+    monkeypatch.setattr(training.cadence, "ChunkSize",
                         lambda seen=seen, **kw: seen.append(_FixedChunks(**kw))
                         or seen[-1])
     checkpointer = training.Checkpointer(str(tmp_path / f"ckpt{size}"),
@@ -342,7 +342,7 @@ def test_steps_chunked_into_calls_train_the_same_weights(monkeypatch,
 
 
 def test_chunk_size_grows_only_while_calls_stay_short():
-  chunks = training.loop._ChunkSize(target=0.5)  # pylint: disable=protected-access
+  chunks = training.cadence.ChunkSize(target=0.5)
   chunks.took(1, 5.0)  # the first call traces: not counted
   assert chunks.size == 1
   for _ in range(4):
@@ -352,7 +352,7 @@ def test_chunk_size_grows_only_while_calls_stay_short():
   assert chunks.size == 16
   assert chunks.next(step=95, left=50, ends=[100]) == 5
   assert chunks.next(step=100, left=3, ends=[100]) == 3
-  fixed = training.loop._ChunkSize(fixed=True)  # pylint: disable=protected-access
+  fixed = training.cadence.ChunkSize(fixed=True)
   for _ in range(3):
     fixed.took(1, 0.001)
   assert fixed.size == 1
@@ -382,7 +382,7 @@ def test_early_stopping_stops_a_phase_that_stops_improving_and_resume_agrees(
 
 
 def test_steps_without_gain_count_from_the_best_or_the_phase_start():
-  count = training.loop._steps_without_gain  # pylint: disable=protected-access
+  count = training.cadence.steps_without_gain
   best = training.Best()
   assert count(best, "head", 0, 40) == 0  # nothing offered yet
   best.where, best.step = ("head", 2), 20

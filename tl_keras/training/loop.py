@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tl_keras import console
 from tl_keras import inputs as inputs_lib
+from tl_keras.training import cadence
 from tl_keras.training import steps as steps_lib
 from tl_keras.training import summaries as summaries_lib
 
@@ -72,18 +73,6 @@ def fingerprint(model):
   return digest.hexdigest()[:16]
 
 
-class _Progress:
-  """keras Progbar on a terminal, one line per epoch otherwise."""
-
-  def __init__(self, steps):
-    self.bar = (keras.utils.Progbar(steps, stateful_metrics=["loss", "acc"])
-                if sys.stdout.isatty() else None)
-
-  def update(self, step, values):
-    if self.bar:
-      self.bar.update(step, values=list(values.items()))
-
-
 def train_phase(model, spec, splits, context, *, first_step=0, best=None,
                 resume=None, history=None, features=None, carry=None):
   """Trains `model`'s trainable weights for the phase's step budget.
@@ -115,279 +104,255 @@ def train_phase(model, spec, splits, context, *, first_step=0, best=None,
   Returns:
     (history, next global step): history is one dict per validation.
   """
-  strategy, image_size = context.strategy, context.image_size
-  batch_size, seed, augment = context.batch_size, context.seed, context.augment
-  checkpointer, stop = context.checkpointer, context.stop
-  summaries = context.summaries or summaries_lib.Summaries()
-  stepped = features.head if features else model  # what the step runs
-  steps_per_epoch = math.ceil(splits.sizes["train"] / batch_size)
-  epochs = spec.epochs_for(steps_per_epoch)
-  total = steps_per_epoch * epochs
-  carry = {} if carry is None else carry
-  optimizer, train_steps, eval_step, pruning = carry.setdefault(
-      "steps", steps_lib.StepCache(
-          prune=spec.prune_to > 0, block=spec.prune_block)).get(
-          stepped, spec, total, strategy=strategy,
-          num_classes=splits.num_classes, global_batch=batch_size,
-          fresh="optimizer" not in carry)
-  prunes = pruning is not None and spec.prune_to > 0
-  ramps = prunes and spec.prune_method == "gradual"
-  history = list(history or [])
-  done, step = carry.get("done", 0), carry.get("step", first_step)
-  if resume:
-    # At step 0 of a phase a checkpoint holds weights but no optimizer.
-    checkpointer.restore(
-        model, optimizer if resume["step_in_phase"] else None, resume, best,
-        extra=pruning.state if prunes and resume["step_in_phase"] else None)
-    done, step = resume["step_in_phase"], resume["step"]
-  train = features.train if features else splits.train
-  if "iterator" in carry:
-    iterator = carry["iterator"]
-  else:  # a resumed phase's input starts after the steps already taken
-    iterator = iter(strategy.distribute_datasets_from_function(
-        inputs_lib.input_fn(
-            train, size=splits.sizes["train"],
-            image_size=None if features else image_size,
-            global_batch_size=batch_size, training=True, augment=augment,
-            seed=seed, num_classes=splits.num_classes, skip=done)))
-  val_input = steps_lib.eval_input(
-      features.validation if features else splits.validation,
-      splits.sizes["validation"], strategy=strategy,
-      image_size=None if features else image_size, batch_size=batch_size)
-  if pruning is not None and not (
-      "optimizer" in carry or (resume and resume["step_in_phase"])):
-    # A phase that starts (not one that goes on or resumes) plans anew.
-    pruning.plan(spec.prune_to, begin=done, total=total,
-                 keep_zeros=prunes and not ramps)
-    if ramps:
+  phase = _Phase(model, spec, splits, context, best=best, features=features,
+                 carry={} if carry is None else carry, history=history,
+                 first_step=first_step)
+  phase.start(resume)
+  phase.run()
+  return phase.finish()
+
+
+class _Phase:
+  """`train_phase`'s state: its steps, input, counters and validations."""
+
+  def __init__(self, model, spec, splits, context, *, best, features, carry,
+               history, first_step):
+    self.model, self.spec, self.splits, self.context = (model, spec, splits,
+                                                        context)
+    self.best, self.features, self.carry = best, features, carry
+    self.summaries = context.summaries or summaries_lib.Summaries()
+    self.stepped = features.head if features else model  # what a step runs
+    self.steps_per_epoch = math.ceil(splits.sizes["train"] /
+                                     context.batch_size)
+    self.epochs = spec.epochs_for(self.steps_per_epoch)
+    self.total = self.steps_per_epoch * self.epochs
+    self.optimizer, self.train_steps, self.eval_step, self.pruning = (
+        carry.setdefault("steps", steps_lib.StepCache(
+            prune=spec.prune_to > 0, block=spec.prune_block)).get(
+                self.stepped, spec, self.total, strategy=context.strategy,
+                num_classes=splits.num_classes,
+                global_batch=context.batch_size,
+                fresh="optimizer" not in carry))
+    self.prunes = self.pruning is not None and spec.prune_to > 0
+    self.ramps = self.prunes and spec.prune_method == "gradual"
+    self.history = list(history or [])
+    self.done = carry.get("done", 0)  # steps of this phase taken
+    self.step = carry.get("step", first_step)  # the global step
+    # Cached features have no image size: they are the base's outputs.
+    self.input_size = None if features else context.image_size
+    self.phase_start = self.step - self.done
+
+  def _split(self, name):
+    return getattr(self.features if self.features else self.splits, name)
+
+  def start(self, resume):
+    """Restores a resumed phase, builds the input, plans the pruning."""
+    spec, context = self.spec, self.context
+    resumed_within = bool(resume and resume["step_in_phase"])
+    if resume:
+      # At step 0 of a phase a checkpoint holds weights but no optimizer.
+      context.checkpointer.restore(
+          self.model, self.optimizer if resumed_within else None, resume,
+          self.best, extra=(self.pruning.state if self.prunes and
+                            resumed_within else None))
+      self.done, self.step = resume["step_in_phase"], resume["step"]
+      self.phase_start = self.step - self.done
+    if "iterator" in self.carry:
+      self.iterator = self.carry["iterator"]
+    else:  # a resumed phase's input starts after the steps already taken
+      self.iterator = iter(context.strategy.distribute_datasets_from_function(
+          inputs_lib.input_fn(
+              self._split("train"), size=self.splits.sizes["train"],
+              image_size=self.input_size,
+              global_batch_size=context.batch_size, training=True,
+              augment=context.augment, seed=context.seed,
+              num_classes=self.splits.num_classes, skip=self.done)))
+    self.val_input = steps_lib.eval_input(
+        self._split("validation"), self.splits.sizes["validation"],
+        strategy=context.strategy, image_size=self.input_size,
+        batch_size=context.batch_size)
+    if self.pruning is not None and not ("optimizer" in self.carry or
+                                         resumed_within):
+      self._plan_pruning()
+    if resume and self.done:
+      logging.info("resuming phase %s at epoch %d, step %d of %d (global "
+                   "step %d)", spec.name, self.done // self.steps_per_epoch + 1,
+                   self.done % self.steps_per_epoch, self.steps_per_epoch,
+                   self.step)
+    self._announce()
+    # A fixed handful of validation images, shown with predictions each epoch.
+    self.sample = (inputs_lib.to_numpy(self.splits.validation,
+                                       context.image_size, limit=16)
+                   if self.summaries.enabled and context.image_size else None)
+
+  def _plan_pruning(self):
+    """A phase that starts (not one that goes on or resumes) plans anew."""
+    spec, pruning = self.spec, self.pruning
+    pruning.plan(spec.prune_to, begin=self.done, total=self.total,
+                 keep_zeros=self.prunes and not self.ramps)
+    if self.ramps:
       logging.info("pruning to %.0f%% zeros in %d kernels from step %d to "
                    "%d of the phase", 100 * spec.prune_to,
-                   len(pruning.kernels), done, pruning.end_step)
-    elif prunes:
+                   len(pruning.kernels), self.done, pruning.end_step)
+    elif self.prunes:
       logging.info("phase %s keeps the zeros of the %d pruned kernels it "
                    "trains", spec.name, len(pruning.kernels))
-  if resume:
-    if done:
-      logging.info("resuming phase %s at epoch %d, step %d of %d (global "
-                   "step %d)", spec.name, done // steps_per_epoch + 1,
-                   done % steps_per_epoch, steps_per_epoch, step)
-  phase_start = step - done
-  trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-  grown = (f" (grown from {spec.epochs} to reach {spec.min_steps} steps)"
-           if epochs > spec.epochs else "")
-  trial = (f", of which it runs the first {spec.stop_at:.0%}"
-           if spec.stop_at < 1 else "")
-  logging.info("phase %s: %d epochs%s x %d steps = %d steps%s, peak lr %g, "
-               "%s trainable parameters", spec.name, epochs, grown,
-               steps_per_epoch, total, trial, spec.learning_rate,
-               f"{trainable:,}")
-  if not done:
-    summaries.text("phases", f"phase **{spec.name}** starts at step {step}",
-                   step)
 
-  # A fixed handful of validation images, shown with predictions each epoch.
-  sample = (inputs_lib.to_numpy(splits.validation, image_size, limit=16)
-            if summaries.enabled and image_size else None)
+  def _announce(self):
+    spec = self.spec
+    trainable = sum(int(np.prod(v.shape))
+                    for v in self.model.trainable_variables)
+    grown = (f" (grown from {spec.epochs} to reach {spec.min_steps} steps)"
+             if self.epochs > spec.epochs else "")
+    trial = (f", of which it runs the first {spec.stop_at:.0%}"
+             if spec.stop_at < 1 else "")
+    logging.info("phase %s: %d epochs%s x %d steps = %d steps%s, peak lr %g, "
+                 "%s trainable parameters", spec.name, self.epochs, grown,
+                 self.steps_per_epoch, self.total, trial, spec.learning_rate,
+                 f"{trainable:,}")
+    if not self.done:
+      self.summaries.text("phases", f"phase **{spec.name}** starts at step "
+                          f"{self.step}", self.step)
 
-  def save(step_in_phase):
-    if checkpointer:
-      checkpointer.save(model, optimizer, phase=spec.name,
-                        step_in_phase=step_in_phase, step=step,
-                        history=history, best=best,
-                        extra=pruning.state if prunes else None)
+  def save(self):
+    if self.context.checkpointer:
+      self.context.checkpointer.save(
+          self.model, self.optimizer, phase=self.spec.name,
+          step_in_phase=self.done, step=self.step, history=self.history,
+          best=self.best, extra=self.pruning.state if self.prunes else None)
 
-  sync_statistics = _statistics_sync(stepped, strategy)
-  cluster = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-  chunks = _ChunkSize(fixed=cluster)
-  agree = _stop_agreement(strategy) if cluster else None
-  stopping = False
-  patience = math.ceil(spec.early_stopping * total)
-  # Tiny epochs are validated together: every `group` epochs.
-  group = max(1, math.ceil(spec.eval_steps / steps_per_epoch))
-  loss_sum = correct = seen = 0.0
-  start = time.time()
-  # Off a terminal (no progress bar) a long phase logs where it is.
-  with console.Heartbeat(f"phase {spec.name}", total=total, unit="steps",
-                         enabled=not sys.stdout.isatty()) as beat:
-    for epoch in range(done // steps_per_epoch, epochs):
-      if done >= spec.stop_at * total:
-        break
-      idle = _steps_without_gain(best, spec.name, phase_start, step)
-      if patience and idle >= patience and not ramps:
-        logging.info("%s: %d steps without a new best validation loss (%.4f, "
-                     "%s epoch %d): the phase stops early, %d of %d epochs run",
-                     spec.name, idle, best.loss, *best.where, epoch, epochs)
-        break
-      progress = _Progress(steps_per_epoch)
-      i = done % steps_per_epoch
-      while i < steps_per_epoch:
-        n = chunks.next(step, steps_per_epoch - i, _chunk_ends(
-            step, checkpointer, summaries))
-        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        summaries.profile(step)
-        began = time.perf_counter()
-        loss, hits = train_steps(iterator, tf.constant(n))
-        loss, hits = float(loss), float(hits)
-        chunks.took(n, time.perf_counter() - began)
-        loss_sum, correct, seen = loss_sum + loss, correct + hits, (
-            seen + n * batch_size)
-        step, done, i = step + n, done + n, i + n
-        progress.update(i, {"loss": loss_sum / seen, "acc": correct / seen})
-        beat.done = done
-        # In a cluster every worker stops at the same step, whichever one
-        # was signalled: a lone worker that stopped would leave the others
-        # waiting at their next collective.
-        stopping = agree(stop.requested) if agree else stop.requested
-        every = summaries.every_steps
-        if step // every > (step - n) // every or i == steps_per_epoch:
-          summaries.scalars("train", step, {
-              "loss": loss / (n * batch_size),
-              "accuracy": hits / (n * batch_size),
-              "learning_rate": lr, "phase": _PHASE_IDS.get(spec.name, -1)})
-        if stopping and i < steps_per_epoch:
-          save(done)
-          raise stop.error(
-              f"{spec.name} epoch {epoch + 1}, step {i}", checkpointer)
-        if (checkpointer and checkpointer.every_steps and
-            step % checkpointer.every_steps == 0 and i < steps_per_epoch):
-          save(done)
-      validate = (epoch + 1) % group == 0 or epoch + 1 == epochs or (
-          done >= spec.stop_at * total)
-      if validate:
-        sync_statistics()
-        val = steps_lib.evaluate(
-            stepped, features.validation if features else splits.validation,
-            splits.sizes["validation"], strategy=strategy,
-            class_names=splits.class_names,
-            image_size=None if features else image_size,
-            batch_size=batch_size, eval_step=eval_step, dist=val_input)
-        record = {"phase": spec.name, "epoch": epoch + 1, "step": step,
-                  "loss": loss_sum / seen, "accuracy": correct / seen,
-                  "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                  "seconds": time.time() - start}
-        history.append(record)
-        summaries.scalars("validation", step, {"loss": val["loss"],
-                                               "accuracy": val["accuracy"]})
-        summaries_lib.image_summaries(summaries, model, val, sample,
-                                      splits.class_names, step)
-        improved = False
-        # While pruning, only weights with the final masks can be the best
-        # (a trial, which stops before, compares rates on what it reached).
-        if best is not None and (not ramps or pruning.finished()
-                                 or spec.stop_at < 1):
-          if ramps and best.step is not None and (
-              best.step < phase_start + pruning.end_step):
-            best.forget()  # weights from before the final masks
-          improved = best.offer(model, val, (spec.name, epoch + 1), step)
-        logging.info("%s epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc "
-                     "%.4f%s (%.1fs)", spec.name, epoch + 1, epochs,
-                     record["loss"], record["accuracy"], val["loss"],
-                     val["accuracy"], " *best*" if improved else "",
-                     record["seconds"])
-        save(done)
-        loss_sum = correct = seen = 0.0
-        start = time.time()
-      if not agree:  # a request that came during validation counts too
-        stopping = stop.requested
-      if stopping and not validate:  # between validations only a stop saves
-        save(done)
-      if stopping and epoch < epochs - 1:
-        raise stop.error(
-            f"the end of {spec.name} epoch {epoch + 1}", checkpointer)
-  summaries.flush()
-  carry.update(optimizer=optimizer, iterator=iterator, done=done, step=step,
-               pruning=pruning)
-  return history, step
+  def run(self):
+    """The epochs, each trained, validated when due and saved."""
+    spec, strategy = self.spec, self.context.strategy
+    self.sync_statistics = cadence.statistics_sync(self.stepped, strategy)
+    cluster = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    self.chunks = cadence.ChunkSize(fixed=cluster)
+    self.agree = cadence.stop_agreement(strategy) if cluster else None
+    # Tiny epochs are validated together: every `group` epochs.
+    group = max(1, math.ceil(spec.eval_steps / self.steps_per_epoch))
+    self.loss_sum = self.correct = self.seen = 0.0
+    self.started = time.time()
+    # Off a terminal (no progress bar) a long phase logs where it is.
+    with console.Heartbeat(f"phase {spec.name}", total=self.total,
+                           unit="steps",
+                           enabled=not sys.stdout.isatty()) as self.beat:
+      for epoch in range(self.done // self.steps_per_epoch, self.epochs):
+        if self.done >= spec.stop_at * self.total or self._patience_out(
+            epoch):
+          break
+        stopping = self._train_epoch(epoch)
+        validate = ((epoch + 1) % group == 0 or epoch + 1 == self.epochs or
+                    self.done >= spec.stop_at * self.total)
+        if validate:
+          self._validate(epoch)
+        if not self.agree:  # a request that came during validation counts
+          stopping = self.context.stop.requested
+        if stopping and not validate:  # between validations only a stop saves
+          self.save()
+        if stopping and epoch < self.epochs - 1:
+          raise self.context.stop.error(
+              f"the end of {spec.name} epoch {epoch + 1}",
+              self.context.checkpointer)
 
+  def _patience_out(self, epoch):
+    """Whether the phase has gone long enough without a new best."""
+    spec, best = self.spec, self.best
+    patience = math.ceil(spec.early_stopping * self.total)
+    idle = cadence.steps_without_gain(best, spec.name, self.phase_start,
+                                      self.step)
+    if not patience or idle < patience or self.ramps:
+      return False
+    logging.info("%s: %d steps without a new best validation loss (%.4f, "
+                 "%s epoch %d): the phase stops early, %d of %d epochs run",
+                 spec.name, idle, best.loss, *best.where, epoch, self.epochs)
+    return True
 
-def _statistics_sync(model, strategy):
-  """A function averaging training BatchNorm's moving statistics.
+  def _train_epoch(self, epoch):
+    """Trains one epoch (or its rest); returns whether a stop was asked."""
+    spec, context = self.spec, self.context
+    batch_size, checkpointer = context.batch_size, context.checkpointer
+    progress = cadence.Progress(self.steps_per_epoch)
+    stopping = False
+    i = self.done % self.steps_per_epoch
+    while i < self.steps_per_epoch:
+      n = self.chunks.next(self.step, self.steps_per_epoch - i,
+                           cadence.chunk_ends(self.step, checkpointer,
+                                              self.summaries))
+      lr = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+      self.summaries.profile(self.step)
+      began = time.perf_counter()
+      loss, hits = self.train_steps(self.iterator, tf.constant(n))
+      loss, hits = float(loss), float(hits)
+      self.chunks.took(n, time.perf_counter() - began)
+      self.loss_sum += loss
+      self.correct += hits
+      self.seen += n * batch_size
+      self.step, self.done, i = self.step + n, self.done + n, i + n
+      progress.update(i, {"loss": self.loss_sum / self.seen,
+                          "acc": self.correct / self.seen})
+      self.beat.done = self.done
+      # In a cluster every worker stops at the same step, whichever one was
+      # signalled: a lone worker that stopped would leave the others
+      # waiting at their next collective.
+      stopping = (self.agree(context.stop.requested) if self.agree
+                  else context.stop.requested)
+      every = self.summaries.every_steps
+      if (self.step // every > (self.step - n) // every or
+          i == self.steps_per_epoch):
+        self.summaries.scalars("train", self.step, {
+            "loss": loss / (n * batch_size),
+            "accuracy": hits / (n * batch_size), "learning_rate": lr,
+            "phase": cadence.PHASE_IDS.get(spec.name, -1)})
+      if stopping and i < self.steps_per_epoch:
+        self.save()
+        raise context.stop.error(f"{spec.name} epoch {epoch + 1}, step {i}",
+                                 checkpointer)
+      if (checkpointer and checkpointer.every_steps and
+          self.step % checkpointer.every_steps == 0 and
+          i < self.steps_per_epoch):
+        self.save()
+    return stopping
 
-  Each replica updates them from its own batches, and across workers
-  nothing keeps them equal: without this the workers of a cluster end with
-  different models. Called before every validation (a no-op on one
-  replica or with no BatchNorm training).
-  """
-  norms = [l for l in model._flatten_layers()  # pylint: disable=protected-access
-           if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
-  variables = [v for l in norms for v in (l.moving_mean, l.moving_variance)]
-  if strategy.num_replicas_in_sync == 1 or not variables:
-    return lambda: None
+  def _validate(self, epoch):
+    """Validates, records, offers the weights as the best, and saves."""
+    spec, splits, best = self.spec, self.splits, self.best
+    self.sync_statistics()
+    val = steps_lib.evaluate(
+        self.stepped, self._split("validation"), splits.sizes["validation"],
+        strategy=self.context.strategy, class_names=splits.class_names,
+        image_size=self.input_size, batch_size=self.context.batch_size,
+        eval_step=self.eval_step, dist=self.val_input)
+    record = {"phase": spec.name, "epoch": epoch + 1, "step": self.step,
+              "loss": self.loss_sum / self.seen,
+              "accuracy": self.correct / self.seen,
+              "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+              "seconds": time.time() - self.started}
+    self.history.append(record)
+    self.summaries.scalars("validation", self.step, {
+        "loss": val["loss"], "accuracy": val["accuracy"]})
+    summaries_lib.image_summaries(self.summaries, self.model, val,
+                                  self.sample, splits.class_names, self.step)
+    improved = False
+    # While pruning, only weights with the final masks can be the best (a
+    # trial, which stops before, compares rates on what it reached).
+    if best is not None and (not self.ramps or self.pruning.finished()
+                             or spec.stop_at < 1):
+      if self.ramps and best.step is not None and (
+          best.step < self.phase_start + self.pruning.end_step):
+        best.forget()  # weights from before the final masks
+      improved = best.offer(self.model, val, (spec.name, epoch + 1),
+                            self.step)
+    logging.info("%s epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc "
+                 "%.4f%s (%.1fs)", spec.name, epoch + 1, self.epochs,
+                 record["loss"], record["accuracy"], val["loss"],
+                 val["accuracy"], " *best*" if improved else "",
+                 record["seconds"])
+    self.save()
+    self.loss_sum = self.correct = self.seen = 0.0
+    self.started = time.time()
 
-  @tf.function
-  def sync():
-    local = strategy.run(lambda: [tf.identity(v.value) for v in variables])
-    for variable, value in zip(variables, local):
-      variable.assign(strategy.reduce("MEAN", value, axis=None))
-
-  return sync
-
-
-def _stop_agreement(strategy):
-  """A function: this worker's stop request -> whether any worker's is.
-
-  One small all-reduce, made by every worker after every call of the
-  training steps (the signal handler only notes a request).
-  """
-
-  @tf.function
-  def count(requested):
-    per_replica = strategy.run(tf.identity, args=(requested,))
-    return strategy.reduce("SUM", per_replica, axis=None)
-
-  return lambda requested: float(count(tf.constant(float(requested)))) > 0
-
-
-def _steps_without_gain(best, phase, phase_start, step):
-  """Steps of `phase` since the best weights last improved.
-
-  Counted from the best step when it lies in this phase, else from the
-  phase's start. Derived from what checkpoints hold, so a resumed run
-  stops where an uninterrupted one would.
-  """
-  if best is None or best.where is None:
-    return 0
-  if best.where[0] == phase:
-    return step - best.step
-  return step - phase_start
-
-
-class _ChunkSize:
-  """How many steps each call of the training function runs.
-
-  Starts at one step and doubles while a call takes under `target` seconds,
-  so tiny steps (a head on cached features) run many to a call and big ones
-  stay one to a call. A call never crosses an epoch end, a checkpoint or a
-  profiler boundary, and SIGTERM is acted on within about `target` seconds.
-  `fixed`: always one step (workers of a cluster must make the same calls,
-  and their timings differ).
-  """
-
-  def __init__(self, target=0.5, limit=1000, fixed=False):
-    self.size, self.target, self.limit, self.fixed = 1, target, limit, fixed
-    self._calls = 0
-
-  def next(self, step, left, ends):
-    """Steps for the call starting at global `step`, `left` in the epoch."""
-    to_end = min([e - step for e in ends if e > step], default=left)
-    return max(1, min(self.size, left, to_end))
-
-  def took(self, steps, seconds):
-    self._calls += 1
-    if self.fixed or self._calls == 1:  # the first call includes tracing
-      return
-    per_step = seconds / steps
-    if steps == self.size and per_step * self.size * 2 <= self.target:
-      self.size = min(self.size * 2, self.limit)
-
-
-def _chunk_ends(step, checkpointer, summaries):
-  """Global steps a call must stop at: checkpoints and profiler edges."""
-  ends = list(summaries.profile_steps or ())
-  every = checkpointer.every_steps if checkpointer else 0
-  if every:
-    ends.append((step // every + 1) * every)
-  return ends
-
-
-_PHASE_IDS = {"pretrain": 0, "head": 1, "finetune": 2, "scratch": 3}
+  def finish(self):
+    self.summaries.flush()
+    self.carry.update(optimizer=self.optimizer, iterator=self.iterator,
+                      done=self.done, step=self.step, pruning=self.pruning)
+    return self.history, self.step
