@@ -3,8 +3,6 @@
 
 import dataclasses
 import logging
-import os
-import shutil
 import time
 
 import numpy as np
@@ -12,14 +10,13 @@ import tensorflow as tf
 
 from tl_keras import freezing
 from tl_keras import inputs as inputs_lib
-from tl_keras import probe
 from tl_keras.training import checkpoint as checkpoint_lib
 from tl_keras.training import choices as choices_lib
 from tl_keras.training import features as features_lib
+from tl_keras.training import head as head_lib
 from tl_keras.training import loop
 from tl_keras.training import oneshot
 from tl_keras.training import steps as steps_lib
-from tl_keras.training import summaries as summaries_lib
 from tl_keras.training import transfer_check
 
 
@@ -79,14 +76,14 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
 
   Phase 1 fits the head as a linear probe on cached features
   (`probe.fit`): in memory or in TFRecord files in `feature_dir` (deleted
-  after phase 1), per `features.use_feature_cache`. Without the cache it trains
-  the head with the training loop. Phase 2 starts from phase 1's best
-  weights; its learning rate and BatchNorm mode, when not given, are picked
-  by short trials (`choose_finetuning`). The weights with the lowest
+  after phase 1), per `features.use_feature_cache`. Without the cache it
+  trains the head with the training loop. Phase 2 starts from phase 1's
+  best weights; its learning rate and BatchNorm mode, when not given, are
+  picked by short trials (`choose_finetuning`). The weights with the lowest
   validation loss over both phases end up in `model`. `context` (a
-  `Context`, its `family` that of `model`) says how the phases train; with its checkpointer holding
-  progress, finished phases are skipped and the interrupted one resumes
-  where it stopped.
+  `Context`, its `family` that of `model`) says how the phases train; with
+  its checkpointer holding progress, finished phases are skipped and the
+  interrupted one resumes where it stopped.
 
   `random_start` (a function returning the classifier's weights at random
   initialization) turns on the transfer check after phase 1
@@ -98,173 +95,230 @@ def run_recipe(model, recipe, splits, context, *, feature_cache="auto",
     (history, info): per-epoch history and a dict of what was done;
     info["recipe"] is the recipe that ran.
   """
-  strategy, image_size = context.strategy, context.image_size
-  batch_size, checkpointer = context.batch_size, context.checkpointer
-  best = checkpoint_lib.Best()
-  saved = checkpointer.progress() if checkpointer else None
-  order = ["head", "finetune", "done"]
-  reached = order.index(saved["phase"]) if saved else 0
-  history, step = (saved["history"], saved["step"]) if saved else ([], 0)
-  choices = dict(saved.get("choices") or {}) if saved else {}
-  if choices.get("start", {}).get("weights") == "random":  # resumed
-    recipe = recipe.from_random()
-  augment = context.augment
-  auto = augment == "auto"
-  if auto:  # until the head says whether mirror images are the same class
-    augment = choices.get("augment", {}).get("policy", "shift")
-    if not recipe.head.epochs and image_size and reached == 0:
-      choices["augment"] = {"policy": augment}
-      logging.info("--augment=auto: shift (no phase-1 head to tell whether "
-                   "mirror images keep their class, so no flips)")
-  context = context.but(augment=augment)
-  info = {}
-  head = None  # the weights phase 1 ended with
-  unpruned = None  # and before one-shot pruning
-  # Gradual pruning (`--prune_sparsity`) happens in phase 2: it always
-  # runs, and is the model. One-shot pruning happens before it.
-  gradual = (recipe.finetune.prune_to > 0
-             and recipe.finetune.prune_method == "gradual")
+  run = _RecipeRun(model, recipe, splits, context, random_start)
+  with run.context.stop.handling():
+    run.calibrate_batchnorm()
+    if run.recipe.head.epochs and run.reached == 0:
+      run.head_phase(feature_cache, cache_views, feature_dir)
+    if run.recipe.finetune.epochs and run.reached <= 1:
+      run.finetune_phase()
+    elif run.recipe.finetune.epochs:  # resumed after both phases
+      run.unfreeze(run.choices["finetune"])
+    run.keep()
+  return run.history, run.summary()
 
-  def save_between_phases():
-    if checkpointer:
-      checkpointer.choices = choices
-      checkpointer.save(model, None, phase="finetune", step_in_phase=0,
-                        step=step, history=history, best=best)
 
-  with context.stop.handling():
-    if reached == 0 and recipe.batchnorm == "train" and image_size and (
-        context.family.has_batchnorm(model)):
-      count = freezing.calibrate_from(model, splits.train, image_size,
-                                      batch_size)
+class _RecipeRun:
+  """`run_recipe`'s state: the recipe as it turned out, the best weights,
+  the history and step, the choices made, and where a resumed run was."""
+
+  def __init__(self, model, recipe, splits, context, random_start):
+    self.model, self.splits, self.random_start = model, splits, random_start
+    checkpointer = context.checkpointer
+    self.best = checkpoint_lib.Best()
+    self.saved = saved = checkpointer.progress() if checkpointer else None
+    self.reached = (["head", "finetune", "done"].index(saved["phase"])
+                    if saved else 0)
+    self.history, self.step = ((saved["history"], saved["step"]) if saved
+                               else ([], 0))
+    self.choices = dict(saved.get("choices") or {}) if saved else {}
+    if self.choices.get("start", {}).get("weights") == "random":  # resumed
+      recipe = recipe.from_random()
+    self.recipe = recipe
+    self.auto = context.augment == "auto"
+    augment = context.augment
+    if self.auto:  # until the head says whether mirror images are the same
+      augment = self.choices.get("augment", {}).get("policy", "shift")
+      if not recipe.head.epochs and context.image_size and self.reached == 0:
+        self.choices["augment"] = {"policy": augment}
+        logging.info("--augment=auto: shift (no phase-1 head to tell whether "
+                     "mirror images keep their class, so no flips)")
+    self.context = context.but(augment=augment)
+    self.info = {}
+    self.head = None  # the weights phase 1 ended with
+    self.unpruned = None  # and before one-shot pruning
+    # Gradual pruning (`--prune_sparsity`) happens in phase 2: it always
+    # runs, and is the model. One-shot pruning happens before it.
+    self.gradual = (recipe.finetune.prune_to > 0
+                    and recipe.finetune.prune_method == "gradual")
+
+  def calibrate_batchnorm(self):
+    context = self.context
+    if self.reached == 0 and self.recipe.batchnorm == "train" and (
+        context.image_size and context.family.has_batchnorm(self.model)):
+      count = freezing.calibrate_from(self.model, self.splits.train,
+                                      context.image_size, context.batch_size)
       logging.info("BatchNorm will train: moving statistics set from %d "
                    "training images first, so phase 1 sees the features "
                    "phase 2 computes", count)
-    if recipe.head.epochs and reached == 0:
-      start = time.time()
-      where = features_lib.use_feature_cache(
-          feature_cache, strategy, splits, model, context.family, cache_views,
-          feature_dir)
-      compared = None
-      if where:
-        choices["head"], compared, seconds = _fit_head(
-            model, splits, context, where=where, views=cache_views,
-            directory=feature_dir, step=step, history=history, best=best)
-        info.update(seconds)
-      else:
-        history, step = loop.train_phase(
-            model, recipe.head, splits, context, first_step=step,
-            resume=saved, history=history, best=best)
-        if random_start:
-          logging.info("transfer check skipped: it compares cached "
-                       "features, and the feature cache is off")
-      info["head_seconds"] = time.time() - start
-      best.restore(model)
-      if auto and image_size:
-        choices["augment"] = choices_lib.choose_augmentation(
-            model, splits, image_size=image_size, batch_size=batch_size)
-        context = context.but(augment=choices["augment"]["policy"])
-      if compared is not None and random_start:
-        checked = time.time()
-        choices["start"] = transfer_check.check(
-            model, splits, compared, random_start(), family=context.family,
-            image_size=image_size, batch_size=batch_size, seed=context.seed)
-        info["transfer_check_seconds"] = time.time() - checked
-      if choices.get("start", {}).get("weights") == "random":
-        # The pretrained head is set aside with the weights under it.
-        choices["start"]["head"] = choices.pop("head")
-        recipe, history, best = recipe.from_random(), [], checkpoint_lib.Best()
-      else:
-        if recipe.finetune.prune_to > 0 and recipe.finetune.epochs:
-          unpruned = [np.copy(w) for w in model.get_weights()]
-          if checkpointer:
-            checkpointer.save_weights("unpruned", unpruned)
-          best, choices["pruned"] = _prune_once(model, recipe.finetune,
-                                                splits, context, step)
-        head = [np.copy(w) for w in model.get_weights()]
-        if checkpointer:
-          checkpointer.save_weights("head", head)
-      save_between_phases()
-    if recipe.finetune.epochs and reached <= 1:
-      start = time.time()
-      carry = None
-      if "finetune" not in choices:
-        if reached == 1:  # the weights phase 1 ended with
-          checkpointer.restore(model, None, saved, best)
-        tried = time.time()
-        with strategy.scope():
-          choices["finetune"], winner = choices_lib.choose_finetuning(
-              model, recipe, splits, context,
-              may_skip=bool(recipe.head.epochs) and not gradual,
-              first_step=step)
-        info["trials_seconds"] = time.time() - tried
-        saved, reached = None, 1
-      chosen = choices["finetune"]
-      with strategy.scope():
-        info["unfrozen_layers"] = context.family.unfreeze_top(
-            model, *recipe.unfreeze,
-            train_batchnorm=chosen["batchnorm"] == "train")
-      if saved is None:  # just chosen: continue the winning trial, if any
-        if winner:
-          model.set_weights(winner["weights"])
-          history += winner["history"]
-          best.take(winner["best"], "finetune")
-          carry = winner["carry"]
-        if checkpointer:  # a resumed run continues from here, not before
-          checkpointer.choices = choices
-          checkpointer.save(
-              model, carry and carry["optimizer"], phase="finetune",
-              step_in_phase=carry["done"] if carry else 0,
-              step=carry["step"] if carry else step, history=history,
-              best=best, extra=carry["pruning"].state if (
-                  carry and recipe.finetune.prune_to > 0) else None)
-          saved = checkpointer.progress()
-      if chosen.get("skip"):
-        choices["kept"] = "head"
-      else:
-        if not info["unfrozen_layers"]:
-          logging.warning("--unfreeze leaves no base layer with weights "
-                          "trainable (the top layers are BatchNorm, "
-                          "activations or pooling): phase 2 trains the head "
-                          "only; unfreeze more layers")
-        spec = dataclasses.replace(recipe.finetune,
-                                   learning_rate=chosen["learning_rate"])
-        history, step = loop.train_phase(
-            model, spec, splits, context, first_step=step, history=history,
-            resume=saved if reached == 1 and not carry else None, best=best,
-            carry=carry)
-      info["finetune_seconds"] = time.time() - start
-    elif recipe.finetune.epochs:  # resumed after both phases
-      with strategy.scope():
-        info["unfrozen_layers"] = context.family.unfreeze_top(
-            model, *recipe.unfreeze,
-            train_batchnorm=choices["finetune"]["batchnorm"] == "train")
-    if reached == 2:
-      checkpointer.restore(model, None, saved, best)
+
+  def head_phase(self, feature_cache, cache_views, feature_dir):
+    """Phase 1, then the augmentation, the transfer check and pruning."""
+    model, splits, context = self.model, self.splits, self.context
+    start = time.time()
+    where = features_lib.use_feature_cache(
+        feature_cache, context.strategy, splits, model, context.family,
+        cache_views, feature_dir)
+    compared = None
+    if where:
+      self.choices["head"], compared, seconds = head_lib.fit_head(
+          model, splits, context, where=where, views=cache_views,
+          directory=feature_dir, step=self.step, history=self.history,
+          best=self.best)
+      self.info.update(seconds)
+    else:
+      self.history, self.step = loop.train_phase(
+          model, self.recipe.head, splits, context, first_step=self.step,
+          resume=self.saved, history=self.history, best=self.best)
+      if self.random_start:
+        logging.info("transfer check skipped: it compares cached "
+                     "features, and the feature cache is off")
+    self.info["head_seconds"] = time.time() - start
+    self.best.restore(model)
+    if self.auto and context.image_size:
+      self.choices["augment"] = choices_lib.choose_augmentation(
+          model, splits, image_size=context.image_size,
+          batch_size=context.batch_size)
+      self.context = context.but(augment=self.choices["augment"]["policy"])
+    if compared is not None and self.random_start:
+      checked = time.time()
+      self.choices["start"] = transfer_check.check(
+          model, splits, compared, self.random_start(),
+          family=context.family, image_size=context.image_size,
+          batch_size=context.batch_size, seed=context.seed)
+      self.info["transfer_check_seconds"] = time.time() - checked
+    if self.choices.get("start", {}).get("weights") == "random":
+      # The pretrained head is set aside with the weights under it.
+      self.choices["start"]["head"] = self.choices.pop("head")
+      self.recipe, self.history = self.recipe.from_random(), []
+      self.best = checkpoint_lib.Best()
+    else:
+      self._keep_head()
+    self._save("finetune")
+
+  def _keep_head(self):
+    """Keeps phase 1's weights (and prunes once, when asked)."""
+    model, checkpointer = self.model, self.context.checkpointer
+    finetune = self.recipe.finetune
+    if finetune.prune_to > 0 and finetune.epochs:
+      self.unpruned = [np.copy(w) for w in model.get_weights()]
+      if checkpointer:
+        checkpointer.save_weights("unpruned", self.unpruned)
+      self.best, self.choices["pruned"] = _prune_once(
+          model, finetune, self.splits, self.context, self.step)
+    self.head = [np.copy(w) for w in model.get_weights()]
+    if checkpointer:
+      checkpointer.save_weights("head", self.head)
+
+  def _save(self, phase):
+    """Saves progress between phases (no optimizer state)."""
+    checkpointer = self.context.checkpointer
+    if checkpointer:
+      checkpointer.choices = self.choices
+      checkpointer.save(self.model, None, phase=phase, step_in_phase=0,
+                        step=self.step, history=self.history, best=self.best)
+
+  def unfreeze(self, chosen):
+    with self.context.strategy.scope():
+      self.info["unfrozen_layers"] = self.context.family.unfreeze_top(
+          self.model, *self.recipe.unfreeze,
+          train_batchnorm=chosen["batchnorm"] == "train")
+
+  def finetune_phase(self):
+    """Phase 2: its rate and BatchNorm mode chosen by trials (unless a
+    resumed run chose them), then the rest of the winning trial."""
+    start = time.time()
+    carry = winner = None
+    if "finetune" not in self.choices:
+      winner = self._choose()
+    chosen = self.choices["finetune"]
+    self.unfreeze(chosen)
+    if self.saved is None:  # just chosen: continue the winning trial, if any
+      carry = self._take(winner)
+    if chosen.get("skip"):
+      self.choices["kept"] = "head"
+    else:
+      if not self.info["unfrozen_layers"]:
+        logging.warning("--unfreeze leaves no base layer with weights "
+                        "trainable (the top layers are BatchNorm, "
+                        "activations or pooling): phase 2 trains the head "
+                        "only; unfreeze more layers")
+      spec = dataclasses.replace(self.recipe.finetune,
+                                 learning_rate=chosen["learning_rate"])
+      self.history, self.step = loop.train_phase(
+          self.model, spec, self.splits, self.context, first_step=self.step,
+          history=self.history, best=self.best, carry=carry,
+          resume=self.saved if self.reached == 1 and not carry else None)
+    self.info["finetune_seconds"] = time.time() - start
+
+  def _choose(self):
+    """Phase 2's trials; returns the winning trial (or None)."""
+    if self.reached == 1:  # the weights phase 1 ended with
+      self.context.checkpointer.restore(self.model, None, self.saved,
+                                        self.best)
+    tried = time.time()
+    with self.context.strategy.scope():
+      self.choices["finetune"], winner = choices_lib.choose_finetuning(
+          self.model, self.recipe, self.splits, self.context,
+          may_skip=bool(self.recipe.head.epochs) and not self.gradual,
+          first_step=self.step)
+    self.info["trials_seconds"] = time.time() - tried
+    self.saved, self.reached = None, 1
+    return winner
+
+  def _take(self, winner):
+    """Goes on from the winning trial; returns its carry (or None)."""
+    carry = None
+    if winner:
+      self.model.set_weights(winner["weights"])
+      self.history += winner["history"]
+      self.best.take(winner["best"], "finetune")
+      carry = winner["carry"]
+    checkpointer = self.context.checkpointer
+    if checkpointer:  # a resumed run continues from here, not before
+      checkpointer.choices = self.choices
+      checkpointer.save(
+          self.model, carry and carry["optimizer"], phase="finetune",
+          step_in_phase=carry["done"] if carry else 0,
+          step=carry["step"] if carry else self.step, history=self.history,
+          best=self.best, extra=carry["pruning"].state if (
+              carry and self.recipe.finetune.prune_to > 0) else None)
+      self.saved = checkpointer.progress()
+    return carry
+
+  def keep(self):
+    """Puts the weights to keep in the model and records which they are."""
+    model, best, checkpointer = self.model, self.best, self.context.checkpointer
+    if self.reached == 2:
+      checkpointer.restore(model, None, self.saved, best)
       logging.info("resuming after training: both phases were done")
-    head = head or (checkpointer and checkpointer.load_weights("head"))
-    info["unpruned_weights"] = unpruned or (
+    head = self.head or (checkpointer and checkpointer.load_weights("head"))
+    self.info["unpruned_weights"] = self.unpruned or (
         checkpointer and checkpointer.load_weights("unpruned"))
-    if reached < 2 and gradual:
-      choices["kept"] = "finetune"  # the pruned network is what was asked
-    elif reached < 2 and head and best.where and best.where[0] != "head":
-      choices["kept"] = choices_lib.keep_simplest(
-          model, head, best, history, splits, image_size, batch_size,
-          pruned=choices.get("pruned", {}).get("validation"))
-    elif reached < 2 and head:
-      choices["kept"] = "head"
+    if self.reached < 2 and self.gradual:
+      self.choices["kept"] = "finetune"  # the pruned network was asked for
+    elif self.reached < 2 and head and best.where and best.where[0] != "head":
+      self.choices["kept"] = choices_lib.keep_simplest(
+          model, head, best, self.history, self.splits,
+          self.context.image_size, self.context.batch_size,
+          pruned=self.choices.get("pruned", {}).get("validation"))
+    elif self.reached < 2 and head:
+      self.choices["kept"] = "head"
     best.restore(model)
-    if checkpointer and reached < 2:
-      checkpointer.choices = choices
-      checkpointer.save(model, None, phase="done", step_in_phase=0, step=step,
-                        history=history, best=best)
-  info["choices"] = choices
-  info["recipe"] = recipe
-  info["best_validation_loss"] = best.loss
-  info["best_validation_accuracy"] = best.accuracy
-  info["best_epoch"] = list(best.where) if best.where else None
-  logging.info("best validation loss %.4f, accuracy %.4f (%s epoch %s)",
-               best.loss, best.accuracy, *(best.where or ("-", "-")))
-  return history, info
+    if self.reached < 2:
+      self._save("done")
+
+  def summary(self):
+    """`run_recipe`'s info dict."""
+    best, info = self.best, self.info
+    info["choices"] = self.choices
+    info["recipe"] = self.recipe
+    info["best_validation_loss"] = best.loss
+    info["best_validation_accuracy"] = best.accuracy
+    info["best_epoch"] = list(best.where) if best.where else None
+    logging.info("best validation loss %.4f, accuracy %.4f (%s epoch %s)",
+                 best.loss, best.accuracy, *(best.where or ("-", "-")))
+    return info
 
 
 def _prune_once(model, spec, splits, context, step):
@@ -293,58 +347,3 @@ def _prune_once(model, spec, splits, context, step):
   summary["validation"] = {"val_loss": val["loss"],
                            "val_accuracy": val["accuracy"]}
   return best, summary
-
-
-def _fit_head(model, splits, context, *, where, views, directory, step,
-              history, best):
-  """Phase 1 on cached features: the head fitted as a linear probe.
-
-  Sets the classification layer's weights, appends the phase's one history
-  row and offers the result to `best`.
-
-  Returns:
-    (what `run.json` records about the fit (`probe.Fit.summary`), the
-    features `transfer_check.check` compares on, {"features_seconds",
-    "probe_seconds"}).
-  """
-  strategy, image_size = context.strategy, context.image_size
-  batch_size, seed, augment = context.batch_size, context.seed, context.augment
-  start = time.time()
-  if where == "disk":
-    shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(directory)
-  try:
-    cache = features_lib.FeatureCache(
-        model, splits, family=context.family, image_size=image_size,
-        batch_size=batch_size, views=views, seed=seed,
-        directory=directory if where == "disk" else None, augment=augment)
-    seconds = {"features_seconds": time.time() - start}
-    fit = probe.fit(cache.train, cache.validation, splits.num_classes,
-                    seed=seed)
-    seconds["probe_seconds"] = fit.seconds
-    compared = transfer_check.sample(cache)
-  finally:
-    if where == "disk":
-      shutil.rmtree(directory, ignore_errors=True)
-  context.family.head_parts(model)[1][-1].set_weights(
-      [fit.kernel, fit.bias])
-  chosen = fit.grid[[g["strength"] for g in fit.grid].index(fit.strength)]
-  # The whole model on the validation split: the fit's own figures up to
-  # rounding, and a confusion matrix for TensorBoard.
-  val = steps_lib.evaluate(model, splits.validation, splits.sizes["validation"],
-                 strategy=strategy, class_names=splits.class_names,
-                 image_size=image_size, batch_size=batch_size)
-  history.append({"phase": "head", "epoch": 1, "step": step,
-                  "loss": chosen["train_loss"],
-                  "accuracy": chosen["train_accuracy"],
-                  "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                  "seconds": time.time() - start})
-  summaries = context.summaries or summaries_lib.Summaries()
-  summaries.scalars("validation", step, {"loss": val["loss"],
-                                         "accuracy": val["accuracy"]})
-  sample = (inputs_lib.to_numpy(splits.validation, image_size, limit=16)
-            if summaries.enabled and image_size else None)
-  summaries_lib.image_summaries(summaries, model, val, sample,
-                                splits.class_names, step)
-  best.offer(model, val, ("head", 1), step)
-  return fit.summary(), compared, seconds
