@@ -9,6 +9,7 @@ from absl import flags
 
 from tests.conftest import REPO
 from tl_keras import config as config_lib
+from tl_keras import flag_values
 from tl_keras.errors import UserError
 
 
@@ -102,16 +103,16 @@ def test_validate_names_the_flag(changes, flag):
     ("all", ("all", None)), ("12", ("layers", 12)), ("0.25", ("fraction", 0.25)),
     ("1", ("layers", 1)), ("1.0", ("fraction", 1.0))])
 def test_parse_unfreeze(spec, parsed):
-  assert config_lib.parse_unfreeze(spec) == parsed
+  assert flag_values.parse_unfreeze(spec) == parsed
 
 
 def test_parse_exports_keeps_order_and_drops_repeats():
-  assert config_lib.parse_exports(" tflite_int8, saved_model,tflite_int8") == (
+  assert flag_values.parse_exports(" tflite_int8, saved_model,tflite_int8") == (
       "tflite_int8", "saved_model")
-  assert config_lib.parse_exports("") == ()
+  assert flag_values.parse_exports("") == ()
   config_lib.Config(export="saved_model", calibration_samples=0).validate()
   # int16x8 is written when named: slow on CPUs.
-  default = config_lib.parse_exports(config_lib.Config().export)
+  default = flag_values.parse_exports(config_lib.Config().export)
   assert "tflite_int8" in default and "tflite_int16x8" not in default
 
 

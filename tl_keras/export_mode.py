@@ -16,6 +16,7 @@ from tl_keras import artifacts
 from tl_keras import config as config_lib
 from tl_keras import export
 from tl_keras import families
+from tl_keras import flag_values
 from tl_keras import litert
 from tl_keras import report
 from tl_keras import saving
@@ -38,7 +39,7 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
     (parity rows {variant: row} of the TFLite variants written, {format:
     why it was skipped}).
   """
-  formats = config_lib.parse_exports(config.export)
+  formats = flag_values.parse_exports(config.export)
   serving = families.serving_of(model, about={"author": config.author,
                                          "license": config.license})
   variants = [v for v in export.tflite_variants(formats)
@@ -132,7 +133,7 @@ def export_run(config):
   """
   run_dir = config.run_dir
   record = read_run(run_dir)
-  formats = config_lib.parse_exports(config.export)
+  formats = flag_values.parse_exports(config.export)
   if not formats:
     raise UserError("--mode=export with an empty --export: nothing to do; "
                     "name formats, e.g. --export=tflite_int8")

@@ -4,6 +4,7 @@ import logging
 
 from tl_keras import config as config_lib
 from tl_keras import families
+from tl_keras import flag_values
 from tl_keras import training
 
 
@@ -31,7 +32,7 @@ def recipe_from_config(config, jit_compile=False):
                                   prune_to=config.prune_sparsity,
                                   prune_block=config.prune_block,
                                   prune_method=prune_method(config), **common),
-      unfreeze=config_lib.parse_unfreeze(config.unfreeze),
+      unfreeze=flag_values.parse_unfreeze(config.unfreeze),
       batchnorm=batchnorm_policy(config))
   if config.weights == "none":
     recipe = recipe.with_random_trials()

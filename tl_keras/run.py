@@ -21,6 +21,7 @@ from tl_keras import evaluation
 from tl_keras import export
 from tl_keras import export_mode
 from tl_keras import families
+from tl_keras import flag_values
 from tl_keras import litert
 from tl_keras import predict_mode
 from tl_keras import pretraining
@@ -209,7 +210,7 @@ def _train(config, family, recipe, raw_splits, strategy, chief, checkpointer,
   timings = {"setup_seconds": time.time() - started}
   summaries = training.Summaries(
       os.path.join(config.output_dir, "tensorboard") if chief else None,
-      profile_steps=config_lib.parse_profile_steps(config.profile_steps),
+      profile_steps=flag_values.parse_profile_steps(config.profile_steps),
       every_steps=config.log_every_steps)
   summaries.text("config", "\n".join(
       f"    --{k}={v}" for k, v in dataclasses.asdict(config).items()))

@@ -10,8 +10,8 @@ import os
 
 import keras
 
-from tl_keras import config as config_lib
 from tl_keras import data
+from tl_keras import flag_values
 from tl_keras import serving as serving_lib
 from tl_keras import text_data
 from tl_keras import text_models
@@ -54,8 +54,8 @@ class HubText(base_lib.Family):
     if "cache_views" in given:
       raise UserError(f"--cache_views={config.cache_views} adds augmented "
                       f"image views and {model}: leave --cache_views out")
-    calibrated = [f for f in config_lib.parse_exports(config.export)
-                  if f in config_lib.CALIBRATED_EXPORTS]
+    calibrated = [f for f in flag_values.parse_exports(config.export)
+                  if f in flag_values.CALIBRATED_EXPORTS]
     if "export" in given and calibrated:
       raise UserError(f"--export={config.export}: {calibrated[0]} (integer "
                       f"activations) is for images and {model}: use "
