@@ -99,7 +99,7 @@ def _train(model, splits, spec, *, strategy, image_size, seed, start,
         model, dataclasses.replace(
             spec, learning_rate=spec.learning_rate / 2 ** round_), splits,
         training.Context(strategy, image_size, BATCH_SIZE, seed=seed + round_,
-                         augment=image_size is not None),
+                         augment=bool(image_size)),
         first_step=step)
     reached = history[-1]["val_accuracy"]
     if target is None or reached >= target:

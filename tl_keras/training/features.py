@@ -99,11 +99,11 @@ def _features(predict, dataset, image_size, batch_size, view_seed=None,
   """(features [N, C], labels [N]) of a split, in its order.
 
   `predict` maps a batch of inputs to a batch of features.
-  image_size None: the examples are token dicts, used as they are. With a
+  Without an `image_size` the examples (token dicts) are used as they are. With a
   `path`, the features go to that TFRecord file and a (feature, label)
   dataset reading it is returned instead.
   """
-  if image_size is None:
+  if not image_size:
     return _features_of_batches(predict, dataset.batch(batch_size), path,
                                 dim)
   ds = dataset.map(lambda x, y: (tf.cast(inputs_lib.resize(x, image_size),
