@@ -3,7 +3,7 @@
     python main.py --flagfile=flags/quickstart.flags      # offline demo
     python main.py --model=resnet50 --dataset=cifar10     # with internet
 
-Intentionally kept short: flags become a `Config` and `tl_keras.run.execute`
+Intentionally kept short: flags become a `Config` and `tl_keras.modes.run.execute`
 runs its --mode (train, export, predict, evaluate).
 """
 
@@ -52,7 +52,8 @@ def main(argv):
     console.quiet_tensorflow(logging.get_absl_handler())
   if sys.stderr.isatty():
     console.short_log_lines(logging.get_absl_handler())
-  from tl_keras import listing, run  # pylint: disable=g-import-not-at-top
+  from tl_keras import listing  # pylint: disable=g-import-not-at-top
+  from tl_keras.modes import run  # pylint: disable=g-import-not-at-top
   from tl_keras.errors import UserError  # pylint: disable=g-import-not-at-top
   if FLAGS.list_models:
     print(listing.format_listing())

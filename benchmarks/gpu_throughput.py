@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from tl_keras import models  # pylint: disable=g-import-not-at-top
+from tl_keras.models import applications  # pylint: disable=g-import-not-at-top
 from tl_keras import training  # pylint: disable=g-import-not-at-top
 
 GFLOP_PER_IMAGE = 24.7
@@ -35,7 +35,7 @@ def throughput(policy, jit, batch_size, steps, num_classes=1000):
   keras.mixed_precision.set_dtype_policy(policy)
   keras.utils.set_random_seed(0)
   strategy = tf.distribute.get_strategy()
-  model = models.build_classifier("resnet50", num_classes, image_size=224,
+  model = applications.build_classifier("resnet50", num_classes, image_size=224,
                                   weights=None, frozen_base=False)
   spec = training.PhaseSpec("finetune", 1, 1e-4, jit_compile=jit)
   optimizer = training.make_optimizer(spec, steps + 10)

@@ -44,12 +44,12 @@ import keras  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from tl_keras import data  # pylint: disable=g-import-not-at-top
+from tl_keras.data import datasets  # pylint: disable=g-import-not-at-top
 from tl_keras import families  # pylint: disable=g-import-not-at-top
-from tl_keras import models  # pylint: disable=g-import-not-at-top
+from tl_keras.models import applications  # pylint: disable=g-import-not-at-top
 from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
-from tl_keras import probe  # pylint: disable=g-import-not-at-top
 from tl_keras import training  # pylint: disable=g-import-not-at-top
+from tl_keras.training import probe  # pylint: disable=g-import-not-at-top
 
 # (model, image size, training images, weights): convnet_small pretrained on
 # the source task (as in the quickstart), so its features carry the classes
@@ -60,7 +60,7 @@ CASES = (("convnet_small", 32, 5000, "synthetic"), ("resnet50", 32, 1000, None))
 
 def head_phase(name, size, splits, epochs, cached, weights):
   keras.utils.set_random_seed(0)
-  model = models.build_classifier(name, splits.num_classes, image_size=size,
+  model = applications.build_classifier(name, splits.num_classes, image_size=size,
                                   weights=weights)
   best = training.Best()
   start = time.perf_counter()
@@ -84,7 +84,7 @@ def head_phase(name, size, splits, epochs, cached, weights):
 def probe_fit(name, size, splits, weights):
   """What the recipe's phase 1 does: feature pass, then `probe.fit`."""
   keras.utils.set_random_seed(0)
-  model = models.build_classifier(name, splits.num_classes, image_size=size,
+  model = applications.build_classifier(name, splits.num_classes, image_size=size,
                                   weights=weights)
   start = time.perf_counter()
   cache = training.FeatureCache(model, splits, family=families.of(model),
@@ -202,7 +202,7 @@ def main():
       weights = pretraining.synthetic_weights(
           name, size, epochs=10, seed=42,
           strategy=tf.distribute.get_strategy())
-    splits = data.load("synthetic_source", max_train_samples=train_images)
+    splits = datasets.load("synthetic_source", max_train_samples=train_images)
     slow = head_phase(name, size, splits, epochs, False, weights)
     fast = head_phase(name, size, splits, epochs, True, weights)
     fitted = probe_fit(name, size, splits, weights)

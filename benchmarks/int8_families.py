@@ -38,10 +38,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from tl_keras.export import litert  # pylint: disable=g-import-not-at-top
+from tl_keras.export import tflite  # pylint: disable=g-import-not-at-top
 from tl_keras import families
-from tl_keras import litert  # pylint: disable=g-import-not-at-top
-from tl_keras import models  # pylint: disable=g-import-not-at-top
-from tl_keras import tflite  # pylint: disable=g-import-not-at-top
+from tl_keras.models import applications  # pylint: disable=g-import-not-at-top
 
 SMOKE_FLAGS = ["--max_train_samples=40", "--min_steps=0", "--head_epochs=0",
                "--finetune_epochs=1", "--finetune_lr=1e-3",
@@ -85,7 +85,7 @@ def latencies(paths, runs):
 
 def untrained_latencies(family, size, runs):
   """float32 vs int8 latency of the random-weights architecture at `size`."""
-  model = models.build_classifier(family, 10, image_size=size, weights=None)
+  model = applications.build_classifier(family, 10, image_size=size, weights=None)
   calibration = np.random.default_rng(0).integers(
       0, 256, (8, size, size, 3), np.uint8)
   with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +105,7 @@ def row(family, size, metrics, out, seconds, rc, runs):
   before = fallback["test_before"] if fallback else int8
   return {
       "benchmark": "int8_families", "family": family,
-      "architecture": models.get_backbone(family).family, "image_size": size,
+      "architecture": applications.get_backbone(family).family, "image_size": size,
       "test_examples": int8["examples"],
       "keras_accuracy": round(int8["keras_accuracy"], 4),
       "int8_before": round(before["accuracy"], 4),
@@ -129,7 +129,7 @@ def row(family, size, metrics, out, seconds, rc, runs):
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument("--families", default=",".join(models.FAMILY_EXAMPLES))
+  parser.add_argument("--families", default=",".join(applications.FAMILY_EXAMPLES))
   parser.add_argument("--image_size", type=int, default=64)
   parser.add_argument("--latency_size", type=int, default=224,
                       help="0: no latency at this size")
@@ -146,13 +146,13 @@ def main():
     families, args.image_size, args.latency_size, args.runs = (
         ["convnet_small"], 32, 32, 3)
     extra = SMOKE_FLAGS
-  unknown = [f for f in families if f not in models.REGISTRY]
+  unknown = [f for f in families if f not in applications.REGISTRY]
   if unknown:
     sys.exit(f"error: unknown --families {', '.join(unknown)}; see "
              "python main.py --list_models")
   workdir = args.workdir or tempfile.mkdtemp(prefix="int8_families_")
   for family in families:
-    size = max(args.image_size, models.get_backbone(family).min_size)
+    size = max(args.image_size, applications.get_backbone(family).min_size)
     metrics, out, seconds, rc = train(family, size, workdir, extra)
     line = row(family, size, metrics, out, seconds, rc, args.runs)
     line["training"] = "smoke" if args.smoke else {"epochs": args.epochs,

@@ -30,9 +30,9 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from PIL import Image  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from tl_keras import data  # pylint: disable=g-import-not-at-top
-from tl_keras import inputs  # pylint: disable=g-import-not-at-top
-from tl_keras import models  # pylint: disable=g-import-not-at-top
+from tl_keras.data import datasets  # pylint: disable=g-import-not-at-top
+from tl_keras.data import inputs  # pylint: disable=g-import-not-at-top
+from tl_keras.models import applications  # pylint: disable=g-import-not-at-top
 from tl_keras import training  # pylint: disable=g-import-not-at-top
 
 CASES = (("convnet_small", 32, 64), ("mobilenetv2", 96, 32))
@@ -80,13 +80,13 @@ def main():
                       "that the script runs")
   args = parser.parse_args()
   strategy = tf.distribute.get_strategy()
-  splits = data.load("synthetic_source")
+  splits = datasets.load("synthetic_source")
   cases = CASES[:1] if args.smoke else CASES
   if args.smoke:
     args.steps, args.files = 2, 64
   with tempfile.TemporaryDirectory() as root:
     write_photos(root, splits, args.files)
-    photos = data.load("folder", data_dir=root, validation_fraction=0.0,
+    photos = datasets.load("folder", data_dir=root, validation_fraction=0.0,
                        test_fraction=0.0)
     for name, size, batch in cases:
       make_photos = inputs.input_fn(
@@ -104,7 +104,7 @@ def main():
       pipeline_rate = rate(lambda: next(pipeline), args.steps, batch)
 
       keras.utils.set_random_seed(0)
-      model = models.build_classifier(name, splits.num_classes,
+      model = applications.build_classifier(name, splits.num_classes,
                                       image_size=size, frozen_base=False)
       spec = training.PhaseSpec("bench", 1, 1e-3)
       optimizer = training.make_optimizer(spec, args.steps + 1)

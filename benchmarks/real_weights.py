@@ -7,7 +7,7 @@
 
 Real networks, shipped by Python packages: ImageNet EfficientNet-Lite0
 (`efficientnet_lite0`) and all-MiniLM-L6-v2 (`all_minilm_l6_v2`, a 6-layer
-BERT). Real data, shipped by installed packages (`tl_keras.real_data`):
+BERT). Real data, shipped by installed packages (`tl_keras.data.real_data`):
 scikit-learn's handwritten digits and the docstrings of Python's standard
 library by package, and two tasks kept aside from every recipe decision
 ("kept_aside": true): scikit-image's LFW faces-vs-not subset and the
@@ -109,7 +109,7 @@ def tfidf_accuracy(args):
   """Test accuracy of TF-IDF + LogisticRegression on the same splits."""
   from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
-  from tl_keras import text_data  # pylint: disable=g-import-not-at-top
+  from tl_keras.data import text_data  # pylint: disable=g-import-not-at-top
   config = _config(args)
   from tl_keras import families  # pylint: disable=g-import-not-at-top
   raw = families.find(config.model).load_splits(config)
@@ -129,15 +129,15 @@ def modelmaker_accuracy(args, smoke=False):
   docstring), on the run's backbone, size and splits."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tl_keras import inputs  # pylint: disable=g-import-not-at-top
-  from tl_keras import models  # pylint: disable=g-import-not-at-top
+  from tl_keras.data import inputs  # pylint: disable=g-import-not-at-top
+  from tl_keras.models import applications  # pylint: disable=g-import-not-at-top
   from tl_keras import families  # pylint: disable=g-import-not-at-top
   config = _config(args)
   family = families.find(config.model)
   raw = family.load_splits(config)
   size = family.image_size(config)
   keras.utils.set_random_seed(config.seed)
-  model = models.build_classifier(config.model, raw.num_classes,
+  model = applications.build_classifier(config.model, raw.num_classes,
                                   image_size=size, weights=config.weights,
                                   dropout=0.2)
   dense = model.get_layer("classifier")
@@ -179,10 +179,10 @@ def modelmaker_accuracy(args, smoke=False):
 def mediapipe_agreement(run_dir, variant, kind, limit=200):
   """Share of test examples where MediaPipe Tasks' classifier on the file
   picks Keras's top-1 class."""
-  from tl_keras import predictors  # pylint: disable=g-import-not-at-top
+  from tl_keras.modes import predictors  # pylint: disable=g-import-not-at-top
   from tl_keras import families  # pylint: disable=g-import-not-at-top
-  from tl_keras import inputs  # pylint: disable=g-import-not-at-top
-  from tl_keras import serving as serving_lib  # pylint: disable=g-import-not-at-top
+  from tl_keras.data import inputs  # pylint: disable=g-import-not-at-top
+  from tl_keras.export import serving as serving_lib  # pylint: disable=g-import-not-at-top
   from mediapipe.tasks.python.core import base_options  # pylint: disable=g-import-not-at-top
   with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
     record = json.load(f)

@@ -43,12 +43,12 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
-from tl_keras import data  # pylint: disable=g-import-not-at-top
+from tl_keras.data import datasets  # pylint: disable=g-import-not-at-top
+from tl_keras.data import inputs  # pylint: disable=g-import-not-at-top
 from tl_keras import families  # pylint: disable=g-import-not-at-top
-from tl_keras import inputs  # pylint: disable=g-import-not-at-top
-from tl_keras import models  # pylint: disable=g-import-not-at-top
+from tl_keras.models import applications  # pylint: disable=g-import-not-at-top
+from tl_keras.modes import recipe_config  # pylint: disable=g-import-not-at-top
 from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
-from tl_keras import recipe_config  # pylint: disable=g-import-not-at-top
 from tl_keras import training  # pylint: disable=g-import-not-at-top
 
 MODEL, SIZE, BATCH = "convnet_small", 32, 32
@@ -56,7 +56,7 @@ MODEL, SIZE, BATCH = "convnet_small", 32, 32
 
 def build(weights, num_classes):
   keras.utils.set_random_seed(0)
-  return models.build_classifier(MODEL, num_classes, image_size=SIZE,
+  return applications.build_classifier(MODEL, num_classes, image_size=SIZE,
                                  weights=weights)
 
 
@@ -89,7 +89,7 @@ def baseline(weights, splits, args, recipe_optimizer=False):
   instead of Adam at a constant rate.
   """
   model = build(weights, splits.num_classes)
-  base = models.base_of(model)
+  base = applications.base_of(model)
 
   def prepare(ds, train):
     ds = ds.map(lambda x, y: (tf.cast(inputs.resize(x, SIZE), tf.float32), y),
@@ -191,10 +191,10 @@ def main():
         MODEL, SIZE, epochs=10, seed=42,
         strategy=tf.distribute.get_strategy())
   compare("quickstart data, pretrained backbone", weights,
-          data.load("synthetic", seed=42), args)
+          datasets.load("synthetic", seed=42), args)
   if args.larger_train_images:
     compare("source-task data, random-init backbone", None,
-            data.load("synthetic_source", seed=42,
+            datasets.load("synthetic_source", seed=42,
                       max_train_samples=args.larger_train_images), args)
 
 

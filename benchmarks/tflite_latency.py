@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from tl_keras import litert  # pylint: disable=g-import-not-at-top
-from tl_keras import tflite  # pylint: disable=g-import-not-at-top
+from tl_keras.export import litert  # pylint: disable=g-import-not-at-top
+from tl_keras.export import tflite  # pylint: disable=g-import-not-at-top
 
 SENTENCE = "a short sentence to classify"
 

@@ -99,7 +99,7 @@ def main_py(args, out, env=None):
 def write_digits(root):
   """scikit-learn's digits as PNG folders: source/digit0-4, target/5-9."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from tl_keras import real_data  # pylint: disable=g-import-not-at-top
+  from tl_keras.data import real_data  # pylint: disable=g-import-not-at-top
   images, labels = real_data.digit_images()
   for name, classes in (("source", range(0, 5)), ("target", range(5, 10))):
     for c in classes:
@@ -114,7 +114,7 @@ def write_digits(root):
 def docstrings():
   """{top-level package: [docstring, ...]} of the standard library
   (`real_data.docstrings`)."""
-  from tl_keras import real_data  # pylint: disable=g-import-not-at-top
+  from tl_keras.data import real_data  # pylint: disable=g-import-not-at-top
   return real_data.docstrings(SOURCE_PACKAGES + TARGET_PACKAGES)
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tl_keras.export import tflite
 from tl_keras import families
-from tl_keras import models
-from tl_keras import tflite
+from tl_keras.models import applications
 
 
 def _run(script, *args, env=None):
@@ -66,7 +66,7 @@ def test_recipe_vs_baseline():
 
 
 def test_tflite_latency(tmp_path):
-  model = models.build_classifier("convnet_small", 2, weights=None)
+  model = applications.build_classifier("convnet_small", 2, weights=None)
   tflite.export(model, "float32", str(tmp_path / "model_float32.tflite"),
                 serving=families.serving_of(model), class_names=["a", "b"])
   (row,) = _run("tflite_latency.py", str(tmp_path), "--threads=1",

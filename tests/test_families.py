@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tl_keras import data
+from tl_keras.data import datasets
+from tl_keras.export import litert
+from tl_keras.export import tflite
 from tl_keras import families
-from tl_keras import freezing
-from tl_keras import litert
-from tl_keras import models
-from tl_keras import tflite
+from tl_keras.models import applications
+from tl_keras.models import freezing
 from tl_keras import training
 
 STRATEGY = tf.distribute.get_strategy()
@@ -32,7 +32,7 @@ FLOAT32_TOLERANCE = 1e-2
 
 
 def _size(name):
-  return max(32, models.get_backbone(name).min_size)
+  return max(32, applications.get_backbone(name).min_size)
 
 
 def _images(n, size, seed=0):
@@ -78,7 +78,7 @@ def _spread_member(name):
   input, random weights, its head set by `_spread_head`."""
   size = _size(name)
   keras.utils.set_random_seed(0)
-  model = models.build_classifier(name, CLASSES, image_size=size,
+  model = applications.build_classifier(name, CLASSES, image_size=size,
                                   weights=None, dropout=0.0)
   images = _images(8, size)
   return size, model, images, _spread_head(model, images)
@@ -97,7 +97,7 @@ def _by_speed(names):
           for n in names]
 
 
-@pytest.mark.parametrize("name", _by_speed(models.FAMILY_EXAMPLES))
+@pytest.mark.parametrize("name", _by_speed(applications.FAMILY_EXAMPLES))
 def test_family_frozen_base_head_and_every_tflite_variant(name, tmp_path):
   size, model, images, extractor = _spread_member(name)
   x = images.astype(np.float32)
@@ -149,7 +149,7 @@ INT16X8_FLOAT_OPS = {"mobilenetv3_small": {"HARD_SWISH", "DELEGATE"}}
 
 
 @pytest.mark.slow  # 10-25 s a member; the variant is not a default export
-@pytest.mark.parametrize("name", models.FAMILY_EXAMPLES)
+@pytest.mark.parametrize("name", applications.FAMILY_EXAMPLES)
 def test_family_int16x8_converts_and_runs(name, tmp_path):
   size, model, images, _ = _spread_member(name)
   path = str(tmp_path / tflite.filename("int16x8"))
@@ -169,17 +169,17 @@ def test_family_int16x8_converts_and_runs(name, tmp_path):
   keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("name", _by_speed(models.FAMILY_EXAMPLES))
+@pytest.mark.parametrize("name", _by_speed(applications.FAMILY_EXAMPLES))
 def test_family_cached_and_uncached_phase_1_train_the_same_head(name):
   size = _size(name)
   images = _images(8, size)
   labels = np.arange(8, dtype=np.int32) % 2
   ds = tf.data.Dataset.from_tensor_slices((images, labels))
-  splits = data.Splits(train=ds, validation=ds, test=ds,
+  splits = datasets.Splits(train=ds, validation=ds, test=ds,
                        sizes={"train": 8, "validation": 8, "test": 8},
                        class_names=["a", "b"])
   keras.utils.set_random_seed(3)
-  model = models.build_classifier(name, 2, image_size=size, weights=None,
+  model = applications.build_classifier(name, 2, image_size=size, weights=None,
                                   dropout=0.0)
   head = model.get_layer("classifier")
   start, heads = head.get_weights(), []

@@ -20,12 +20,12 @@ from tests.conftest import REPO, write_image_folder
 from tests.helpers import run_main
 from tl_keras import artifacts
 from tl_keras import config as config_lib
-from tl_keras import data
-from tl_keras import folders
-from tl_keras import input_files
-from tl_keras import models
-from tl_keras import predictors
+from tl_keras.data import datasets
+from tl_keras.data import folders
+from tl_keras.data import input_files
 from tl_keras.errors import UserError
+from tl_keras.models import applications
+from tl_keras.modes import predictors
 
 
 def _bad_files(folder):
@@ -143,16 +143,16 @@ def test_class_names_are_kept_exactly(tmp_path):
 
 def test_weights_of_another_architecture_name_the_layer(tmp_path):
   path = str(tmp_path / "mobilenet.weights.h5")
-  models.build_base("mobilenetv2", 32, None).save_weights(path)
+  applications.build_base("mobilenetv2", 32, None).save_weights(path)
   with pytest.raises(UserError, match=r"does not fit convnet_small .*stage1"):
-    models.build_base("convnet_small", 32, path)
+    applications.build_base("convnet_small", 32, path)
 
 
 def test_corrupted_weights_file(tmp_path):
   path = tmp_path / "broken.weights.h5"
   path.write_bytes(b"\x89HDF\r\n" + b"\0" * 40)
   with pytest.raises(UserError, match="not an HDF5 weights file"):
-    models.build_base("convnet_small", 32, str(path))
+    applications.build_base("convnet_small", 32, str(path))
 
 
 def test_keras_file_with_code_is_refused(tmp_path):
@@ -200,7 +200,7 @@ def test_an_unprepared_tfds_dataset_asks_for_the_network_first(
   here opens one socket, the probe of the download host, and TFDS none:
   one error line, before the builder is made."""
   import socket  # pylint: disable=g-import-not-at-top
-  from tl_keras import downloads  # pylint: disable=g-import-not-at-top
+  from tl_keras.data import downloads  # pylint: disable=g-import-not-at-top
   for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
     monkeypatch.delenv(name, raising=False)
   monkeypatch.delenv("TL_KERAS_DOWNLOAD_HOST", raising=False)
@@ -215,7 +215,7 @@ def test_an_unprepared_tfds_dataset_asks_for_the_network_first(
   monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [
       (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("203.0.113.1", port))])
   with pytest.raises(UserError, match="seems offline.*--data_dir"):
-    data.load("cifar10", data_dir=str(tmp_path / "tfds"))
+    datasets.load("cifar10", data_dir=str(tmp_path / "tfds"))
   assert tried == [("203.0.113.1", int(downloads.HOST.split(":")[1]))]
   assert not (tmp_path / "tfds").exists()
 
@@ -315,7 +315,7 @@ def test_any_folder_gives_splits_or_one_error_line(tree, skip_bad):
                     encoding="utf-8") as f:
             f.write("" if kind == "empty" else "not an image")
     try:
-      splits = data.load("folder", data_dir=root, skip_bad_images=skip_bad)
+      splits = datasets.load("folder", data_dir=root, skip_bad_images=skip_bad)
     except UserError as e:
       assert "\n" not in str(e) and str(e)
     else:

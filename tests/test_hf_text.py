@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from tl_keras import export
+from tl_keras.export import litert
+from tl_keras.export import writers
 from tl_keras import families
-from tl_keras import litert
-from tl_keras import saving
-from tl_keras import text_models
+from tl_keras.models import saving
+from tl_keras.models import text_models
 
 WORDS = ("the", "cat", "sat", "on", "mat", "dog", "ran", "far", "a", "red")
 
@@ -115,7 +115,7 @@ def test_a_pooled_classifier_saves_reloads_and_exports(tmp_path, cache):
   np.testing.assert_allclose(reloaded.predict(texts, verbose=0), expected,
                              atol=1e-6)
   serving = families.serving_of(model)
-  export.write_exports(model, str(tmp_path), ["tflite_float32"],
+  writers.write_exports(model, str(tmp_path), ["tflite_float32"],
                        class_names=["a", "b", "c"], serving=serving)
   path = str(tmp_path / "model_float32.tflite")
   lite = litert.TextRunner(path).predict_examples(texts)

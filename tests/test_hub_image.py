@@ -12,13 +12,13 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import run_main
-from tl_keras import blocks
 from tl_keras import config as config_lib
-from tl_keras import families
-from tl_keras import models
-from tl_keras import predict_mode
-from tl_keras import predictors
 from tl_keras.errors import UserError
+from tl_keras import families
+from tl_keras.models import applications
+from tl_keras.models import blocks
+from tl_keras.modes import predict_mode
+from tl_keras.modes import predictors
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -81,7 +81,7 @@ def test_the_converter_normalization_is_inside_the_model(preset):
   np.testing.assert_allclose(ours, preset[1](images), atol=1e-4)
   assert families.of(model) is family
   assert family.unfreeze_count(model, "all", None) == len(
-      blocks.blocks(models.base_of(model)))
+      blocks.blocks(applications.base_of(model)))
 
 
 def test_a_preset_folder_trains_exports_and_serves(hub_run):

@@ -15,11 +15,11 @@ import tensorflow as tf
 
 from tests.helpers import run_main
 from tl_keras import config as config_lib
-from tl_keras import export
+from tl_keras.data import text_data
+from tl_keras.export import writers
 from tl_keras import families
-from tl_keras import predict_mode
-from tl_keras import text_data
-from tl_keras import text_models
+from tl_keras.models import text_models
+from tl_keras.modes import predict_mode
 
 
 def _save(path, backbone, tokenizer):
@@ -72,7 +72,7 @@ def test_distilbert_trains_exports_and_serves(distilbert_run):
   assert tops["saved_model"] == tops["model.keras"]
   assert tops["model_float32.tflite"] == tops["model.keras"]
   # Two inputs, no segment ids: no MediaPipe BERT metadata, ours only.
-  from tl_keras import tflite  # pylint: disable=g-import-not-at-top
+  from tl_keras.export import tflite  # pylint: disable=g-import-not-at-top
   assert tflite.read_metadata(str(out / "model_float32.tflite"))[
       "inputs"] == ["token_ids", "padding_mask"]
 
@@ -98,7 +98,7 @@ def test_roberta_trains_and_writes_its_saved_model(tmp_path):
   assert head[-1] is model.layers[-1] and features.shape[-1] == 16
   serving = family.serving(model)
   assert serving.variants == () and "WordPiece" in serving.skipped
-  skipped = export.write_exports(model, str(tmp_path / "out"),
+  skipped = writers.write_exports(model, str(tmp_path / "out"),
                                  ("saved_model", "tflite_float32"),
                                  class_names=["x", "y"], serving=serving)
   assert "tflite_float32" in skipped

@@ -20,14 +20,14 @@ import tensorflow as tf
 from tests.conftest import write_image_folder
 from tests.helpers import mediapipe_scores, run_main
 from tl_keras import artifacts
-from tl_keras import export
+from tl_keras.data import input_files
+from tl_keras.data import synthetic
+from tl_keras.export import litert
+from tl_keras.export import writers
 from tl_keras import families
-from tl_keras import input_files
-from tl_keras import litert
-from tl_keras import predict_mode
-from tl_keras import predictors
-from tl_keras import saving
-from tl_keras import synthetic
+from tl_keras.models import saving
+from tl_keras.modes import predict_mode
+from tl_keras.modes import predictors
 
 # A given rate and BatchNorm mode: no trials, so phase 2 always runs (the
 # trials run end to end in test_benchmarks' transfer_suite smoke test).
@@ -232,7 +232,7 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
   """
   import main  # pylint: disable=g-import-not-at-top
   run = _copy_run(quick_run[0], tmp_path / "run")
-  predict, parity = litert.ImageRunner.predict, export.tflite_parity
+  predict, parity = litert.ImageRunner.predict, writers.tflite_parity
 
   def broken(self, images):
     probs = predict(self, images)
@@ -245,7 +245,7 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
     return parity(model, directory, variants, images, keras_top1, **kwargs)
 
   monkeypatch.setattr(litert.ImageRunner, "predict", broken)
-  monkeypatch.setattr(export, "tflite_parity", parity_on_keras_labels)
+  monkeypatch.setattr(writers, "tflite_parity", parity_on_keras_labels)
   main.FLAGS.unparse_flags()
   main.FLAGS(["main.py", "--mode=export", f"--run_dir={run}",
               "--export=tflite_float32,tflite_dynamic", "--overwrite",
@@ -506,8 +506,8 @@ def test_report_model_card_and_plots(quick_run):
 def test_report_and_card_say_when_the_transfer_check_set_weights_aside(
     quick_run):
   """The run's own record, as the check leaves it when it fires."""
-  from tl_keras import model_card  # pylint: disable=g-import-not-at-top
-  from tl_keras import report  # pylint: disable=g-import-not-at-top
+  from tl_keras.reporting import model_card  # pylint: disable=g-import-not-at-top
+  from tl_keras.reporting import report  # pylint: disable=g-import-not-at-top
   from tl_keras.training import transfer_check  # pylint: disable=g-import-not-at-top
   out = quick_run[0]
   record = json.loads((out / "run.json").read_text())
@@ -620,14 +620,14 @@ def test_console_heartbeat_logs_long_steps_only(caplog):
 
 
 def test_list_models_and_line_based_progress(quick_run):
-  from tl_keras import models  # pylint: disable=g-import-not-at-top
+  from tl_keras.models import applications  # pylint: disable=g-import-not-at-top
   result = run_main("--list_models")
   assert result.returncode == 0
   lines = result.stdout.splitlines()
   listed = [line.split()[0] for line in lines if line.startswith("  ")]
-  assert listed[:len(models.REGISTRY)] == list(models.REGISTRY)
+  assert listed[:len(applications.REGISTRY)] == list(applications.REGISTRY)
   assert {"bert_micro", "bert_base_en_uncased", "bert_tiny_en_uncased"} <= set(
-      listed[len(models.REGISTRY):])
+      listed[len(applications.REGISTRY):])
   # Grouped by family, one header each, and the size column aligned.
   assert "image: efficientnet" in lines and "image: convnext" in lines
   columns = {line.index("px") for line in lines if line.endswith("M")

@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from tl_keras import blocks
-from tl_keras import families
-from tl_keras import models
 from tl_keras.errors import UserError
+from tl_keras import families
+from tl_keras.models import applications
+from tl_keras.models import blocks
 
 
 # Rows over 40M parameters take 8-25 s each to build and cut on 2 cores; a
@@ -22,17 +22,17 @@ LARGE = 40_000_000
 
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=pytest.mark.slow)
-    if models.REGISTRY[n].parameters > LARGE else n
-    for n in sorted(models.REGISTRY)])
+    if applications.REGISTRY[n].parameters > LARGE else n
+    for n in sorted(applications.REGISTRY)])
 def test_every_registry_entry_builds(name):
-  spec = models.REGISTRY[name]
+  spec = applications.REGISTRY[name]
   size = max(spec.min_size, 32)
-  model = models.build_classifier(name, 3, image_size=size, weights=None)
+  model = applications.build_classifier(name, 3, image_size=size, weights=None)
   images = np.random.default_rng(0).integers(0, 256, (2, 40, 50, 3))
   probs = model.predict(images.astype("float32"), verbose=0)
   assert probs.shape == (2, 3)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-  base = models.base_of(model)
+  base = applications.base_of(model)
   assert not base.trainable
   assert base.count_params() == spec.parameters
   # Every block boundary is a clean cut: the rest of the base is a model
@@ -50,7 +50,7 @@ def test_every_registry_entry_builds(name):
 
 
 def test_registry_covers_the_families():
-  families = {spec.family for spec in models.REGISTRY.values()}
+  families = {spec.family for spec in applications.REGISTRY.values()}
   assert {"resnet", "resnet_v2", "mobilenet", "efficientnet", "efficientnet_v2",
           "convnext", "densenet", "inception", "xception", "vgg"} <= families
 
@@ -63,29 +63,29 @@ def test_registry_covers_the_families():
 def test_preprocessing_layer_matches_keras_applications(mode, reference):
   pixels = np.random.default_rng(1).uniform(0, 255, (2, 4, 4, 3)).astype(
       "float32")
-  ours = models.ImagePreprocessing(mode)(pixels)
+  ours = applications.ImagePreprocessing(mode)(pixels)
   np.testing.assert_allclose(ours, reference(pixels.copy()), rtol=1e-5,
                              atol=1e-4)
 
 
 def test_unknown_model_lists_close_matches():
   with pytest.raises(UserError, match="did you mean resnet50"):
-    models.get_backbone("resnet05")
+    applications.get_backbone("resnet05")
 
 
 def test_image_size_below_minimum_is_rejected():
   with pytest.raises(UserError, match="too small for inceptionv3"):
-    models.resolve_image_size("inceptionv3", 32)
+    applications.resolve_image_size("inceptionv3", 32)
 
 
 def test_convnet_small_has_no_imagenet_weights():
   with pytest.raises(UserError, match="--weights=synthetic"):
-    models.build_base("convnet_small", 32, "imagenet")
+    applications.build_base("convnet_small", 32, "imagenet")
 
 
 def test_base_is_called_in_inference_mode():
   """Dropout or BN in training mode would make these two calls differ."""
-  model = models.build_classifier("convnet_small", 3, weights=None,
+  model = applications.build_classifier("convnet_small", 3, weights=None,
                                   dropout=0.0)
   families.of(model).unfreeze_top(model, "all", None)
   x = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
@@ -94,8 +94,8 @@ def test_base_is_called_in_inference_mode():
 
 
 def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
-  model = models.build_classifier("convnet_small", 3, weights=None)
-  base = models.base_of(model)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
+  base = applications.base_of(model)
   assert [name for name, _ in blocks.blocks(base)] == [
       "stage0", "stage1", "stage2"]
   families.of(model).unfreeze_top(model, "layers", 1)
@@ -112,21 +112,21 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
 
 
 def test_unfreeze_beyond_depth_names_the_flag():
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   with pytest.raises(UserError, match="--unfreeze=999 exceeds the 3 blocks"):
     families.of(model).unfreeze_top(model, "layers", 999)
 
 
 def test_unfreeze_never_splits_a_residual_block():
   """resnet50: a fraction counts blocks; the boundary is a block's start."""
-  model = models.build_classifier("resnet50", 3, image_size=32, weights=None)
-  grouped = blocks.blocks(models.base_of(model))
+  model = applications.build_classifier("resnet50", 3, image_size=32, weights=None)
+  grouped = blocks.blocks(applications.base_of(model))
   assert [n for n, _ in grouped[-3:]] == [
       "conv5_block1", "conv5_block2", "conv5_block3"]
   assert families.of(model).unfreeze_count(model, "fraction", 0.25) == round(
       0.25 * len(grouped))
   families.of(model).unfreeze_top(model, "layers", 2, train_batchnorm=True)
-  trainable = {l.name for l in models.base_of(model).layers
+  trainable = {l.name for l in applications.base_of(model).layers
                if l.trainable and not isinstance(l, keras.layers.InputLayer)}
   assert {n.split("_")[1] for n in trainable} == {"block2", "block3"}
   assert all(n.startswith("conv5_") for n in trainable)
@@ -140,7 +140,7 @@ def test_offline_imagenet_weights_give_a_clear_error(monkeypatch):
   monkeypatch.setattr(keras.utils, "get_file", fail)
   monkeypatch.setattr("keras.src.utils.file_utils.get_file", fail)
   with pytest.raises(UserError, match="seems offline.*--weights=PATH"):
-    models.build_base("mobilenetv2", 32, "imagenet")
+    applications.build_base("mobilenetv2", 32, "imagenet")
 
 
 # EfficientNet-B0 has both kinds: dropout and stochastic depth (Dropout
@@ -151,10 +151,10 @@ def test_a_saved_classifier_keeps_its_frozen_base_in_inference_mode(
   """Loaded with plain Keras and called with training=True, the frozen
   base's dropout and stochastic depth stay off: the features are those
   the head was fitted on."""
-  model = models.build_classifier(name, 3, weights=None, image_size=64)
+  model = applications.build_classifier(name, 3, weights=None, image_size=64)
   model.save(str(tmp_path / "model.keras"))
   code = (
-      "import numpy as np, keras, tl_keras.models\n"
+      "import numpy as np, keras, tl_keras.models.applications\n"
       f"m = keras.saving.load_model({str(tmp_path / 'model.keras')!r})\n"
       "f = keras.Model(m.input, m.get_layer('pool').output)\n"
       "x = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3))\n"

@@ -11,18 +11,18 @@ import pytest
 import tensorflow as tf
 
 from tl_keras import config as config_lib
-from tl_keras import data
-from tl_keras import export
+from tl_keras.data import datasets
+from tl_keras.data import inputs
+from tl_keras.export import litert
+from tl_keras.export import tflite
+from tl_keras.export import writers
 from tl_keras import families
-from tl_keras import freezing
-from tl_keras import inputs
-from tl_keras import litert
-from tl_keras import models
-from tl_keras import probe
-from tl_keras import recipe_config
-from tl_keras import scratch
-from tl_keras import tflite
+from tl_keras.models import applications
+from tl_keras.models import freezing
+from tl_keras.modes import recipe_config
+from tl_keras.modes import scratch
 from tl_keras import training
+from tl_keras.training import probe
 
 STRATEGY = tf.distribute.get_strategy()
 # 32-pixel images, batches of 8.
@@ -116,10 +116,10 @@ def test_the_fitted_head_is_the_same_in_keras_saved_model_and_tflite(
   images = (rng.integers(0, 80, (24, 32, 32, 3))
             + 60 * labels[:, None, None, None]).astype(np.uint8)
   ds = _dataset(images, labels)
-  splits = data.Splits(train=ds, validation=ds, test=ds,
+  splits = datasets.Splits(train=ds, validation=ds, test=ds,
                        sizes={"train": 24, "validation": 24, "test": 24},
                        class_names=["a", "b", "c"])
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   recipe = training.Recipe(head=training.PhaseSpec("head", 1, 1e-3),
                            finetune=training.PhaseSpec("finetune", 0, 1e-4),
                            unfreeze=("all", None))
@@ -128,7 +128,7 @@ def test_the_fitted_head_is_the_same_in_keras_saved_model_and_tflite(
   probs = model.predict(images.astype(np.float32), verbose=0)
   assert np.mean(np.log(probs[np.arange(24), labels])) == pytest.approx(
       -head["validation_loss"], rel=1e-3, abs=1e-5)  # what was fitted
-  export.save_saved_model(model, str(tmp_path / "sm"), class_names="abc",
+  writers.save_saved_model(model, str(tmp_path / "sm"), class_names="abc",
                           serving=families.serving_of(model))
   serve = tf.saved_model.load(str(tmp_path / "sm")).signatures[
       "serving_default"]
@@ -142,7 +142,7 @@ def test_the_fitted_head_is_the_same_in_keras_saved_model_and_tflite(
 
 
 def test_a_frozen_efficientnet_drops_nothing_in_training_mode():
-  model = models.build_classifier("efficientnet_b0", 3, image_size=32,
+  model = applications.build_classifier("efficientnet_b0", 3, image_size=32,
                                   weights=None)
   extractor = keras.Model(model.input, families.of(model).head_parts(model)[0])
   x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)).astype(
@@ -155,7 +155,7 @@ def test_a_frozen_efficientnet_drops_nothing_in_training_mode():
 
 
 def test_a_frozen_bert_drops_nothing_in_training_mode():
-  from tl_keras import text_models  # pylint: disable=g-import-not-at-top
+  from tl_keras.models import text_models  # pylint: disable=g-import-not-at-top
   # bert_micro: 2 transformer layers with dropout 0.1 inside.
   model = text_models.build_classifier("bert_micro", 2, sequence_length=8,
                                        weights="none", dropout=0.0)
@@ -183,12 +183,12 @@ def test_batchnorm_trains_only_when_asked(train_batchnorm):
   labels = np.arange(16, dtype=np.int32) % 2
   ds = _dataset(rng.integers(0, 255, (16, 32, 32, 3)).astype(np.uint8),
                 labels)
-  splits = data.Splits(train=ds, validation=ds, test=ds,
+  splits = datasets.Splits(train=ds, validation=ds, test=ds,
                        sizes={"train": 16, "validation": 16, "test": 16},
                        class_names=["a", "b"])
-  model = models.build_classifier("convnet_small", 2, weights=None)
+  model = applications.build_classifier("convnet_small", 2, weights=None)
   families.of(model).unfreeze_top(model, "all", None, train_batchnorm=train_batchnorm)
-  bn = models.base_of(model).get_layer("stage0_bn0")
+  bn = applications.base_of(model).get_layer("stage0_bn0")
   before = bn.moving_mean.numpy().copy()
   training.train_phase(model, training.PhaseSpec("finetune", 1, 1e-3), splits,
                        CONTEXT)
@@ -198,12 +198,12 @@ def test_batchnorm_trains_only_when_asked(train_batchnorm):
 
 
 def test_recalibrated_batchnorm_holds_the_data_statistics():
-  model = models.build_classifier("convnet_small", 2, weights=None)
+  model = applications.build_classifier("convnet_small", 2, weights=None)
   flags = [l.trainable for l in model._flatten_layers()]  # pylint: disable=protected-access
   images = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 3)).astype(
       np.float32)
   freezing.recalibrate_batchnorm(model, images, batch_size=16)
-  base = models.base_of(model)
+  base = applications.base_of(model)
   # The first BatchNorm sees the first convolution's output directly.
   conv = keras.Model(base.input, base.get_layer("stage0_conv0").output)
   pre = conv(images / 127.5 - 1.0).numpy()  # the "tf" preprocessing
@@ -236,7 +236,7 @@ def _fake_trials(monkeypatch, losses):
 def _tiny_splits():
   ds = _dataset(np.zeros((8, 32, 32, 3), np.uint8),
                 np.arange(8, dtype=np.int32) % 2)
-  return data.Splits(train=ds, validation=ds, test=ds,
+  return datasets.Splits(train=ds, validation=ds, test=ds,
                      sizes={"train": 8, "validation": 8, "test": 8},
                      class_names=["a", "b"])
 
@@ -252,7 +252,7 @@ def _choose(model, finetune_lr=0.0, batchnorm="auto"):
 
 
 def test_trials_pick_the_lowest_validation_loss_then_batchnorm(monkeypatch):
-  model = models.build_classifier("convnet_small", 2, weights=None)
+  model = applications.build_classifier("convnet_small", 2, weights=None)
   start = [w.copy() for w in model.get_weights()]
   # lr 1e-5, 1e-4, 1e-3 with BatchNorm frozen; then 1e-4 with it training.
   calls = _fake_trials(monkeypatch, [0.50, 0.30, 0.40, 0.20])
@@ -269,14 +269,14 @@ def test_trials_pick_the_lowest_validation_loss_then_batchnorm(monkeypatch):
 
 
 def test_ties_go_to_the_lower_rate_and_frozen_batchnorm(monkeypatch):
-  model = models.build_classifier("convnet_small", 2, weights=None)
+  model = applications.build_classifier("convnet_small", 2, weights=None)
   _fake_trials(monkeypatch, [0.3, 0.3, 0.3, 0.3])
   _, chosen = _choose(model)
   assert (chosen["learning_rate"], chosen["batchnorm"]) == (1e-5, "frozen")
 
 
 def test_a_given_rate_and_policy_need_no_trials(monkeypatch):
-  model = models.build_classifier("convnet_small", 2, weights=None)
+  model = applications.build_classifier("convnet_small", 2, weights=None)
   calls = _fake_trials(monkeypatch, [])
   _, chosen = _choose(model, finetune_lr=3e-4, batchnorm="frozen")
   assert not calls
@@ -324,7 +324,7 @@ def test_auto_augmentation_flips_only_mirror_symmetric_classes(
   model = keras.Model(inputs, head(keras.layers.Flatten()(inputs)))
   head.set_weights([kernel.reshape(-1, 2), np.array(bias, np.float32)])
   ds = _dataset(images, labels)
-  splits = data.Splits(train=ds, validation=ds, test=ds,
+  splits = datasets.Splits(train=ds, validation=ds, test=ds,
                        sizes={"train": 8, "validation": 8, "test": 8},
                        class_names=["a", "b"])
   chosen = training.choose_augmentation(model, splits, image_size=8,
@@ -336,7 +336,7 @@ def test_auto_augmentation_flips_only_mirror_symmetric_classes(
 
 def test_mixup_labels_reach_the_training_step():
   splits = _tiny_splits()
-  model = models.build_classifier("convnet_small", 2, weights=None)
+  model = applications.build_classifier("convnet_small", 2, weights=None)
   history, _ = training.train_phase(
       model, training.PhaseSpec("head", 1, 1e-3), splits,
       CONTEXT.but(batch_size=4, augment="mixup"))
@@ -379,7 +379,7 @@ def _separable_splits():
   images = (rng.integers(0, 60, (24, 32, 32, 3))
             + 70 * labels[:, None, None, None]).astype(np.uint8)
   ds = _dataset(images, labels)
-  return data.Splits(train=ds, validation=ds, test=ds,
+  return datasets.Splits(train=ds, validation=ds, test=ds,
                      sizes={"train": 24, "validation": 24, "test": 24},
                      class_names=["a", "b", "c"])
 
@@ -387,7 +387,7 @@ def _separable_splits():
 @pytest.mark.parametrize("phase_2_is_better", [True, False])
 def test_phase_2_is_kept_only_when_clearly_better(phase_2_is_better):
   splits = _separable_splits()
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   untrained = [w.copy() for w in model.get_weights()]
   training.train_phase(model, training.PhaseSpec("head", 4, 3e-2), splits,
                        CONTEXT.but(augment="none"))
@@ -439,7 +439,7 @@ def test_phase_2_continues_the_winning_trial():
   weights = {}
   for rate in (0.0, None):  # 0: trials pick; None: the picked rate, given
     keras.utils.set_random_seed(0)
-    model = models.build_classifier("convnet_small", 3, weights=None,
+    model = applications.build_classifier("convnet_small", 3, weights=None,
                                     dropout=0.0)
     start = [w.copy() for w in weights.get("start", model.get_weights())]
     model.set_weights(start)

@@ -11,17 +11,17 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.helpers import run_main
-from tl_keras import data
-from tl_keras import downloads
-from tl_keras import families
-from tl_keras import litert
-from tl_keras import predict_mode
-from tl_keras import predictors
-from tl_keras import text_data
-from tl_keras import text_models
-from tl_keras import tflite
-from tl_keras import training
+from tl_keras.data import datasets
+from tl_keras.data import downloads
+from tl_keras.data import text_data
 from tl_keras.errors import UserError
+from tl_keras.export import litert
+from tl_keras.export import tflite
+from tl_keras import families
+from tl_keras.models import text_models
+from tl_keras.modes import predict_mode
+from tl_keras.modes import predictors
+from tl_keras import training
 
 SEQUENCE_LENGTH = 24
 
@@ -73,7 +73,7 @@ def test_random_init_of_the_preset_architecture(tiny_preset):
 
 def _splits(preset_model, train=60):
   splits = text_data.load_synthetic_text("synthetic_text", seed=0)
-  splits = data.limited(splits, "synthetic_text", train)
+  splits = datasets.limited(splits, "synthetic_text", train)
   return text_data.tokenized_splits(splits, preset_model.preprocessor)
 
 
@@ -345,7 +345,7 @@ def test_mediapipe_text_classifier_takes_raw_strings(text_run, variant):
   tokenizer settings inside the file and scores as our runner does."""
   from mediapipe.tasks.python import text  # pylint: disable=g-import-not-at-top
   from mediapipe.tasks.python.core import base_options  # pylint: disable=g-import-not-at-top
-  from tl_keras import standard_metadata  # pylint: disable=g-import-not-at-top
+  from tl_keras.export import standard_metadata  # pylint: disable=g-import-not-at-top
   out, _ = text_run
   path = str(out / f"model_{variant}.tflite")
   labels = list(text_data.TARGET_CLASSES)

@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 
 from tests.helpers import mediapipe_scores
-from tl_keras import export
-from tl_keras import families
-from tl_keras import litert
-from tl_keras import models
-from tl_keras import predict_mode
-from tl_keras import predictors
-from tl_keras import serving
-from tl_keras import synthetic
-from tl_keras import tflite
+from tl_keras.data import synthetic
 from tl_keras.errors import CheckFailed, UserError
+from tl_keras.export import litert
+from tl_keras.export import serving
+from tl_keras.export import tflite
+from tl_keras.export import writers
+from tl_keras import families
+from tl_keras.models import applications
+from tl_keras.models import precision
+from tl_keras.modes import predict_mode
+from tl_keras.modes import predictors
 
 SIZE = 32
 LABELS = ["hexagon", "star4", "hollow_square", "hollow_triangle",
@@ -29,7 +30,7 @@ keras_probabilities = serving.ImageServing.keras_probabilities
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
   keras.utils.set_random_seed(0)
-  model = models.build_classifier("convnet_small", len(LABELS),
+  model = applications.build_classifier("convnet_small", len(LABELS),
                                   image_size=SIZE)
   images, labels = synthetic.load("synthetic", "test", seed=0)
   order = np.random.default_rng(0).permutation(len(labels))[:60]
@@ -37,7 +38,7 @@ def exported(tmp_path_factory):
   train, train_labels = synthetic.load("synthetic", "train", seed=0)
   calibration = train[tflite.stratified_sample(train, train_labels, 24)]
   directory = tmp_path_factory.mktemp("tflite")
-  export.write_exports(
+  writers.write_exports(
       model, str(directory), ["saved_model"] + [
           f"tflite_{v}" for v in tflite.VARIANTS],
       class_names=LABELS, serving=families.serving_of(model),
@@ -147,7 +148,7 @@ def test_metadata_entry_is_replaced_not_duplicated(exported, tmp_path):
 
 def test_parity_rows_and_accuracy_gate(exported):
   model, directory, images, labels = exported
-  rows = export.tflite_parity(model, str(directory), tflite.VARIANTS, images,
+  rows = writers.tflite_parity(model, str(directory), tflite.VARIANTS, images,
                               labels, serving=families.serving_of(model))
   assert set(rows) == set(tflite.VARIANTS)
   assert rows["float32"]["agreement"] == 1.0
@@ -190,10 +191,10 @@ def test_float32_copy_of_a_mixed_precision_model():
   keras.mixed_precision.set_dtype_policy("mixed_float16")
   try:
     keras.utils.set_random_seed(1)
-    mixed = models.build_classifier("convnet_small", 3, image_size=SIZE)
+    mixed = applications.build_classifier("convnet_small", 3, image_size=SIZE)
   finally:
     keras.mixed_precision.set_dtype_policy("float32")
-  copy = tflite.float32_copy(mixed)
+  copy = precision.float32_copy(mixed)
   assert copy is not mixed
   assert all(l.dtype_policy.name == "float32"
              for l in copy._flatten_layers(include_self=False))  # pylint: disable=protected-access
@@ -242,7 +243,7 @@ def _int8_hostile_model(size):
 
 
 def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
-  from tl_keras import quantization, sentences  # pylint: disable=g-import-not-at-top
+  from tl_keras.export import quantization, sentences  # pylint: disable=g-import-not-at-top
   size, names = 8, ["red", "green"]
   model = _int8_hostile_model(size)
   rng = np.random.default_rng(0)
@@ -260,11 +261,11 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
   plain = path.read_bytes()
   common = dict(calibration_images=calibration, validation=labelled(validation),
                 test=labelled(test), class_names=names, serving=served)
-  assert export.int8_fallback(model, str(tmp_path), max_drop=1.0,
+  assert writers.int8_fallback(model, str(tmp_path), max_drop=1.0,
                               **common) is None
   assert path.read_bytes() == plain  # within bounds: untouched
 
-  record = export.int8_fallback(model, str(tmp_path), max_drop=0.02, **common)
+  record = writers.int8_fallback(model, str(tmp_path), max_drop=0.02, **common)
   val = record["validation"]
   assert val["keras_accuracy"] == 1.0 and val["accuracy_before"] < 0.7
   assert record["test_before"]["agreement"] < 0.7
@@ -339,7 +340,7 @@ def test_int8_layer_normalization_is_integer_only(tmp_path):
   assert not {op for op, dtypes in runner.op_dtypes().items()
               if dtypes & {"float32", "float16"}}
   # The fallback can keep the LayerNormalization's ops in float as a kind.
-  from tl_keras import quantization  # pylint: disable=g-import-not-at-top
+  from tl_keras.export import quantization  # pylint: disable=g-import-not-at-top
   _, layers = quantization.layer_errors(model, served, images)
   kinds = dict(quantization.layer_kinds(model, layers))
   norm = model.layers[2].name
@@ -389,7 +390,7 @@ def test_mediapipe_image_classifier_runs_every_variant(exported, variant):
 
 
 def test_standard_metadata_reads_back_what_was_written(exported):
-  from tl_keras import standard_metadata  # pylint: disable=g-import-not-at-top
+  from tl_keras.export import standard_metadata  # pylint: disable=g-import-not-at-top
   _, directory, _, _ = exported
   for variant in tflite.VARIANTS:
     path = str(directory / tflite.filename(variant))
@@ -405,7 +406,7 @@ def test_standard_metadata_reads_back_what_was_written(exported):
 def test_minimum_parser_version_follows_the_schema_rules():
   from mediapipe.tasks.metadata import metadata_schema_py_generated as fb  # pylint: disable=g-import-not-at-top
   import flatbuffers  # pylint: disable=g-import-not-at-top
-  from tl_keras import standard_metadata  # pylint: disable=g-import-not-at-top
+  from tl_keras.export import standard_metadata  # pylint: disable=g-import-not-at-top
 
   def version(graph):
     model = fb.ModelMetadataT()
@@ -432,7 +433,7 @@ def test_minimum_parser_version_follows_the_schema_rules():
 
 
 def test_author_and_license_go_into_the_standard_metadata(exported, tmp_path):
-  from tl_keras import standard_metadata  # pylint: disable=g-import-not-at-top
+  from tl_keras.export import standard_metadata  # pylint: disable=g-import-not-at-top
   model = exported[0]
   path = str(tmp_path / "model_float32.tflite")
   tflite.export(model, "float32", path, class_names=LABELS, serving=families.serving_of(

@@ -11,15 +11,15 @@ import pytest
 import tensorflow as tf
 
 from tl_keras import artifacts
-from tl_keras import data
-from tl_keras import evaluation
-from tl_keras import export
-from tl_keras import families
-from tl_keras import models
-from tl_keras import probe
-from tl_keras import saving
-from tl_keras import training
+from tl_keras.data import datasets
 from tl_keras.errors import UserError
+from tl_keras import evaluation
+from tl_keras.export import writers
+from tl_keras import families
+from tl_keras.models import applications
+from tl_keras.models import saving
+from tl_keras import training
+from tl_keras.training import probe
 
 STRATEGY = tf.distribute.get_strategy()
 # 32-pixel images, batches of 8.
@@ -33,7 +33,7 @@ def _splits(n=24, classes=3, size=32):
   images = (rng.integers(0, 60, (n, size, size, 3)) + 60 * labels[:, None, None,
                                                                   None])
   ds = tf.data.Dataset.from_tensor_slices((images.astype(np.uint8), labels))
-  return data.Splits(train=ds, validation=ds, test=ds,
+  return datasets.Splits(train=ds, validation=ds, test=ds,
                      sizes={"train": n, "validation": n, "test": n},
                      class_names=[f"c{i}" for i in range(classes)])
 
@@ -52,8 +52,8 @@ def _train(model, spec, splits):
 
 def test_head_phase_leaves_base_and_batchnorm_statistics_untouched():
   splits = _splits()
-  model = models.build_classifier("convnet_small", 3, weights=None)
-  base = models.base_of(model)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
+  base = applications.base_of(model)
   before_base = _weights(base)
   before_head = _weights(model.get_layer("classifier"))
   history, step = _train(model, training.PhaseSpec("head", 2, 1e-2), splits)
@@ -64,8 +64,8 @@ def test_head_phase_leaves_base_and_batchnorm_statistics_untouched():
 
 def test_finetune_changes_only_the_unfrozen_layers():
   splits = _splits()
-  model = models.build_classifier("convnet_small", 3, weights=None)
-  base = models.base_of(model)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
+  base = applications.base_of(model)
   # The top block, stage2: its two convs (its BatchNorm stays frozen).
   assert families.of(model).unfreeze_top(model, "layers", 1) == 2
   before = _weights(base)
@@ -77,7 +77,7 @@ def test_finetune_changes_only_the_unfrozen_layers():
 
 def test_recipe_restores_best_weights_and_logs_both_phases(tmp_path):
   splits = _splits()
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   recipe = training.Recipe(head=training.PhaseSpec("head", 2, 1e-2),
                            finetune=training.PhaseSpec("finetune", 2, 1e-3,
                                                        warmup=0.5),
@@ -159,7 +159,7 @@ def test_step_budget_grows_epochs_on_small_data(examples, epochs, min_steps,
 
 def test_a_phase_runs_its_step_budget():
   splits = _splits(n=16)  # 2 steps an epoch at batch 8
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   families.of(model).unfreeze_top(model, "all", None)
   history, step = _train(model, training.PhaseSpec("finetune", 1, 1e-3,
                                                    min_steps=7), splits)
@@ -182,7 +182,7 @@ def test_metrics_from_counts():
 
 def test_evaluate_matches_numpy_on_a_model():
   splits = _splits(n=20, classes=5)
-  model = models.build_classifier("convnet_small", 5, weights=None)
+  model = applications.build_classifier("convnet_small", 5, weights=None)
   m = training.evaluate(model, splits.test, 20, strategy=STRATEGY,
                         class_names=splits.class_names, image_size=32,
                         batch_size=8)
@@ -196,9 +196,9 @@ def test_evaluate_matches_numpy_on_a_model():
 
 
 def test_keras_and_saved_model_agree_on_raw_uint8_of_any_size(tmp_path):
-  model = models.build_classifier("convnet_small", 3, weights=None)
-  export.save_keras(model, str(tmp_path / "model.keras"))
-  export.save_saved_model(model, str(tmp_path / "saved_model"),
+  model = applications.build_classifier("convnet_small", 3, weights=None)
+  writers.save_keras(model, str(tmp_path / "model.keras"))
+  writers.save_saved_model(model, str(tmp_path / "saved_model"),
                           class_names=["a", "b", "c"],
                           serving=families.serving_of(model))
   reloaded = saving.load_keras(str(tmp_path / "model.keras"))
@@ -219,7 +219,7 @@ def test_cached_features_train_the_same_head_as_the_slow_path(tmp_path):
   results = {}
   for mode in ("off", "memory", "disk"):
     keras.utils.set_random_seed(3)
-    model = models.build_classifier("convnet_small", 3, weights=None,
+    model = applications.build_classifier("convnet_small", 3, weights=None,
                                     dropout=0.0)
     features = (training.FeatureCache(
         model, splits, family=CONTEXT.family, image_size=32, batch_size=8,
@@ -229,7 +229,7 @@ def test_cached_features_train_the_same_head_as_the_slow_path(tmp_path):
         model, training.PhaseSpec("head", 3, 1e-2), splits,
         CONTEXT.but(augment=False), features=features)
     results[mode] = (model.get_layer("classifier").get_weights(), history,
-                     _weights(models.base_of(model)))
+                     _weights(applications.base_of(model)))
   assert sorted(os.listdir(tmp_path)) == ["train-view0.tfrecord",
                                           "validation.tfrecord"]
   slow, slow_history, slow_base = results["off"]
@@ -244,7 +244,7 @@ def test_cached_features_train_the_same_head_as_the_slow_path(tmp_path):
 
 def test_auto_feature_cache_goes_to_disk_when_memory_is_short(monkeypatch):
   splits = _splits(n=8)
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   family = CONTEXT.family
 
   def pick(mode, directory):
@@ -261,7 +261,7 @@ def test_auto_feature_cache_goes_to_disk_when_memory_is_short(monkeypatch):
 
 def test_feature_cache_views_are_distinct_augmentations():
   splits = _splits(n=16)
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   cache = training.FeatureCache(model, splits, family=CONTEXT.family,
                                 image_size=32, batch_size=8, views=3, seed=1)
   features = np.stack([f for f, _ in cache.train.as_numpy_iterator()])
@@ -278,7 +278,7 @@ def test_feature_cache_views_are_distinct_augmentations():
 def test_disk_feature_cache_is_removed_after_the_head_phase(tmp_path,
                                                             monkeypatch):
   splits = _splits(n=16)
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   recipe = training.Recipe(
       head=training.PhaseSpec("head", 1, 1e-2),
       finetune=training.PhaseSpec("finetune", 0, 1e-4), unfreeze=("all", None))
@@ -319,7 +319,7 @@ def test_steps_chunked_into_calls_train_the_same_weights(monkeypatch,
   for size in (1, 4):
     _FixedChunks.SIZE = size
     keras.utils.set_random_seed(0)
-    model = models.build_classifier("convnet_small", 3, weights=None)
+    model = applications.build_classifier("convnet_small", 3, weights=None)
     families.of(model).unfreeze_top(model, "all", None)
     seen = []
     monkeypatch.setattr(training.cadence, "ChunkSize",
@@ -361,7 +361,7 @@ def test_chunk_size_grows_only_while_calls_stay_short():
 def test_early_stopping_stops_a_phase_that_stops_improving_and_resume_agrees(
     tmp_path):
   splits = _splits()
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   best = training.Best()
   checkpointer = training.Checkpointer(str(tmp_path / "ckpt"))
   # A zero learning rate: validation loss never moves after epoch 1. 6
@@ -394,7 +394,7 @@ def test_steps_without_gain_count_from_the_best_or_the_phase_start():
 
 
 def test_best_is_the_lowest_validation_loss_not_the_highest_accuracy():
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   best = training.Best()
   assert best.offer(model, {"loss": 0.9, "accuracy": 0.5}, ("head", 1), 3)
   assert not best.offer(model, {"loss": 1.2, "accuracy": 0.7}, ("head", 2), 6)
@@ -415,7 +415,7 @@ def test_pretraining_trains_more_rounds_until_the_target(target, rounds_run,
     return real(model, spec, *args, **kwargs)
 
   monkeypatch.setattr(training, "train_phase", counted)
-  model = models.build_classifier("convnet_small", 3, weights=None,
+  model = applications.build_classifier("convnet_small", 3, weights=None,
                                   frozen_base=False)
   pretraining._train(  # pylint: disable=protected-access
       model, _splits(), training.PhaseSpec("pretrain", 1, 1e-3),
@@ -426,7 +426,7 @@ def test_pretraining_trains_more_rounds_until_the_target(target, rounds_run,
 
 def test_a_full_disk_is_one_error_and_keeps_the_last_checkpoint(
     tmp_path, monkeypatch):
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   checkpointer = training.Checkpointer(str(tmp_path))
   state = dict(phase="finetune", history=[], best=training.Best())
   checkpointer.save(model, None, step_in_phase=1, step=1, **state)

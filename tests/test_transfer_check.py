@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tl_keras import data
+from tl_keras.data import datasets
 from tl_keras import families
-from tl_keras import freezing
-from tl_keras import models
-from tl_keras import probe
+from tl_keras.models import applications
+from tl_keras.models import freezing
 from tl_keras import training
+from tl_keras.training import probe
 from tl_keras.training import transfer_check
 
 STRATEGY = tf.distribute.get_strategy()
@@ -26,14 +26,14 @@ def _splits(n=60):
   images = (rng.integers(0, 60, (n, 32, 32, 3))
             + 70 * labels[:, None, None, None]).astype(np.uint8)
   ds = tf.data.Dataset.from_tensor_slices((images, labels))
-  return data.Splits(train=ds, validation=ds.take(30), test=ds,
+  return datasets.Splits(train=ds, validation=ds.take(30), test=ds,
                      sizes={"train": n, "validation": 30, "test": n},
                      class_names=["a", "b", "c"])
 
 
 def _zeroed(model):
   """A 'pretrained' backbone whose features are the same for every image."""
-  base = models.base_of(model)
+  base = applications.base_of(model)
   base.set_weights([np.zeros_like(w) for w in base.get_weights()])
   return model
 
@@ -63,9 +63,9 @@ def test_cross_validation_scores_every_example_unseen():
 
 def test_weights_worse_than_random_ones_are_set_aside():
   splits = _splits()
-  random_weights = models.build_classifier(
+  random_weights = applications.build_classifier(
       "convnet_small", 3, weights=None).get_weights()
-  model = _zeroed(models.build_classifier("convnet_small", 3, weights=None))
+  model = _zeroed(applications.build_classifier("convnet_small", 3, weights=None))
   result = _check(model, splits, random_weights)
   assert result["weights"] == "random"
   assert result["random"]["loss"] < result["pretrained"]["loss"]
@@ -73,7 +73,7 @@ def test_weights_worse_than_random_ones_are_set_aside():
   assert result["examples"] == 60 + 30
   # The model now holds the random weights, BatchNorm statistics set from
   # the training images (a convolution's kernel is untouched).
-  kernel = models.base_of(model).get_layer("stage1_conv0").kernel.numpy()
+  kernel = applications.base_of(model).get_layer("stage1_conv0").kernel.numpy()
   np.testing.assert_array_equal(
       kernel, [w for w in random_weights if w.shape == kernel.shape][0])
   assert "negative transfer" in transfer_check.warning(result)
@@ -82,9 +82,9 @@ def test_weights_worse_than_random_ones_are_set_aside():
 
 def test_weights_as_good_as_random_ones_are_kept():
   splits = _splits()
-  random_weights = models.build_classifier(
+  random_weights = applications.build_classifier(
       "convnet_small", 3, weights=None).get_weights()
-  model = models.build_classifier("convnet_small", 3, weights=None)
+  model = applications.build_classifier("convnet_small", 3, weights=None)
   model.set_weights(random_weights)
   freezing.calibrate_from(model, splits.train, 32, 16)
   kept = [w.copy() for w in model.get_weights()]
@@ -110,7 +110,7 @@ def test_a_run_that_fails_the_check_trains_from_random_weights(
   splits = _splits()
 
   def random_start():
-    return models.build_classifier("convnet_small", 3,
+    return applications.build_classifier("convnet_small", 3,
                                    weights=None).get_weights()
 
   def stop(*args, **kwargs):
@@ -120,7 +120,7 @@ def test_a_run_that_fails_the_check_trains_from_random_weights(
   context = training.Context(STRATEGY, 32, 16, augment="none",
                              checkpointer=checkpointer,
                              family=families.find("convnet_small"))
-  model = _zeroed(models.build_classifier("convnet_small", 3, weights=None))
+  model = _zeroed(applications.build_classifier("convnet_small", 3, weights=None))
   monkeypatch.setattr(training.choices, "choose_finetuning", stop)
   with pytest.raises(training.Stopped):
     training.run_recipe(model, _recipe(), splits, context,
@@ -135,7 +135,7 @@ def test_a_run_that_fails_the_check_trains_from_random_weights(
     raise AssertionError("the check ran again on resume")
 
   monkeypatch.setattr(transfer_check, "check", no_second_check)
-  model = _zeroed(models.build_classifier("convnet_small", 3, weights=None))
+  model = _zeroed(applications.build_classifier("convnet_small", 3, weights=None))
   history, info = training.run_recipe(model, _recipe(), splits, context,
                                       random_start=random_start)
   assert info["recipe"] == _recipe().from_random()
@@ -147,5 +147,5 @@ def test_a_run_that_fails_the_check_trains_from_random_weights(
   assert {h["phase"] for h in history} == {"finetune"}
   assert info["best_epoch"][0] == "finetune"
   # Trained from the random start: no convolution is zero any more.
-  kernel = models.base_of(model).get_layer("stage1_conv0").kernel.numpy()
+  kernel = applications.base_of(model).get_layer("stage1_conv0").kernel.numpy()
   assert np.abs(kernel).sum() > 0

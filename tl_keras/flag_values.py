@@ -5,7 +5,7 @@ from tl_keras.errors import UserError
 
 EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16",
                   "tflite_dynamic", "tflite_int8", "tflite_int16x8")
-# tflite_int16x8 is written when asked for: slow on CPUs (see tl_keras.tflite).
+# tflite_int16x8 is written when asked for: slow on CPUs (see tl_keras.export.tflite).
 DEFAULT_EXPORTS = EXPORT_FORMATS[:-1]
 # The exports calibrated on training images (integer activations).
 CALIBRATED_EXPORTS = ("tflite_int8", "tflite_int16x8")

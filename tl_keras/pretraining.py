@@ -14,10 +14,10 @@ import shutil
 import time
 
 from tl_keras import artifacts
-from tl_keras import data
-from tl_keras import models
-from tl_keras import text_data
-from tl_keras import text_models
+from tl_keras.data import datasets
+from tl_keras.data import text_data
+from tl_keras.models import applications
+from tl_keras.models import text_models
 from tl_keras import training
 
 # The source task has thousands of labels: a bigger batch and learning rate
@@ -68,9 +68,9 @@ def synthetic_weights(model_name, image_size, *, epochs, seed, strategy):
   logging.info("pretraining %s on the embedded source task (first use; "
                "cached in %s)", model_name, cache_dir())
   start = time.time()
-  splits = data.load_synthetic("synthetic_source", seed=seed)
+  splits = datasets.load_synthetic("synthetic_source", seed=seed)
   with strategy.scope():
-    model = models.build_classifier(
+    model = applications.build_classifier(
         model_name, splits.num_classes, image_size=image_size, weights=None,
         dropout=0.0, frozen_base=False)
   _train(model, splits, training.PhaseSpec("pretrain", epochs, LEARNING_RATE),
@@ -78,7 +78,7 @@ def synthetic_weights(model_name, image_size, *, epochs, seed, strategy):
          target=IMAGE_TARGET, rounds=IMAGE_ROUNDS)
   os.makedirs(cache_dir(), exist_ok=True)
   tmp = f"{path}.{os.getpid()}.weights.h5"
-  models.base_of(model).save_weights(tmp)
+  applications.base_of(model).save_weights(tmp)
   os.replace(tmp, path)
   return path
 

@@ -19,10 +19,10 @@ import os
 
 import keras
 
-from tl_keras import models
-from tl_keras.errors import UserError
 from tl_keras.errors import unknown_name
+from tl_keras.errors import UserError
 from tl_keras.families import images
+from tl_keras.models import applications
 
 DEFAULT_SIZE = 224
 
@@ -91,10 +91,10 @@ class HubImage(images.ImageFamily):
     with strategy.scope():
       backbone = _from_preset(config.model, load_weights=spec in (
           "imagenet", "pretrained"))
-      preprocess = models.ImagePreprocessing(
+      preprocess = applications.ImagePreprocessing(
           "affine", scale=converter.get("scale"),
           offset=converter.get("offset"), name="preprocess")
-      model = models.classifier_around(
+      model = applications.classifier_around(
           backbone, size, preprocess, num_classes, dropout=config.dropout,
           name=_model_name(config.model))
       if source:
@@ -105,7 +105,7 @@ class HubImage(images.ImageFamily):
     return model
 
   def describe(self, config, model):
-    base = models.base_of(model)
+    base = applications.base_of(model)
     return {"name": config.model, "family": type(base).__name__,
             "image_size": int(model.get_layer("resize").height),
             "preprocessing": model.get_layer("preprocess").describe(),

@@ -10,13 +10,13 @@ import os
 
 import keras
 
-from tl_keras import data
-from tl_keras import flag_values
-from tl_keras import serving as serving_lib
-from tl_keras import text_data
-from tl_keras import text_models
+from tl_keras.data import datasets
+from tl_keras.data import text_data
 from tl_keras.errors import UserError
+from tl_keras.export import serving as serving_lib
 from tl_keras.families import base as base_lib
+from tl_keras import flag_values
+from tl_keras.models import text_models
 
 # Tokens per text when --sequence_length is 0: enough for a paragraph.
 SEQUENCE_LENGTH = 128
@@ -69,7 +69,7 @@ class HubText(base_lib.Family):
     return "none"  # the image policies do not apply to token ids
 
   def load_splits(self, config):
-    return data.limited(text_data.load(
+    return datasets.limited(text_data.load(
         config.dataset, data_dir=config.data_dir,
         text_column=config.text_column, label_column=config.label_column,
         validation_fraction=config.validation_fraction,

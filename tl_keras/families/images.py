@@ -13,13 +13,13 @@ import os
 
 from keras import layers
 
-from tl_keras import blocks
-from tl_keras import data
-from tl_keras import models
-from tl_keras import saving
-from tl_keras import serving as serving_lib
+from tl_keras.data import datasets
 from tl_keras.errors import UserError
+from tl_keras.export import serving as serving_lib
 from tl_keras.families import base as base_lib
+from tl_keras.models import applications
+from tl_keras.models import blocks
+from tl_keras.models import saving
 
 
 class ImageFamily(base_lib.Family):
@@ -29,7 +29,7 @@ class ImageFamily(base_lib.Family):
 
   def built(self, model):
     try:
-      return self.owns_base(models.base_of(model))
+      return self.owns_base(applications.base_of(model))
     except ValueError:  # no layer "base": not an image classifier
       return False
 
@@ -38,7 +38,7 @@ class ImageFamily(base_lib.Family):
     raise NotImplementedError
 
   def load_splits(self, config):
-    return data.load(config.dataset, data_dir=config.data_dir,
+    return datasets.load(config.dataset, data_dir=config.data_dir,
                      validation_fraction=config.validation_fraction,
                      test_fraction=config.test_fraction,
                      max_train_samples=config.max_train_samples,
@@ -50,10 +50,10 @@ class ImageFamily(base_lib.Family):
 
   def has_batchnorm(self, model):
     return any(isinstance(l, layers.BatchNormalization)
-               for l in models.base_of(model)._flatten_layers())  # pylint: disable=protected-access
+               for l in applications.base_of(model)._flatten_layers())  # pylint: disable=protected-access
 
   def unfreeze_count(self, model, mode, value):
-    return base_lib.block_count(len(blocks.blocks(models.base_of(model))),
+    return base_lib.block_count(len(blocks.blocks(applications.base_of(model))),
                                 mode, value, model.name)
 
   def unfreeze_top(self, model, mode, value, train_batchnorm=False):
@@ -61,7 +61,7 @@ class ImageFamily(base_lib.Family):
         model, self.unfreeze_count(model, mode, value), train_batchnorm)
 
   def first_unfrozen_block(self, model, mode, value):
-    grouped = blocks.blocks(models.base_of(model))
+    grouped = blocks.blocks(applications.base_of(model))
     return grouped[-self.unfreeze_count(model, mode, value)][0]
 
   def serving(self, model, about=None):
@@ -75,11 +75,11 @@ def transfer_backbone(model, source_path):
   """Copies the backbone weights of an earlier run's classifier into `model`."""
   source = saving.load_keras(source_path)
   try:
-    source_base = models.base_of(source)
+    source_base = applications.base_of(source)
   except ValueError as e:
     raise UserError(f"--weights={source_path} is not a tl_keras classifier "
                     "(it has no 'base' layer)") from e
-  target_base = models.base_of(model)
+  target_base = applications.base_of(model)
   src, dst = source_base.weights, target_base.weights
   mismatched = [f"{d.path} {tuple(d.shape)} vs {tuple(s.shape)}"
                 for s, d in zip(src, dst) if tuple(s.shape) != tuple(d.shape)]

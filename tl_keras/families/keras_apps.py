@@ -1,4 +1,4 @@
-"""keras.applications image backbones (`models.REGISTRY`), and convnet_small.
+"""keras.applications image backbones (`applications.REGISTRY`), and convnet_small.
 
 --weights: imagenet (Keras downloads them), none, a weights file, or an
 earlier run; synthetic (pretrained on the embedded source task) arrives as
@@ -9,9 +9,9 @@ import os
 
 import keras
 
-from tl_keras import models
 from tl_keras.errors import UserError
 from tl_keras.families import images
+from tl_keras.models import applications
 
 
 class KerasApplications(images.ImageFamily):
@@ -20,7 +20,7 @@ class KerasApplications(images.ImageFamily):
   name = "keras_applications"
 
   def owns(self, name):
-    return name in models.REGISTRY
+    return name in applications.REGISTRY
 
   def owns_base(self, base):
     # keras.applications builds plain functional models; KerasHub's
@@ -28,15 +28,15 @@ class KerasApplications(images.ImageFamily):
     return type(base) is keras.Model or type(base).__name__ == "Functional"
 
   def check(self, config):
-    models.get_backbone(config.model)  # UserError with close matches
+    applications.get_backbone(config.model)  # UserError with close matches
 
   def image_size(self, config):
-    return models.resolve_image_size(config.model, config.image_size)
+    return applications.resolve_image_size(config.model, config.image_size)
 
   def listing(self):
     rows = []
-    for name in models.REGISTRY:
-      row = models.describe(name)
+    for name in applications.REGISTRY:
+      row = applications.describe(name)
       rows.append((f"image: {row['family']}", name, f"{row['image_size']}px",
                    row["base_parameters"], ""))
     return rows
@@ -46,7 +46,7 @@ class KerasApplications(images.ImageFamily):
     weights, source = resolve_weights(config)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-      model = models.build_classifier(
+      model = applications.build_classifier(
           config.model, num_classes, image_size=size, weights=weights,
           dropout=config.dropout)
       if source:
@@ -54,7 +54,7 @@ class KerasApplications(images.ImageFamily):
     return model
 
   def describe(self, config, model):
-    return models.describe(config.model)
+    return applications.describe(config.model)
 
 
 def resolve_weights(config):

@@ -15,24 +15,24 @@
 The names other modules use are importable from `tl_keras.training`.
 """
 
+from tl_keras.evaluation import clearly_lower
 from tl_keras.training.checkpoint import Best
 from tl_keras.training.checkpoint import Checkpointer
-from tl_keras.training.checkpoint import StopRequest
 from tl_keras.training.checkpoint import Stopped
-from tl_keras.training.context import Context
-from tl_keras.training.features import FeatureCache
-from tl_keras.training.loop import PhaseSpec
-from tl_keras.training.loop import fingerprint
-from tl_keras.training.loop import train_phase
-from tl_keras.evaluation import clearly_lower
+from tl_keras.training.checkpoint import StopRequest
 from tl_keras.training.choices import choose_augmentation
 from tl_keras.training.choices import choose_finetuning
+from tl_keras.training.context import Context
+from tl_keras.training.features import FeatureCache
+from tl_keras.training.loop import fingerprint
+from tl_keras.training.loop import PhaseSpec
+from tl_keras.training.loop import train_phase
 from tl_keras.training import oneshot
 from tl_keras.training import pruning
 from tl_keras.training.recipe import Recipe
 from tl_keras.training.recipe import run_recipe
-from tl_keras.training.steps import LossScale
 from tl_keras.training.steps import evaluate
+from tl_keras.training.steps import LossScale
 from tl_keras.training.steps import make_optimizer
 from tl_keras.training.steps import StepCache
 from tl_keras.training.summaries import Summaries

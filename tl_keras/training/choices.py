@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tl_keras import inputs as inputs_lib
+from tl_keras.data import inputs as inputs_lib
 from tl_keras.evaluation import clearly_lower
 from tl_keras.training import checkpoint as checkpoint_lib
 from tl_keras.training import loop

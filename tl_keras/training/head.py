@@ -5,9 +5,9 @@ import os
 import shutil
 import time
 
-from tl_keras import inputs as inputs_lib
-from tl_keras import probe
+from tl_keras.data import inputs as inputs_lib
 from tl_keras.training import features as features_lib
+from tl_keras.training import probe
 from tl_keras.training import steps as steps_lib
 from tl_keras.training import summaries as summaries_lib
 from tl_keras.training import transfer_check

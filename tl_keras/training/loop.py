@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import console
-from tl_keras import inputs as inputs_lib
+from tl_keras.data import inputs as inputs_lib
 from tl_keras.training import cadence
 from tl_keras.training import steps as steps_lib
 from tl_keras.training import summaries as summaries_lib

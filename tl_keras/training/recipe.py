@@ -8,8 +8,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tl_keras import freezing
-from tl_keras import inputs as inputs_lib
+from tl_keras.data import inputs as inputs_lib
+from tl_keras.models import freezing
 from tl_keras.training import checkpoint as checkpoint_lib
 from tl_keras.training import choices as choices_lib
 from tl_keras.training import features as features_lib

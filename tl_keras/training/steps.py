@@ -5,8 +5,8 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import console
+from tl_keras.data import inputs as inputs_lib
 from tl_keras import evaluation
-from tl_keras import inputs as inputs_lib
 from tl_keras.training import pruning as pruning_lib
 
 

@@ -83,7 +83,7 @@ def image_summaries(summaries, model, val, sample, class_names, step):
   """Confusion matrix and captioned validation images, for TensorBoard."""
   if not summaries.enabled:
     return
-  from tl_keras import plots  # pylint: disable=g-import-not-at-top
+  from tl_keras.reporting import plots  # pylint: disable=g-import-not-at-top
   summaries.png("validation", "confusion_matrix",
                 plots.confusion_matrix_quick_png(val["confusion_matrix"],
                                                   class_names), step)

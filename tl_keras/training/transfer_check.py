@@ -25,9 +25,9 @@ import numpy as np
 
 from tl_keras import console
 from tl_keras import evaluation
-from tl_keras import freezing
-from tl_keras import probe
+from tl_keras.models import freezing
 from tl_keras.training import features as features_lib
+from tl_keras.training import probe
 
 # At most this many training and validation examples take part: enough for
 # a standard error of a few hundredths on the mean loss, at a cost that

@@ -1,6 +1,6 @@
 """Text classification data: embedded tasks, CSV/TSV/JSONL files and TFDS.
 
-Every loader returns `data.Splits` of unbatched (string text, int32 label)
+Every loader returns `datasets.Splits` of unbatched (string text, int32 label)
 datasets; `tokenize` turns them into (token dict, label) datasets with the
 model's preprocessor, once, before training.
 """
@@ -14,8 +14,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tl_keras import data
-from tl_keras import real_data
+from tl_keras.data import datasets
+from tl_keras.data import real_data
 from tl_keras.errors import UserError
 
 FILE_FORMATS = ("csv", "tsv", "jsonl")
@@ -106,7 +106,7 @@ def load_synthetic_text(task, seed=0):
     texts, labels, names = synthetic_texts(task, split, seed)
     out[split] = _dataset(texts, labels)
     sizes[split] = len(texts)
-  return data.Splits(**out, sizes=sizes, class_names=names)
+  return datasets.Splits(**out, sizes=sizes, class_names=names)
 
 
 def _dataset(texts, labels):
@@ -239,7 +239,7 @@ def load_files(path, fmt, *, text_column="text", label_column="label",
     sizes[split] = len(texts)
   logging.info("%s files: text column %r, label column %r, %d classes",
                fmt, text_column, label_column, len(class_names))
-  return data.Splits(**out, sizes=sizes, class_names=class_names, notes=notes)
+  return datasets.Splits(**out, sizes=sizes, class_names=class_names, notes=notes)
 
 
 # ---------------------------------------------------------------------------
@@ -248,8 +248,8 @@ def load_files(path, fmt, *, text_column="text", label_column="label",
 
 def _find_text_features(info):
   """(text key, label key) of a TFDS text-classification dataset."""
-  texts, label = data.classification_features(
-      info, data.tfds_module().features.Text)
+  texts, label = datasets.classification_features(
+      info, datasets.tfds_module().features.Text)
   if len(texts) != 1 or not label:
     raise UserError(
         f"--dataset={info.full_name.split('/')[0]} is not single-text "
@@ -260,7 +260,7 @@ def _find_text_features(info):
 
 
 def _numpy_split(builder, spec, text_key, label_key):
-  tfds = data.tfds_module()
+  tfds = datasets.tfds_module()
   texts, labels = [], []
   ds = builder.as_dataset(split=spec, shuffle_files=False)
   for ex in tfds.as_numpy(ds.batch(1024)):
@@ -275,11 +275,11 @@ def load_tfds_text(name, *, data_dir="", validation_fraction=0.1):
   An unlabelled test split (glue's, labels -1) is replaced by validation,
   and validation is then cut from train; the notes say so.
   """
-  builder, (text_key, label_key) = data.open_tfds(
+  builder, (text_key, label_key) = datasets.open_tfds(
       name, data_dir, _find_text_features,
       [*TEXT_TASKS, *real_data.TEXT_TASKS, *FILE_FORMATS])
   available = set(builder.info.splits.keys())
-  specs, notes = data.choose_splits(
+  specs, notes = datasets.choose_splits(
       name, available, validation_fraction)
   tables = {s: _numpy_split(builder, spec, text_key, label_key)
             for s, spec in specs.items()}
@@ -300,7 +300,7 @@ def load_tfds_text(name, *, data_dir="", validation_fraction=0.1):
              "train"]
   logging.info("TFDS %s: text feature %r, label feature %r", name, text_key,
                label_key)
-  return data.Splits(
+  return datasets.Splits(
       **{s: _dataset(*t) for s, t in tables.items()},
       sizes={s: len(t[0]) for s, t in tables.items()},
       class_names=list(builder.info.features[label_key].names), notes=notes)

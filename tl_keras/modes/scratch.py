@@ -6,7 +6,7 @@ import logging
 import time
 
 from tl_keras import families
-from tl_keras import recipe_config
+from tl_keras.modes import recipe_config
 from tl_keras import training
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import console
-from tl_keras import litert
-from tl_keras import quantization
-from tl_keras import tflite
+from tl_keras.export import litert
+from tl_keras.export import quantization
+from tl_keras.export import tflite
 
 SAVED_MODEL = "saved_model"
 

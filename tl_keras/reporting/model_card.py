@@ -5,7 +5,7 @@ every file it comes with (Keras, SavedModel, LiteRT, MediaPipe Tasks on
 Python, Android, iOS and the Web).
 """
 
-from tl_keras import sentences
+from tl_keras.reporting import sentences
 
 
 def model_card(record, metrics):
@@ -69,7 +69,7 @@ def _image_usage(record, config, metrics):
       "the SavedModel and each .tflite file.", "",
       "## Use it", "",
       "```python",
-      "import keras, tl_keras.models  # registers the preprocessing layer",
+      "import keras, tl_keras.models.applications  # registers the preprocessing layer",
       "model = keras.saving.load_model('model.keras')",
       "probabilities = model.predict(images_uint8.astype('float32'))",
       "",

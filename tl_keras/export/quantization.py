@@ -30,7 +30,7 @@ import tensorflow as tf
 from tensorflow.lite.python import convert as tflite_convert
 
 from tl_keras import console
-from tl_keras import tflite
+from tl_keras.export import tflite
 
 # Layers whose int8 output is off by more than this many quantization steps
 # (RMS) are suspect: TensorFlow's debugger guide uses 0.7.

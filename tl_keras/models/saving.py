@@ -4,9 +4,9 @@ import warnings
 
 import keras
 
-from tl_keras import models  # noqa: F401  pylint: disable=unused-import  # registers the gated layers
-from tl_keras import text_models
 from tl_keras.errors import UserError
+from tl_keras.models import applications  # noqa: F401  pylint: disable=unused-import  # registers the gated layers
+from tl_keras.models import text_models
 
 
 def load_keras(path):

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tl_keras import folders
-from tl_keras import inputs as inputs_lib
+from tl_keras.data import folders
+from tl_keras.data import inputs as inputs_lib
 from tl_keras.errors import UserError
 
 

@@ -19,11 +19,12 @@ import os
 
 import keras
 
-from tl_keras import freezing
-from tl_keras import hf_folders
-from tl_keras import text_data
-from tl_keras.errors import UserError
+from tl_keras.data import text_data
 from tl_keras.errors import unknown_name
+from tl_keras.errors import UserError
+from tl_keras.models import freezing
+from tl_keras.models import hf_folders
+from tl_keras.models import precision
 
 # Tokens per text for the `OFFLINE` models when --sequence_length is 0: the
 # embedded source sentences are short, and this many hold them all.
@@ -277,9 +278,8 @@ def float32_copy(model):
   """
   if "mixed" not in model.backbone.dtype_policy.name:
     return model
-  from tl_keras import tflite  # pylint: disable=g-import-not-at-top
   backbone = model.backbone.__class__.from_config(
-      tflite.with_float32_policy(model.backbone.get_config()))
+      precision.with_float32_policy(model.backbone.get_config()))
   pooling = {"pooling": model.pooling} if hasattr(model, "pooling") else {}
   clone = model.__class__(backbone, model.num_classes,
                           preprocessor=model.preprocessor,

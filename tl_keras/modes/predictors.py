@@ -19,16 +19,16 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import artifacts
-from tl_keras import evaluation
-from tl_keras import families
-from tl_keras import folders
-from tl_keras import input_files
-from tl_keras import inputs as inputs_lib
-from tl_keras import saving
-from tl_keras import serving as serving_lib
-from tl_keras import standard_metadata
-from tl_keras import tflite
+from tl_keras.data import folders
+from tl_keras.data import input_files
+from tl_keras.data import inputs as inputs_lib
 from tl_keras.errors import UserError
+from tl_keras import evaluation
+from tl_keras.export import serving as serving_lib
+from tl_keras.export import standard_metadata
+from tl_keras.export import tflite
+from tl_keras import families
+from tl_keras.models import saving
 
 
 class ImageInput:

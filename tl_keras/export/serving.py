@@ -49,12 +49,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tl_keras import inputs
-from tl_keras import litert
-from tl_keras import standard_metadata
-from tl_keras import text_data
-from tl_keras import text_models
-from tl_keras import tflite
+from tl_keras.data import inputs
+from tl_keras.data import text_data
+from tl_keras.export import litert
+from tl_keras.export import standard_metadata
+from tl_keras.export import tflite
+from tl_keras.models import precision
+from tl_keras.models import text_models
 
 
 class ImageServing:
@@ -70,7 +71,7 @@ class ImageServing:
     self.name = name
     self.about = about or {}
 
-  float32 = staticmethod(tflite.float32_copy)
+  float32 = staticmethod(precision.float32_copy)
 
   @staticmethod
   def tracked(model):

@@ -9,7 +9,7 @@ import re
 
 from keras import layers
 
-from tl_keras.models import base_of
+from tl_keras.models.applications import base_of
 
 
 # A layer name's block: "conv4_block1" (ResNet, DenseNet), "stack2_block1"

@@ -5,7 +5,7 @@ import dataclasses
 import shlex
 
 from tl_keras import config as config_lib
-from tl_keras import quantization
+from tl_keras.export import quantization
 
 
 def command_line(config):

@@ -17,19 +17,19 @@ import tensorflow as tf
 from tl_keras import artifacts
 from tl_keras import config as config_lib
 from tl_keras import distribution
+from tl_keras.errors import UserError
 from tl_keras import evaluation
-from tl_keras import export
-from tl_keras import export_mode
+from tl_keras.export import litert
+from tl_keras.export import writers
 from tl_keras import families
 from tl_keras import flag_values
-from tl_keras import litert
-from tl_keras import predict_mode
+from tl_keras.modes import export_mode
+from tl_keras.modes import predict_mode
+from tl_keras.modes import recipe_config
+from tl_keras.modes import scratch
 from tl_keras import pretraining
-from tl_keras import recipe_config
-from tl_keras import report
-from tl_keras import scratch
+from tl_keras.reporting import report
 from tl_keras import training
-from tl_keras.errors import UserError
 
 
 def _versions():
@@ -283,7 +283,7 @@ def _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,
   """model.keras, labels, the exports, metrics.json, run.json and the
   report into the staging directory."""
   model, info, timings = trained.model, trained.info, trained.timings
-  export.save_keras(model, os.path.join(stage, "model.keras"))
+  writers.save_keras(model, os.path.join(stage, "model.keras"))
   artifacts.write_labels(os.path.join(stage, "labels.txt"),
                          trained.splits.class_names)
   start = time.time()
@@ -341,7 +341,7 @@ def execute(config):
   train builds the strategy and runs the recipe; export, predict and
   evaluate work on artifacts of earlier runs.
   """
-  from tl_keras import predictors  # pylint: disable=g-import-not-at-top
+  from tl_keras.modes import predictors  # pylint: disable=g-import-not-at-top
   config = config.resolved()
   config.validate()
   if config.mode == "train":

@@ -32,8 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import artifacts
+from tl_keras.data.splits import Splits
 from tl_keras.errors import UserError
-from tl_keras.splits import Splits
 
 IMAGE_TASKS = ("digits", "lfw_faces")
 TEXT_TASKS = ("docstrings", "rotten_tomatoes")

@@ -12,9 +12,9 @@ import base64
 import html
 import os
 
-from tl_keras import model_card
-from tl_keras import plots
-from tl_keras.sentences import command_line, fallback_sentence, percent
+from tl_keras.reporting import model_card
+from tl_keras.reporting import plots
+from tl_keras.reporting.sentences import command_line, fallback_sentence, percent
 
 PNG_FILES = ("learning_curves.png", "confusion_matrix.png")
 

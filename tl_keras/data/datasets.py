@@ -12,12 +12,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tl_keras import downloads
-from tl_keras import folders
-from tl_keras import real_data
-from tl_keras import synthetic
+from tl_keras.data import downloads
+from tl_keras.data import folders
+from tl_keras.data import real_data
+from tl_keras.data import synthetic
 from tl_keras.errors import UserError, unknown_name
-from tl_keras.splits import Splits  # noqa: F401  (also as data.Splits)
+from tl_keras.data.splits import Splits  # noqa: F401  (also as data.Splits)
 
 
 def load(dataset, *, data_dir="", validation_fraction=0.1, test_fraction=0.1,

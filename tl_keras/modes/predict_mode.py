@@ -12,8 +12,8 @@ import numpy as np
 
 from tl_keras import artifacts
 from tl_keras import console
-from tl_keras import predictors
 from tl_keras.errors import UserError
+from tl_keras.modes import predictors
 
 
 def run(config):

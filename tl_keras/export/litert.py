@@ -17,9 +17,9 @@ import time
 import numpy as np
 
 from tl_keras import console
-from tl_keras import standard_metadata
-from tl_keras import tflite
 from tl_keras.errors import CheckFailed, UserError
+from tl_keras.export import standard_metadata
+from tl_keras.export import tflite
 
 LATENCY_THREADS = 2
 LATENCY_RUNS = 50

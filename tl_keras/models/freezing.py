@@ -3,7 +3,7 @@
 import functools
 import inspect
 
-from tl_keras import inputs
+from tl_keras.data import inputs
 
 
 def _layer_classes():
@@ -24,7 +24,7 @@ def gated_class(cls):
 
   A registered Keras serializable ("tl_keras>InferenceWhenFrozen<cls>"), so
   a saved `model.keras` keeps the behaviour: loaded (after `import
-  tl_keras.models`) and called with `training=True`, its frozen Dropout
+  tl_keras.models.applications`) and called with `training=True`, its frozen Dropout
   stays off. The constructor and config are `cls`'s own.
   """
   if getattr(cls, "_tl_keras_gated", False):

@@ -14,14 +14,14 @@ import time
 
 from tl_keras import artifacts
 from tl_keras import config as config_lib
-from tl_keras import export
+from tl_keras.errors import UserError
+from tl_keras.export import litert
+from tl_keras.export import tflite
+from tl_keras.export import writers
 from tl_keras import families
 from tl_keras import flag_values
-from tl_keras import litert
-from tl_keras import report
-from tl_keras import saving
-from tl_keras import tflite
-from tl_keras.errors import UserError
+from tl_keras.models import saving
+from tl_keras.reporting import report
 
 
 def export_artifacts(model, directory, config, splits, unpruned=None,
@@ -42,7 +42,7 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
   formats = flag_values.parse_exports(config.export)
   serving = families.serving_of(model, about={"author": config.author,
                                          "license": config.license})
-  variants = [v for v in export.tflite_variants(formats)
+  variants = [v for v in writers.tflite_variants(formats)
               if v in serving.variants]
   calibration = None
   calibrated = [v for v in variants if v in tflite.CALIBRATED]
@@ -54,7 +54,7 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
     logging.info("%s: calibrating on %d training images",
                  " and ".join(f"tflite_{v}" for v in calibrated),
                  len(calibration))
-  skipped = export.write_exports(model, directory, formats,
+  skipped = writers.write_exports(model, directory, formats,
                                  class_names=splits.class_names,
                                  calibration_images=calibration,
                                  serving=serving)
@@ -68,7 +68,7 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
   if "int8" in variants and config.int8_fallback == "auto":
     # With the check off, the fallback still aims at the default bound:
     # "no check" does not ask for a worse int8 file.
-    fallback = export.int8_fallback(
+    fallback = writers.int8_fallback(
         model, directory, calibration_images=calibration,
         validation=serving.examples(splits.validation,
                                     limit=config.parity_samples),
@@ -78,12 +78,12 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
   if fallback:
     timings["int8_fallback_seconds"] = time.time() - start
   start = time.time()
-  rows = export.tflite_parity(model, directory, variants, examples, labels,
+  rows = writers.tflite_parity(model, directory, variants, examples, labels,
                               serving=serving)
   # The gate (--max_accuracy_drop) judges validation, as the int8 fallback
   # does: the two decide on the same examples, and the test split only
   # reports.
-  for variant, row in export.validation_accuracy(
+  for variant, row in writers.validation_accuracy(
       model, directory, variants, *serving.examples(
           splits.validation, limit=config.parity_samples),
       serving=serving).items():
@@ -93,7 +93,7 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
     rows["int8"]["fallback"] = fallback
   if unpruned is not None:
     for variant, row in _unpruned_rows(
-        model, unpruned, [f for f in formats if export.tflite_variants([f])],
+        model, unpruned, [f for f in formats if writers.tflite_variants([f])],
         variants, calibration, examples, labels, splits.class_names,
         serving).items():
       rows[variant]["unpruned"] = row
@@ -107,9 +107,9 @@ def _unpruned_rows(model, weights, formats, variants, calibration, examples,
   model.set_weights(weights)
   try:
     with tempfile.TemporaryDirectory() as directory:
-      export.write_exports(model, directory, formats, class_names=class_names,
+      writers.write_exports(model, directory, formats, class_names=class_names,
                            calibration_images=calibration, serving=serving)
-      return export.tflite_parity(model, directory, variants, examples,
+      return writers.tflite_parity(model, directory, variants, examples,
                                   labels, serving=serving)
   finally:
     model.set_weights(pruned)
@@ -137,8 +137,8 @@ def export_run(config):
   if not formats:
     raise UserError("--mode=export with an empty --export: nothing to do; "
                     "name formats, e.g. --export=tflite_int8")
-  existing = [export.filename(f) for f in formats
-              if os.path.exists(os.path.join(run_dir, export.filename(f)))]
+  existing = [writers.filename(f) for f in formats
+              if os.path.exists(os.path.join(run_dir, writers.filename(f)))]
   if existing and not config.overwrite:
     raise UserError(f"{run_dir} already has {', '.join(existing)}; pass "
                     "--overwrite to replace them")

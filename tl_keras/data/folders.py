@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from tl_keras.splits import Splits
+from tl_keras.data.splits import Splits
 from tl_keras.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")

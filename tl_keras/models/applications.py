@@ -14,11 +14,11 @@ import keras
 from keras import layers
 import tensorflow as tf
 
-from tl_keras import downloads
-from tl_keras import efficientnet_lite
-from tl_keras import freezing
-from tl_keras import inputs
+from tl_keras.data import downloads
+from tl_keras.data import inputs
 from tl_keras.errors import UserError, unknown_name
+from tl_keras.models import efficientnet_lite
+from tl_keras.models import freezing
 
 apps = keras.applications
 # Saved classifiers hold frozen Dropout as `freezing.gated_class`es: loading

@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from tl_keras import console
 from tl_keras.errors import UserError
+from tl_keras.models import precision
 
 VARIANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
 # Variants written unless --export names them: int16x8 is asked for.
@@ -49,18 +50,6 @@ METADATA_NAME = "tl_keras"
 
 def filename(variant):
   return f"model_{variant}.tflite"
-
-
-def float32_copy(model):
-  """`model` rebuilt under the float32 policy, with the same weights.
-
-  Models trained under `mixed_float16` must be converted from a float32 copy
-  (converting float16 compute graphs fails or loses accuracy).
-  """
-  if all(layer.dtype_policy.name == "float32"
-         for layer in _all_layers(model)):
-    return model
-  return _rebuilt(model, with_float32_policy(model.get_config()))
 
 
 @keras.saving.register_keras_serializable("tl_keras")
@@ -114,20 +103,13 @@ def integer_friendly(model, variant="int8"):
   """`model` with its LayerNormalization layers as
   `SubtractingLayerNormalization` (int8) or `CenteredLayerNormalization`
   (int16x8), same weights; `model` itself when it has none."""
-  names = {l.name for l in _all_layers(model) if _rewritable(l)}
+  names = {l.name for l in precision.all_layers(model) if _rewritable(l)}
   if not names:
     return model
   layer = (SubtractingLayerNormalization if variant == "int8"
            else CenteredLayerNormalization)
-  return _rebuilt(model, _with_layer_norm_rewritten(model.get_config(), names,
+  return precision.rebuilt(model, _with_layer_norm_rewritten(model.get_config(), names,
                                                     layer.__name__))
-
-
-def _rebuilt(model, config):
-  """A model of `model`'s class from `config`, with `model`'s weights."""
-  clone = model.__class__.from_config(config)
-  clone.set_weights(model.get_weights())
-  return clone
 
 
 def _with_layer_norm_rewritten(config, names, class_name):
@@ -145,22 +127,7 @@ def _with_layer_norm_rewritten(config, names, class_name):
   return config
 
 
-def _all_layers(model):
-  for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
-    yield layer
 
-
-def with_float32_policy(config):
-  """A layer config tree with every dtype policy replaced by float32."""
-  if isinstance(config, dict):
-    if config.get("class_name") == "DTypePolicy":
-      return {**config, "config": {**config["config"], "name": "float32"}}
-    return {k: ("float32" if k == "dtype" and isinstance(v, str)
-                and "mixed" in v else with_float32_policy(v))
-            for k, v in config.items()}
-  if isinstance(config, list):
-    return [with_float32_policy(v) for v in config]
-  return config
 
 
 def convert(model, variant, serving, calibration_images=None, make=None):

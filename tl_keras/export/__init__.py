@@ -1,0 +1,1 @@
+"""Exports: serving signatures, SavedModel and TFLite writers, quantization, metadata, LiteRT parity."""
