@@ -100,8 +100,10 @@ def test_metrics_json_layout(quick_run):
   out, _, _ = quick_run
   metrics = json.loads((out / "metrics.json").read_text())
   test = metrics["test"]
-  assert set(test) >= {"accuracy", "top5_accuracy", "macro_f1", "per_class",
-                       "confusion_matrix"}
+  assert set(test) >= {"accuracy", "balanced_accuracy", "top5_accuracy",
+                       "macro_f1", "per_class", "confusion_matrix"}
+  assert test["balanced_accuracy"] == pytest.approx(np.mean(
+      [c["recall"] for c in test["per_class"].values()]))
   labels = artifacts.read_labels(out / "labels.txt")
   assert labels == ["hexagon", "star4", "hollow_square", "hollow_triangle",
                     "semicircle", "flower3"]
@@ -525,6 +527,7 @@ def test_report_and_card_say_when_the_transfer_check_set_weights_aside(
   assert "its own from-scratch baseline" in page
   assert "trained from random initialization." in page
   card = model_card.model_card(record, metrics)
+  assert "balanced accuracy" in card and "balanced accuracy" in page
   assert "the pretrained weights set aside" in card
   assert "own from-scratch baseline" in card
   assert "**Warning: negative transfer" in card

@@ -178,6 +178,12 @@ def test_metrics_from_counts():
   assert m["macro_f1"] == pytest.approx(np.mean(f1s))
   assert m["loss"] == pytest.approx(0.5)
   assert "top5_accuracy" not in m  # fewer than 5 classes
+  from sklearn.metrics import balanced_accuracy_score  # pylint: disable=g-import-not-at-top
+  truth = np.repeat(np.arange(3), confusion.sum(1))
+  predicted = np.concatenate([np.repeat(np.arange(3), row) for row in confusion])
+  assert m["balanced_accuracy"] == pytest.approx(
+      balanced_accuracy_score(truth, predicted))
+  assert m["balanced_accuracy"] == pytest.approx((0.75 + 0.5 + 1.0) / 3)
 
 
 def test_evaluate_matches_numpy_on_a_model():

@@ -8,7 +8,8 @@ import numpy as np
 
 
 def metrics_from_counts(confusion, *, top_k, loss, class_names):
-  """Accuracy, top-5, per-class precision/recall/F1, macro-F1.
+  """Accuracy, balanced accuracy, top-5, per-class precision/recall/F1,
+  macro-F1.
 
   Args:
     confusion: [C, C] counts, rows are true classes, columns predictions.
@@ -37,6 +38,9 @@ def metrics_from_counts(confusion, *, top_k, loss, class_names):
       "examples": int(total),
       "accuracy": float(hits.sum() / total) if total else 0.0,
       "loss": float(loss / total) if total else 0.0,
+      # The mean recall over the classes present: accuracy as if every
+      # class were equally frequent (scikit-learn's balanced_accuracy_score).
+      "balanced_accuracy": float(recall[actual > 0].mean()) if total else 0.0,
       "macro_f1": float(f1.mean()),
       "per_class": {
           name: {"precision": float(p), "recall": float(r), "f1": float(f),

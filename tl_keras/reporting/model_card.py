@@ -13,6 +13,9 @@ def model_card(record, metrics):
   config, test = record["config"], metrics["test"]
   kind = _KINDS[record["model"].get("kind", "image")]
   labels = record["data"]["classes"]
+  # Runs written before balanced accuracy was measured have none.
+  balanced = ("" if "balanced_accuracy" not in test else
+              f", balanced accuracy {sentences.percent(test['balanced_accuracy'])}")
   lines = [
       f"# {config['model']} fine-tuned on {config['dataset']}", "",
       f"{kind['a']} classifier for {len(labels)} classes: "
@@ -23,8 +26,9 @@ def model_card(record, metrics):
       *_provenance(config),
       *_weights_license(record, config),
       "## Results on the test split", "",
-      f"- accuracy {sentences.percent(test['accuracy'])}, macro-F1 {test['macro_f1']:.4f}"
-      f" on {test['examples']} {kind['examples']}",
+      f"- accuracy {sentences.percent(test['accuracy'])}, macro-F1 "
+      f"{test['macro_f1']:.4f}{balanced} on {test['examples']} "
+      f"{kind['examples']}",
   ]
   if metrics.get("scratch", {}).get("same_as_run"):
     lines.append("- trained from random initialization: this model is its "

@@ -44,6 +44,9 @@ def html_report(record, metrics, images):
       _table(["", "value"], [
           ["test accuracy", percent(test["accuracy"])],
           ["macro-F1", f"{test['macro_f1']:.4f}"],
+          *([["balanced accuracy (mean recall per class)",
+              percent(test["balanced_accuracy"])]]
+            if "balanced_accuracy" in test else []),
           *([["top-5 accuracy", percent(test["top5_accuracy"])]]
             if "top5_accuracy" in test else []),
           ["test examples", test["examples"]],
