@@ -107,7 +107,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from tl_keras.data import datasets, models, training
+    from tl_keras import training
+    from tl_keras.data import datasets
+    from tl_keras.models import applications
 
     splits = datasets.load("synthetic", max_train_samples=64)
 
@@ -115,8 +117,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
       keras.utils.set_random_seed(0)
       with strategy.scope():
         # No dropout: its masks are drawn per replica.
-        model = models.build_classifier("convnet_small", splits.num_classes,
-                                        image_size=32, dropout=0.0)
+        model = applications.build_classifier(
+            "convnet_small", splits.num_classes, image_size=32, dropout=0.0)
       spec = training.PhaseSpec("head", 2, 1e-2, optimizer="sgd")
       training.train_phase(model, spec, splits,
                            training.Context(strategy, 32, 16, augment=False))
@@ -185,7 +187,9 @@ TEXT_MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, keras_hub
-    from tl_keras.data import datasets, families, text_data, text_models, training
+    from tl_keras import families, training
+    from tl_keras.data import datasets, text_data
+    from tl_keras.models import text_models
 
     preset = tempfile.mkdtemp()
     tokenizer = keras_hub.models.BertTokenizer(

@@ -174,8 +174,10 @@ def test_existing_run_is_refused_and_left_intact(quick_run):
 
 def test_transfer_from_an_earlier_run_to_an_image_folder(quick_run, tmp_path):
   source, _, env = quick_run
-  photos = write_image_folder(tmp_path / "photos", per_class=6, size=24,
+  photos = write_image_folder(tmp_path / "photos", per_class=15, size=24,
                               modes=("RGB", "L", "RGBA"))
+  for extra in sorted((tmp_path / "photos" / "dogs").iterdir())[4:]:
+    extra.unlink()  # 15 cats, 4 dogs: --class_weight=auto weighs the loss
   (tmp_path / "photos" / "dogs" / "broken.jpg").write_text("not a jpeg")
   out = tmp_path / "out"
   result = run_main("--flagfile=flags/base.flags", *TINY, "--batch_size=4",
@@ -186,9 +188,17 @@ def test_transfer_from_an_earlier_run_to_an_image_folder(quick_run, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "transferred from" in result.stderr
   assert artifacts.read_labels(out / "labels.txt") == ["cats", "dogs"]
-  skipped = json.loads((out / "run.json").read_text())["data"][
-      "skipped_images"]
+  record = json.loads((out / "run.json").read_text())
+  skipped = record["data"]["skipped_images"]
   assert skipped["count"] == 1 and skipped["files"][0].endswith("broken.jpg")
+  weighting = record["recipe"]["class_weight"]
+  cats, dogs = weighting["counts"]
+  assert weighting["weighted"] and cats / dogs >= 3, weighting
+  assert weighting["weights"] == pytest.approx(
+      [(cats + dogs) / (2 * cats), (cats + dogs) / (2 * dogs)], abs=1e-3)
+  assert "--class_weight=auto: the largest class has" in result.stderr
+  assert "loss weighted by the inverse of its share" in (
+      out / "README.md").read_text()
 
 
 def _copy_run(source, target):

@@ -243,7 +243,8 @@ def _int8_hostile_model(size):
 
 
 def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
-  from tl_keras.export import quantization, sentences  # pylint: disable=g-import-not-at-top
+  from tl_keras.export import quantization  # pylint: disable=g-import-not-at-top
+  from tl_keras.reporting import sentences  # pylint: disable=g-import-not-at-top
   size, names = 8, ["red", "green"]
   model = _int8_hostile_model(size)
   rng = np.random.default_rng(0)

@@ -134,6 +134,12 @@ class Config:
                                "recipe")
   label_smoothing: float = _field(0.0, "Label smoothing of the loss.",
                                   "recipe")
+  class_weight: str = _field(
+      "auto", "Weigh each class's loss by the inverse of its share of the "
+      "training examples: 'balanced' always, 'none' never, 'auto' when the "
+      "largest class has 3x the examples of the smallest or more. Weighted, "
+      "the recipe's validation choices use the weighted loss too.",
+      "recipe", choices=("auto", "balanced", "none"))
   prune_sparsity: float = _field(
       0.0, "Prune the network's dense and convolution kernels to this share "
       "of zeros (e.g. 0.5), as --prune_method says; 0 = no pruning. The "
@@ -373,7 +379,8 @@ RESUME_SETTINGS = ("model", "weights", "image_size", "sequence_length",
                    "batch_size", "min_steps", "head_epochs", "head_lr",
                    "finetune_epochs", "finetune_lr", "warmup", "unfreeze",
                    "batchnorm", "early_stopping", "optimizer",
-                   "weight_decay", "label_smoothing", "pretrain_epochs",
+                   "weight_decay", "label_smoothing", "class_weight",
+                   "pretrain_epochs",
                    "seed", "mixed_precision", "no_lr_scaling",
                    "feature_cache", "cache_views", "transfer_check",
                    "prune_sparsity", "prune_block", "prune_method")

@@ -220,12 +220,17 @@ def _train(config, family, recipe, raw_splits, strategy, chief, checkpointer,
                         splits.num_classes, strategy).get_weights()
 
   image_size = family.image_size(config)
+  class_weights, weighting = training.imbalance.class_weights(
+      training.imbalance.label_counts(raw_splits.train,
+                                      raw_splits.num_classes),
+      config.class_weight)
+  training.imbalance.log(weighting)
   history, info = training.run_recipe(
       model, recipe, splits,
       training.Context(strategy, image_size, config.batch_size,
                        seed=config.seed, augment=family.augment(config),
-                       family=family, summaries=summaries,
-                       checkpointer=checkpointer),
+                       family=family, class_weights=class_weights,
+                       summaries=summaries, checkpointer=checkpointer),
       feature_cache=config.feature_cache, cache_views=config.cache_views,
       feature_dir=(os.path.join(config.output_dir, FEATURE_CACHE) if chief
                    else None),
@@ -243,6 +248,8 @@ def _train(config, family, recipe, raw_splits, strategy, chief, checkpointer,
                  "(target %.0f%%, %s)", 100 * pruned["sparsity"],
                  f"{pruned['weights']:,}", pruned["kernels"],
                  100 * config.prune_sparsity, pruned["method"])
+  info["choices"]["class_weight"] = weighting
+  info["class_weights"] = class_weights
   timings.update({k: v for k, v in info.items() if k.endswith("_seconds")})
   fingerprint = training.fingerprint(model)
   logging.info("final weights fingerprint %s (equal on every worker)",

@@ -11,7 +11,7 @@ from tl_keras import training
 
 
 def train_scratch(config, splits, image_size, strategy, jit_compile=False,
-                  augment=None):
+                  augment=None, class_weights=None):
   """The baseline: the same recipe from random weights.
 
   Same architecture, data, step budget and choices made on validation as
@@ -20,6 +20,7 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False,
   the same trials. What the transfer run gains over it is what the
   pretrained weights bought. `augment`: the policy the transfer run
   trained with (what --augment=auto settled on); default --augment.
+  `class_weights`: the transfer run's (`imbalance.class_weights`).
 
   Returns:
     (model, history, info): history rows are phase "scratch"; info is
@@ -32,7 +33,8 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False,
       model, recipe_config.recipe_from_config(config, jit_compile), splits,
       training.Context(strategy, image_size, config.batch_size,
                        seed=config.seed, family=family,
-                       augment=augment or family.augment(config)))
+                       augment=augment or family.augment(config),
+                       class_weights=class_weights))
   return model, [{**h, "phase": "scratch"} for h in history], info
 
 
@@ -99,7 +101,8 @@ def compare(config, trained, metrics, strategy, jit_compile, eval_args):
   splits, info = trained.splits, trained.info
   model, history, scratch_info = train_scratch(
       config, splits, trained.image_size, strategy, jit_compile,
-      augment=info["choices"].get("augment", {}).get("policy"))
+      augment=info["choices"].get("augment", {}).get("policy"),
+      class_weights=info.get("class_weights"))
   trained.history += history
   metrics["scratch"] = {
       "test": training.evaluate(model, splits.test, splits.sizes["test"],

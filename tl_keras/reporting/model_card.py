@@ -144,6 +144,12 @@ def _recipe_sentence(record):
                  f"{finetune['batchnorm']}"
                  + (" (picked by trials on the validation split)"
                     if finetune["trials"] else ""))
+  weighting = recipe.get("class_weight", {})
+  if weighting.get("weighted"):
+    parts.append("each class's loss weighted by the inverse of its share of "
+                 "the training examples (the largest class has "
+                 f"{weighting['imbalance']:.1f}x the smallest), in training "
+                 "and in every choice made on the validation split")
   augment = recipe.get("augment")
   if augment and augment["policy"] == "shift":
     parts.append("no flips in augmentation (mirror images are another "

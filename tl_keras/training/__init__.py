@@ -27,6 +27,7 @@ from tl_keras.training.features import FeatureCache
 from tl_keras.training.loop import fingerprint
 from tl_keras.training.loop import PhaseSpec
 from tl_keras.training.loop import train_phase
+from tl_keras.training import imbalance
 from tl_keras.training import oneshot
 from tl_keras.training import pruning
 from tl_keras.training.recipe import Recipe
@@ -44,6 +45,6 @@ __all__ = [
     "fingerprint", "train_phase", "Recipe", "choose_augmentation",
     "choose_finetuning", "clearly_lower", "run_recipe", "LossScale",
     "evaluate", "make_optimizer", "StepCache", "Summaries", "transfer_warning",
-    "oneshot",
+    "imbalance", "oneshot",
     "pruning",
 ]

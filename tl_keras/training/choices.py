@@ -18,6 +18,7 @@ import tensorflow as tf
 from tl_keras.data import inputs as inputs_lib
 from tl_keras.evaluation import clearly_lower
 from tl_keras.training import checkpoint as checkpoint_lib
+from tl_keras.training import imbalance
 from tl_keras.training import loop
 from tl_keras.training import steps as steps_lib
 
@@ -27,14 +28,16 @@ from tl_keras.training import steps as steps_lib
 MIRROR_DROP = 0.05
 
 
-def choose_augmentation(model, splits, *, image_size, batch_size):
+def choose_augmentation(model, splits, *, image_size, batch_size,
+                        class_weights=None):
   """--augment=auto: "light", or "shift" if the classes are not mirror-symmetric.
 
   The phase-1 head is evaluated on the validation images and on their
   mirror images. Photos of objects keep their class when mirrored; digits,
   letters and arrows do not, and a head that learnt them loses accuracy on
   the mirrored ones. Training on flipped images would then teach the wrong
-  labels, so the flip is left out.
+  labels, so the flip is left out. With `class_weights` the accuracies
+  weigh each example by its class's weight (balanced accuracy).
 
   Returns:
     {"policy", "accuracy", "mirrored_accuracy"}.
@@ -44,7 +47,9 @@ def choose_augmentation(model, splits, *, image_size, batch_size):
     probs, labels = validation_predictions(
         model, splits, image_size=image_size, batch_size=batch_size,
         mirror=mirror)
-    accuracy.append(float(np.mean(probs.argmax(-1) == labels)))
+    accuracy.append(float(np.mean((probs.argmax(-1) == labels) *
+                                  imbalance.example_weights(class_weights,
+                                                            labels))))
   plain, mirrored = accuracy
   policy = "shift" if mirrored < plain - MIRROR_DROP else "light"
   logging.info("--augment=auto: %s (validation accuracy %.4f, %.4f on mirror "
@@ -74,15 +79,20 @@ def validation_predictions(model, splits, *, image_size, batch_size,
   return np.concatenate(probs), np.concatenate(labels)
 
 
-def validation_losses(model, splits, *, image_size, batch_size):
-  """Per-example cross-entropy of `model` on the validation split, in order."""
+def validation_losses(model, splits, *, image_size, batch_size,
+                      class_weights=None):
+  """Per-example cross-entropy of `model` on the validation split, in order;
+  with `class_weights`, each weighed by its class's weight (`imbalance`)."""
   probs, labels = validation_predictions(model, splits, image_size=image_size,
                                          batch_size=batch_size)
-  return keras.losses.sparse_categorical_crossentropy(labels, probs).numpy()
+  losses = keras.losses.sparse_categorical_crossentropy(labels, probs).numpy()
+  if class_weights is None:
+    return losses
+  return losses * imbalance.example_weights(class_weights, labels)
 
 
 def keep_simplest(model, head, best, history, splits, image_size,
-                   batch_size, pruned=None):
+                   batch_size, pruned=None, class_weights=None):
   """Phase 2's best weights, unless they are not clearly better than phase 1's.
 
   Phase 2 picks among many checkpoints of several trials, phase 1 among a
@@ -92,11 +102,13 @@ def keep_simplest(model, head, best, history, splits, image_size,
   the pretrained features, is kept. `best` is updated to what is kept.
   `pruned`: the validation figures of phase 1's network after one-shot
   pruning (`head` holds its weights), which replace phase 1's.
+  `class_weights`: the losses compared are class-weighted.
 
   Returns:
     "finetune" or "head".
   """
-  common = dict(image_size=image_size, batch_size=batch_size)
+  common = dict(image_size=image_size, batch_size=batch_size,
+                class_weights=class_weights)
   best.restore(model)
   tuned = validation_losses(model, splits, **common)
   model.set_weights(head)
@@ -155,7 +167,7 @@ class _Trials:
     best.restore(model)
     run["losses"] = validation_losses(
         model, self.splits, image_size=context.image_size,
-        batch_size=context.batch_size)
+        batch_size=context.batch_size, class_weights=context.class_weights)
     self.records.append({"learning_rate": lr, "batchnorm": mode,
                          "steps": step - self.first_step,
                          "validation_loss": best.loss,
@@ -220,7 +232,8 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
   # pretrained features in place cannot recover what pruning takes).
   trials = _Trials(model, recipe, splits, context, first_step)
   reference = validation_losses(model, splits, image_size=image_size,
-                                batch_size=batch_size)
+                                batch_size=batch_size,
+                                class_weights=context.class_weights)
   for lr in sorted(lrs):
     trials.offer(trials.run(lr, modes[0]))
   for mode in modes[1:]:

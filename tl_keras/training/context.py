@@ -21,6 +21,9 @@ class Context:
     seed: data order and augmentation.
     augment: the augmentation policy (`inputs.augmentation`; "auto" only for
       `run_recipe`, which settles it).
+    class_weights: [C] loss weights per class (`imbalance.class_weights`),
+      or None: the training loss and every validation choice weigh each
+      example by its class's weight.
     summaries: the TensorBoard writer (None: nothing is written).
     checkpointer: where progress is saved (None: nowhere).
     stop: the SIGTERM/SIGINT request phases act on at step boundaries;
@@ -32,6 +35,7 @@ class Context:
   seed: int = 0
   augment: Any = "none"
   family: Any = None
+  class_weights: Any = None
   summaries: Any = None
   checkpointer: Any = None
   stop: checkpoint_lib.StopRequest = dataclasses.field(

@@ -38,7 +38,7 @@ def fit_head(model, splits, context, *, where, views, directory, step,
         directory=directory if where == "disk" else None, augment=augment)
     seconds = {"features_seconds": time.time() - start}
     fit = probe.fit(cache.train, cache.validation, splits.num_classes,
-                    seed=seed)
+                    seed=seed, class_weights=context.class_weights)
     seconds["probe_seconds"] = fit.seconds
     compared = transfer_check.sample(cache)
   finally:
@@ -49,9 +49,10 @@ def fit_head(model, splits, context, *, where, views, directory, step,
   chosen = fit.grid[[g["strength"] for g in fit.grid].index(fit.strength)]
   # The whole model on the validation split: the fit's own figures up to
   # rounding, and a confusion matrix for TensorBoard.
-  val = steps_lib.evaluate(model, splits.validation, splits.sizes["validation"],
-                 strategy=strategy, class_names=splits.class_names,
-                 image_size=image_size, batch_size=batch_size)
+  val = steps_lib.evaluate(
+      model, splits.validation, splits.sizes["validation"], strategy=strategy,
+      class_names=splits.class_names, image_size=image_size,
+      batch_size=batch_size, class_weights=context.class_weights)
   history.append({"phase": "head", "epoch": 1, "step": step,
                   "loss": chosen["train_loss"],
                   "accuracy": chosen["train_accuracy"],

@@ -132,7 +132,8 @@ class _Phase:
                 self.stepped, spec, self.total, strategy=context.strategy,
                 num_classes=splits.num_classes,
                 global_batch=context.batch_size,
-                fresh="optimizer" not in carry))
+                fresh="optimizer" not in carry,
+                class_weights=context.class_weights))
     self.prunes = self.pruning is not None and spec.prune_to > 0
     self.ramps = self.prunes and spec.prune_method == "gradual"
     self.history = list(history or [])
@@ -321,7 +322,8 @@ class _Phase:
         self.stepped, self._split("validation"), splits.sizes["validation"],
         strategy=self.context.strategy, class_names=splits.class_names,
         image_size=self.input_size, batch_size=self.context.batch_size,
-        eval_step=self.eval_step, dist=self.val_input)
+        eval_step=self.eval_step, dist=self.val_input,
+        class_weights=self.context.class_weights)
     record = {"phase": spec.name, "epoch": epoch + 1, "step": self.step,
               "loss": self.loss_sum / self.seen,
               "accuracy": self.correct / self.seen,

@@ -27,6 +27,8 @@ import warnings
 
 import numpy as np
 
+from tl_keras.training import imbalance
+
 # L2 strengths tried, as the coefficient of 0.5 * ||W||^2 added to the mean
 # cross-entropy (scikit-learn's C is 1 / (strength * N)). Standardized
 # features make one grid fit every backbone.
@@ -115,7 +117,8 @@ def fold(kernel, bias, mean, std):
   return raw, bias - mean @ raw
 
 
-def fit(train, validation, num_classes, *, strengths=STRENGTHS, seed=0):
+def fit(train, validation, num_classes, *, strengths=STRENGTHS, seed=0,
+        class_weights=None):
   """Fits the linear head on cached features, one candidate per strength.
 
   Args:
@@ -125,6 +128,10 @@ def fit(train, validation, num_classes, *, strengths=STRENGTHS, seed=0):
     num_classes: C.
     strengths: the L2 grid.
     seed: unused by L-BFGS (deterministic); kept for the callers' record.
+    class_weights: [C] weights per class (`imbalance.class_weights`) or
+      None. Each example's loss is weighed by its class's weight, in the
+      fits and in the validation loss and accuracy the strength is picked
+      by (the accuracy is then about the balanced accuracy).
 
   Returns:
     A `Fit`, the candidate with the lowest validation loss (the stronger
@@ -137,9 +144,11 @@ def fit(train, validation, num_classes, *, strengths=STRENGTHS, seed=0):
   mean, std = standardization(x)
   x, xv = (x - mean) / std, (xv - mean) / std
   strengths = [float(s) for s in strengths]
-  heads, iterations = path(x, y, num_classes, strengths)
-  val_loss, val_acc = _evaluate(xv, yv, heads)
-  train_loss, train_acc = _evaluate(x, y, heads)
+  weigh = ((lambda labels: None) if class_weights is None else
+           (lambda labels: imbalance.example_weights(class_weights, labels)))
+  heads, iterations = path(x, y, num_classes, strengths, weigh(y))
+  val_loss, val_acc = _evaluate(xv, yv, heads, weigh(yv))
+  train_loss, train_acc = _evaluate(x, y, heads, weigh(y))
   # Lowest loss; on a tie (to 4 decimals) the stronger regularization.
   best = min(range(len(strengths)),
              key=lambda k: (round(float(val_loss[k]), 4), -strengths[k]))
@@ -241,13 +250,17 @@ def _example_losses(x, y, heads):
   return np.stack(losses), np.stack(hits)
 
 
-def _evaluate(x, y, heads):
-  """Mean cross-entropy and accuracy of each head."""
+def _evaluate(x, y, heads, weights=None):
+  """Mean cross-entropy and accuracy of each head, each example weighed by
+  `weights` [N] (which average 1), if given."""
   loss = hits = 0.0
   for i in range(0, len(y), CHUNK):
     losses, correct = _example_losses(x[i:i + CHUNK], y[i:i + CHUNK], heads)
-    loss = loss + losses.sum(1)
-    hits = hits + correct.sum(1)
+    if weights is None:
+      loss, hits = loss + losses.sum(1), hits + correct.sum(1)
+    else:
+      loss = loss + losses @ weights[i:i + CHUNK]
+      hits = hits + correct @ weights[i:i + CHUNK]
   return loss / len(y), hits / len(y)
 
 

@@ -178,7 +178,8 @@ class _RecipeRun:
     if self.auto and context.image_size:
       self.choices["augment"] = choices_lib.choose_augmentation(
           model, splits, image_size=context.image_size,
-          batch_size=context.batch_size)
+          batch_size=context.batch_size,
+          class_weights=context.class_weights)
       self.context = context.but(augment=self.choices["augment"]["policy"])
     if compared is not None and self.random_start:
       checked = time.time()
@@ -301,7 +302,8 @@ class _RecipeRun:
       self.choices["kept"] = choices_lib.keep_simplest(
           model, head, best, self.history, self.splits,
           self.context.image_size, self.context.batch_size,
-          pruned=self.choices.get("pruned", {}).get("validation"))
+          pruned=self.choices.get("pruned", {}).get("validation"),
+          class_weights=self.context.class_weights)
     elif self.reached < 2 and head:
       self.choices["kept"] = "head"
     best.restore(model)

@@ -96,17 +96,19 @@ class StepCache:
     self.block = block
 
   def get(self, model, spec, total, *, strategy, num_classes, global_batch,
-          fresh=True):
+          fresh=True, class_weights=None):
     """(optimizer, train_steps, eval_step, pruning) for `total` steps.
 
     The optimizer's schedule is set for `spec` and `total`. `fresh`: its
     state starts from zero (a new phase); otherwise it is kept (a phase that
-    goes on, whose optimizer this cache made).
+    goes on, whose optimizer this cache made). `class_weights`: [C] loss
+    weights per class, or None.
     """
     key = (id(model), tuple(id(v) for v in model.trainable_variables),
            id(strategy), num_classes, global_batch, spec.optimizer,
            spec.weight_decay, spec.no_decay, spec.label_smoothing,
-           spec.jit_compile)
+           spec.jit_compile,
+           None if class_weights is None else tuple(map(float, class_weights)))
     if key not in self._entries:
       if not fresh:
         raise ValueError("a phase that goes on needs the StepCache that "
@@ -120,7 +122,8 @@ class StepCache:
             pruning_lib.trained_kernels(model), block=self.block) if self.prune else None
       self._entries[key] = (schedule, optimizer, *step_functions(
           model, optimizer, strategy, num_classes, global_batch,
-          spec.label_smoothing, spec.jit_compile, pruning=pruning), pruning)
+          spec.label_smoothing, spec.jit_compile, pruning=pruning,
+          class_weights=class_weights), pruning)
     elif fresh:
       for variable in self._entries[key][1].variables:
         variable.assign(tf.zeros_like(variable))
@@ -173,11 +176,16 @@ class LossScale:
 
 
 def step_functions(model, optimizer, strategy, num_classes, global_batch,
-                    label_smoothing, jit_compile=False, pruning=None):
+                    label_smoothing, jit_compile=False, pruning=None,
+                    class_weights=None):
   """tf.functions for one training step and one evaluation step.
 
   `pruning` (a `pruning.Pruning`) runs after every optimizer step.
+  `class_weights` ([C] or None) weighs each example's loss by its class's
+  weight (a MixUp example's by its mixture of them).
   """
+  weights = (None if class_weights is None else
+             tf.constant(class_weights, tf.float32))
   loss_scale = None
   if keras.mixed_precision.dtype_policy().name == "mixed_float16":
     with strategy.scope():
@@ -192,6 +200,8 @@ def step_functions(model, optimizer, strategy, num_classes, global_batch,
       probs = model(images, training=True)
       per_example = keras.losses.categorical_crossentropy(
           targets, probs, label_smoothing=label_smoothing)
+      if weights is not None:
+        per_example *= tf.reduce_sum(targets * weights, -1)
       # Divide by the global batch: gradients are summed across replicas.
       loss = tf.nn.compute_average_loss(per_example,
                                         global_batch_size=global_batch)
@@ -228,15 +238,19 @@ def step_functions(model, optimizer, strategy, num_classes, global_batch,
       correct += strategy.reduce("SUM", step_correct, axis=None)
     return loss, correct
 
-  return train_steps, make_eval_step(model, strategy, num_classes)
+  return train_steps, make_eval_step(model, strategy, num_classes,
+                                     class_weights)
 
 
-def make_eval_step(model, strategy, num_classes):
+def make_eval_step(model, strategy, num_classes, class_weights=None):
   """A tf.function: batch -> summed loss, top-5 hits and confusion matrix.
 
   Sums reduce across replicas and workers, so evaluation is distributed like
-  training. Padding examples (label -1) are masked out.
+  training. Padding examples (label -1) are masked out. With
+  `class_weights` the summed loss weighs each example by its class's weight.
   """
+  loss_weights = (None if class_weights is None else
+                  tf.constant(class_weights, tf.float32))
 
   def eval_fn(images, labels):
     probs = model(images, training=False)
@@ -244,6 +258,8 @@ def make_eval_step(model, strategy, num_classes):
     labels = tf.where(valid, labels, 0)
     weights = tf.cast(valid, tf.float32)
     per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
+    if loss_weights is not None:
+      per_example *= tf.gather(loss_weights, labels)
     k = min(5, num_classes)
     top_k = tf.cast(tf.math.in_top_k(labels, probs, k), tf.float32)
     confusion = tf.math.confusion_matrix(
@@ -273,16 +289,19 @@ def eval_input(dataset, size, *, strategy, image_size, batch_size):
 
 
 def evaluate(model, dataset, size, *, strategy, class_names, image_size,
-             batch_size, eval_step=None, dist=None):
+             batch_size, eval_step=None, dist=None, class_weights=None):
   """Evaluates `model` on a whole split under `strategy`.
 
-  `dist`, from `eval_input`, reuses an evaluation input built before.
+  `dist`, from `eval_input`, reuses an evaluation input built before. With
+  `class_weights` (which `eval_step`, if given, must weigh by too) the loss
+  is the class-weighted mean cross-entropy ("loss_weighting": "class").
 
   Returns:
     The metrics dict of `evaluation.metrics_from_counts`.
   """
   num_classes = len(class_names)
-  eval_step = eval_step or make_eval_step(model, strategy, num_classes)
+  eval_step = eval_step or make_eval_step(model, strategy, num_classes,
+                                          class_weights)
   dist = dist or eval_input(dataset, size, strategy=strategy,
                             image_size=image_size, batch_size=batch_size)
   loss = top_k = 0.0
@@ -295,5 +314,12 @@ def evaluate(model, dataset, size, *, strategy, class_names, image_size,
       loss, top_k, confusion = (loss + float(l), top_k + float(k),
                                 confusion + c)
       beat.done += 1
-  return evaluation.metrics_from_counts(confusion, top_k=top_k, loss=loss,
-                                        class_names=class_names)
+  if class_weights is not None:  # the weighted mean, times the examples
+    counts = np.asarray(confusion, np.float64).sum(1)
+    weight = float(counts @ np.asarray(class_weights, np.float64))
+    loss *= counts.sum() / max(weight, 1e-12)
+  metrics = evaluation.metrics_from_counts(confusion, top_k=top_k, loss=loss,
+                                           class_names=class_names)
+  if class_weights is not None:
+    metrics["loss_weighting"] = "class"
+  return metrics

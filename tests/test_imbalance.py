@@ -1,0 +1,80 @@
+"""Class weights (--class_weight): the weights, the probe, the loss."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tl_keras.errors import UserError
+from tl_keras.models import applications
+from tl_keras.training import imbalance
+from tl_keras.training import probe
+from tl_keras.training import steps
+
+
+def test_auto_weighs_only_from_three_to_one_and_weights_average_one():
+  weights, record = imbalance.class_weights([100, 50, 10], "auto")
+  assert record["weighted"] and record["imbalance"] == 10
+  assert weights == pytest.approx([160 / 300, 160 / 150, 160 / 30])
+  assert np.dot([100, 50, 10], weights) / 160 == pytest.approx(1.0)
+  assert imbalance.class_weights([100, 50, 34], "auto")[0] is None
+  assert imbalance.class_weights([90, 30], "auto")[1]["weighted"]  # 3x
+  assert imbalance.class_weights([10, 10], "balanced")[0] == pytest.approx(
+      [1.0, 1.0])
+  assert imbalance.class_weights([100, 10], "none")[0] is None
+  # A class without training examples keeps weight 1.
+  assert imbalance.class_weights([40, 0, 10], "balanced")[0] == pytest.approx(
+      [50 / 80, 1.0, 50 / 20])
+  with pytest.raises(UserError, match="--class_weight=some"):
+    imbalance.class_weights([1, 2], "some")
+
+
+def test_label_counts_read_a_dataset():
+  ds = tf.data.Dataset.from_tensor_slices((np.zeros((7, 2)), [0, 2, 2, 1, 2,
+                                                              0, 2]))
+  assert imbalance.label_counts(ds, 4).tolist() == [2, 1, 4, 0]
+
+
+def _gaussians(counts, seed):
+  rng = np.random.default_rng(seed)
+  x = np.concatenate([rng.normal(0.6 * c, 1.0, (n, 8))
+                      for c, n in enumerate(counts)]).astype(np.float32)
+  y = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
+  return tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+
+
+def _balanced_accuracy(fit, dataset):
+  x, y = probe.arrays(dataset)
+  predicted = (x @ fit.kernel + fit.bias).argmax(-1)
+  return np.mean([np.mean(predicted[y == c] == c) for c in np.unique(y)])
+
+
+def test_a_weighted_probe_recalls_the_small_class():
+  train, validation = _gaussians([400, 20], 0), _gaussians([400, 20], 1)
+  test = _gaussians([500, 500], 2)
+  plain = probe.fit(train, validation, 2)
+  weights, _ = imbalance.class_weights([400, 20], "auto")
+  weighted = probe.fit(train, validation, 2, class_weights=weights)
+  assert (_balanced_accuracy(weighted, test) >
+          _balanced_accuracy(plain, test) + 0.05)
+
+
+def test_evaluate_gives_the_class_weighted_mean_loss():
+  model = applications.build_classifier("convnet_small", 3, weights=None,
+                                        image_size=32)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (12, 32, 32, 3)).astype(np.uint8)
+  labels = np.array([0] * 8 + [1] * 3 + [2], np.int32)
+  dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+  weights = np.array([0.5, 1.3, 4.0], np.float32)
+  common = dict(strategy=tf.distribute.get_strategy(),
+                class_names=["a", "b", "c"], image_size=32, batch_size=5)
+  plain = steps.evaluate(model, dataset, 12, **common)
+  weighted = steps.evaluate(model, dataset, 12, class_weights=weights,
+                            **common)
+  probs = model.predict(images.astype(np.float32), verbose=0)
+  losses = -np.log(probs[np.arange(12), labels])
+  assert plain["loss"] == pytest.approx(losses.mean(), rel=1e-4)
+  assert weighted["loss"] == pytest.approx(
+      np.average(losses, weights=weights[labels]), rel=1e-4)
+  assert weighted["loss_weighting"] == "class"
+  assert weighted["accuracy"] == plain["accuracy"]
