@@ -97,6 +97,35 @@ def test_folder_errors(tmp_path, setup, message):
     folders.load_folder(str(path))
 
 
+def test_a_folder_already_split_keeps_its_splits(tmp_path):
+  write_image_folder(tmp_path / "train", per_class=12, classes=("a", "b", "c"))
+  for extra in sorted((tmp_path / "train" / "c").iterdir())[3:]:
+    extra.unlink()  # an imbalanced train/: 12, 12, 3
+  write_image_folder(tmp_path / "test", per_class=4, classes=("b", "c"))
+  splits = folders.load_folder(str(tmp_path), validation_fraction=0.25,
+                               test_fraction=0.2, seed=3)
+  assert splits.class_names == ["a", "b", "c"]
+  # test/ as it is (labels by train/'s classes); validation cut from train/.
+  assert sorted(int(l) for _, l in splits.test) == [1] * 4 + [2] * 4
+  assert sorted(int(l) for _, l in splits.validation) == [0] * 3 + [1] * 3 + [2]
+  assert splits.sizes == {"train": 20, "validation": 7, "test": 8}
+  assert "validation 25% of train/ per class" in splits.notes[0]
+  (tmp_path / "val").mkdir()
+  write_image_folder(tmp_path / "val", per_class=2, classes=("a", "b", "c"))
+  splits = folders.load_folder(str(tmp_path))
+  assert splits.sizes == {"train": 27, "validation": 6, "test": 8}
+  write_image_folder(tmp_path / "validation", per_class=2)
+  with pytest.raises(UserError, match="both validation/ and val/"):
+    folders.load_folder(str(tmp_path))
+
+
+def test_a_split_folder_with_a_class_train_lacks_is_refused(tmp_path):
+  write_image_folder(tmp_path / "train", per_class=4)
+  write_image_folder(tmp_path / "test", per_class=2, classes=("cats", "owls"))
+  with pytest.raises(UserError, match="owls that .*train has not"):
+    folders.load_folder(str(tmp_path))
+
+
 def test_tfds_dataset_through_mock_data(monkeypatch):
   # mock_data fakes the download; the network probe would find none.
   monkeypatch.setattr(downloads, "check_online", lambda what, fix: None)

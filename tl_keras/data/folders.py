@@ -53,16 +53,66 @@ def scan_folder(path):
   return class_names, files
 
 
+# When --data_dir is already split: the folders that hold each split.
+SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val"),
+                 "test": ("test",)}
+
+
+def split_folders(path):
+  """{split: folder} when `path` holds train/ (and validation/ or val/, and
+  test/) folders of class subfolders; None when it holds the classes."""
+  if not path or not os.path.isdir(path):
+    return None
+  names = {d for d in os.listdir(path)
+           if not d.startswith(".") and os.path.isdir(os.path.join(path, d))}
+  known = {n for aliases in SPLIT_FOLDERS.values() for n in aliases}
+  if "train" not in names or not names <= known:
+    return None
+  out = {}
+  for split, aliases in SPLIT_FOLDERS.items():
+    found = [a for a in aliases if a in names]
+    if len(found) > 1:
+      raise UserError(f"{path} has both {found[0]}/ and {found[1]}/ for the "
+                      f"{split} split; keep one")
+    if found:
+      out[split] = os.path.join(path, found[0])
+  return out
+
+
+def _given_splits(path, folders, class_names):
+  """{split: [(file, label)]} of the split folders besides train/."""
+  given = {}
+  for split in ("validation", "test"):
+    if split not in folders:
+      continue
+    names, files = scan_folder(folders[split])
+    unknown = sorted(set(names) - set(class_names))
+    if unknown:
+      raise UserError(
+          f"{folders[split]} has class folder(s) {', '.join(unknown)} that "
+          f"{folders['train']} has not; every class of a split must be a "
+          "class of train/")
+    given[split] = [(f, class_names.index(name))
+                    for name, images in zip(names, files) for f in images]
+  return given
+
+
 def load_folder(path, *, validation_fraction=0.1, test_fraction=0.1, seed=0,
                 skip_bad_images=False):
   """Class-per-subfolder images, split per class (stratified, seeded).
 
+  `path` holds one subfolder per class, or train/ (and validation/ or val/,
+  and test/) folders that each hold one: those splits are used as they are,
+  and a missing validation or test split is cut from train/ per class.
   Every image is decoded once up front (`check_images`): a bad file stops
   the run with the list of bad files, or with `skip_bad_images` is left out
   and counted in `Splits.skipped`. EXIF orientation is applied.
   """
-  class_names, files = scan_folder(path)
-  checked = check_images([f for images in files for f in images])
+  folders = split_folders(path)
+  class_names, files = scan_folder(folders["train"] if folders else path)
+  given = _given_splits(path, folders, class_names) if folders else {}
+  checked = check_images([f for images in files for f in images] +
+                         [f for pairs in given.values() for f, _ in pairs])
   bad = {f: reason for f, (reason, _) in checked.items() if reason}
   if bad and not skip_bad_images:
     listing = "; ".join(f"{f} ({bad[f]})" for f in sorted(bad)[:10])
@@ -70,28 +120,18 @@ def load_folder(path, *, validation_fraction=0.1, test_fraction=0.1, seed=0,
     raise UserError(f"{len(bad)} image(s) in {path} cannot be decoded: "
                     f"{listing}{more}; fix or remove them, or pass "
                     "--skip_bad_images")
-  notes = [f"folder {path}: split per class "
-           f"{1 - validation_fraction - test_fraction:.0%}"
-           f"/{validation_fraction:.0%}/{test_fraction:.0%} "
-           "(train/validation/test)"]
+  fractions = {"validation": 0.0 if "validation" in given
+               else validation_fraction,
+               "test": 0.0 if "test" in given else test_fraction}
+  notes = [_split_note(path, folders, given, fractions)]
   if bad:
     notes.append(f"skipped {len(bad)} image(s) that cannot be decoded "
                  "(--skip_bad_images)")
     files = [[f for f in images if f not in bad] for images in files]
-  parts = {"train": [], "validation": [], "test": []}
-  for label, images in enumerate(files):
-    if len(images) < 3:
-      raise UserError(
-          f"class {class_names[label]!r} has {len(images)} usable image(s); "
-          "each class needs at least 3 (one each for train, validation and "
-          "test)")
-    order = np.random.default_rng([seed, label]).permutation(len(images))
-    shuffled = [images[i] for i in order]
-    n_test = max(1, round(len(images) * test_fraction))
-    n_val = max(1, round(len(images) * validation_fraction))
-    parts["test"] += [(f, label) for f in shuffled[:n_test]]
-    parts["validation"] += [(f, label) for f in shuffled[n_test:n_test + n_val]]
-    parts["train"] += [(f, label) for f in shuffled[n_test + n_val:]]
+    given = {k: [(f, l) for f, l in v if f not in bad]
+             for k, v in given.items()}
+  parts = _cut(files, class_names, fractions, seed)
+  parts.update(given)
   out, sizes = {}, {}
   for split, pairs in parts.items():
     # Mix classes so shuffle buffers and --max_train_samples see all.
@@ -108,6 +148,42 @@ def load_folder(path, *, validation_fraction=0.1, test_fraction=0.1, seed=0,
     sizes[split] = len(pairs)
   return Splits(**out, sizes=sizes, class_names=class_names, notes=notes,
                 skipped=sorted(bad))
+
+
+def _split_note(path, folders, given, fractions):
+  if not folders:
+    return (f"folder {path}: split per class "
+            f"{1 - fractions['validation'] - fractions['test']:.0%}"
+            f"/{fractions['validation']:.0%}/{fractions['test']:.0%} "
+            "(train/validation/test)")
+  cut = [f"{split} {fraction:.0%} of train/ per class"
+         for split, fraction in fractions.items() if fraction]
+  return (f"folder {path}: the splits of its "
+          f"{', '.join(os.path.basename(folders[k]) + '/' for k in folders)}"
+          f" folders{'; ' + ', '.join(cut) if cut else ''}")
+
+
+def _cut(files, class_names, fractions, seed):
+  """{split: [(file, label)]}: each class's files cut into train and the
+  splits with a fraction above 0, in a seeded order."""
+  parts = {"train": [], "validation": [], "test": []}
+  needed = 1 + sum(1 for f in fractions.values() if f)
+  for label, images in enumerate(files):
+    if len(images) < needed:
+      raise UserError(
+          f"class {class_names[label]!r} has {len(images)} usable training "
+          f"image(s); each class needs at least {needed} (one for train and "
+          "one for each split cut from it)")
+    order = np.random.default_rng([seed, label]).permutation(len(images))
+    shuffled = [images[i] for i in order]
+    n_test = (max(1, round(len(images) * fractions["test"]))
+              if fractions["test"] else 0)
+    n_val = (max(1, round(len(images) * fractions["validation"]))
+             if fractions["validation"] else 0)
+    parts["test"] += [(f, label) for f in shuffled[:n_test]]
+    parts["validation"] += [(f, label) for f in shuffled[n_test:n_test + n_val]]
+    parts["train"] += [(f, label) for f in shuffled[n_test + n_val:]]
+  return parts
 
 
 def check_images(paths, workers=8):
