@@ -193,3 +193,22 @@ def test_real_weights_head_only_exports():
   for variant in ("float32", "int8"):
     assert 0 <= row["tflite"][variant]["mediapipe_agreement"] <= 1
     assert row["tflite"][variant]["latency_ms_1_thread"] > 0
+
+
+@pytest.mark.slow
+def test_imbalance_benchmark(tmp_path):
+  """auto against none on a long-tailed folder (2 digits, 20 and 4
+  training images here; 90 s: slow)."""
+  rows = _run("imbalance.py", "--smoke", f"--workdir={tmp_path}")
+  auto, none, summary = rows
+  assert (auto["arm"], none["arm"], summary["arm"]) == ("auto", "none",
+                                                        "summary")
+  assert auto["weighting"]["weighted"] and not none["weighting"]["weighted"]
+  assert auto["weighting"]["counts"] == none["weighting"]["counts"] == [20, 4]
+  assert auto["sizes"] == none["sizes"] == {"train": 24, "validation": 6,
+                                            "test": 8}
+  for row in (auto, none):
+    assert row["balanced_accuracy"] == pytest.approx(
+        sum(row["recall"]) / len(row["recall"]))
+  assert summary["macro_f1_gain"]["mean"] == pytest.approx(
+      auto["macro_f1"] - none["macro_f1"])

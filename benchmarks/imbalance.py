@@ -1,0 +1,127 @@
+"""--class_weight on imbalanced real data: auto against none.
+
+    python benchmarks/imbalance.py [--seeds=0,1,2] [--smoke]
+
+Data: scikit-learn's handwritten digits (real, offline), written as an
+image folder that is already split. train/ holds a long tail: after the
+20% validation cut (per class, from train/), digit 0 has 100 training
+images, digit 1 90, ... digit 9 10. test/ holds 45 of each digit,
+balanced, so accuracy on it weighs every class alike. Which images go
+where is drawn per seed.
+
+Arms, per seed, on the same folder: main.py with default flags (network
+EfficientNet-Lite0 with its packaged ImageNet weights, at the size the
+tool picks for 32 px images), `--class_weight=auto` (the default: the
+largest class has 10x the smallest, so the loss is weighted) against
+`--class_weight=none`. Nothing else differs. JSON lines ("arm": "auto" or
+"none"): test accuracy, balanced accuracy, macro-F1, the smallest classes'
+recall, and the weighting the run recorded; then "arm": "summary", the
+mean and spread of each figure per arm and of the difference. `--smoke`:
+tiny budgets, one seed: a check that the script runs, not a measurement.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from transfer_suite import main_py  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+MODEL = "efficientnet_lite0"
+# Training images per digit after the validation cut, and the cut.
+TRAIN = tuple(range(100, 0, -10))
+VALIDATION_FRACTION = 0.2
+TEST_PER_CLASS = 45
+SMOKE_TRAIN = (20, 4)
+SMOKE = ["--image_size=32", "--batch_size=8", "--min_steps=0", "--head_epochs=1",
+         "--finetune_epochs=1", "--finetune_lr=1e-3", "--batchnorm=frozen"]
+
+
+def write_folder(root, seed, train=TRAIN, test_per_class=TEST_PER_CLASS):
+  """train/ and test/ folders of digit PNGs (see the module docstring)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from tl_keras.data import real_data  # pylint: disable=g-import-not-at-top
+  images, labels = real_data.digit_images(size=32)
+  rng = np.random.default_rng(seed)
+  shutil.rmtree(root, ignore_errors=True)
+  for digit, count in enumerate(train):
+    # Before the cut: the cut takes round(20%) of train/, at least one.
+    before = int(round(count / (1 - VALIDATION_FRACTION)))
+    members = rng.permutation(np.flatnonzero(labels == digit))
+    for split, chosen in (("train", members[:before]),
+                          ("test", members[before:before + test_per_class])):
+      folder = os.path.join(root, split, f"digit{digit}")
+      os.makedirs(folder, exist_ok=True)
+      for i in chosen:
+        Image.fromarray(images[i]).save(os.path.join(folder, f"{i}.png"))
+  return root
+
+
+def run(arm, seed, data_dir, workdir, smoke):
+  args = [f"--model={MODEL}", "--dataset=folder", f"--data_dir={data_dir}",
+          f"--validation_fraction={VALIDATION_FRACTION}", f"--seed={seed}",
+          f"--class_weight={arm}", "--export="] + (SMOKE if smoke else [])
+  metrics, record, seconds = main_py(
+      args, os.path.join(workdir, f"{arm}_seed{seed}"))
+  test = metrics["test"]
+  recall = [c["recall"] for c in test["per_class"].values()]
+  return {"benchmark": "imbalance", "arm": arm, "seed": seed,
+          "sizes": record["data"]["sizes"],
+          "image_size": record["model"].get("image_size"),
+          "accuracy": test["accuracy"],
+          "balanced_accuracy": test["balanced_accuracy"],
+          "macro_f1": test["macro_f1"],
+          "smallest_recall": recall[-1], "recall": recall,
+          "weighting": record["recipe"]["class_weight"],
+          "kept": record["recipe"].get("kept"),
+          "seconds": round(seconds, 1)}
+
+
+def summary(rows):
+  """Mean, min and max per arm, and of auto minus none per seed."""
+  out = {"benchmark": "imbalance", "arm": "summary",
+         "seeds": sorted({r["seed"] for r in rows})}
+  for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+    by = {a: {r["seed"]: r[key] for r in rows if r["arm"] == a}
+          for a in ("auto", "none")}
+    gain = [by["auto"][s] - by["none"][s] for s in by["auto"]
+            if s in by["none"]]
+    for name, values in (("auto", list(by["auto"].values())),
+                         ("none", list(by["none"].values())),
+                         ("gain", gain)):
+      if values:
+        out[f"{key}_{name}"] = {"mean": statistics.mean(values),
+                                "min": min(values), "max": max(values)}
+  return out
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--workdir", default="")
+  parser.add_argument("--smoke", action="store_true")
+  args = parser.parse_args()
+  seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
+  workdir = args.workdir or tempfile.mkdtemp(prefix="imbalance_")
+  rows = []
+  for seed in seeds:
+    data_dir = write_folder(
+        os.path.join(workdir, f"digits_seed{seed}"), seed,
+        *((SMOKE_TRAIN, 4) if args.smoke else ()))
+    for arm in ("auto", "none"):
+      rows.append(run(arm, seed, data_dir, workdir, args.smoke))
+      print(json.dumps(rows[-1]), flush=True)
+  print(json.dumps(summary(rows)), flush=True)
+
+
+if __name__ == "__main__":
+  main()
