@@ -11,9 +11,12 @@ from tests.conftest import write_image_folder
 from tl_keras.data import datasets
 from tl_keras.data import downloads
 from tl_keras.data import folders
+from tl_keras.data import image_tables
 from tl_keras.data import inputs
 from tl_keras.data import synthetic
 from tl_keras.errors import UserError
+from tl_keras import config as config_lib
+from tl_keras import families
 
 
 def test_synthetic_is_deterministic_and_seeded():
@@ -124,6 +127,57 @@ def test_a_split_folder_with_a_class_train_lacks_is_refused(tmp_path):
   write_image_folder(tmp_path / "test", per_class=2, classes=("cats", "owls"))
   with pytest.raises(UserError, match="owls that .*train has not"):
     folders.load_folder(str(tmp_path))
+
+
+def _image_table(tmp_path, rows, name="labels.csv"):
+  (tmp_path / name).write_text(
+      "file,kind\n" + "".join(f"{path},{label}\n" for path, label in rows))
+  return str(tmp_path / name)
+
+
+def test_images_listed_in_a_csv_split_per_class(tmp_path):
+  write_image_folder(tmp_path / "pics", per_class=10)
+  rows = [(f"pics/{c}/{i}.png", c) for c in ("cats", "dogs") for i in range(10)]
+  rows.append((str(tmp_path / "pics" / "dogs" / "0.png"), "dogs"))  # absolute
+  table = _image_table(tmp_path, rows)
+  config = config_lib.Config(model="convnet_small", dataset="csv",
+                             data_dir=table, image_column="file",
+                             label_column="kind", validation_fraction=0.2,
+                             test_fraction=0.2)
+  splits = families.find("convnet_small").load_splits(config)
+  assert splits.class_names == ["cats", "dogs"]
+  assert splits.sizes == {"train": 13, "validation": 4, "test": 4}
+  for image, label in splits.test:
+    # The classes were written dark (cats) and bright (dogs).
+    assert (float(tf.reduce_mean(tf.cast(image, tf.float32))) > 150) == (
+        int(label) == 1)
+
+
+def test_an_image_table_with_a_missing_file_names_it(tmp_path):
+  write_image_folder(tmp_path / "pics", per_class=4)
+  rows = [(f"pics/{c}/{i}.png", c) for c in ("cats", "dogs") for i in range(4)]
+  table = _image_table(tmp_path, rows + [("pics/cats/gone.png", "cats")])
+  with pytest.raises(UserError, match=r"gone\.png .*--skip_bad_images"):
+    image_tables.load(table, "csv", image_column="file", label_column="kind")
+  splits = image_tables.load(table, "csv", image_column="file",
+                             label_column="kind", skip_bad_images=True)
+  assert splits.skipped == [str(tmp_path / "pics" / "cats" / "gone.png")]
+  with pytest.raises(UserError, match="no column 'path'.*--image_column"):
+    image_tables.load(table, "csv", label_column="kind")
+
+
+def test_an_image_table_folder_keeps_its_test_file(tmp_path):
+  write_image_folder(tmp_path / "pics", per_class=6)
+  rows = [(f"pics/{c}/{i}.png", c) for c in ("cats", "dogs") for i in range(6)]
+  _image_table(tmp_path, rows[:4] + rows[6:10], "train.csv")
+  _image_table(tmp_path, rows[4:6] + rows[10:], "test.csv")
+  splits = image_tables.load(str(tmp_path), "csv", image_column="file",
+                             label_column="kind", validation_fraction=0.25)
+  assert splits.sizes == {"train": 6, "validation": 2, "test": 4}
+  _image_table(tmp_path, [("pics/cats/0.png", "owls")], "validation.csv")
+  with pytest.raises(UserError, match="labels that .*train.csv has not: owls"):
+    image_tables.load(str(tmp_path), "csv", image_column="file",
+                      label_column="kind")
 
 
 def test_tfds_dataset_through_mock_data(monkeypatch):

@@ -66,7 +66,8 @@ class Config:
       "file, or folder of train/validation/test files, for csv/tsv/jsonl.",
       "data")
   text_column: str = _field(
-      "text", "--dataset=csv/tsv/jsonl: the column holding the text.", "data")
+      "text", "--dataset=csv/tsv/jsonl with a text model: the column holding "
+      "the text.", "data")
   label_column: str = _field(
       "label", "--dataset=csv/tsv/jsonl: the column holding the label (names "
       "or integers).", "data")
@@ -232,8 +233,9 @@ class Config:
       ".txt files (one text a line), .csv files (--image_column or "
       "--text_column), or texts.", "run")
   image_column: str = _field(
-      "path", "--mode=predict: the column of a --inputs .csv naming image "
-      "files (relative to the .csv).", "run")
+      "path", "The column of a .csv naming image files (relative to the "
+      ".csv): --dataset=csv/tsv/jsonl with an image model, and --inputs of "
+      "--mode=predict.", "data")
   predictions: str = _field(
       "", "--mode=predict: the CSV the predictions go to (input, then each "
       "top-k label and score); default predictions.csv when --inputs holds "
@@ -373,7 +375,7 @@ class Config:
 
 # The settings a resumed run must share with the run it resumes.
 RESUME_SETTINGS = ("model", "weights", "image_size", "sequence_length",
-                   "dropout", "dataset", "data_dir", "text_column",
+                   "dropout", "dataset", "data_dir", "text_column", "image_column",
                    "label_column", "validation_fraction", "test_fraction",
                    "max_train_samples", "skip_bad_images", "augment",
                    "batch_size", "min_steps", "head_epochs", "head_lr",

@@ -104,26 +104,49 @@ def load_folder(path, *, validation_fraction=0.1, test_fraction=0.1, seed=0,
   `path` holds one subfolder per class, or train/ (and validation/ or val/,
   and test/) folders that each hold one: those splits are used as they are,
   and a missing validation or test split is cut from train/ per class.
-  Every image is decoded once up front (`check_images`): a bad file stops
-  the run with the list of bad files, or with `skip_bad_images` is left out
-  and counted in `Splits.skipped`. EXIF orientation is applied.
+  Images are checked as `from_files` says.
   """
   folders = split_folders(path)
   class_names, files = scan_folder(folders["train"] if folders else path)
   given = _given_splits(path, folders, class_names) if folders else {}
+  fractions = {"validation": 0.0 if "validation" in given
+               else validation_fraction,
+               "test": 0.0 if "test" in given else test_fraction}
+  return from_files(class_names, files, given, fractions, where=path,
+                    note=_split_note(path, folders, given, fractions),
+                    seed=seed, skip_bad_images=skip_bad_images)
+
+
+def from_files(class_names, files, given, fractions, *, where, note, seed=0,
+               skip_bad_images=False):
+  """`Splits` of image files.
+
+  Args:
+    class_names: C names.
+    files: per class, its training image paths (validation and test are cut
+      from them per class by `fractions`, seeded).
+    given: {split: [(path, label)]} of the splits given as they are.
+    fractions: {"validation", "test"}: the share of each class cut from
+      `files` for that split (0 when it is given).
+    where: the folder or file named in errors.
+    note: what the log says about the split.
+    seed: the cut and the order.
+    skip_bad_images: undecodable (or missing) files are left out and
+      counted in `Splits.skipped`, instead of stopping the run.
+
+  Every file is decoded once up front (`check_images`): a bad one stops
+  the run with the list of bad files. EXIF orientation is applied.
+  """
   checked = check_images([f for images in files for f in images] +
                          [f for pairs in given.values() for f, _ in pairs])
   bad = {f: reason for f, (reason, _) in checked.items() if reason}
   if bad and not skip_bad_images:
     listing = "; ".join(f"{f} ({bad[f]})" for f in sorted(bad)[:10])
     more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-    raise UserError(f"{len(bad)} image(s) in {path} cannot be decoded: "
+    raise UserError(f"{len(bad)} image(s) in {where} cannot be decoded: "
                     f"{listing}{more}; fix or remove them, or pass "
                     "--skip_bad_images")
-  fractions = {"validation": 0.0 if "validation" in given
-               else validation_fraction,
-               "test": 0.0 if "test" in given else test_fraction}
-  notes = [_split_note(path, folders, given, fractions)]
+  notes = [note]
   if bad:
     notes.append(f"skipped {len(bad)} image(s) that cannot be decoded "
                  "(--skip_bad_images)")

@@ -119,8 +119,10 @@ def _dataset(texts, labels):
 # Files.
 
 
-def read_table(path, fmt, text_column, label_column):
-  """(texts, raw string labels) of one CSV/TSV/JSONL file.
+def read_table(path, fmt, text_column, label_column,
+               text_flag="text_column"):
+  """(texts, raw string labels) of one CSV/TSV/JSONL file. `text_flag`:
+  the flag that names the text column, for the errors.
 
   Raises:
     UserError: a named column is missing, a text is empty, or a row cannot
@@ -146,7 +148,7 @@ def read_table(path, fmt, text_column, label_column):
   except UnicodeDecodeError as e:
     raise UserError(f"{path} is not UTF-8 text ({e.reason}); save it as "
                     "UTF-8") from e
-  for flag, name in (("text_column", text_column),
+  for flag, name in ((text_flag, text_column),
                      ("label_column", label_column)):
     if name not in columns:
       raise UserError(
@@ -160,7 +162,7 @@ def read_table(path, fmt, text_column, label_column):
     text, label = row.get(text_column), row.get(label_column)
     if text is None or not str(text).strip():
       raise UserError(f"{path}:{number} has an empty {text_column!r}; "
-                      "remove the row or fill in its text")
+                      "remove the row or fill it in")
     if label is None or str(label).strip() == "":
       raise UserError(f"{path}:{number} has an empty {label_column!r}; every "
                       "row needs a label")
@@ -172,7 +174,7 @@ def read_table(path, fmt, text_column, label_column):
   return texts, labels
 
 
-def _split_files(path, fmt):
+def split_files(path, fmt):
   """{split: file} for a file or a folder of train/validation/test files."""
   if os.path.isfile(path):
     return {"train": path}
@@ -193,7 +195,7 @@ def _split_files(path, fmt):
   return found
 
 
-def _class_names(labels):
+def class_names_of(labels):
   unique = sorted(set(labels))
   if all(l.lstrip("-").isdigit() for l in unique):
     unique = sorted(unique, key=int)
@@ -208,7 +210,7 @@ def load_files(path, fmt, *, text_column="text", label_column="label",
   fractions, or a folder with train.<fmt> and optionally validation.<fmt>
   (or val/dev) and test.<fmt>; missing splits are cut from train.
   """
-  files = _split_files(path, fmt)
+  files = split_files(path, fmt)
   tables = {split: read_table(f, fmt, text_column, label_column)
             for split, f in files.items()}
   notes = []
@@ -225,7 +227,7 @@ def load_files(path, fmt, *, text_column="text", label_column="label",
     tables["train"] = ([texts[i] for i in kept], [labels[i] for i in kept])
     notes.append(f"no {split} file: holding out {cut} training examples "
                  f"({fraction:.0%})")
-  class_names = _class_names(tables["train"][1])
+  class_names = class_names_of(tables["train"][1])
   index = {name: i for i, name in enumerate(class_names)}
   out, sizes = {}, {}
   for split, (texts, labels) in tables.items():

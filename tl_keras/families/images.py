@@ -14,12 +14,17 @@ import os
 from keras import layers
 
 from tl_keras.data import datasets
+from tl_keras.data import image_tables
 from tl_keras.errors import UserError
 from tl_keras.export import serving as serving_lib
 from tl_keras.families import base as base_lib
 from tl_keras.models import applications
 from tl_keras.models import blocks
 from tl_keras.models import saving
+
+
+# --dataset values naming a table of image paths and labels.
+TABLES = ("csv", "tsv", "jsonl")
 
 
 class ImageFamily(base_lib.Family):
@@ -38,11 +43,16 @@ class ImageFamily(base_lib.Family):
     raise NotImplementedError
 
   def load_splits(self, config):
+    common = dict(validation_fraction=config.validation_fraction,
+                  test_fraction=config.test_fraction, seed=config.seed,
+                  skip_bad_images=config.skip_bad_images)
+    if config.dataset in TABLES:  # images listed in a table
+      return datasets.limited(image_tables.load(
+          config.data_dir, config.dataset, image_column=config.image_column,
+          label_column=config.label_column, **common), config.dataset,
+                              config.max_train_samples)
     return datasets.load(config.dataset, data_dir=config.data_dir,
-                     validation_fraction=config.validation_fraction,
-                     test_fraction=config.test_fraction,
-                     max_train_samples=config.max_train_samples,
-                     seed=config.seed, skip_bad_images=config.skip_bad_images)
+                         max_train_samples=config.max_train_samples, **common)
 
   def head_parts(self, model):
     return model.get_layer("pool").output, [model.get_layer("dropout"),
