@@ -17,6 +17,27 @@ def run_main(*args, env=None, timeout=600, cwd=REPO):
                         text=True, timeout=timeout, check=False)
 
 
+def suspect_labels(out):
+  """suspect_labels.csv's rows, checked against metrics.json's test split:
+  every test mistake is a row, and the rows go from the most confident."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(out, "suspect_labels.csv"), encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  metrics = json.loads(open(os.path.join(out, "metrics.json"),
+                            encoding="utf-8").read())
+  confusion = np.asarray(metrics["test"]["confusion_matrix"])
+  assert sum(r["split"] == "test" for r in rows) == (
+      confusion.sum() - np.trace(confusion))
+  assert metrics["review"]["wrong"] == len(rows)
+  confidence = [float(r["confidence"]) for r in rows]
+  assert confidence == sorted(confidence, reverse=True)
+  for r in rows:
+    assert r["label"] != r["predicted"]
+    assert float(r["label_probability"]) <= float(r["confidence"])
+  return rows, metrics["review"]
+
+
 def mediapipe_scores(path, images, num_classes):
   """MediaPipe Tasks' ImageClassifier on `images`: [N, C] scores, labels."""
   import mediapipe as mp  # pylint: disable=g-import-not-at-top

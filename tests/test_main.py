@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import write_image_folder
-from tests.helpers import mediapipe_scores, run_main
+from tests.helpers import mediapipe_scores, run_main, suspect_labels
 from tl_keras import artifacts
 from tl_keras.data import input_files
 from tl_keras.data import synthetic
@@ -58,6 +58,13 @@ def test_run_writes_every_artifact(quick_run):
                "model_int8.tflite"):
     assert (out / name).exists(), name
   assert not [p for p in os.listdir(out) if p.startswith(".staging")]
+  rows, review = suspect_labels(out)
+  # Embedded images have no files: no source, but thumbnails.
+  assert all(r["example"] == "" for r in rows)
+  if rows:
+    assert (out / "top_losses.png").exists()
+    assert "The most confident mistakes" in (out / "report.html").read_text()
+    assert review["confused_pairs"][0]["count"] >= 1
   assert "test accuracy" in result.stdout and "transfer gain" in result.stdout
   assert "int8" in result.stdout and "agreement" in result.stdout
 
@@ -197,6 +204,8 @@ def test_transfer_from_an_earlier_run_to_an_image_folder(quick_run, tmp_path):
   assert weighting["weights"] == pytest.approx(
       [(cats + dogs) / (2 * cats), (cats + dogs) / (2 * dogs)], abs=1e-3)
   assert "--class_weight=auto: the largest class has" in result.stderr
+  rows, _ = suspect_labels(out)
+  assert all(os.path.isfile(r["example"]) for r in rows)  # the image files
   assert "loss weighted by the inverse of its share" in (
       out / "README.md").read_text()
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tests.helpers import run_main
+from tests.helpers import run_main, suspect_labels
 from tl_keras.data import datasets
 from tl_keras.data import downloads
 from tl_keras.data import text_data
@@ -299,6 +299,9 @@ def test_text_run_writes_its_artifacts(text_run):
                                                      "scratch"]
   assert "text classifier" in (out / "README.md").read_text()
   assert "transfer gain" in result.stdout
+  rows, _ = suspect_labels(out)
+  texts = set(text_data.synthetic_texts("synthetic_text", "test")[0])
+  assert all(r["example"] in texts for r in rows)  # the texts themselves
 
 
 def test_every_text_artifact_agrees_with_keras(text_run):

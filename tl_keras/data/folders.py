@@ -155,11 +155,12 @@ def from_files(class_names, files, given, fractions, *, where, note, seed=0,
              for k, v in given.items()}
   parts = _cut(files, class_names, fractions, seed)
   parts.update(given)
-  out, sizes = {}, {}
+  out, sizes, sources = {}, {}, {}
   for split, pairs in parts.items():
     # Mix classes so shuffle buffers and --max_train_samples see all.
     pairs = [pairs[i] for i in np.random.default_rng(seed).permutation(
         len(pairs))]
+    sources[split] = [p for p, _ in pairs]
     paths = tf.constant([p for p, _ in pairs], tf.string)
     labels = tf.constant([l for _, l in pairs], tf.int32)
     orientations = tf.constant([checked[p][1] for p, _ in pairs], tf.int32)
@@ -170,7 +171,7 @@ def from_files(class_names, files, given, fractions, *, where, note, seed=0,
             num_parallel_calls=tf.data.AUTOTUNE)
     sizes[split] = len(pairs)
   return Splits(**out, sizes=sizes, class_names=class_names, notes=notes,
-                skipped=sorted(bad))
+                skipped=sorted(bad), sources=sources)
 
 
 def _split_note(path, folders, given, fractions):

@@ -15,6 +15,9 @@ class Splits:
   class_names: list
   notes: list = dataclasses.field(default_factory=list)  # said in the log
   skipped: list = dataclasses.field(default_factory=list)  # bad image files
+  # split name -> where each example came from, in the split's order (an
+  # image file's path); empty when the examples have no file of their own.
+  sources: dict = dataclasses.field(default_factory=dict)
 
   @property
   def num_classes(self):

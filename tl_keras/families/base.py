@@ -54,6 +54,17 @@ class Family:
     del model
     return splits
 
+  def example_sources(self, raw_splits, split):
+    """What names each example of a raw split, in order, for people
+    reviewing it (an image's file, a text itself), or None."""
+    return raw_splits.sources.get(split)
+
+  def example_thumbnails(self, raw_splits, split, indices, size=64):
+    """{index: uint8 [size, size, 3]} of those examples of a raw split, for
+    a report; {} when the examples are not images."""
+    del raw_splits, split, indices, size
+    return {}
+
   # The classifier.
 
   def build(self, config, num_classes, strategy):

@@ -79,6 +79,9 @@ class HubText(base_lib.Family):
   def prepare_splits(self, splits, model):
     return text_data.tokenized_splits(splits, model.preprocessor)
 
+  def example_sources(self, raw_splits, split):
+    return text_data.texts_of(getattr(raw_splits, split))[0]
+
   def build(self, config, num_classes, strategy):
     weights = resolve_weights(config)
     keras.utils.set_random_seed(config.seed)

@@ -12,9 +12,11 @@ import logging
 import os
 
 from keras import layers
+import numpy as np
 
 from tl_keras.data import datasets
 from tl_keras.data import image_tables
+from tl_keras.data import inputs
 from tl_keras.errors import UserError
 from tl_keras.export import serving as serving_lib
 from tl_keras.families import base as base_lib
@@ -53,6 +55,17 @@ class ImageFamily(base_lib.Family):
                               config.max_train_samples)
     return datasets.load(config.dataset, data_dir=config.data_dir,
                          max_train_samples=config.max_train_samples, **common)
+
+  def example_thumbnails(self, raw_splits, split, indices, size=64):
+    wanted, found = set(int(i) for i in indices), {}
+    dataset = getattr(raw_splits, split).map(
+        lambda x, y: inputs.resize(x, size))
+    for i, image in enumerate(dataset.as_numpy_iterator()):
+      if i in wanted:
+        found[i] = np.asarray(image, np.uint8)
+        if len(found) == len(wanted):
+          break
+    return found
 
   def head_parts(self, model):
     return model.get_layer("pool").output, [model.get_layer("dropout"),

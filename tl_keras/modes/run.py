@@ -26,6 +26,7 @@ from tl_keras import flag_values
 from tl_keras.modes import export_mode
 from tl_keras.modes import predict_mode
 from tl_keras.modes import recipe_config
+from tl_keras.modes import review
 from tl_keras.modes import scratch
 from tl_keras import pretraining
 from tl_keras.reporting import report
@@ -304,6 +305,14 @@ def _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,
       "parity_seconds", 0.0) - timings.get("int8_fallback_seconds", 0.0)
   if rows:
     metrics["tflite"] = rows
+  start = time.time()
+  metrics["review"] = review.write(
+      stage, model, trained.family, trained.splits, raw_splits,
+      image_size=trained.image_size, batch_size=config.batch_size)
+  timings["review_seconds"] = time.time() - start
+  logging.info("review: %d validation and test examples predicted wrong, "
+               "the most confident first, in suspect_labels.csv",
+               metrics["review"]["wrong"])
   artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
   timings["total_seconds"] = time.time() - started
   record = _run_record(config, trained, strategy, speed)

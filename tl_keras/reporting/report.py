@@ -71,6 +71,7 @@ def html_report(record, metrics, images):
                 [[name, f"{m['precision']:.4f}", f"{m['recall']:.4f}",
                   f"{m['f1']:.4f}", m["support"]]
                  for name, m in test["per_class"].items()])]
+  parts += _review_section(metrics.get("review"), images)
   parts += _exports_section(metrics)
   parts += ["<h2>Reproduce</h2>",
             f"<pre>{html.escape(command_line(config))}</pre>",
@@ -209,6 +210,7 @@ TIMINGS = (
     ("export_seconds", "exports"),
     ("int8_fallback_seconds", "int8 fallback"),
     ("parity_seconds", "parity check of the TFLite files"),
+    ("review_seconds", "label review (validation and test predicted)"),
     ("total_seconds", "total"),
 )
 
@@ -235,6 +237,33 @@ def _timings_section(timings):
        for what, seconds, share in timing_rows(timings)])]
 
 
+def _review_section(review, images):
+  """The likely label errors: the most confused pairs and the most
+  confident mistakes (`modes.review`)."""
+  if not review:
+    return []
+  parts = ["<h2>Possible label errors</h2>",
+           f"<p>{review['wrong']} validation and test examples were predicted "
+           "wrong; all of them are in <code>suspect_labels.csv</code>, the "
+           "most confident first. A confident mistake is where a wrong label "
+           "is most likely: check these first.</p>"]
+  if review["confused_pairs"]:
+    parts += ["<h3>Most confused classes</h3>", _table(
+        ["label", "predicted as", "examples"],
+        [[html.escape(p["label"]), html.escape(p["predicted"]), p["count"]]
+         for p in review["confused_pairs"]])]
+  if review["top"]:
+    parts.append("<h3>The most confident mistakes</h3>")
+    if "top_losses.png" in images:
+      parts.append(_img(images, "top_losses.png"))
+    parts.append(_table(
+        ["split", "#", "example", "label", "predicted", "confidence"],
+        [[r["split"], r["index"], html.escape(str(r["example"])[:200]),
+          html.escape(r["label"]), html.escape(r["predicted"]),
+          percent(r["confidence"])] for r in review["top"]]))
+  return parts
+
+
 def _img(images, name):
   data = base64.b64encode(images[name]).decode("ascii")
   return f"<img alt='{name}' src='data:image/png;base64,{data}'>"
@@ -250,6 +279,11 @@ def write_all(directory, record, metrics):
   for name, content in images.items():
     with open(os.path.join(directory, name), "wb") as f:
       f.write(content)
+  # Written by the run, which had the images (`modes.review`).
+  thumbnails = os.path.join(directory, "top_losses.png")
+  if os.path.exists(thumbnails):
+    with open(thumbnails, "rb") as f:
+      images["top_losses.png"] = f.read()
   with open(os.path.join(directory, "report.html"), "w",
             encoding="utf-8") as f:
     f.write(html_report(record, metrics, images))

@@ -66,9 +66,17 @@ def validation_predictions(model, splits, *, image_size, batch_size,
   Run on this host, outside the strategy: every worker computes the same.
   `mirror`: on the mirror images (images only).
   """
-  fn = inputs_lib.input_fn(splits.validation, size=splits.sizes["validation"],
-                         image_size=image_size, global_batch_size=batch_size,
-                         training=False)
+  return predictions(model, splits.validation, splits.sizes["validation"],
+                     image_size=image_size, batch_size=batch_size,
+                     mirror=mirror)
+
+
+def predictions(model, dataset, size, *, image_size, batch_size,
+                mirror=False):
+  """`model`'s probabilities on a split of `size` examples, in order, and
+  its labels (as `validation_predictions`)."""
+  fn = inputs_lib.input_fn(dataset, size=size, image_size=image_size,
+                           global_batch_size=batch_size, training=False)
   probs, labels = [], []
   for x, y in fn(tf.distribute.InputContext()):
     keep = y.numpy() >= 0

@@ -1,0 +1,104 @@
+"""Likely label errors: the examples a finished model is most sure are
+labelled wrong, and the class pairs it confuses most.
+
+After training, the kept model predicts the validation and test splits.
+Every example it gets wrong becomes a row of `suspect_labels.csv`: where
+it came from (an image's file, a text itself, else its split and
+position), its given label, the predicted label and the model's
+confidence in it, the most confident first (fastai's `plot_top_losses`
+and `most_confused`, as files). A wrong prediction made with high
+confidence is where a label error is most likely; the report shows the
+first of them (thumbnails for images) and the most confused pairs.
+"""
+
+import collections
+import os
+
+import numpy as np
+
+from tl_keras import artifacts
+from tl_keras.reporting import plots
+from tl_keras.training import choices
+
+SPLITS = ("validation", "test")
+# What the report shows: the most confident mistakes, and class pairs.
+SHOWN = 16
+PAIRS = 10
+COLUMNS = ("split", "index", "example", "label", "predicted", "confidence",
+           "label_probability")
+
+
+def suspects(model, family, splits, raw_splits, *, image_size, batch_size):
+  """Every wrong prediction on validation and test, most confident first.
+
+  Returns:
+    [{COLUMNS...}]: `example` is the file, the text, or "" when the
+    examples have neither (`family.example_sources`).
+  """
+  names, rows = splits.class_names, []
+  for split in SPLITS:
+    probs, labels = choices.predictions(
+        model, getattr(splits, split), splits.sizes[split],
+        image_size=image_size, batch_size=batch_size)
+    sources = family.example_sources(raw_splits, split)
+    predicted = probs.argmax(-1)
+    for i in np.flatnonzero(predicted != labels):
+      rows.append({"split": split, "index": int(i),
+                   "example": sources[i] if sources else "",
+                   "label": names[labels[i]], "predicted": names[predicted[i]],
+                   "confidence": round(float(probs[i, predicted[i]]), 4),
+                   "label_probability": round(float(probs[i, labels[i]]), 4)})
+  return sorted(rows, key=lambda r: (-r["confidence"], r["split"],
+                                     r["index"]))
+
+
+def confused_pairs(rows, limit=PAIRS):
+  """[{"label", "predicted", "count"}]: the most frequent mistakes."""
+  counts = collections.Counter((r["label"], r["predicted"]) for r in rows)
+  return [{"label": a, "predicted": b, "count": n}
+          for (a, b), n in sorted(counts.items(),
+                                  key=lambda kv: (-kv[1], kv[0]))[:limit]]
+
+
+def summary(rows):
+  """What metrics.json keeps (the report reads it): the pairs and the
+  first `SHOWN` rows."""
+  return {"wrong": len(rows), "confused_pairs": confused_pairs(rows),
+          "top": rows[:SHOWN]}
+
+
+def write_csv(path, rows):
+  artifacts.write_csv(path, COLUMNS, [[r[c] for c in COLUMNS] for r in rows])
+
+
+def thumbnails_png(family, raw_splits, rows, class_names):
+  """A grid of the first `SHOWN` rows' images, captioned "predicted /
+  label" (None for texts)."""
+  shown = rows[:SHOWN]
+  images = {}
+  for split in SPLITS:
+    wanted = [r["index"] for r in shown if r["split"] == split]
+    if wanted:
+      found = family.example_thumbnails(raw_splits, split, wanted)
+      images.update({(split, i): image for i, image in found.items()})
+  if not shown or len(images) < len(shown):
+    return None
+  index = {name: i for i, name in enumerate(class_names)}
+  return plots.prediction_grid_png(
+      [images[(r["split"], r["index"])] for r in shown],
+      [index[r["label"]] for r in shown],
+      [index[r["predicted"]] for r in shown], class_names)
+
+
+def write(directory, model, family, splits, raw_splits, *, image_size,
+          batch_size):
+  """suspect_labels.csv (and top_losses.png for images) into `directory`;
+  returns `summary`."""
+  rows = suspects(model, family, splits, raw_splits, image_size=image_size,
+                  batch_size=batch_size)
+  write_csv(os.path.join(directory, "suspect_labels.csv"), rows)
+  png = thumbnails_png(family, raw_splits, rows, splits.class_names)
+  if png:
+    with open(os.path.join(directory, "top_losses.png"), "wb") as f:
+      f.write(png)
+  return summary(rows)
