@@ -1,15 +1,17 @@
-"""README tables, rendered from the committed benchmark results.
+"""The documents' tables, rendered from the committed benchmark results.
 
-    python benchmarks/tables.py            # rewrite the README's tables
+    python benchmarks/tables.py            # rewrite the tables
     python benchmarks/tables.py --check    # exit 1 if one differs
 
-Each table stands in README.md between `<!-- table:NAME -->` and
-`<!-- /table:NAME -->`, and `TABLES[NAME]` renders it from the JSON lines
-in `results/`. A figure in those blocks is never typed by hand: a test
-fails when a block differs from what this renders.
+Each table stands in README.md or a docs/ page between
+`<!-- table:NAME -->` and `<!-- /table:NAME -->`, and `TABLES[NAME]`
+renders it from the JSON lines in `results/`. A figure in those blocks is
+never typed by hand: a test fails when a block differs from what this
+renders.
 """
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -113,22 +115,31 @@ def rendered(text):
                    f"{m.group(4)}", text)
 
 
+def documents():
+  """README.md and the docs/ pages, the files tables may stand in."""
+  return [os.path.join(REPO, "README.md")] + sorted(
+      glob.glob(os.path.join(REPO, "docs", "*.md")))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--check", action="store_true")
-  parser.add_argument("--readme", default=os.path.join(REPO, "README.md"))
   args = parser.parse_args()
-  with open(args.readme, encoding="utf-8") as f:
-    text = f.read()
-  new = rendered(text)
-  if args.check:
-    if new != text:
-      print(f"{args.readme}: a table differs from results/; run "
-            "python benchmarks/tables.py", file=sys.stderr)
-      sys.exit(1)
-    return
-  with open(args.readme, "w", encoding="utf-8") as f:
-    f.write(new)
+  differs = []
+  for path in documents():
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+    new = rendered(text)
+    if new == text:
+      continue
+    differs.append(path)
+    if not args.check:
+      with open(path, "w", encoding="utf-8") as f:
+        f.write(new)
+  if args.check and differs:
+    print(f"{', '.join(differs)}: a table differs from results/; run "
+          "python benchmarks/tables.py", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":
