@@ -109,9 +109,9 @@ def load_folder(path, *, validation_fraction=0.1, test_fraction=0.1, seed=0,
   folders = split_folders(path)
   class_names, files = scan_folder(folders["train"] if folders else path)
   given = _given_splits(path, folders, class_names) if folders else {}
-  fractions = {"validation": 0.0 if "validation" in given
+  fractions = {"validation": None if "validation" in given
                else validation_fraction,
-               "test": 0.0 if "test" in given else test_fraction}
+               "test": None if "test" in given else test_fraction}
   return from_files(class_names, files, given, fractions, where=path,
                     note=_split_note(path, folders, given, fractions),
                     seed=seed, skip_bad_images=skip_bad_images)
@@ -127,7 +127,8 @@ def from_files(class_names, files, given, fractions, *, where, note, seed=0,
       from them per class by `fractions`, seeded).
     given: {split: [(path, label)]} of the splits given as they are.
     fractions: {"validation", "test"}: the share of each class cut from
-      `files` for that split (0 when it is given).
+      `files` for that split (at least one example), or None when it is
+      given.
     where: the folder or file named in errors.
     note: what the log says about the split.
     seed: the cut and the order.
@@ -181,7 +182,7 @@ def _split_note(path, folders, given, fractions):
             f"/{fractions['validation']:.0%}/{fractions['test']:.0%} "
             "(train/validation/test)")
   cut = [f"{split} {fraction:.0%} of train/ per class"
-         for split, fraction in fractions.items() if fraction]
+         for split, fraction in fractions.items() if fraction is not None]
   return (f"folder {path}: the splits of its "
           f"{', '.join(os.path.basename(folders[k]) + '/' for k in folders)}"
           f" folders{'; ' + ', '.join(cut) if cut else ''}")
@@ -189,9 +190,9 @@ def _split_note(path, folders, given, fractions):
 
 def _cut(files, class_names, fractions, seed):
   """{split: [(file, label)]}: each class's files cut into train and the
-  splits with a fraction above 0, in a seeded order."""
+  splits with a fraction (at least one file each), in a seeded order."""
   parts = {"train": [], "validation": [], "test": []}
-  needed = 1 + sum(1 for f in fractions.values() if f)
+  needed = 1 + sum(1 for f in fractions.values() if f is not None)
   for label, images in enumerate(files):
     if len(images) < needed:
       raise UserError(
@@ -200,10 +201,9 @@ def _cut(files, class_names, fractions, seed):
           "one for each split cut from it)")
     order = np.random.default_rng([seed, label]).permutation(len(images))
     shuffled = [images[i] for i in order]
-    n_test = (max(1, round(len(images) * fractions["test"]))
-              if fractions["test"] else 0)
-    n_val = (max(1, round(len(images) * fractions["validation"]))
-             if fractions["validation"] else 0)
+    n_test, n_val = (0 if fractions[k] is None else
+                     max(1, round(len(images) * fractions[k]))
+                     for k in ("test", "validation"))
     parts["test"] += [(f, label) for f in shuffled[:n_test]]
     parts["validation"] += [(f, label) for f in shuffled[n_test:n_test + n_val]]
     parts["train"] += [(f, label) for f in shuffled[n_test + n_val:]]

@@ -46,11 +46,12 @@ def load(path, fmt, *, image_column="path", label_column="label",
     train[index[label]].append(image)
   given = {split: [(image, index[label]) for image, label in pairs]
            for split, pairs in rows.items() if split != "train"}
-  fractions = {"validation": 0.0 if "validation" in given
+  fractions = {"validation": None if "validation" in given
                else validation_fraction,
-               "test": 0.0 if "test" in given else test_fraction}
+               "test": None if "test" in given else test_fraction}
   cut = ", ".join(f"{split} {fraction:.0%} of train per class"
-                  for split, fraction in fractions.items() if fraction)
+                  for split, fraction in fractions.items()
+                  if fraction is not None)
   logging.info("%s table: image column %r, label column %r, %d classes",
                fmt, image_column, label_column, len(class_names))
   return folders.from_files(
