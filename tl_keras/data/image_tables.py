@@ -15,7 +15,6 @@ import os
 
 from tl_keras.data import folders
 from tl_keras.data import text_data
-from tl_keras.errors import UserError
 
 
 def load(path, fmt, *, image_column="path", label_column="label",
@@ -35,12 +34,7 @@ def load(path, fmt, *, image_column="path", label_column="label",
   class_names = text_data.class_names_of([l for _, l in rows["train"]])
   index = {name: i for i, name in enumerate(class_names)}
   for split, pairs in rows.items():
-    unseen = sorted({l for _, l in pairs} - set(index))
-    if unseen:
-      raise UserError(
-          f"{files[split]} has labels that {files['train']} has not: "
-          f"{', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}; "
-          "add training rows of them or drop those rows")
+    text_data.check_seen([l for _, l in pairs], index, files[split])
   train = [[] for _ in class_names]
   for image, label in rows["train"]:
     train[index[label]].append(image)

@@ -195,6 +195,16 @@ def split_files(path, fmt):
   return found
 
 
+def check_seen(labels, index, where):
+  """Raises UserError when `labels` hold one that `index` (train's) has not."""
+  unseen = sorted(set(labels) - set(index))
+  if unseen:
+    raise UserError(
+        f"{where} has labels never seen in train: "
+        f"{', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}; "
+        "add training examples of them or drop those rows")
+
+
 def class_names_of(labels):
   unique = sorted(set(labels))
   if all(l.lstrip("-").isdigit() for l in unique):
@@ -231,12 +241,7 @@ def load_files(path, fmt, *, text_column="text", label_column="label",
   index = {name: i for i, name in enumerate(class_names)}
   out, sizes = {}, {}
   for split, (texts, labels) in tables.items():
-    unseen = sorted(set(labels) - set(index))
-    if unseen:
-      raise UserError(
-          f"the {split} split has labels never seen in train: "
-          f"{', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}; "
-          "add training examples of them or drop those rows")
+    check_seen(labels, index, f"the {split} split")
     out[split] = _dataset(texts, [index[l] for l in labels])
     sizes[split] = len(texts)
   logging.info("%s files: text column %r, label column %r, %d classes",
