@@ -78,3 +78,15 @@ def test_evaluate_gives_the_class_weighted_mean_loss():
       np.average(losses, weights=weights[labels]), rel=1e-4)
   assert weighted["loss_weighting"] == "class"
   assert weighted["accuracy"] == plain["accuracy"]
+
+
+def test_cross_validation_weighs_like_the_fit():
+  x, y = probe.arrays(_gaussians([300, 15], 3))
+  plain = probe.cross_validate(x, y, 2)
+  even = probe.cross_validate(x, y, 2, class_weights=np.ones(2, np.float32))
+  assert even.losses == pytest.approx(plain.losses)
+  weights, _ = imbalance.class_weights(np.bincount(y), "balanced")
+  weighted = probe.cross_validate(x, y, 2, class_weights=weights)
+  # Weighted, the accuracy is the balanced one: the small class counts half.
+  assert weighted.accuracy < plain.accuracy
+  assert weighted.losses[y == 1].mean() > weighted.losses[y == 0].mean()

@@ -287,7 +287,7 @@ FOLDS = 5
 
 
 def cross_validate(features, labels, num_classes, *, folds=FOLDS,
-                   strengths=STRENGTHS, seed=0):
+                   strengths=STRENGTHS, seed=0, class_weights=None):
   """How well a linear probe does on `features`, by k-fold cross-validation.
 
   Every example is scored by a head that never saw it, so all N examples
@@ -303,6 +303,8 @@ def cross_validate(features, labels, num_classes, *, folds=FOLDS,
     folds: how many folds (each example is held out once).
     strengths: as for `fit`.
     seed: the fold assignment.
+    class_weights: as for `fit`: the fits and the held-out losses (and
+      accuracy) weigh each example by its class's weight.
 
   Returns:
     A `CrossValidation`.
@@ -317,11 +319,16 @@ def cross_validate(features, labels, num_classes, *, folds=FOLDS,
   strengths = [float(s) for s in strengths]
   losses = np.empty((len(strengths), len(labels)))
   hits = np.empty((len(strengths), len(labels)), bool)
+  weights = (None if class_weights is None else
+             imbalance.example_weights(class_weights, labels))
   for k in range(folds):
     held = fold_of == k
-    heads, _ = path(x[~held], labels[~held], num_classes, strengths)
+    heads, _ = path(x[~held], labels[~held], num_classes, strengths,
+                    None if weights is None else weights[~held])
     losses[:, held], hits[:, held] = _example_losses(x[held], labels[held],
                                                      heads)
+  if weights is not None:
+    losses, hits = losses * weights, hits * weights
   best = int(np.argmin(losses.mean(1)))
   return CrossValidation(losses=losses[best], strength=strengths[best],
                          accuracy=float(hits[best].mean()))

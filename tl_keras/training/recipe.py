@@ -186,7 +186,8 @@ class _RecipeRun:
       self.choices["start"] = transfer_check.check(
           model, splits, compared, self.random_start(),
           family=context.family, image_size=context.image_size,
-          batch_size=context.batch_size, seed=context.seed)
+          batch_size=context.batch_size, seed=context.seed,
+          class_weights=context.class_weights)
       self.info["transfer_check_seconds"] = time.time() - checked
     if self.choices.get("start", {}).get("weights") == "random":
       # The pretrained head is set aside with the weights under it.

@@ -51,7 +51,7 @@ def sample(cache):
 
 
 def check(model, splits, pretrained, random_weights, *, family, image_size,
-          batch_size, seed):
+          batch_size, seed, class_weights=None):
   """Compares probes on the pretrained and on random-initialization features.
 
   Args:
@@ -65,6 +65,8 @@ def check(model, splits, pretrained, random_weights, *, family, image_size,
     batch_size: batch size of the feature pass and of BatchNorm
       calibration.
     seed: the folds.
+    class_weights: [C] or None: the probes' fits and held-out losses weigh
+      each example by its class's weight (`imbalance`).
 
   Returns:
     What run.json records: {"weights": "pretrained" or "random", the two
@@ -95,7 +97,8 @@ def check(model, splits, pretrained, random_weights, *, family, image_size,
     raise AssertionError("the transfer check's two samples hold different "
                          "examples")
   with console.Heartbeat("transfer check: linear probes"):
-    scores = {name: probe.cross_validate(x, y, splits.num_classes, seed=seed)
+    scores = {name: probe.cross_validate(x, y, splits.num_classes, seed=seed,
+                                         class_weights=class_weights)
               for name, (x, y) in (("pretrained", pretrained),
                                    ("random", random))}
   lower, gain, error = evaluation.clearly_lower(scores["random"].losses,
