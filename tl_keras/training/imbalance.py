@@ -6,9 +6,8 @@ weights average 1 over the training examples, so the loss keeps its scale
 and the learning rates theirs. The same weights make every choice the
 recipe takes on the validation split (the best weights, the phase-1 L2
 strength, the fine-tuning trials, which phase to keep, the transfer
-check, the augmentation)
-judge a weighted loss or a balanced accuracy, not one that the largest
-class dominates.
+check, the augmentation) judge a weighted loss or a balanced accuracy, not
+one that the largest class dominates.
 """
 
 import logging
