@@ -247,9 +247,9 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
     quick_run, tmp_path, monkeypatch, capsys):
   """A variant made to disagree: its predictions shifted by one class.
 
-  The tiny run's model is near chance, so the test images are labelled with
-  the Keras model's own predictions: Keras is then right on all of them and
-  the broken variant on almost none.
+  The tiny run's model is near chance, so the test and validation images
+  are labelled with the Keras model's own predictions: Keras is then right
+  on all of them and the broken variant on almost none.
   """
   import main  # pylint: disable=g-import-not-at-top
   run = _copy_run(quick_run[0], tmp_path / "run")
@@ -265,8 +265,20 @@ def test_accuracy_gate_fails_the_run_and_names_the_variant(
     keras_top1 = families.serving_of(model).keras_probabilities(model, images).argmax(-1)
     return parity(model, directory, variants, images, keras_top1, **kwargs)
 
+  validation_accuracy = writers.validation_accuracy
+
+  def validation_on_keras_labels(model, directory, variants, examples, labels,
+                                 *, serving):
+    del labels  # the gate's split, labelled the same way
+    keras_top1 = serving.keras_probabilities(
+        model, serving.inputs(examples)).argmax(-1)
+    return validation_accuracy(model, directory, variants, examples,
+                               keras_top1, serving=serving)
+
   monkeypatch.setattr(litert.ImageRunner, "predict", broken)
   monkeypatch.setattr(writers, "tflite_parity", parity_on_keras_labels)
+  monkeypatch.setattr(writers, "validation_accuracy",
+                      validation_on_keras_labels)
   main.FLAGS.unparse_flags()
   main.FLAGS(["main.py", "--mode=export", f"--run_dir={run}",
               "--export=tflite_float32,tflite_dynamic", "--overwrite",
@@ -497,7 +509,9 @@ def test_report_model_card_and_plots(quick_run):
   out = quick_run[0]
   metrics = json.loads((out / "metrics.json").read_text())
   report = (out / "report.html").read_text()
-  assert report.count("data:image/png;base64,") == 2  # self-contained
+  # Self-contained: the plots, and the top losses' thumbnails if any.
+  assert report.count("data:image/png;base64,") == 2 + (
+      out / "top_losses.png").exists()
   assert f"{100 * metrics['test']['accuracy']:.1f}%" in report
   assert "Transfer versus from scratch" in report
   assert "model_int8.tflite" in report and "agreement with Keras" in report
