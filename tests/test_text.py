@@ -11,6 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.helpers import run_main, suspect_labels
+from tl_keras import config as config_lib
 from tl_keras.data import datasets
 from tl_keras.data import downloads
 from tl_keras.data import text_data
@@ -538,6 +539,11 @@ def test_bert_micro_source_pretraining_writes_a_loadable_preset(monkeypatch):
   assert text_models.is_preset_dir(path)
   assert pretraining.synthetic_text_preset(
       "bert_micro", epochs=1, seed=0, strategy=strategy) == path  # cached
+  # --weights=synthetic resolves to it through the text family.
+  config = config_lib.Config(model="bert_micro", weights="synthetic",
+                             pretrain_epochs=1, seed=0)
+  assert pretraining.resolved(config, families.find("bert_micro"),
+                              strategy).weights == path
   model = text_models.build_classifier("bert_micro", 5, sequence_length=32,
                                        weights=path)
   assert model.backbone.num_layers == 2

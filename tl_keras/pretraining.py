@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import sys
 import time
 
 from tl_keras import artifacts
@@ -44,13 +45,7 @@ def resolved(config, family, strategy):
   """
   if config.weights != "synthetic":
     return config
-  if family.kind == "text":
-    path = synthetic_text_preset(config.model, epochs=config.pretrain_epochs,
-                                 seed=config.seed, strategy=strategy)
-  else:
-    path = synthetic_weights(config.model, family.image_size(config),
-                             epochs=config.pretrain_epochs, seed=config.seed,
-                             strategy=strategy)
+  path = family.source_weights(config, sys.modules[__name__], strategy)
   return dataclasses.replace(config, weights=path)
 
 

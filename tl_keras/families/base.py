@@ -35,6 +35,13 @@ class Family:
     """[(group, name, input, parameters, note)] rows for --list_models."""
     return []
 
+  def source_weights(self, config, sources, strategy):
+    """The file of --weights=synthetic: this family's source-task weights,
+    from `sources` (the `pretraining` module, passed in: families sit below
+    it), trained first if its cache has none."""
+    raise UserError(f"--model={config.model} has no offline source task: "
+                    "use --weights=pretrained")
+
   # Data.
 
   def image_size(self, config):

@@ -37,6 +37,11 @@ class HubText(base_lib.Family):
   def built(self, model):
     return text_models.is_text_classifier(model)
 
+  def source_weights(self, config, sources, strategy):
+    return sources.synthetic_text_preset(
+        config.model, epochs=config.pretrain_epochs, seed=config.seed,
+        strategy=strategy)
+
   def check(self, config):
     text_models.check_model(config.model)
     if config.weights == "synthetic" and config.model not in text_models.OFFLINE:

@@ -44,6 +44,11 @@ class ImageFamily(base_lib.Family):
     """Whether a classifier's "base" layer is this family's backbone."""
     raise NotImplementedError
 
+  def source_weights(self, config, sources, strategy):
+    return sources.synthetic_weights(
+        config.model, self.image_size(config), epochs=config.pretrain_epochs,
+        seed=config.seed, strategy=strategy)
+
   def load_splits(self, config):
     common = dict(validation_fraction=config.validation_fraction,
                   test_fraction=config.test_fraction, seed=config.seed,
