@@ -98,12 +98,49 @@ def real_weights_exports(rows, task):
   return _export_rows(row)
 
 
+def imbalance(rows):
+  """--class_weight=auto against none, per figure over seeds, and the gain
+  (auto minus none, per seed)."""
+  runs = [r for r in rows if r.get("arm") in ("auto", "none")]
+  seeds = sorted({r["seed"] for r in runs})
+  by = {(r["arm"], r["seed"]): r for r in runs}
+  lines = ["| test (balanced, 45 per digit) | `--class_weight=auto` | "
+           "`--class_weight=none` | auto − none |",
+           "|---|---|---|---|"]
+  for key, what in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
+                    ("smallest_recall", "recall of digit 9 (10 training "
+                     "images)")):
+    auto = [by["auto", s][key] for s in seeds if ("auto", s) in by]
+    none = [by["none", s][key] for s in seeds if ("none", s) in by]
+    gain = [by["auto", s][key] - by["none", s][key] for s in seeds
+            if ("auto", s) in by and ("none", s) in by]
+    lines.append(f"| {what} ({len(gain)} seeds) | {_spread(auto)} | "
+                 f"{_spread(none)} | {_points(gain)} |")
+  kept = {arm: ", ".join(str(by[arm, s].get("kept")) for s in seeds
+                         if (arm, s) in by) for arm in ("auto", "none")}
+  lines.append(f"| phase kept, per seed | {kept['auto']} | {kept['none']} "
+               "| |")
+  return "\n".join(lines)
+
+
+def _points(values):
+  """mean (min–max) in points, signed."""
+  if not values:
+    return "–"
+  mean = 100 * statistics.mean(values)
+  if len(values) == 1:
+    return f"{mean:+.1f} points"
+  return (f"{mean:+.1f} points ({100 * min(values):+.1f} to "
+          f"{100 * max(values):+.1f})")
+
+
 TABLES = {
     "real_weights_tasks": lambda: real_weights_tasks(read("real_weights")),
     "real_weights_exports_digits":
         lambda: real_weights_exports(read("real_weights"), "digits"),
     "real_weights_exports_224":
         lambda: real_weights_exports_224(read("real_weights")),
+    "imbalance": lambda: imbalance(read("imbalance")),
 }
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table:\2 -->)",
                    re.S)
