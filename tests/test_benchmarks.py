@@ -4,6 +4,7 @@ These check that the scripts work and print what they promise, not their
 figures (those live in the README, from full runs).
 """
 
+import csv
 import json
 import os
 import subprocess
@@ -230,3 +231,19 @@ def test_record_stamps_rows_and_keeps_results_when_a_run_fails(tmp_path):
       capture_output=True, text=True, check=False)
   assert failed.returncode == 1 and "unchanged" in failed.stderr
   assert json.loads(out.read_text())["x"] == 1
+
+
+@pytest.mark.slow
+def test_label_errors_benchmark(tmp_path):
+  """Flipped labels on a tiny digits folder, found in suspect_labels.csv
+  (one seed, tiny budgets; 60 s: slow)."""
+  rows = _run("label_errors.py", "--smoke", f"--workdir={tmp_path}")
+  review, summary = rows
+  assert (review["arm"], summary["arm"]) == ("review", "summary")
+  assert review["flipped"] == 12 and review["reviewed"] == 150
+  for key in ("found_in_top", "found_at_all", "precision_first"):
+    assert 0 <= review[key] <= 1 and summary[key]["mean"] == review[key]
+  assert review["found_in_top"] <= review["found_at_all"]
+  rows = list(csv.DictReader(open(tmp_path / "seed0" / "suspect_labels.csv",
+                                  encoding="utf-8")))
+  assert len(rows) == review["listed"]

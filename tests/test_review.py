@@ -28,7 +28,8 @@ def test_each_suspect_names_its_own_file_and_label(tmp_path):
     # The file's folder is its class: the row's source and label agree.
     assert os.path.basename(os.path.dirname(row["example"])) == row["label"]
     assert row["predicted"] != row["label"]
-  assert {r["split"] for r in rows} <= {"validation", "test"}
+  assert {r["split"] for r in rows} <= {"train", "validation", "test"}
+  assert "train" in {r["split"] for r in rows}  # the training labels too
   pairs = review.confused_pairs(rows)
   assert sum(p["count"] for p in pairs) == len(rows)
   png = review.thumbnails_png(family, splits, rows, splits.class_names)

@@ -1,8 +1,9 @@
 """Likely label errors: the examples a finished model is most sure are
 labelled wrong, and the class pairs it confuses most.
 
-After training, the kept model predicts the validation and test splits.
-Every example it gets wrong becomes a row of `suspect_labels.csv`: where
+After training, the kept model predicts every split: training,
+validation and test (a wrong label is as likely in the training data,
+where it does the most harm). Every example it gets wrong becomes a row of `suspect_labels.csv`: where
 it came from (an image's file, a text itself, else its split and
 position), its given label, the predicted label and the model's
 confidence in it, the most confident first (fastai's `plot_top_losses`
@@ -20,7 +21,7 @@ from tl_keras import artifacts
 from tl_keras.reporting import plots
 from tl_keras.training import choices
 
-SPLITS = ("validation", "test")
+SPLITS = ("train", "validation", "test")
 # What the report shows: the most confident mistakes, and class pairs.
 SHOWN = 16
 PAIRS = 10
@@ -29,7 +30,7 @@ COLUMNS = ("split", "index", "example", "label", "predicted", "confidence",
 
 
 def suspects(model, family, splits, raw_splits, *, image_size, batch_size):
-  """Every wrong prediction on validation and test, most confident first.
+  """Every wrong prediction on every split, most confident first.
 
   Returns:
     [{COLUMNS...}]: `example` is the file, the text, or "" when the

@@ -310,7 +310,7 @@ def _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,
       stage, model, trained.family, trained.splits, raw_splits,
       image_size=trained.image_size, batch_size=config.batch_size)
   timings["review_seconds"] = time.time() - start
-  logging.info("review: %d validation and test examples predicted wrong, "
+  logging.info("review: %d training, validation and test examples predicted wrong, "
                "the most confident first, in suspect_labels.csv",
                metrics["review"]["wrong"])
   artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)

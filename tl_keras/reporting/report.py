@@ -210,7 +210,7 @@ TIMINGS = (
     ("export_seconds", "exports"),
     ("int8_fallback_seconds", "int8 fallback"),
     ("parity_seconds", "parity check of the TFLite files"),
-    ("review_seconds", "label review (validation and test predicted)"),
+    ("review_seconds", "label review (every split predicted)"),
     ("total_seconds", "total"),
 )
 
@@ -243,7 +243,7 @@ def _review_section(review, images):
   if not review:
     return []
   parts = ["<h2>Possible label errors</h2>",
-           f"<p>{review['wrong']} validation and test examples were predicted "
+           f"<p>{review['wrong']} training, validation and test examples were predicted "
            "wrong; all of them are in <code>suspect_labels.csv</code>, the "
            "most confident first. A confident mistake is where a wrong label "
            "is most likely: check these first.</p>"]
