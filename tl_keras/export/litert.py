@@ -184,6 +184,40 @@ class TextRunner(_Runner):
                               self.metadata.get("inputs", TEXT_INPUTS)))
 
 
+class WordRunner(TextRunner):
+  """The word-embedding model's file: word ids {"token_ids": int32 [N, L]}
+  in, probabilities out."""
+
+  def preprocessor(self):
+    """The regex tokenizer that makes this file's input from text, from
+    the vocabulary beside the file or packed inside it."""
+    from tl_keras.models import word_embedding  # pylint: disable=g-import-not-at-top
+    settings = self.metadata.get("tokenizer")
+    if not settings:
+      raise UserError(f"{self.path} has no tokenizer settings in its "
+                      "metadata; it was not written by a tl_keras text run")
+    path = os.path.join(os.path.dirname(self.path), settings["vocabulary"])
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        text = f.read()
+    else:
+      packed = standard_metadata.packed_file(self.path,
+                                             settings["vocabulary"])
+      if packed is None:
+        raise UserError(f"{path} is missing and {self.path} holds no "
+                        "vocabulary: put the vocab.txt its run wrote beside "
+                        "it")
+      text = packed.decode("utf-8")
+    ids = {}
+    for line in text.splitlines():
+      if line.strip():
+        token, index = line.rsplit(" ", 1)
+        ids[int(index)] = token
+    vocabulary = [ids[i] for i in sorted(ids) if i >= 3]
+    return word_embedding.RegexTokenizer(vocabulary,
+                                         settings["sequence_length"])
+
+
 def tokens(preprocessor, texts, names=TEXT_INPUTS, batch_size=256):
   """Raw strings -> {input name: int32 [N, sequence_length]} for `names`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

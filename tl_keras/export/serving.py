@@ -46,6 +46,7 @@ Each has:
 import logging
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -56,6 +57,7 @@ from tl_keras.export import standard_metadata
 from tl_keras.export import tflite
 from tl_keras.models import precision
 from tl_keras.models import text_models
+from tl_keras.models import word_embedding
 
 
 class ImageServing:
@@ -280,8 +282,102 @@ class TextServing:
                    self.VOCABULARY)
 
 
+class WordServing:
+  """Raw strings in (word ids for TFLite), class probabilities out: the
+  average word-embedding classifier (`word_embedding`).
+
+  The SavedModel tokenizes inside its graph. The .tflite files take one
+  int32 [1, L] `token_ids` input and declare MediaPipe's RegexTokenizer
+  (the split pattern and the vocabulary, packed inside), so MediaPipe's
+  TextClassifier takes raw strings. `vocab.txt` beside them holds the same
+  vocabulary ("token id" a line).
+  """
+
+  kind = "words"
+  VOCABULARY = "vocab.txt"
+  # Integer activations are not offered: the input is word ids, and the
+  # float file is already well under 1 MB.
+  variants = ("float32", "float16", "dynamic")
+  skipped = ("integer-activation TFLite (int8, int16x8) is not offered for "
+             "the word-embedding model; tflite_dynamic is the small one")
+  input_names = ("token_ids",)
+
+  def __init__(self, preprocessor, about=None):
+    self.preprocessor = preprocessor
+    self.about = about or {}
+    self.sequence_length = int(preprocessor.sequence_length)
+
+  float32 = staticmethod(precision.float32_copy)
+  tracked = staticmethod(TextServing.tracked)
+  serving = staticmethod(TextServing.serving)
+  described = TextServing.described
+  examples = staticmethod(TextServing.examples)
+
+  @staticmethod
+  def tflite_input(variant):
+    del variant
+    return "int32"
+
+  def tflite_serving(self, model, key):
+    del key
+    # The network alone: the preprocessor's lookup table has no TFLite op.
+    model = keras.Model(model.inputs, model.outputs)
+    return model, lambda ids: {"probabilities": model(
+        {"token_ids": ids}, training=False)}, [
+            tf.TensorSpec([1, self.sequence_length], tf.int32,
+                          name="token_ids")]
+
+  def tflite_metadata(self, variant, content, class_names):
+    del content
+    return {"labels": list(class_names), "variant": variant,
+            "kind": self.kind, "inputs": list(self.input_names),
+            "tokenizer": {"vocabulary": self.VOCABULARY,
+                          "delimiter": word_embedding.DELIMITER,
+                          "sequence_length": self.sequence_length},
+            "output": {"meaning": "class probabilities, in label order"}}
+
+  def standard_metadata(self, variant, content, class_names):
+    """`content` with the regex-tokenizer metadata MediaPipe's
+    TextClassifier reads."""
+    return standard_metadata.regex_text_classifier(
+        content, labels=class_names,
+        vocabulary_file=word_embedding.vocabulary_file(self.preprocessor),
+        delimiter=word_embedding.DELIMITER,
+        name="Average word-embedding text classifier", version=_version(),
+        **self.about,
+        description=(
+            f"{len(class_names)} classes, TFLite {variant}, by tl_keras. "
+            f"Input: word ids, int32 [1, {self.sequence_length}] (the "
+            "regex tokenizer and its vocabulary are inside the file). "
+            "Output: class probabilities in label order."))
+
+  def inputs(self, texts):
+    return litert.tokens(self.preprocessor, list(texts), self.input_names)
+
+  @staticmethod
+  def keras_probabilities(model, inputs, batch_size=64):
+    ids = inputs["token_ids"]
+    return np.concatenate([
+        np.asarray(model({"token_ids": ids[i:i + batch_size]},
+                         training=False))
+        for i in range(0, len(ids), batch_size)]).astype(np.float32)
+
+  @staticmethod
+  def runner(path, num_threads=litert.LATENCY_THREADS):
+    return litert.WordRunner(path, num_threads)
+
+  def write_extras(self, model, directory, wrote_tflite):
+    """The vocabulary beside .tflite files ("token id" a line)."""
+    if wrote_tflite:
+      with open(os.path.join(directory, self.VOCABULARY), "w",
+                encoding="utf-8") as f:
+        f.write(word_embedding.vocabulary_file(model.preprocessor))
+      logging.info("wrote %s (the .tflite files' vocabulary)",
+                   self.VOCABULARY)
+
+
 # Each serving class by its kind, as artifacts record it.
-KINDS = {cls.kind: cls for cls in (ImageServing, TextServing)}
+KINDS = {cls.kind: cls for cls in (ImageServing, TextServing, WordServing)}
 
 
 def _version():

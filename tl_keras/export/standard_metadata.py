@@ -161,6 +161,26 @@ def bert_text_classifier(content, *, labels, vocabulary, inputs, **general):
   return _populated(content, labels, add_input, **general)
 
 
+def regex_text_classifier(content, *, labels, vocabulary_file, delimiter,
+                          **general):
+  """`content` with standard regex-tokenizer text-classifier metadata
+  (Model Maker's average word-embedding layout).
+
+  MediaPipe's `TextClassifier` then takes raw strings: it splits them at
+  `delimiter`, looks the words up in the packed vocabulary ("token id" a
+  line: `vocabulary_file`'s text) and feeds the one int32 [1, L] input.
+  `general`: as in `_populated`.
+  """
+
+  def add_input(writer, folder, writers):
+    path = os.path.join(folder, "vocab.txt")
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(vocabulary_file)
+    writer.add_regex_text_input(writers.RegexTokenizer(delimiter, path))
+
+  return _populated(content, labels, add_input, **general)
+
+
 def _populated(content, labels, add_input, *, name, description, version,
                author=None, license=None):  # pylint: disable=redefined-builtin
   """`content` with the input `add_input` describes and a labelled output.

@@ -5,6 +5,8 @@ A family knows how to name, build, train and serve one kind of model:
     keras_apps  keras.applications image backbones (and convnet_small)
     hub_image   KerasHub image backbones from presets (ResNet-18, ...)
     hub_text    KerasHub text classifiers (BERT and its relatives)
+    word_embedding  the average word-embedding text classifier (no
+                pretrained weights)
 
 Each is one module holding one `base.Family` subclass. The run, the recipe,
 the export code and the predictors call the interface and never ask which
@@ -20,9 +22,11 @@ from tl_keras.errors import UserError
 from tl_keras.families import hub_image
 from tl_keras.families import hub_text
 from tl_keras.families import keras_apps
+from tl_keras.families import word_embedding
 
 # Asked in this order: the first that owns a name or a model is its family.
-FAMILIES = (keras_apps.FAMILY, hub_image.FAMILY, hub_text.FAMILY)
+FAMILIES = (keras_apps.FAMILY, hub_image.FAMILY, word_embedding.FAMILY,
+            hub_text.FAMILY)
 
 
 def find(name):

@@ -11,12 +11,16 @@ class Family:
     kind: "image" or "text": the serving object's kind.
     block_word: what --unfreeze counts ("blocks", "transformer layers").
     no_decay: variable names (substrings) weight decay leaves alone.
+    random_lrs: phase 2's trial rates from random weights (None: the
+      recipe's `random_lrs`).
   """
 
   name = ""
   kind = "image"
   block_word = "blocks"
   no_decay = ()
+  # Phase 2's trial rates from random weights; None: the recipe's.
+  random_lrs = None
 
   # Names and listing.
 
@@ -34,6 +38,11 @@ class Family:
   def listing(self):
     """[(group, name, input, parameters, note)] rows for --list_models."""
     return []
+
+  def configured(self, config):
+    """`config` as this family trains it (a family with nothing pretrained
+    trains every weight from random values)."""
+    return config
 
   def source_weights(self, config, sources, strategy):
     """The file of --weights=synthetic: this family's source-task weights,

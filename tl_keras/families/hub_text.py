@@ -49,7 +49,11 @@ class HubText(base_lib.Family):
                       f"({', '.join(text_models.OFFLINE)}); "
                       f"--model={config.model} brings its own weights: use "
                       "--weights=pretrained")
-    # Image-only flags, given for a text model: an error, not a silent skip.
+    self.check_text_flags(config)
+
+  def check_text_flags(self, config):
+    """Image-only flags, given for a text model: an error, not a silent
+    skip."""
     given = {f.name for f in dataclasses.fields(config)
              if getattr(config, f.name) != f.default}
     model = f"--model={config.model} is a text model"

@@ -155,8 +155,27 @@ class TextInput:
           100 * unknown[0][1])
 
 
-# What each kind of model takes, by `serving` kind ("image", "text").
-INPUTS = {cls.data: cls for cls in (ImageInput, TextInput)}
+class WordsInput(TextInput):
+  """What the word-embedding model's artifacts take: raw strings, split
+  into words by its regex tokenizer (its vocab.txt: "token id" a line)."""
+
+  @classmethod
+  def of_keras(cls, serving, path):
+    del path
+    return cls(frozenset(serving.preprocessor.vocabulary))
+
+  @classmethod
+  def of_saved_model(cls, described, path):
+    del described
+    return cls(_vocabulary_beside(path, words=True))
+
+  @classmethod
+  def of_tflite(cls, runner):
+    return cls(frozenset(runner.preprocessor().vocabulary))
+
+
+# What each kind of model takes, by `serving` kind.
+INPUTS = {"image": ImageInput, "text": TextInput, "words": WordsInput}
 # The kind of a SavedModel by its serving input's name.
 _KIND_OF_INPUT = {"images": "image", "texts": "text"}
 
@@ -209,14 +228,17 @@ def load(path):
                   "SavedModel directory or a run directory")
 
 
-def _vocabulary_beside(path):
-  """The tokens of the run's vocab.txt beside `path`, or None."""
+def _vocabulary_beside(path, words=False):
+  """The tokens of the run's vocab.txt beside `path`, or None. `words`: the
+  file holds "token id" lines (the word-embedding model's)."""
   candidate = os.path.join(os.path.dirname(os.path.abspath(path)),
                            serving_lib.TextServing.VOCABULARY)
   if not os.path.isfile(candidate):
     return None
   with open(candidate, encoding="utf-8") as f:
-    return frozenset(line.rstrip("\n") for line in f)
+    lines = [line.rstrip("\n") for line in f]
+  return frozenset(line.rsplit(" ", 1)[0] if words else line
+                   for line in lines)
 
 
 # A text of which more than this share of words are not whole tokens of the

@@ -35,7 +35,7 @@ def recipe_from_config(config, jit_compile=False):
       unfreeze=flag_values.parse_unfreeze(config.unfreeze),
       batchnorm=batchnorm_policy(config))
   if config.weights == "none":
-    recipe = recipe.with_random_trials()
+    recipe = recipe.with_random_trials(families.find(config.model).random_lrs)
   return recipe
 
 

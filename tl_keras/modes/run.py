@@ -134,6 +134,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   """The run itself, after the output directory is prepared."""
   family = families.find(config.model)
   family.check(config)
+  config = family.configured(config)
   recipe = recipe_config.recipe_from_config(config, speed["jit_compile"])
   recipe_config.log_plan(config, recipe)
   raw_splits = _load_splits(config, family)

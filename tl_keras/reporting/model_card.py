@@ -180,6 +180,9 @@ _MEDIAPIPE = {
         "python": '"a text to classify"', "kotlin": '"a text to classify"',
         "swift": 'text: "a text to classify"', "web": '"a text to classify"'},
 }
+_MEDIAPIPE["words"] = {
+    **_MEDIAPIPE["text"],
+    "carries": "and the regex tokenizer with its vocabulary"}
 
 
 def _mediapipe_usage(mediapipe, variants):
@@ -259,8 +262,43 @@ def _text_usage(record, config, metrics):
       "## Reproduce", "", "```", sentences.command_line(config), "```", ""]
 
 
+def _words_usage(record, config, metrics):
+  """The model card's sections after the results, for the average
+  word-embedding model."""
+  length = record["model"]["sequence_length"]
+  return [
+      "", "## Input", "",
+      "Raw strings, split into words at every run of characters other "
+      "than ASCII letters, digits, `_` and `'` (case kept); words outside "
+      f"the {record['model']['vocabulary']:,}-word vocabulary of the "
+      f"training texts count as unknown, and texts are cut to {length - 1} "
+      "words. The tokenizer is attached to `model.keras` and "
+      "`saved_model/`. The `.tflite` files take word ids (`token_ids`, "
+      f"int32 `[1, {length}]`); their metadata declares MediaPipe's regex "
+      "tokenizer with the vocabulary (also in `vocab.txt`), so MediaPipe "
+      "Tasks tokenizes raw strings for them.", "",
+      "## Use it", "",
+      "```python",
+      "import tensorflow as tf",
+      "serve = tf.saved_model.load('saved_model').signatures['serving_default']",
+      "probabilities = serve(texts=tf.constant(['a text']))['probabilities']",
+      "```", "",
+      *_mediapipe_usage(_MEDIAPIPE["words"], _variants(metrics)),
+      "From the command line: `python main.py --mode=predict "
+      "--artifact=THIS_DIR --inputs=texts.txt` (one text per line).", "",
+      "## Limitations", "",
+      f"- Trained from scratch on {record['data']['sizes']['train']} texts: "
+      "it knows only the words and classes it saw, and will pick one of "
+      "these classes for any text.",
+      "- Word order is ignored (the embeddings are averaged).",
+      "- Quantized variants can disagree with the Keras model on a few "
+      "borderline texts (the agreement figures above).", "",
+      "## Reproduce", "", "```", sentences.command_line(config), "```", ""]
+
+
 # What the card says for each kind of model (the run's serving kind).
 _KINDS = {
     "image": {"a": "An image", "examples": "images", "usage": _image_usage},
     "text": {"a": "A text", "examples": "texts", "usage": _text_usage},
+    "words": {"a": "A text", "examples": "texts", "usage": _words_usage},
 }

@@ -48,9 +48,11 @@ class Recipe:
   # at 1e-4; the trial that wins goes on unchanged either way).
   random_trial_fraction: float = 1 / 6
 
-  def with_random_trials(self):
-    """Phase 2's trials as a start from random weights runs them."""
-    return dataclasses.replace(self, finetune_lrs=self.random_lrs,
+  def with_random_trials(self, rates=None):
+    """Phase 2's trials as a start from random weights runs them; `rates`:
+    a family's own rates instead of `random_lrs`."""
+    return dataclasses.replace(self, finetune_lrs=rates or self.random_lrs,
+                               random_lrs=rates or self.random_lrs,
                                trial_fraction=self.random_trial_fraction)
 
   def from_random(self):

@@ -1,0 +1,163 @@
+"""The average word-embedding classifier: a tiny text model from scratch.
+
+MediaPipe Model Maker's other text model, rebuilt in Keras: words split
+by a regular expression, looked up in a vocabulary of the training
+split's most frequent words, embedded in 16 dimensions, averaged over
+the sequence, then a 16-wide ReLU layer, dropout and a softmax. It has
+nothing pretrained: the whole network trains from random weights. It is
+well under 1 MB, fast on any CPU, and a baseline a transformer must beat.
+
+Tokenization is MediaPipe's `RegexTokenizer`, which the TFLite files
+declare in their metadata so that MediaPipe's TextClassifier takes raw
+strings: text is split at every run of characters matching `DELIMITER`
+(Model Maker's pattern: anything but ASCII letters, digits, `_` and `'`),
+each word becomes its vocabulary id (`<UNKNOWN>` when absent), `<START>`
+goes first, and `<PAD>` fills to the sequence length. Case is kept:
+MediaPipe does not lower-case before looking words up, so neither does
+the model (Model Maker lower-cases its vocabulary, which MediaPipe then
+cannot match for capitalized words).
+"""
+
+import collections
+import re
+
+import keras
+from keras import layers
+import tensorflow as tf
+
+# Model Maker's delimiter (RE2 syntax, where \w is ASCII).
+DELIMITER = r"[^\w']+"
+PAD, START, UNKNOWN = "<PAD>", "<START>", "<UNKNOWN>"
+# Model Maker's defaults (`AverageWordEmbeddingModelOptions`).
+VOCABULARY_SIZE = 10000
+SEQUENCE_LENGTH = 256
+DIMENSION = 16
+DROPOUT = 0.2
+NAME = "average_word_embedding"
+
+
+def words(text):
+  """`text` split as MediaPipe's RegexTokenizer splits it."""
+  return [w for w in re.split(DELIMITER, text, flags=re.ASCII) if w]
+
+
+def vocabulary_of(texts, size=VOCABULARY_SIZE):
+  """The `size` most frequent words of `texts`, most frequent first (ties
+  in order of first appearance)."""
+  counts = collections.Counter()
+  for text in texts:
+    counts.update(words(text))
+  return [w for w, _ in counts.most_common(size)]
+
+
+def vocabulary_ids(vocabulary):
+  """{token: id} as the model numbers them: <PAD> 0, <START> 1,
+  <UNKNOWN> 2, then the words."""
+  return {token: i for i, token in enumerate((PAD, START, UNKNOWN,
+                                              *vocabulary))}
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
+class RegexTokenizer(layers.Layer):
+  """Raw strings [N] -> {"token_ids": int32 [N, sequence_length]}.
+
+  TensorFlow ops only (RE2 regular expressions, a lookup table), so the
+  SavedModel tokenizes inside its graph exactly as MediaPipe does.
+  """
+
+  def __init__(self, vocabulary, sequence_length=SEQUENCE_LENGTH, **kwargs):
+    super().__init__(trainable=False, **kwargs)
+    self.vocabulary = list(vocabulary)
+    self.sequence_length = int(sequence_length)
+    ids = vocabulary_ids(self.vocabulary)
+    self._table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(ids), tf.string),
+            tf.constant(list(ids.values()), tf.int32)),
+        default_value=ids[UNKNOWN])
+
+  def vocabulary_size(self):
+    return len(self.vocabulary) + 3
+
+  def call(self, texts):
+    texts = tf.convert_to_tensor(texts, tf.string)
+    split = tf.strings.split(tf.strings.regex_replace(texts, DELIMITER, " "))
+    ids = tf.ragged.map_flat_values(self._table.lookup, split)
+    start = tf.ones([tf.shape(texts)[0], 1], tf.int32)  # <START> is 1
+    ids = tf.concat([start, ids], axis=1)[:, :self.sequence_length]
+    return {"token_ids": ids.to_tensor(
+        0, shape=[None, self.sequence_length])}
+
+  def get_config(self):
+    return {**super().get_config(), "vocabulary": self.vocabulary,
+            "sequence_length": self.sequence_length}
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
+class WordEmbeddingClassifier(keras.Model):
+  """{"token_ids": int32 [N, L]} -> class probabilities; `preprocessor`
+  (a `RegexTokenizer`) makes the token ids from raw strings."""
+
+  def __init__(self, vocabulary, num_classes,
+               sequence_length=SEQUENCE_LENGTH, dimension=DIMENSION,
+               dropout=DROPOUT, **kwargs):
+    preprocessor = RegexTokenizer(vocabulary, sequence_length,
+                                  name="regex_tokenizer")
+    inputs = keras.Input((sequence_length,), dtype="int32",
+                         name="token_ids")
+    x = layers.Embedding(preprocessor.vocabulary_size(), dimension,
+                         name="embedding")(inputs)
+    # The mean over the words (and <START>), not the padding: Model Maker
+    # averages the padding in too, which drowns short texts at 256.
+    x = layers.GlobalAveragePooling1D(name="pool")(
+        x, mask=keras.ops.not_equal(inputs, 0))
+    x = layers.Dense(dimension, activation="relu", name="hidden")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax",
+                           name="classifier")(x)
+    super().__init__(inputs={"token_ids": inputs}, outputs=outputs,
+                     **{"name": NAME, **kwargs})
+    self.preprocessor = preprocessor
+    self.vocabulary = list(vocabulary)
+    self.num_classes = int(num_classes)
+    self.sequence_length = int(sequence_length)
+    self.dimension = int(dimension)
+    self.dropout = float(dropout)
+
+  def get_config(self):
+    return {"name": self.name, "trainable": self.trainable,
+            "vocabulary": self.vocabulary, "num_classes": self.num_classes,
+            "sequence_length": self.sequence_length,
+            "dimension": self.dimension, "dropout": self.dropout}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)
+
+
+def build_classifier(texts, num_classes, *, sequence_length=SEQUENCE_LENGTH,
+                     vocabulary_size=VOCABULARY_SIZE, dropout=DROPOUT):
+  """The classifier with a vocabulary of `texts` (the training split's),
+  at random weights."""
+  return WordEmbeddingClassifier(vocabulary_of(texts, vocabulary_size),
+                                 num_classes, sequence_length=sequence_length,
+                                 dropout=dropout)
+
+
+def is_classifier(model):
+  return isinstance(model, WordEmbeddingClassifier)
+
+
+def describe(model):
+  """What run.json says about the model."""
+  return {"name": NAME, "family": "average word embedding", "kind": "words",
+          "vocabulary": len(model.vocabulary),
+          "sequence_length": model.sequence_length,
+          "dimension": model.dimension,
+          "params": int(model.count_params())}
+
+
+def vocabulary_file(model):
+  """MediaPipe's vocabulary file: "token id" a line."""
+  return "".join(f"{t} {i}\n" for t, i in
+                 vocabulary_ids(model.vocabulary).items())
