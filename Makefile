@@ -46,6 +46,7 @@ bench: demo
 	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --exports_image_size=224
 	$(RECORD) results/imbalance.jsonl -- $(BIN)/python benchmarks/imbalance.py
 	$(RECORD) results/label_errors.jsonl -- $(BIN)/python benchmarks/label_errors.py
+	$(RECORD) results/word_embedding.jsonl -- $(BIN)/python benchmarks/word_embedding.py
 	$(RECORD) results/head_phase.jsonl -- $(BIN)/python benchmarks/head_phase.py --epochs=5,30
 	$(RECORD) results/head_phase.jsonl --append -- $(BIN)/python benchmarks/head_phase.py --probe_table
 	$(RECORD) results/head_phase.jsonl --append -- $(BIN)/python benchmarks/head_phase.py --whole_process
@@ -61,7 +62,7 @@ bench: demo
 # The same benchmarks on tiny budgets (--smoke): a check that each runs, not
 # a measurement; their lines go to $(QUICK), never to results/.
 QUICK ?= /tmp/tl_keras-bench-quick
-SMOKE_BENCHMARKS := real_weights imbalance label_errors head_phase pipeline recipe_vs_baseline transfer_suite int8_families compression
+SMOKE_BENCHMARKS := real_weights imbalance label_errors word_embedding head_phase pipeline recipe_vs_baseline transfer_suite int8_families compression
 bench-quick: install
 	mkdir -p $(QUICK)
 	for b in $(SMOKE_BENCHMARKS); do \

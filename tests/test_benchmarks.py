@@ -247,3 +247,17 @@ def test_label_errors_benchmark(tmp_path):
   rows = list(csv.DictReader(open(tmp_path / "seed0" / "suspect_labels.csv",
                                   encoding="utf-8")))
   assert len(rows) == review["listed"]
+
+
+def test_word_embedding_benchmark(tmp_path):
+  """The word-embedding model and TF-IDF on docstrings (60 training texts,
+  2 epochs; 30 s)."""
+  rows = _run("word_embedding.py", "--smoke", f"--workdir={tmp_path}")
+  task, summary = rows
+  assert (task["arm"], summary["arm"]) == ("task", "summary")
+  assert task["sizes"]["train"] == 60 and task["vocabulary"] > 0
+  assert 0 <= task["accuracy"] <= 1 and 0 <= task["tfidf"] <= 1
+  assert task["float32"]["agreement"] == 1.0
+  assert task["float32"]["mediapipe_agreement"] == 1.0
+  assert summary["tasks"]["docstrings"]["gain"]["mean"] == pytest.approx(
+      task["accuracy"] - task["tfidf"])
