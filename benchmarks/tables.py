@@ -123,6 +123,29 @@ def imbalance(rows):
   return "\n".join(lines)
 
 
+def label_errors(rows):
+  """How many of the deliberately flipped labels the review ranks early,
+  over seeds."""
+  runs = [r for r in rows if r.get("arm") == "review"]
+  if not runs:
+    return "–"
+  first = runs[0]
+  lines = [f"| {len(runs)} seeds, {first['flipped']} of "
+           f"{first['sizes']['train'] + first['sizes']['validation']} "
+           "training and validation labels flipped | mean (min–max) |",
+           "|---|---|"]
+  for key, what in (
+      ("found_in_top", "flipped images in the first 10% of the examples "
+       "reviewed (a blind ranking: 10%)"),
+      ("found_at_all", "flipped images listed at all (predicted as "
+       "another class)"),
+      ("precision_first", "flips among the first rows, as many rows as "
+       "flips"),
+      ("test_accuracy", "test accuracy (correct labels)")):
+    lines.append(f"| {what} | {_spread([r[key] for r in runs])} |")
+  return "\n".join(lines)
+
+
 def _points(values):
   """mean (min–max) in points, signed."""
   if not values:
@@ -141,6 +164,7 @@ TABLES = {
     "real_weights_exports_224":
         lambda: real_weights_exports_224(read("real_weights")),
     "imbalance": lambda: imbalance(read("imbalance")),
+    "label_errors": lambda: label_errors(read("label_errors")),
 }
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table:\2 -->)",
                    re.S)
