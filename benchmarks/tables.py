@@ -146,6 +146,36 @@ def label_errors(rows):
   return "\n".join(lines)
 
 
+def word_embedding(rows, real_rows):
+  """Per task: the word-embedding model, TF-IDF + LR and the MiniLM
+  default run (real_weights, same splits and seeds), and its float32
+  file."""
+  tasks = [r for r in rows if r.get("arm") == "task"]
+  lines = ["| task | train / val / test | seeds | average word embedding | "
+           "TF-IDF + LR | difference | all-MiniLM-L6-v2 (default) | "
+           "float32 file | MediaPipe agreement |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for task in sorted({r["task"] for r in tasks}, key=TASK_ORDER.index):
+    mine = sorted((r for r in tasks if r["task"] == task),
+                  key=lambda r: r["seed"])
+    seeds = {r["seed"] for r in mine}
+    minilm = [r["default"] for r in real_rows if r.get("arm") == "task"
+              and r["task"] == task and r["seed"] in seeds]
+    lite = next((r["float32"] for r in mine if "float32" in r), {})
+    sizes = mine[0]["sizes"]
+    name = task + (" (kept aside)" if mine[0].get("kept_aside") else "")
+    lines.append(
+        f"| {name} | {sizes['train']:,} / {sizes['validation']:,} / "
+        f"{sizes['test']:,} | {len(mine)} | "
+        f"{_spread([r['accuracy'] for r in mine])} | "
+        f"{_spread([r['tfidf'] for r in mine])} | "
+        f"{_points([r['accuracy'] - r['tfidf'] for r in mine])} | "
+        f"{_spread(minilm)} | "
+        f"{lite.get('size_bytes', 0) / 1e3:.0f} KB | "
+        f"{_pct(lite['mediapipe_agreement']) if lite else '–'} |")
+  return "\n".join(lines)
+
+
 def _points(values):
   """mean (min–max) in points, signed."""
   if not values:
@@ -165,6 +195,8 @@ TABLES = {
         lambda: real_weights_exports_224(read("real_weights")),
     "imbalance": lambda: imbalance(read("imbalance")),
     "label_errors": lambda: label_errors(read("label_errors")),
+    "word_embedding": lambda: word_embedding(read("word_embedding"),
+                                             read("real_weights")),
 }
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table:\2 -->)",
                    re.S)

@@ -17,9 +17,12 @@ model it has; `of(model)` is the one place that asks.
                   written beside them as `vocab.txt`), and for models with
                   BERT's three inputs declares the BERT tokenizer MediaPipe
                   reads.
+    WordServing   the average word-embedding model: raw strings in the
+                  SavedModel; one int32 `token_ids` input in the .tflite
+                  files, which declare MediaPipe's regex tokenizer.
 
 Each has:
-    kind, variants            "image"/"text"; the TFLite variants offered.
+    kind, variants            "image"/"text"/"words"; the TFLite variants.
     float32(model)            the model rebuilt under float32 if mixed.
     tracked(model)            what the SavedModel tracks (text: the
                               preprocessor too).
