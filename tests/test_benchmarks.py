@@ -59,7 +59,9 @@ def test_pipeline():
   assert row["files_cached_images_per_second"] > 0
 
 
+@pytest.mark.slow
 def test_recipe_vs_baseline():
+  """30 s: slow (`make bench-quick` runs every benchmark's smoke version)."""
   (row,) = _run("recipe_vs_baseline.py", "--smoke")
   assert set(row["seconds"]) == {"baseline", "fit_recipe_optimizer",
                                  "recipe", "recipe_every_epoch"}
@@ -80,7 +82,9 @@ def test_gpu_throughput_says_when_there_is_no_gpu():
   assert rows and all(r["benchmark"] == "gpu_throughput" for r in rows)
 
 
+@pytest.mark.slow
 def test_transfer_suite(tmp_path):
+  """100 s: slow."""
   rows = _run("transfer_suite.py", "--smoke", f"--workdir={tmp_path}")
   results = [r for r in rows if "seed" in r]
   (summary,) = [r["summary"] for r in rows if "summary" in r]
@@ -90,7 +94,9 @@ def test_transfer_suite(tmp_path):
   assert results[0]["default_seconds"] > 0
 
 
+@pytest.mark.slow
 def test_int8_families(tmp_path):
+  """35 s: slow."""
   (row,) = _run("int8_families.py", "--smoke", f"--workdir={tmp_path}")
   assert row["family"] == "convnet_small" and row["exit_code"] in (0, 3)
   assert 0 <= row["int8_before"] <= 1 and 0 <= row["int8_after"] <= 1
@@ -249,9 +255,10 @@ def test_label_errors_benchmark(tmp_path):
   assert len(rows) == review["listed"]
 
 
+@pytest.mark.slow
 def test_word_embedding_benchmark(tmp_path):
   """The word-embedding model and TF-IDF on docstrings (60 training texts,
-  2 epochs; 30 s)."""
+  2 epochs; 35 s: slow)."""
   rows = _run("word_embedding.py", "--smoke", f"--workdir={tmp_path}")
   task, summary = rows
   assert (task["arm"], summary["arm"]) == ("task", "summary")
