@@ -155,25 +155,30 @@ class TextRunner(_Runner):
   def first(inputs):
     return {k: v[:1] for k, v in inputs.items()}
 
-  def preprocessor(self):
-    """The KerasHub preprocessor that makes this file's inputs from text."""
-    import keras_hub  # pylint: disable=g-import-not-at-top
+  def _vocabulary(self):
+    """(the file's tokenizer settings, the text of its vocabulary file:
+    the one beside it, else the copy packed inside it)."""
     settings = self.metadata.get("tokenizer")
     if not settings:
       raise UserError(f"{self.path} has no tokenizer settings in its "
                       "metadata; it was not written by a tl_keras text run")
-    vocabulary = os.path.join(os.path.dirname(self.path),
-                              settings["vocabulary"])
-    if not os.path.exists(vocabulary):  # the copy inside the file, if any
-      packed = standard_metadata.packed_file(self.path,
-                                             settings["vocabulary"])
-      if packed is None:
-        raise UserError(f"{vocabulary} is missing and {self.path} holds no "
-                        "vocabulary: put the vocab.txt its run wrote beside "
-                        "it")
-      vocabulary = [t for t in packed.decode("utf-8").split("\n") if t]
+    path = os.path.join(os.path.dirname(self.path), settings["vocabulary"])
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        return settings, f.read()
+    packed = standard_metadata.packed_file(self.path, settings["vocabulary"])
+    if packed is None:
+      raise UserError(f"{path} is missing and {self.path} holds no "
+                      "vocabulary: put the vocab.txt its run wrote beside it")
+    return settings, packed.decode("utf-8")
+
+  def preprocessor(self):
+    """The KerasHub preprocessor that makes this file's inputs from text."""
+    import keras_hub  # pylint: disable=g-import-not-at-top
+    settings, text = self._vocabulary()
     tokenizer = keras_hub.models.BertTokenizer(
-        vocabulary=vocabulary, lowercase=settings["lowercase"],
+        vocabulary=text.rstrip("\n").split("\n"),  # a token a line
+        lowercase=settings["lowercase"],
         strip_accents=settings["strip_accents"])
     return keras_hub.models.BertTextClassifierPreprocessor(
         tokenizer, sequence_length=settings["sequence_length"])
@@ -189,25 +194,9 @@ class WordRunner(TextRunner):
   in, probabilities out."""
 
   def preprocessor(self):
-    """The regex tokenizer that makes this file's input from text, from
-    the vocabulary beside the file or packed inside it."""
+    """The regex tokenizer that makes this file's input from text."""
     from tl_keras.models import word_embedding  # pylint: disable=g-import-not-at-top
-    settings = self.metadata.get("tokenizer")
-    if not settings:
-      raise UserError(f"{self.path} has no tokenizer settings in its "
-                      "metadata; it was not written by a tl_keras text run")
-    path = os.path.join(os.path.dirname(self.path), settings["vocabulary"])
-    if os.path.exists(path):
-      with open(path, encoding="utf-8") as f:
-        text = f.read()
-    else:
-      packed = standard_metadata.packed_file(self.path,
-                                             settings["vocabulary"])
-      if packed is None:
-        raise UserError(f"{path} is missing and {self.path} holds no "
-                        "vocabulary: put the vocab.txt its run wrote beside "
-                        "it")
-      text = packed.decode("utf-8")
+    settings, text = self._vocabulary()
     ids = {}
     for line in text.splitlines():
       if line.strip():
