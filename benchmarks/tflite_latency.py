@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from tl_keras.export import litert  # pylint: disable=g-import-not-at-top
+from tl_keras.export import serving  # pylint: disable=g-import-not-at-top
 from tl_keras.export import tflite  # pylint: disable=g-import-not-at-top
 
 SENTENCE = "a short sentence to classify"
@@ -29,9 +30,11 @@ SENTENCE = "a short sentence to classify"
 
 def example(path, threads):
   """(runner, one input, its description) for the file at `path`."""
-  if (tflite.read_metadata(path) or {}).get("tokenizer"):
-    runner = litert.TextRunner(path, num_threads=threads)
-    inputs = litert.tokens(runner.preprocessor(), [SENTENCE])
+  metadata = tflite.read_metadata(path) or {}
+  if metadata.get("tokenizer"):
+    runner = serving.KINDS[metadata["kind"]].runner(path, threads)
+    inputs = litert.tokens(runner.preprocessor(), [SENTENCE],
+                           metadata.get("inputs", litert.TEXT_INPUTS))
     return runner, inputs, "int32 tokens 1x%d" % inputs["token_ids"].shape[1]
   runner = litert.ImageRunner(path, num_threads=threads)
   size = runner.image_size
