@@ -55,6 +55,7 @@ bench: demo
 	$(RECORD) results/transfer_suite.jsonl -- $(BIN)/python benchmarks/transfer_suite.py
 	$(RECORD) results/int8_families.jsonl -- $(BIN)/python benchmarks/int8_families.py
 	$(RECORD) results/compression.jsonl -- $(BIN)/python benchmarks/compression.py
+	$(RECORD) results/quickstart.jsonl -- $(BIN)/python benchmarks/quickstart.py
 	$(RECORD) results/tflite_latency.jsonl -- $(BIN)/python benchmarks/tflite_latency.py runs/quickstart --threads=1,2
 	$(RECORD) results/gpu_throughput.jsonl -- $(BIN)/python benchmarks/gpu_throughput.py
 	$(BIN)/python benchmarks/tables.py
@@ -62,7 +63,7 @@ bench: demo
 # The same benchmarks on tiny budgets (--smoke): a check that each runs, not
 # a measurement; their lines go to $(QUICK), never to results/.
 QUICK ?= /tmp/tl_keras-bench-quick
-SMOKE_BENCHMARKS := real_weights imbalance label_errors word_embedding head_phase pipeline recipe_vs_baseline transfer_suite int8_families compression
+SMOKE_BENCHMARKS := quickstart real_weights imbalance label_errors word_embedding head_phase pipeline recipe_vs_baseline transfer_suite int8_families compression
 bench-quick: install
 	mkdir -p $(QUICK)
 	for b in $(SMOKE_BENCHMARKS); do \

@@ -268,3 +268,15 @@ def test_word_embedding_benchmark(tmp_path):
   assert task["float32"]["mediapipe_agreement"] == 1.0
   assert summary["tasks"]["docstrings"]["gain"]["mean"] == pytest.approx(
       task["accuracy"] - task["tfidf"])
+
+
+@pytest.mark.slow
+def test_quickstart_benchmark(tmp_path):
+  """The quickstart flags with the scratch baseline (60 training images,
+  one epoch a phase; 90 s: slow)."""
+  (row,) = _run("quickstart.py", "--smoke", f"--workdir={tmp_path}")
+  assert row["seed"] == 42 and row["sizes"]["train"] == 60
+  assert 0 <= row["test"] <= 1 and 0 <= row["scratch_test"] <= 1
+  assert set(row["tflite"]) == {"float32", "int8"}
+  assert row["tflite"]["float32"]["agreement"] == 1.0
+  assert row["seconds"] > row["scratch_seconds"] > 0
