@@ -69,18 +69,24 @@ def real_weights_tasks(rows):
   return "\n".join(lines)
 
 
-def _export_rows(row):
-  lines = ["| variant | accuracy | agreement with Keras | MediaPipe agreement "
-           "| size | gzipped | latency 1 / 2 threads |",
-           "|---|---|---|---|---|---|---|",
-           f"| Keras | {_pct(row['keras_accuracy'])} | | | | | |"]
+def _export_rows(row, mediapipe=True):
+  """One row per TFLite file; `mediapipe`: with the MediaPipe column."""
+  mp_head, mp_rule = (" MediaPipe agreement |", "---|") if mediapipe else (
+      "", "")
+  lines = ["| variant | accuracy | agreement with Keras |" + mp_head +
+           " size | gzipped | latency 1 / 2 threads |",
+           "|---|---|---|" + mp_rule + "---|---|---|",
+           f"| Keras | {_pct(row['keras_accuracy'])} | |" +
+           (" |" if mediapipe else "") + " | | |"]
   for variant, r in row["tflite"].items():
-    mediapipe = r.get("mediapipe_agreement")
+    agreement = r.get("mediapipe_agreement")
+    column = ((f" {_pct(agreement)} |" if agreement is not None else " |")
+              if mediapipe else "")
     lines.append(
         f"| {variant} | {_pct(r['accuracy'])} | {_pct(r['agreement'])} |"
-        f"{f' {_pct(mediapipe)} ' if mediapipe is not None else ' '}| "
-        f"{r['size_bytes'] / 1e6:.1f} MB | {r['compressed_bytes'] / 1e6:.1f} "
-        f"MB | {r['latency_ms_1_thread']:.2f} / {r['latency_ms']:.2f} ms |")
+        f"{column} {r['size_bytes'] / 1e6:.1f} MB | "
+        f"{r['compressed_bytes'] / 1e6:.1f} MB | "
+        f"{r['latency_ms_1_thread']:.2f} / {r['latency_ms']:.2f} ms |")
   return "\n".join(lines)
 
 
@@ -174,6 +180,42 @@ def word_embedding(rows, real_rows):
         f"{lite.get('size_bytes', 0) / 1e3:.0f} KB | "
         f"{_pct(lite['mediapipe_agreement']) if lite else '–'} |")
   return "\n".join(lines)
+
+
+DEMO_SEED = 42
+
+
+def quickstart(rows):
+  """The demo's figures: its own seed, and the spread over seeds."""
+  runs = sorted((r for r in rows if r.get("arm") == "run"),
+                key=lambda r: (r["seed"] != DEMO_SEED, r["seed"]))
+  demo = runs[0]
+  test = demo["sizes"]["test"]
+  lines = [f"| | `make demo` (seed {demo['seed']}) | {len(runs)} seeds, mean "
+           "(min–max) |", "|---|---|---|"]
+  for key, what in (
+      ("test", f"transfer (ImageNet Lite0, the default recipe), test "
+       f"({test} images)"),
+      ("probe_validation", "the phase-1 linear probe alone, validation"),
+      ("scratch_test", "from scratch, same network, recipe and budget "
+       "(`--compare_scratch`), test")):
+    lines.append(f"| {what} | {_pct(demo[key])} | "
+                 f"{_spread([r[key] for r in runs])} |")
+  lines.append("| phase the run kept | " + demo["kept"] + " | " +
+               ", ".join(f"{r['kept']} ({r['seed']})" for r in runs) + " |")
+  minutes = [(r["seconds"] - r["scratch_seconds"]) / 60 for r in runs]
+  lines.append(f"| wall time without the scratch baseline | "
+               f"{minutes[0]:.1f} min | {statistics.mean(minutes):.1f} min "
+               f"({min(minutes):.1f}–{max(minutes):.1f}) |")
+  return "\n".join(lines)
+
+
+def quickstart_exports(rows):
+  """The demo seed's TFLite files."""
+  demo = next(r for r in rows if r.get("arm") == "run"
+              and r["seed"] == DEMO_SEED)
+  return _export_rows({"keras_accuracy": demo["test"],
+                       "tflite": demo["tflite"]}, mediapipe=False)
 
 
 def _points(values):

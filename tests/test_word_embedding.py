@@ -133,3 +133,21 @@ def test_flags_it_cannot_take_are_one_error_line(flag, message, tmp_path):
   assert message in errors[0]
   assert "Traceback" not in result.stderr
   assert not list(tmp_path.glob("out/*"))  # nothing written
+
+
+def test_a_mixed_precision_model_exports_from_a_float32_copy():
+  from tl_keras.models import precision  # pylint: disable=g-import-not-at-top
+  keras.config.set_dtype_policy("mixed_bfloat16")
+  try:
+    model = word_embedding.WordEmbeddingClassifier(["a", "b"], 2,
+                                                   sequence_length=4)
+  finally:
+    keras.config.set_dtype_policy("float32")
+  assert model.get_layer("embedding").dtype_policy.name == "mixed_bfloat16"
+  assert model.get_layer("classifier").dtype_policy.name == "float32"
+  copy = precision.float32_copy(model)
+  assert {l.dtype_policy.name for l in precision.all_layers(copy)} == {
+      "float32"}
+  assert copy.preprocessor.built  # the SavedModel tracks it
+  ids = copy.preprocessor(tf.constant(["a b", "b"]))
+  np.testing.assert_allclose(copy(ids), model(ids), atol=2e-2)

@@ -75,6 +75,7 @@ class RegexTokenizer(layers.Layer):
             tf.constant(list(ids), tf.string),
             tf.constant(list(ids.values()), tf.int32)),
         default_value=ids[UNKNOWN])
+    self.built = True  # no weights to make
 
   def vocabulary_size(self):
     return len(self.vocabulary) + 3
@@ -100,21 +101,24 @@ class WordEmbeddingClassifier(keras.Model):
 
   def __init__(self, vocabulary, num_classes,
                sequence_length=SEQUENCE_LENGTH, dimension=DIMENSION,
-               dropout=DROPOUT, **kwargs):
+               dropout=DROPOUT, dtype=None, **kwargs):
+    # `dtype`: the layers' policy (None: the global one, mixed precision
+    # included); the softmax computes in float32 whatever it is.
     preprocessor = RegexTokenizer(vocabulary, sequence_length,
                                   name="regex_tokenizer")
     inputs = keras.Input((sequence_length,), dtype="int32",
                          name="token_ids")
     x = layers.Embedding(preprocessor.vocabulary_size(), dimension,
-                         name="embedding")(inputs)
+                         dtype=dtype, name="embedding")(inputs)
     # The mean over the words (and <START>), not the padding: Model Maker
     # averages the padding in too, which drowns short texts at 256.
-    x = layers.GlobalAveragePooling1D(name="pool")(
+    x = layers.GlobalAveragePooling1D(dtype=dtype, name="pool")(
         x, mask=keras.ops.not_equal(inputs, 0))
-    x = layers.Dense(dimension, activation="relu", name="hidden")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
+    x = layers.Dense(dimension, activation="relu", dtype=dtype,
+                     name="hidden")(x)
+    x = layers.Dropout(dropout, dtype=dtype, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax",
-                           name="classifier")(x)
+                           dtype="float32", name="classifier")(x)
     super().__init__(inputs={"token_ids": inputs}, outputs=outputs,
                      **{"name": NAME, **kwargs})
     self.preprocessor = preprocessor
@@ -128,7 +132,8 @@ class WordEmbeddingClassifier(keras.Model):
     return {"name": self.name, "trainable": self.trainable,
             "vocabulary": self.vocabulary, "num_classes": self.num_classes,
             "sequence_length": self.sequence_length,
-            "dimension": self.dimension, "dropout": self.dropout}
+            "dimension": self.dimension, "dropout": self.dropout,
+            "dtype": self.get_layer("embedding").dtype_policy.name}
 
   @classmethod
   def from_config(cls, config):
