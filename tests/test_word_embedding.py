@@ -151,3 +151,14 @@ def test_a_mixed_precision_model_exports_from_a_float32_copy():
   assert copy.preprocessor.built  # the SavedModel tracks it
   ids = copy.preprocessor(tf.constant(["a b", "b"]))
   np.testing.assert_allclose(copy(ids), model(ids), atol=2e-2)
+
+
+def test_export_mode_refuses_a_variant_the_model_does_not_offer(run):
+  out, _ = run
+  before = sorted(os.listdir(out))
+  result = run_main("--mode=export", f"--run_dir={out}",
+                    "--export=tflite_int8")
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+  assert "tflite_int8" in errors[0] and "tflite_dynamic" in errors[0]
+  assert sorted(os.listdir(out)) == before

@@ -149,6 +149,11 @@ def export_run(config):
 def _export_run(config, run_dir, record, formats):
   """`export_run` once the run directory is locked."""
   model = saving.load_keras(os.path.join(run_dir, "model.keras"))
+  serving = families.serving_of(model)
+  refused = [f for f in formats if f.startswith("tflite_")
+             and f[len("tflite_"):] not in serving.variants]
+  if refused:
+    raise UserError(f"--export={','.join(refused)}: {serving.skipped}")
   run_config = dataclasses.replace(
       config_lib.Config(**{k: v for k, v in record["config"].items()
                            if k in _CONFIG_FIELDS}),
