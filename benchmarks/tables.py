@@ -235,6 +235,8 @@ TABLES = {
         lambda: real_weights_exports(read("real_weights"), "digits"),
     "real_weights_exports_224":
         lambda: real_weights_exports_224(read("real_weights")),
+    "quickstart": lambda: quickstart(read("quickstart")),
+    "quickstart_exports": lambda: quickstart_exports(read("quickstart")),
     "imbalance": lambda: imbalance(read("imbalance")),
     "label_errors": lambda: label_errors(read("label_errors")),
     "word_embedding": lambda: word_embedding(read("word_embedding"),
