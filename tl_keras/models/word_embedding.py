@@ -3,7 +3,8 @@
 MediaPipe Model Maker's other text model, rebuilt in Keras: words split
 by a regular expression, looked up in a vocabulary of the training
 split's most frequent words, embedded in 16 dimensions, averaged over
-the sequence, then a 16-wide ReLU layer, dropout and a softmax. It has
+the words (not the padding), then a 16-wide ReLU layer, dropout and a
+softmax. It has
 nothing pretrained: the whole network trains from random weights. It is
 well under 1 MB, fast on any CPU, and a baseline a transformer must beat.
 
