@@ -203,10 +203,6 @@ def quickstart(rows):
                  f"{_spread([r[key] for r in runs])} |")
   lines.append("| phase the run kept | " + demo["kept"] + " | " +
                ", ".join(f"{r['kept']} ({r['seed']})" for r in runs) + " |")
-  minutes = [(r["seconds"] - r["scratch_seconds"]) / 60 for r in runs]
-  lines.append(f"| wall time without the scratch baseline | "
-               f"{minutes[0]:.1f} min | {statistics.mean(minutes):.1f} min "
-               f"({min(minutes):.1f}–{max(minutes):.1f}) |")
   return "\n".join(lines)
 
 
