@@ -83,8 +83,13 @@ class Family:
 
   # The classifier.
 
-  def build(self, config, num_classes, strategy):
-    """The classifier, base frozen, with the starting weights --weights names."""
+  def build(self, config, num_classes, strategy, raw_splits=None):
+    """The classifier, base frozen, with the starting weights --weights names.
+
+    `raw_splits`: the `data.Splits` the model is for, where the caller has
+    them; a family whose model depends on the data (the word-embedding
+    model's vocabulary) reads --dataset itself when they are None.
+    """
     raise NotImplementedError
 
   def describe(self, config, model):

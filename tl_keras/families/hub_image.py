@@ -77,7 +77,8 @@ class HubImage(images.ImageFamily):
         "metadata", {}).get("params"), preset.get("metadata", {}).get(
             "description", "")) for name, preset in presets().items()]
 
-  def build(self, config, num_classes, strategy):
+  def build(self, config, num_classes, strategy, raw_splits=None):
+    del raw_splits  # the weights do not depend on the data
     size = self.image_size(config)
     spec = config.weights
     source = None

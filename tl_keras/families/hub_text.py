@@ -91,7 +91,8 @@ class HubText(base_lib.Family):
   def example_sources(self, raw_splits, split):
     return text_data.texts_of(getattr(raw_splits, split))[0]
 
-  def build(self, config, num_classes, strategy):
+  def build(self, config, num_classes, strategy, raw_splits=None):
+    del raw_splits  # the weights do not depend on the data
     weights = resolve_weights(config)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():

@@ -41,7 +41,8 @@ class KerasApplications(images.ImageFamily):
                    row["base_parameters"], ""))
     return rows
 
-  def build(self, config, num_classes, strategy):
+  def build(self, config, num_classes, strategy, raw_splits=None):
+    del raw_splits  # the weights do not depend on the data
     size = self.image_size(config)
     weights, source = resolve_weights(config)
     keras.utils.set_random_seed(config.seed)

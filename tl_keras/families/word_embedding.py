@@ -30,9 +30,6 @@ class WordEmbedding(hub_text.HubText):
   # was 1.38 and validation accuracy 50%, at 1e-2 0.03 and 73%.
   random_lrs = (1e-3, 1e-2)
 
-  def __init__(self):
-    self._texts = {}  # the training texts of the last dataset read
-
   def owns(self, name):
     return name == word_embedding.NAME
 
@@ -62,16 +59,14 @@ class WordEmbedding(hub_text.HubText):
     return [("text: trained from scratch", word_embedding.NAME, "text", None,
              "average word embedding (Model Maker's), under 1 MB")]
 
-  def build(self, config, num_classes, strategy):
-    key = (config.dataset, config.data_dir, config.text_column,
-           config.label_column, config.validation_fraction,
-           config.test_fraction, config.seed, config.max_train_samples)
-    if key not in self._texts:
-      self._texts = {key: text_data.texts_of(self.load_splits(config).train)[0]}
+  def build(self, config, num_classes, strategy, raw_splits=None):
+    if raw_splits is None:
+      raw_splits = self.load_splits(config)
+    texts = text_data.texts_of(raw_splits.train)[0]
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
       return word_embedding.build_classifier(
-          self._texts[key], num_classes,
+          texts, num_classes,
           sequence_length=(config.sequence_length
                            or word_embedding.SEQUENCE_LENGTH),
           dropout=config.dropout or word_embedding.DROPOUT)

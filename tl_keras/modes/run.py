@@ -201,7 +201,7 @@ def _train(config, family, recipe, raw_splits, strategy, chief, checkpointer,
            started):
   """Builds the model and runs the recipe on it."""
   model = family.build(pretraining.resolved(config, family, strategy),
-                       raw_splits.num_classes, strategy)
+                       raw_splits.num_classes, strategy, raw_splits=raw_splits)
   # Text: tokenized once, with the model's own preprocessor.
   splits = family.prepare_splits(raw_splits, model)
   if config.finetune_epochs:  # fails before training if too many
@@ -219,7 +219,8 @@ def _train(config, family, recipe, raw_splits, strategy, chief, checkpointer,
 
   def random_start():  # the scratch baseline's starting weights
     return family.build(dataclasses.replace(config, weights="none"),
-                        splits.num_classes, strategy).get_weights()
+                        splits.num_classes, strategy,
+                        raw_splits=raw_splits).get_weights()
 
   image_size = family.image_size(config)
   class_weights, weighting = training.imbalance.class_weights(
