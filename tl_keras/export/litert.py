@@ -197,14 +197,8 @@ class WordRunner(TextRunner):
     """The regex tokenizer that makes this file's input from text."""
     from tl_keras.models import word_embedding  # pylint: disable=g-import-not-at-top
     settings, text = self._vocabulary()
-    ids = {}
-    for line in text.splitlines():
-      if line.strip():
-        token, index = line.rsplit(" ", 1)
-        ids[int(index)] = token
-    vocabulary = [ids[i] for i in sorted(ids) if i >= 3]
-    return word_embedding.RegexTokenizer(vocabulary,
-                                         settings["sequence_length"])
+    return word_embedding.RegexTokenizer(
+        word_embedding.vocabulary_from_file(text), settings["sequence_length"])
 
 
 def tokens(preprocessor, texts, names=TEXT_INPUTS, batch_size=256):

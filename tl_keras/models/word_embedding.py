@@ -123,11 +123,14 @@ class WordEmbeddingClassifier(keras.Model):
     super().__init__(inputs={"token_ids": inputs}, outputs=outputs,
                      **{"name": NAME, **kwargs})
     self.preprocessor = preprocessor
-    self.vocabulary = list(vocabulary)
     self.num_classes = int(num_classes)
     self.sequence_length = int(sequence_length)
     self.dimension = int(dimension)
     self.dropout = float(dropout)
+
+  @property
+  def vocabulary(self):
+    return self.preprocessor.vocabulary
 
   def get_config(self):
     return {"name": self.name, "trainable": self.trainable,
@@ -167,3 +170,14 @@ def vocabulary_file(model):
   """MediaPipe's vocabulary file: "token id" a line."""
   return "".join(f"{t} {i}\n" for t, i in
                  vocabulary_ids(model.vocabulary).items())
+
+
+def vocabulary_from_file(text):
+  """The words of a `vocabulary_file`, in id order (the special tokens
+  left out)."""
+  ids = {}
+  for line in text.splitlines():
+    if line.strip():
+      token, index = line.rsplit(" ", 1)
+      ids[int(index)] = token
+  return [ids[i] for i in sorted(ids) if i >= len(vocabulary_ids([]))]

@@ -29,6 +29,7 @@ from tl_keras.export import standard_metadata
 from tl_keras.export import tflite
 from tl_keras import families
 from tl_keras.models import saving
+from tl_keras.models import word_embedding
 
 
 class ImageInput:
@@ -167,7 +168,8 @@ class WordsInput(TextInput):
   @classmethod
   def of_saved_model(cls, described, path):
     del described
-    return cls(_vocabulary_beside(path, words=True))
+    text = _vocabulary_text_beside(path)
+    return cls(text and frozenset(word_embedding.vocabulary_from_file(text)))
 
   @classmethod
   def of_tflite(cls, runner):
@@ -228,17 +230,21 @@ def load(path):
                   "SavedModel directory or a run directory")
 
 
-def _vocabulary_beside(path, words=False):
-  """The tokens of the run's vocab.txt beside `path`, or None. `words`: the
-  file holds "token id" lines (the word-embedding model's)."""
+def _vocabulary_text_beside(path):
+  """The text of the run's vocab.txt beside `path`, or None."""
   candidate = os.path.join(os.path.dirname(os.path.abspath(path)),
                            serving_lib.TextServing.VOCABULARY)
   if not os.path.isfile(candidate):
     return None
   with open(candidate, encoding="utf-8") as f:
-    lines = [line.rstrip("\n") for line in f]
-  return frozenset(line.rsplit(" ", 1)[0] if words else line
-                   for line in lines)
+    return f.read()
+
+
+def _vocabulary_beside(path):
+  """The tokens of the run's vocab.txt beside `path` (a token a line), or
+  None."""
+  text = _vocabulary_text_beside(path)
+  return text and frozenset(text.rstrip("\n").split("\n"))
 
 
 # A text of which more than this share of words are not whole tokens of the
