@@ -113,8 +113,10 @@ def test_predict_mode_reads_texts_for_the_tflite_file(run, tmp_path):
   out, _ = run
   inputs = tmp_path / "texts.txt"
   inputs.write_text("\n".join(ODD[:1] + ODD[3:]) + "\n")
-  result = run_main("--mode=predict", f"--artifact={out / 'model_dynamic.tflite'}",
-                    f"--inputs={inputs}", f"--predictions={tmp_path / 'p.csv'}")
+  result = run_main("--mode=predict",
+                    f"--artifact={out / 'model_dynamic.tflite'}",
+                    f"--inputs={inputs}",
+                    f"--predictions={tmp_path / 'p.csv'}")
   assert result.returncode == 0, result.stderr[-2000:]
   rows = list(csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8")))
   assert len(rows) == 3

@@ -15,12 +15,13 @@ EVAL_STEPS = 10
 
 def recipe_from_config(config, jit_compile=False):
   """The two phases as `training.Recipe`, learning rates scaled."""
+  family = families.find(config.model)
   common = dict(optimizer=config.optimizer, weight_decay=config.weight_decay,
                 label_smoothing=config.label_smoothing,
                 jit_compile=jit_compile, min_steps=config.min_steps,
                 warmup=config.warmup, early_stopping=config.early_stopping,
                 eval_steps=EVAL_STEPS,
-                no_decay=families.find(config.model).no_decay)
+                no_decay=family.no_decay)
   scale = config.lr_scale()
   # Random weights hold no features to fit a head on: phase 2 trains it all.
   head_epochs = 0 if config.weights == "none" else config.head_epochs
@@ -35,7 +36,7 @@ def recipe_from_config(config, jit_compile=False):
       unfreeze=flag_values.parse_unfreeze(config.unfreeze),
       batchnorm=batchnorm_policy(config))
   if config.weights == "none":
-    recipe = recipe.with_random_trials(families.find(config.model).random_lrs)
+    recipe = recipe.with_random_trials(family.random_lrs)
   return recipe
 
 

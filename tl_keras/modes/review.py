@@ -3,11 +3,11 @@ labelled wrong, and the class pairs it confuses most.
 
 After training, the kept model predicts every split: training,
 validation and test (a wrong label is as likely in the training data,
-where it does the most harm). Every example it gets wrong becomes a row of `suspect_labels.csv`: where
-it came from (an image's file, a text itself, else its split and
-position), its given label, the predicted label and the model's
-confidence in it, the most confident first (fastai's `plot_top_losses`
-and `most_confused`, as files). A wrong prediction made with high
+where it does the most harm). Every example it gets wrong becomes a row
+of `suspect_labels.csv`: where it came from (an image's file, a text
+itself, else its split and position), its given label, the predicted
+label and the model's confidence in it, the most confident first
+(fastai's `plot_top_losses` and `most_confused`, as files). A wrong prediction made with high
 confidence is where a label error is most likely; the report shows the
 first of them (thumbnails for images) and the most confused pairs.
 """

@@ -312,8 +312,9 @@ def _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,
       stage, model, trained.family, trained.splits, raw_splits,
       image_size=trained.image_size, batch_size=config.batch_size)
   timings["review_seconds"] = time.time() - start
-  logging.info("review: %d training, validation and test examples predicted wrong, "
-               "the most confident first, in suspect_labels.csv",
+  logging.info("review: %d training, validation and test examples "
+               "predicted wrong, the most confident first, in "
+               "suspect_labels.csv",
                metrics["review"]["wrong"])
   artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
   timings["total_seconds"] = time.time() - started

@@ -243,8 +243,8 @@ def _review_section(review, images):
   if not review:
     return []
   parts = ["<h2>Possible label errors</h2>",
-           f"<p>{review['wrong']} training, validation and test examples were predicted "
-           "wrong; all of them are in <code>suspect_labels.csv</code>, the "
+           f"<p>{review['wrong']} training, validation and test examples "
+           "were predicted wrong; all of them are in <code>suspect_labels.csv</code>, the "
            "most confident first. A confident mistake is where a wrong label "
            "is most likely: check these first.</p>"]
   if review["confused_pairs"]:
