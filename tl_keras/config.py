@@ -71,6 +71,12 @@ class Config:
   label_column: str = _field(
       "label", "--dataset=csv/tsv/jsonl: the column holding the label (names "
       "or integers).", "data")
+  multi_label: bool = _field(
+      False, "Each example may have several labels (or none): "
+      "--label_column holds them separated by '|' (--dataset=csv/tsv/jsonl). "
+      "A sigmoid head with binary cross-entropy; per-label thresholds "
+      "chosen on validation; micro/macro-F1 and mean average precision.",
+      "data")
   validation_fraction: float = _field(
       0.1, "Share of train held out for validation when a dataset has no "
       "validation split.", "data")
@@ -368,15 +374,32 @@ class Config:
       raise UserError(f"--dataset={self.dataset} needs --data_dir=PATH, a "
                       f".{self.dataset} file or a folder with "
                       f"train.{self.dataset}")
+    if self.multi_label:
+      self._validate_multi_label()
     if 0 < self.sequence_length < 8:
       raise UserError(f"--sequence_length must be 8 or more, got "
                       f"{self.sequence_length}")
+
+  def _validate_multi_label(self):
+    if self.mode == "train" and self.dataset not in ("csv", "tsv", "jsonl"):
+      raise UserError(f"--multi_label reads several labels per example from "
+                      f"a table; --dataset={self.dataset} has one; use "
+                      "--dataset=csv/tsv/jsonl with --label_column cells "
+                      "such as 'cat|dog'")
+    if self.augment == "mixup":
+      raise UserError("--augment=mixup mixes one-hot classes and does not "
+                      "apply to --multi_label; use --augment=light or auto")
+    if self.class_weight == "balanced":
+      raise UserError("--class_weight=balanced weighs classes of single-"
+                      "label data; with --multi_label use "
+                      "--class_weight=auto or none (the loss is not "
+                      "weighted)")
 
 
 # The settings a resumed run must share with the run it resumes.
 RESUME_SETTINGS = ("model", "weights", "image_size", "sequence_length",
                    "dropout", "dataset", "data_dir", "text_column", "image_column",
-                   "label_column", "validation_fraction", "test_fraction",
+                   "label_column", "multi_label", "validation_fraction", "test_fraction",
                    "max_train_samples", "skip_bad_images", "augment",
                    "batch_size", "min_steps", "head_epochs", "head_lr",
                    "finetune_epochs", "finetune_lr", "warmup", "unfreeze",

@@ -137,7 +137,8 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
     training: shuffle, repeat forever and drop the remainder. Otherwise
       every example is seen once: the dataset is padded with label -1
       examples to whole global batches, so all replicas and workers run the
-      same number of steps, and callers mask label -1 out.
+      same number of steps, and callers mask label -1 out (multi-hot
+      labels: rows of -1).
     augment: an `augmentation` policy (training images only).
     seed: shuffle and augmentation seed.
     num_classes: needed by "mixup", whose labels are one-hot mixtures.
@@ -157,7 +158,7 @@ def input_fn(dataset, *, size, image_size, global_batch_size, training,
     ds = dataset
     if not training:
       padded = -(-size // global_batch_size) * global_batch_size
-      filler = dataset.map(lambda x, y: (x, tf.constant(-1, tf.int32)))
+      filler = dataset.map(lambda x, y: (x, -tf.ones_like(y, tf.int32)))
       ds = ds.concatenate(filler.repeat().take(padded - size))
     if context.num_input_pipelines > 1:
       ds = ds.shard(context.num_input_pipelines, context.input_pipeline_id)

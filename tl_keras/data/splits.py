@@ -22,3 +22,9 @@ class Splits:
   @property
   def num_classes(self):
     return len(self.class_names)
+
+  @property
+  def multi_label(self):
+    """Whether each label is a multi-hot int32 [C] row (--multi_label)
+    rather than a class id."""
+    return self.train.element_spec[1].shape.rank == 1

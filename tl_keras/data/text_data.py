@@ -110,6 +110,8 @@ def load_synthetic_text(task, seed=0):
 
 
 def _dataset(texts, labels):
+  """(string, int32 label) examples; a label is a class id or (multi-label)
+  a multi-hot row."""
   return tf.data.Dataset.from_tensor_slices(
       (tf.constant(list(texts), tf.string),
        tf.constant(np.asarray(labels, np.int32))))
@@ -120,9 +122,10 @@ def _dataset(texts, labels):
 
 
 def read_table(path, fmt, text_column, label_column,
-               text_flag="text_column"):
+               text_flag="text_column", multi_label=False):
   """(texts, raw string labels) of one CSV/TSV/JSONL file. `text_flag`:
-  the flag that names the text column, for the errors.
+  the flag that names the text column, for the errors. `multi_label`: a
+  label cell may be empty (no label applies); `label_sets` splits them.
 
   Raises:
     UserError: a named column is missing, a text is empty, or a row cannot
@@ -163,11 +166,11 @@ def read_table(path, fmt, text_column, label_column,
     if text is None or not str(text).strip():
       raise UserError(f"{path}:{number} has an empty {text_column!r}; "
                       "remove the row or fill it in")
-    if label is None or str(label).strip() == "":
+    if (label is None or str(label).strip() == "") and not multi_label:
       raise UserError(f"{path}:{number} has an empty {label_column!r}; every "
                       "row needs a label")
     texts.append(str(text))
-    labels.append(str(label).strip())
+    labels.append("" if label is None else str(label).strip())
   if not texts:
     raise UserError(f"{path} has no rows; it needs a header and one row per "
                     "example")
@@ -205,6 +208,45 @@ def check_seen(labels, index, where):
         "add training examples of them or drop those rows")
 
 
+# --multi_label: a label cell holds its labels separated by this.
+LABEL_SEPARATOR = "|"
+
+
+def label_sets(labels):
+  """Each raw label cell split at `LABEL_SEPARATOR` into its labels (blank
+  parts dropped: an empty cell has none)."""
+  return [[p.strip() for p in str(l).split(LABEL_SEPARATOR) if p.strip()]
+          for l in labels]
+
+
+def multi_hot(sets, index):
+  """int32 [N, C]: 1 where example n has label c (`index`: name -> c)."""
+  out = np.zeros((len(sets), len(index)), np.int32)
+  for n, names in enumerate(sets):
+    out[n, [index[name] for name in names]] = 1
+  return out
+
+
+def encode_labels(tables, multi_label):
+  """(class names, {split: int32 labels}) of {split: raw label cells}:
+  class ids, or multi-hot rows of `label_sets`. Names come from train;
+  another split holding one train lacks raises UserError."""
+  parse = label_sets if multi_label else (lambda cells: [[c] for c in cells])
+  sets = {split: parse(cells) for split, cells in tables.items()}
+  class_names = class_names_of([l for row in sets["train"] for l in row])
+  if multi_label and len(class_names) < 2:
+    raise UserError(f"--multi_label: the training labels name "
+                    f"{len(class_names)} label(s); it needs at least 2, "
+                    f"separated by '{LABEL_SEPARATOR}' in --label_column")
+  index = {name: i for i, name in enumerate(class_names)}
+  out = {}
+  for split, rows in sets.items():
+    check_seen([l for row in rows for l in row], index, f"the {split} split")
+    out[split] = (multi_hot(rows, index) if multi_label else
+                  np.asarray([index[row[0]] for row in rows], np.int32))
+  return class_names, out
+
+
 def class_names_of(labels):
   unique = sorted(set(labels))
   if all(l.lstrip("-").isdigit() for l in unique):
@@ -212,41 +254,52 @@ def class_names_of(labels):
   return unique
 
 
+def hold_out(tables, fractions, seed):
+  """Cuts the splits `tables` lacks from train, at random: {split: (items,
+  labels)} in place, by {split: fraction}. Returns the log's notes."""
+  notes = []
+  rng = np.random.default_rng(seed)
+  for split, fraction in fractions.items():
+    if split in tables:
+      continue
+    items, labels = tables["train"]
+    order = rng.permutation(len(items))
+    cut = max(1, round(fraction * len(items)))
+    held, kept = order[:cut], order[cut:]
+    tables[split] = ([items[i] for i in held], [labels[i] for i in held])
+    tables["train"] = ([items[i] for i in kept], [labels[i] for i in kept])
+    notes.append(f"no {split} file: holding out {cut} training examples "
+                 f"({fraction:.0%})")
+  return notes
+
+
 def load_files(path, fmt, *, text_column="text", label_column="label",
-               validation_fraction=0.1, test_fraction=0.1, seed=0):
+               validation_fraction=0.1, test_fraction=0.1, seed=0,
+               multi_label=False):
   """`Splits` of CSV/TSV/JSONL data with string (or integer) labels.
 
   `path` is one file, split into train/validation/test at random by the
   fractions, or a folder with train.<fmt> and optionally validation.<fmt>
   (or val/dev) and test.<fmt>; missing splits are cut from train.
+  `multi_label`: each label cell holds any number of labels separated by
+  '|', and the labels are multi-hot rows.
   """
   files = split_files(path, fmt)
-  tables = {split: read_table(f, fmt, text_column, label_column)
+  tables = {split: read_table(f, fmt, text_column, label_column,
+                              multi_label=multi_label)
             for split, f in files.items()}
-  notes = []
-  rng = np.random.default_rng(seed)
-  for split, fraction in (("test", test_fraction),
-                          ("validation", validation_fraction)):
-    if split in tables:
-      continue
-    texts, labels = tables["train"]
-    order = rng.permutation(len(texts))
-    cut = max(1, round(fraction * len(texts)))
-    held, kept = order[:cut], order[cut:]
-    tables[split] = ([texts[i] for i in held], [labels[i] for i in held])
-    tables["train"] = ([texts[i] for i in kept], [labels[i] for i in kept])
-    notes.append(f"no {split} file: holding out {cut} training examples "
-                 f"({fraction:.0%})")
-  class_names = class_names_of(tables["train"][1])
-  index = {name: i for i, name in enumerate(class_names)}
-  out, sizes = {}, {}
-  for split, (texts, labels) in tables.items():
-    check_seen(labels, index, f"the {split} split")
-    out[split] = _dataset(texts, [index[l] for l in labels])
-    sizes[split] = len(texts)
-  logging.info("%s files: text column %r, label column %r, %d classes",
-               fmt, text_column, label_column, len(class_names))
-  return datasets.Splits(**out, sizes=sizes, class_names=class_names, notes=notes)
+  notes = hold_out(tables, {"test": test_fraction,
+                            "validation": validation_fraction}, seed)
+  class_names, labels = encode_labels(
+      {split: cells for split, (_, cells) in tables.items()}, multi_label)
+  out = {split: _dataset(texts, labels[split])
+         for split, (texts, _) in tables.items()}
+  sizes = {split: len(texts) for split, (texts, _) in tables.items()}
+  logging.info("%s files: text column %r, label column %r, %d %s",
+               fmt, text_column, label_column, len(class_names),
+               "labels (several per text)" if multi_label else "classes")
+  return datasets.Splits(**out, sizes=sizes, class_names=class_names,
+                         notes=notes)
 
 
 # ---------------------------------------------------------------------------
@@ -318,7 +371,8 @@ IMAGE_TASK_NAMES = {"synthetic": "synthetic_text",
 
 
 def load(dataset, *, data_dir="", text_column="text", label_column="label",
-         validation_fraction=0.1, test_fraction=0.1, seed=0):
+         validation_fraction=0.1, test_fraction=0.1, seed=0,
+         multi_label=False):
   """Text `Splits` by the name given to --dataset.
 
   The image tasks' names stand for their text counterparts, so the default
@@ -335,7 +389,8 @@ def load(dataset, *, data_dir="", text_column="text", label_column="label",
     return load_files(data_dir, dataset, text_column=text_column,
                       label_column=label_column,
                       validation_fraction=validation_fraction,
-                      test_fraction=test_fraction, seed=seed)
+                      test_fraction=test_fraction, seed=seed,
+                      multi_label=multi_label)
   return load_tfds_text(dataset, data_dir=data_dir,
                         validation_fraction=validation_fraction)
 

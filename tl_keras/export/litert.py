@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from tl_keras import console
+from tl_keras import evaluation
 from tl_keras.errors import CheckFailed, UserError
 from tl_keras.export import standard_metadata
 from tl_keras.export import tflite
@@ -216,7 +217,8 @@ def parity(path, inputs, labels, keras_probs, runner=None):
   Args:
     path: the .tflite file.
     inputs: uint8 [N, S, S, 3] test images (or what `runner` takes).
-    labels: int [N].
+    labels: int [N] (multi-label: multi-hot [N, C]; accuracy is then the
+      exact match at 0.5, and agreement every label decided alike).
     keras_probs: float [N, C], the Keras model on the same examples.
     runner: the file's runner (default: an `ImageRunner`).
 
@@ -227,11 +229,11 @@ def parity(path, inputs, labels, keras_probs, runner=None):
   """
   runner = runner or ImageRunner(path)
   probs = runner.predict(inputs)
-  top1 = probs.argmax(-1)
   one = runner.first(inputs)
   return {
-      "accuracy": float(np.mean(top1 == labels)),
-      "agreement": float(np.mean(top1 == keras_probs.argmax(-1))),
+      "accuracy": float(np.mean(evaluation.hits(probs, labels))),
+      "agreement": evaluation.agreement(probs, keras_probs,
+                                        evaluation.is_multi_label(labels)),
       "max_abs_diff": float(np.abs(probs - keras_probs).max()),
       "size_bytes": os.path.getsize(path),
       "compressed_bytes": compressed_size(path),

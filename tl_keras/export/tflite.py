@@ -237,8 +237,11 @@ def representative(images, dtype=np.float32):
 
 
 def stratified_sample(images, labels, count, seed=0):
-  """Up to `count` indices, the same share from every class, seeded."""
+  """Up to `count` indices, the same share from every class, seeded
+  (multi-hot labels: by each example's first label)."""
   labels = np.asarray(labels)
+  if labels.ndim == 2:
+    labels = labels.argmax(-1)
   classes = np.unique(labels)
   rng = np.random.default_rng(seed)
   per_class = max(1, count // max(1, len(classes)))

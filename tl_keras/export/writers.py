@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import console
+from tl_keras import evaluation
 from tl_keras.export import litert
 from tl_keras.export import quantization
 from tl_keras.export import tflite
@@ -125,7 +126,7 @@ def tflite_parity(model, directory, variants, examples, labels, *,
   """
   inputs = serving.inputs(examples)
   keras_probs = serving.keras_probabilities(model, inputs)
-  keras_accuracy = float(np.mean(keras_probs.argmax(-1) == labels))
+  keras_accuracy = float(np.mean(evaluation.hits(keras_probs, labels)))
   rows = {}
   for variant in variants:
     path = os.path.join(directory, tflite.filename(variant))
@@ -151,14 +152,14 @@ def validation_accuracy(model, directory, variants, examples, labels, *,
     return {}
   inputs = serving.inputs(examples)
   keras_accuracy = float(np.mean(
-      serving.keras_probabilities(model, inputs).argmax(-1) == labels))
+      evaluation.hits(serving.keras_probabilities(model, inputs), labels)))
   rows = {}
   for variant in variants:
     path = os.path.join(directory, tflite.filename(variant))
     with console.Heartbeat(f"accuracy of {os.path.basename(path)} on "
                            f"{len(labels):,} validation examples"):
       probs = serving.runner(path).predict(inputs)
-    rows[variant] = {"accuracy": float(np.mean(probs.argmax(-1) == labels)),
+    rows[variant] = {"accuracy": float(np.mean(evaluation.hits(probs, labels))),
                      "keras_accuracy": keras_accuracy,
                      "examples": int(len(labels))}
   return rows
@@ -201,7 +202,7 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
   path = os.path.join(directory, tflite.filename("int8"))
   images, labels = validation
   keras_accuracy = float(np.mean(
-      serving.keras_probabilities(model, images).argmax(-1) == labels))
+      evaluation.hits(serving.keras_probabilities(model, images), labels)))
   before = _int8_row(path, validation, keras_accuracy)
   if not len(labels) or not litert.too_far(before, max_drop):
     return None
@@ -254,7 +255,7 @@ def _int8_row(file_or_content, examples, keras_accuracy):
       with open(path, "wb") as f:
         f.write(file_or_content)
     accuracy = float(np.mean(
-        litert.ImageRunner(path).predict(images).argmax(-1) == labels))
+        evaluation.hits(litert.ImageRunner(path).predict(images), labels)))
   return {"accuracy": accuracy, "keras_accuracy": keras_accuracy,
           "examples": int(len(labels))}
 

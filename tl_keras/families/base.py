@@ -133,3 +133,9 @@ def block_count(depth, mode, value, name, what="blocks"):
                       f"--model={name}; use at most {depth} or 'all'")
     return value
   return max(1, round(value * depth))
+
+
+def activation(config):
+  """The output layer's activation: one class per example (softmax), or an
+  independent probability per label (sigmoid, --multi_label)."""
+  return "sigmoid" if config.multi_label else "softmax"

@@ -21,6 +21,7 @@ import keras
 
 from tl_keras.errors import unknown_name
 from tl_keras.errors import UserError
+from tl_keras.families import base as base_lib
 from tl_keras.families import images
 from tl_keras.models import applications
 
@@ -97,6 +98,7 @@ class HubImage(images.ImageFamily):
           offset=converter.get("offset"), name="preprocess")
       model = applications.classifier_around(
           backbone, size, preprocess, num_classes, dropout=config.dropout,
+          activation=base_lib.activation(config),
           name=_model_name(config.model))
       if source:
         images.transfer_backbone(model, source)

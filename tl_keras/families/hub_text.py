@@ -82,7 +82,8 @@ class HubText(base_lib.Family):
         config.dataset, data_dir=config.data_dir,
         text_column=config.text_column, label_column=config.label_column,
         validation_fraction=config.validation_fraction,
-        test_fraction=config.test_fraction, seed=config.seed),
+        test_fraction=config.test_fraction, seed=config.seed,
+        multi_label=config.multi_label),
         config.dataset, config.max_train_samples)
 
   def prepare_splits(self, splits, model):
@@ -98,7 +99,8 @@ class HubText(base_lib.Family):
     with strategy.scope():
       return text_models.build_classifier(
           config.model, num_classes, sequence_length=sequence_length(config),
-          weights=weights, dropout=config.dropout)
+          weights=weights, dropout=config.dropout,
+          activation=base_lib.activation(config))
 
   def describe(self, config, model):
     return text_models.describe(config.model, model)

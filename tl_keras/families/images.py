@@ -56,7 +56,8 @@ class ImageFamily(base_lib.Family):
     if config.dataset in TABLES:  # images listed in a table
       return datasets.limited(image_tables.load(
           config.data_dir, config.dataset, image_column=config.image_column,
-          label_column=config.label_column, **common), config.dataset,
+          label_column=config.label_column, multi_label=config.multi_label,
+          **common), config.dataset,
                               config.max_train_samples)
     return datasets.load(config.dataset, data_dir=config.data_dir,
                          max_train_samples=config.max_train_samples, **common)

@@ -10,6 +10,7 @@ import os
 import keras
 
 from tl_keras.errors import UserError
+from tl_keras.families import base as base_lib
 from tl_keras.families import images
 from tl_keras.models import applications
 
@@ -49,7 +50,7 @@ class KerasApplications(images.ImageFamily):
     with strategy.scope():
       model = applications.build_classifier(
           config.model, num_classes, image_size=size, weights=weights,
-          dropout=config.dropout)
+          dropout=config.dropout, activation=base_lib.activation(config))
       if source:
         images.transfer_backbone(model, source)
     return model

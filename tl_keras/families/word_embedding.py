@@ -14,6 +14,7 @@ import keras
 from tl_keras.data import text_data
 from tl_keras.errors import UserError
 from tl_keras.export import serving as serving_lib
+from tl_keras.families import base as base_lib
 from tl_keras.families import hub_text
 from tl_keras.models import word_embedding
 
@@ -69,7 +70,8 @@ class WordEmbedding(hub_text.HubText):
           texts, num_classes,
           sequence_length=(config.sequence_length
                            or word_embedding.SEQUENCE_LENGTH),
-          dropout=config.dropout or word_embedding.DROPOUT)
+          dropout=config.dropout or word_embedding.DROPOUT,
+          activation=base_lib.activation(config))
 
   def describe(self, config, model):
     return word_embedding.describe(model)

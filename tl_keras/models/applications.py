@@ -308,12 +308,14 @@ def _offline_error(name):
 
 
 def build_classifier(name, num_classes, *, image_size=0, weights=None,
-                     dropout=0.2, frozen_base=True):
+                     dropout=0.2, frozen_base=True, activation="softmax"):
   """Builds raw-pixels -> class-probabilities around a backbone.
 
   Args:
     name: registry name of the backbone.
     num_classes: size of the softmax.
+    activation: the output's: "softmax" (one class per image) or "sigmoid"
+      (--multi_label: an independent probability per label).
     image_size: input size the backbone sees (0 = its default).
     weights: None, "imagenet", or a weights file for the backbone.
     dropout: dropout rate before the dense layer.
@@ -334,11 +336,13 @@ def build_classifier(name, num_classes, *, image_size=0, weights=None,
       build_base(name, size, weights), size,
       ImagePreprocessing(spec.preprocessing, scale=spec.scale,
                          offset=spec.offset, name="preprocess"), num_classes,
-      dropout=dropout, frozen_base=frozen_base, name=name)
+      dropout=dropout, frozen_base=frozen_base, name=name,
+      activation=activation)
 
 
 def classifier_around(base, size, preprocess, num_classes, *, dropout=0.2,
-                      frozen_base=True, name="classifier"):
+                      frozen_base=True, name="classifier",
+                      activation="softmax"):
   """Raw pixels -> resize -> `preprocess` -> `base` -> pooled -> softmax.
 
   Args:
@@ -347,7 +351,8 @@ def classifier_around(base, size, preprocess, num_classes, *, dropout=0.2,
       (averaged).
     size: the input size the base sees.
     preprocess: the base's normalization layer (`ImagePreprocessing`).
-    num_classes, dropout, frozen_base: as for `build_classifier`.
+    num_classes, dropout, frozen_base, activation: as for
+      `build_classifier`.
     name: the model's name.
   """
   base.name = "base"
@@ -365,7 +370,7 @@ def classifier_around(base, size, preprocess, num_classes, *, dropout=0.2,
   x = pool(name="pool")(x)
   x = layers.Dropout(dropout, name="dropout")(x)
   # float32 output keeps probabilities exact under a mixed-precision policy.
-  outputs = layers.Dense(num_classes, activation="softmax", dtype="float32",
+  outputs = layers.Dense(num_classes, activation=activation, dtype="float32",
                          name="classifier")(x)
   return keras.Model(inputs, outputs, name=name)
 

@@ -134,7 +134,7 @@ def _from_preset(cls, name, **kwargs):
 
 
 def build_classifier(name, num_classes, *, sequence_length, weights,
-                     dropout=0.1, frozen_base=True):
+                     dropout=0.1, frozen_base=True, activation="softmax"):
   """A `BertTextClassifier` (softmax output) with its preprocessor.
 
   Args:
@@ -145,6 +145,7 @@ def build_classifier(name, num_classes, *, sequence_length, weights,
       architecture), or a preset folder whose backbone to start from.
     dropout: dropout before the classification layer.
     frozen_base: the backbone starts frozen (phase 1 of the recipe).
+    activation: "softmax", or "sigmoid" for several labels per text.
   """
   hub = _hub()
   check_model(name)
@@ -156,7 +157,7 @@ def build_classifier(name, num_classes, *, sequence_length, weights,
     if weights == "none":
       backbone, preprocessor = build_micro(name, sequence_length)
       return _classifier(backbone, preprocessor, num_classes, dropout,
-                         frozen_base)
+                         frozen_base, activation=activation)
   # A preset folder given as weights (an earlier run's, or a pretrained
   # folder of this architecture) is where the backbone starts from.
   source = hf_folders.resolve_source(name) if weights in ("pretrained", "none") else (
@@ -175,7 +176,7 @@ def build_classifier(name, num_classes, *, sequence_length, weights,
                backbone.num_layers, backbone.hidden_dim,
                backbone.vocabulary_size, pooling)
   return _classifier(backbone, preprocessor, num_classes, dropout,
-                     frozen_base, pooling)
+                     frozen_base, pooling, activation)
 
 
 def task_class(backbone):
@@ -196,18 +197,18 @@ def task_class(backbone):
 
 
 def _classifier(backbone, preprocessor, num_classes, dropout, frozen_base,
-                pooling="pooler"):
+                pooling="pooler", activation="softmax"):
   if pooling == "pooler":
     model = task_class(backbone)(
         backbone, num_classes, preprocessor=preprocessor,
-        activation="softmax", dropout=dropout)
+        activation=activation, dropout=dropout)
   else:
     if not isinstance(backbone, _hub().models.BertBackbone):
       raise UserError(f"{pooling} pooling is offered for BERT checkpoints; "
                       f"this one is a {type(backbone).__name__}")
     model = pooled_classifier_class()(
         backbone, num_classes, preprocessor=preprocessor,
-        activation="softmax", dropout=dropout, pooling=pooling)
+        activation=activation, dropout=dropout, pooling=pooling)
   backbone.trainable = not frozen_base
   if frozen_base:
     freezing.inference_when_frozen(backbone)
@@ -283,7 +284,7 @@ def float32_copy(model):
   pooling = {"pooling": model.pooling} if hasattr(model, "pooling") else {}
   clone = model.__class__(backbone, model.num_classes,
                           preprocessor=model.preprocessor,
-                          activation="softmax", dropout=model.dropout,
+                          activation=model.activation, dropout=model.dropout,
                           **pooling)
   clone.set_weights(model.get_weights())
   return clone

@@ -102,7 +102,7 @@ class WordEmbeddingClassifier(keras.Model):
 
   def __init__(self, vocabulary, num_classes,
                sequence_length=SEQUENCE_LENGTH, dimension=DIMENSION,
-               dropout=DROPOUT, dtype=None, **kwargs):
+               dropout=DROPOUT, dtype=None, activation="softmax", **kwargs):
     # `dtype`: the layers' policy (None: the global one, mixed precision
     # included); the softmax computes in float32 whatever it is.
     preprocessor = RegexTokenizer(vocabulary, sequence_length,
@@ -118,7 +118,7 @@ class WordEmbeddingClassifier(keras.Model):
     x = layers.Dense(dimension, activation="relu", dtype=dtype,
                      name="hidden")(x)
     x = layers.Dropout(dropout, dtype=dtype, name="dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax",
+    outputs = layers.Dense(num_classes, activation=activation,
                            dtype="float32", name="classifier")(x)
     super().__init__(inputs={"token_ids": inputs}, outputs=outputs,
                      **{"name": NAME, **kwargs})
@@ -127,6 +127,7 @@ class WordEmbeddingClassifier(keras.Model):
     self.sequence_length = int(sequence_length)
     self.dimension = int(dimension)
     self.dropout = float(dropout)
+    self.activation = activation
 
   @property
   def vocabulary(self):
@@ -137,6 +138,7 @@ class WordEmbeddingClassifier(keras.Model):
             "vocabulary": self.vocabulary, "num_classes": self.num_classes,
             "sequence_length": self.sequence_length,
             "dimension": self.dimension, "dropout": self.dropout,
+            "activation": self.activation,
             "dtype": self.get_layer("embedding").dtype_policy.name}
 
   @classmethod
@@ -145,12 +147,13 @@ class WordEmbeddingClassifier(keras.Model):
 
 
 def build_classifier(texts, num_classes, *, sequence_length=SEQUENCE_LENGTH,
-                     vocabulary_size=VOCABULARY_SIZE, dropout=DROPOUT):
+                     vocabulary_size=VOCABULARY_SIZE, dropout=DROPOUT,
+                     activation="softmax"):
   """The classifier with a vocabulary of `texts` (the training split's),
-  at random weights."""
+  at random weights; `activation` "sigmoid" for several labels per text."""
   return WordEmbeddingClassifier(vocabulary_of(texts, vocabulary_size),
                                  num_classes, sequence_length=sequence_length,
-                                 dropout=dropout)
+                                 dropout=dropout, activation=activation)
 
 
 def is_classifier(model):

@@ -42,6 +42,9 @@ def suspects(model, family, splits, raw_splits, *, image_size, batch_size):
         model, getattr(splits, split), splits.sizes[split],
         image_size=image_size, batch_size=batch_size)
     sources = family.example_sources(raw_splits, split)
+    if labels.ndim == 2:
+      rows += _multi_label_rows(split, probs, labels, names, sources)
+      continue
     predicted = probs.argmax(-1)
     for i in np.flatnonzero(predicted != labels):
       rows.append({"split": split, "index": int(i),
@@ -51,6 +54,27 @@ def suspects(model, family, splits, raw_splits, *, image_size, batch_size):
                    "label_probability": round(float(probs[i, labels[i]]), 4)})
   return sorted(rows, key=lambda r: (-r["confidence"], r["split"],
                                      r["index"]))
+
+
+def _multi_label_rows(split, probs, labels, names, sources):
+  """`suspects`' rows of multi-hot labels: every example with a label the
+  model decides otherwise (at 0.5). Its labels and the predicted ones are
+  joined by '|'; the confidence is the model's surest disagreement with a
+  given label (p for a label it adds, 1 - p for one it drops)."""
+  rows = []
+  truth = labels > 0
+  predicted = probs >= 0.5
+  disagreement = np.where(truth, 1 - probs, probs)
+  for i in np.flatnonzero((predicted != truth).any(-1)):
+    surest = float(disagreement[i].max())
+    rows.append({"split": split, "index": int(i),
+                 "example": sources[i] if sources else "",
+                 "label": "|".join(names[c] for c in np.flatnonzero(truth[i])),
+                 "predicted": "|".join(
+                     names[c] for c in np.flatnonzero(predicted[i])),
+                 "confidence": round(surest, 4),
+                 "label_probability": round(1 - surest, 4)})
+  return rows
 
 
 def confused_pairs(rows, limit=PAIRS):
@@ -98,7 +122,9 @@ def write(directory, model, family, splits, raw_splits, *, image_size,
   rows = suspects(model, family, splits, raw_splits, image_size=image_size,
                   batch_size=batch_size)
   write_csv(os.path.join(directory, "suspect_labels.csv"), rows)
-  png = thumbnails_png(family, raw_splits, rows, splits.class_names)
+  # Multi-label rows name sets of labels, which a caption cannot.
+  png = (None if splits.multi_label else
+         thumbnails_png(family, raw_splits, rows, splits.class_names))
   if png:
     with open(os.path.join(directory, "top_losses.png"), "wb") as f:
       f.write(png)

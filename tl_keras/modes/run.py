@@ -31,6 +31,7 @@ from tl_keras.modes import scratch
 from tl_keras import pretraining
 from tl_keras.reporting import report
 from tl_keras import training
+from tl_keras.training import choices
 
 
 def _versions():
@@ -226,8 +227,13 @@ def _train(config, family, recipe, raw_splits, strategy, chief, checkpointer,
   class_weights, weighting = training.imbalance.class_weights(
       training.imbalance.label_counts(raw_splits.train,
                                       raw_splits.num_classes),
-      config.class_weight)
-  training.imbalance.log(weighting)
+      "none" if raw_splits.multi_label else config.class_weight)
+  if raw_splits.multi_label:  # the labels are not classes that compete
+    weighting["mode"] = config.class_weight
+    logging.info("--multi_label: a sigmoid per label and binary "
+                 "cross-entropy; the loss is not weighted by class")
+  else:
+    training.imbalance.log(weighting)
   history, info = training.run_recipe(
       model, recipe, splits,
       training.Context(strategy, image_size, config.batch_size,
@@ -270,21 +276,48 @@ def _evaluate(config, trained, strategy):
   """metrics.json's test and validation figures (and pruning's, and the
   transfer check's warning)."""
   splits, info = trained.splits, trained.info
-  metrics = {"test": training.evaluate(
-      trained.model, splits.test, splits.sizes["test"],
-      **_evaluation_args(config, trained, strategy)),
+  metrics = {"test": (_multi_label_test(config, trained) if splits.multi_label
+                      else training.evaluate(
+                          trained.model, splits.test, splits.sizes["test"],
+                          **_evaluation_args(config, trained, strategy))),
              "validation": {"best_loss": info["best_validation_loss"],
                             "best_accuracy": info["best_validation_accuracy"],
                             "best_epoch": info["best_epoch"]}}
   if trained.pruned:
     metrics["pruning"] = trained.pruned
-  logging.info("test accuracy %.4f, macro-F1 %.4f\n%s",
+  logging.info("test %s %.4f, macro-F1 %.4f\n%s", "exact-match accuracy"
+               if splits.multi_label else "accuracy",
                metrics["test"]["accuracy"], metrics["test"]["macro_f1"],
                evaluation.format_table(metrics["test"]))
   warning = training.transfer_warning(info["choices"].get("start", {}))
   if warning:
     metrics["negative_transfer"] = warning
     logging.warning("%s", warning)
+  return metrics
+
+
+def _multi_label_test(config, trained):
+  """The test figures of a multi-label model at per-label thresholds
+  chosen on validation (`evaluation.choose_thresholds`). Every worker
+  computes them alike, outside the strategy."""
+  splits = trained.splits
+
+  def predict(split):
+    return choices.predictions(
+        trained.model, getattr(splits, split), splits.sizes[split],
+        image_size=trained.image_size, batch_size=config.batch_size)
+  thresholds = evaluation.choose_thresholds(*predict("validation"))
+  probs, labels = predict("test")
+  metrics = evaluation.multi_label_metrics(
+      probs, labels, class_names=splits.class_names, thresholds=thresholds)
+  at_half = evaluation.multi_label_metrics(
+      probs, labels, class_names=splits.class_names,
+      thresholds=np.full(len(thresholds), evaluation.DEFAULT_THRESHOLD))
+  metrics["at_0.5"] = {k: at_half[k] for k in ("accuracy", "micro_f1",
+                                                "macro_f1")}
+  logging.info("--multi_label: per-label thresholds chosen on validation "
+               "(F1): %s", ", ".join(f"{n} {t:.3f}" for n, t in zip(
+                   splits.class_names, thresholds)))
   return metrics
 
 
@@ -383,8 +416,15 @@ def execute(config):
 
 def format_summary(metrics):
   """A few lines for the end of the console output."""
-  lines = [f"test accuracy {metrics['test']['accuracy']:.4f}  "
-           f"macro-F1 {metrics['test']['macro_f1']:.4f}"]
+  test = metrics["test"]
+  if test.get("multi_label"):
+    lines = [f"test micro-F1 {test['micro_f1']:.4f}  macro-F1 "
+             f"{test['macro_f1']:.4f}  mAP "
+             f"{test['mean_average_precision']:.4f}  exact match "
+             f"{test['accuracy']:.4f}"]
+  else:
+    lines = [f"test accuracy {test['accuracy']:.4f}  "
+             f"macro-F1 {test['macro_f1']:.4f}"]
   if "top5_accuracy" in metrics["test"]:
     lines[0] += f"  top-5 {metrics['test']['top5_accuracy']:.4f}"
   if "scratch" in metrics:

@@ -16,9 +16,11 @@ def model_card(record, metrics):
   # Runs written before balanced accuracy was measured have none.
   balanced = ("" if "balanced_accuracy" not in test else
               f", balanced accuracy {sentences.percent(test['balanced_accuracy'])}")
+  multi = bool(test.get("multi_label"))
   lines = [
       f"# {config['model']} fine-tuned on {config['dataset']}", "",
-      f"{kind['a']} classifier for {len(labels)} classes: "
+      f"{kind['a']} classifier for {len(labels)} "
+      f"{'labels, any number per example' if multi else 'classes'}: "
       f"{', '.join(labels[:20])}{', ...' if len(labels) > 20 else ''}.",
       f"Backbone `{config['model']}` ({record['model']['family']}) starting "
       f"from `--weights={config['weights']}`, trained by tl_keras with the "
@@ -26,9 +28,10 @@ def model_card(record, metrics):
       *_provenance(config),
       *_weights_license(record, config),
       "## Results on the test split", "",
-      f"- accuracy {sentences.percent(test['accuracy'])}, macro-F1 "
-      f"{test['macro_f1']:.4f}{balanced} on {test['examples']} "
-      f"{kind['examples']}",
+      (_multi_label_results(test, kind) if multi else
+       f"- accuracy {sentences.percent(test['accuracy'])}, macro-F1 "
+       f"{test['macro_f1']:.4f}{balanced} on {test['examples']} "
+       f"{kind['examples']}"),
   ]
   if metrics.get("scratch", {}).get("same_as_run"):
     lines.append("- trained from random initialization: this model is its "
@@ -55,6 +58,24 @@ def model_card(record, metrics):
       lines[-1] += (f"; before pruning {sentences.percent(before['accuracy'])}, "
                     f"{before['compressed_bytes'] / 1024:.0f} KB gzipped")
   return "\n".join(lines + kind["usage"](record, config, metrics))
+
+
+def _multi_label_results(test, kind):
+  """The card's result lines of a --multi_label model."""
+  thresholds = ", ".join(f"{name} {m['threshold']:.3f}"
+                         for name, m in test["per_class"].items())
+  return "\n".join([
+      f"- micro-F1 {test['micro_f1']:.4f}, macro-F1 {test['macro_f1']:.4f}, "
+      f"mean average precision {test['mean_average_precision']:.4f}, exact "
+      f"match {sentences.percent(test['accuracy'])} on {test['examples']} "
+      f"{kind['examples']}",
+      "- each label has its own sigmoid probability; a label is predicted "
+      "when it reaches its threshold, chosen on the validation split for "
+      f"the best F1: {thresholds}. In MediaPipe, ask for every category "
+      "(`max_results=-1`) and keep those above the label's threshold (or "
+      "one `score_threshold` for all)",
+      "- the exports' accuracy and agreement below count an example right "
+      "when every label is decided alike at 0.5"])
 
 
 def _image_usage(record, config, metrics):

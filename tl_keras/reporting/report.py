@@ -42,13 +42,7 @@ def html_report(record, metrics, images):
       f"<h1>{html.escape(config['model'])} on "
       f"{html.escape(config['dataset'])}</h1>",
       _table(["", "value"], [
-          ["test accuracy", percent(test["accuracy"])],
-          ["macro-F1", f"{test['macro_f1']:.4f}"],
-          *([["balanced accuracy (mean recall per class)",
-              percent(test["balanced_accuracy"])]]
-            if "balanced_accuracy" in test else []),
-          *([["top-5 accuracy", percent(test["top5_accuracy"])]]
-            if "top5_accuracy" in test else []),
+          *_headline_rows(test),
           ["test examples", test["examples"]],
           ["validation accuracy of the weights kept (lowest loss)",
            f"{percent(metrics['validation']['best_accuracy'])} "
@@ -63,14 +57,8 @@ def html_report(record, metrics, images):
   parts += _transfer_section(metrics)
   parts += _recipe_section(record.get("recipe", {}))
   parts += _timings_section(record.get("timings", {}))
-  parts += ["<h2>Learning curves</h2>", _img(images, "learning_curves.png"),
-            "<h2>Confusion matrix (test)</h2>",
-            _img(images, "confusion_matrix.png"),
-            "<h2>Per class (test)</h2>", _table(
-                ["class", "precision", "recall", "F1", "support"],
-                [[name, f"{m['precision']:.4f}", f"{m['recall']:.4f}",
-                  f"{m['f1']:.4f}", m["support"]]
-                 for name, m in test["per_class"].items()])]
+  parts += ["<h2>Learning curves</h2>", _img(images, "learning_curves.png")]
+  parts += _per_class_section(test, images)
   parts += _review_section(metrics.get("review"), images)
   parts += _exports_section(metrics)
   parts += ["<h2>Reproduce</h2>",
@@ -86,6 +74,50 @@ def html_report(record, metrics, images):
   return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}"
           f"</title><style>{style}</style></head><body>{''.join(parts)}"
           "</body></html>")
+
+
+def _headline_rows(test):
+  """The summary table's test figures."""
+  if test.get("multi_label"):
+    return [["micro-F1 (every label decision pooled)",
+             f"{test['micro_f1']:.4f}"],
+            ["macro-F1 (the mean over labels)", f"{test['macro_f1']:.4f}"],
+            ["mean average precision (no threshold)",
+             f"{test['mean_average_precision']:.4f}"],
+            ["exact match (every label right)", percent(test["accuracy"])]]
+  return [["test accuracy", percent(test["accuracy"])],
+          ["macro-F1", f"{test['macro_f1']:.4f}"],
+          *([["balanced accuracy (mean recall per class)",
+              percent(test["balanced_accuracy"])]]
+            if "balanced_accuracy" in test else []),
+          *([["top-5 accuracy", percent(test["top5_accuracy"])]]
+            if "top5_accuracy" in test else [])]
+
+
+def _per_class_section(test, images):
+  """The confusion matrix and per-class table, or (multi-label) the
+  per-label table with each label's threshold and average precision."""
+  if not test.get("multi_label"):
+    return ["<h2>Confusion matrix (test)</h2>",
+            _img(images, "confusion_matrix.png"),
+            "<h2>Per class (test)</h2>", _table(
+                ["class", "precision", "recall", "F1", "support"],
+                [[name, f"{m['precision']:.4f}", f"{m['recall']:.4f}",
+                  f"{m['f1']:.4f}", m["support"]]
+                 for name, m in test["per_class"].items()])]
+  return ["<h2>Per label (test)</h2>",
+          "<p>A label is predicted when its probability reaches its "
+          "threshold, chosen on the validation split for the best F1. Apps "
+          "read every label whose score passes (MediaPipe: "
+          "<code>max_results=-1</code> and a <code>score_threshold</code>; "
+          "the exports output one independent probability per label).</p>",
+          _table(["label", "threshold", "precision", "recall", "F1",
+                  "average precision", "support"],
+                 [[name, f"{m['threshold']:.3f}", f"{m['precision']:.4f}",
+                   f"{m['recall']:.4f}", f"{m['f1']:.4f}",
+                   f"{m['average_precision']:.4f}"
+                   if "average_precision" in m else "", m["support"]]
+                  for name, m in test["per_class"].items()])]
 
 
 def _transfer_section(metrics):
@@ -272,10 +304,10 @@ def _img(images, name):
 def write_all(directory, record, metrics):
   """Writes the PNG plots, report.html and README.md into `directory`."""
   images = {
-      "learning_curves.png": plots.learning_curves_png(record["history"]),
-      "confusion_matrix.png": plots.confusion_matrix_png(
-          metrics["test"]["confusion_matrix"], record["data"]["classes"]),
-  }
+      "learning_curves.png": plots.learning_curves_png(record["history"])}
+  if "confusion_matrix" in metrics["test"]:  # not for multi-label
+    images["confusion_matrix.png"] = plots.confusion_matrix_png(
+        metrics["test"]["confusion_matrix"], record["data"]["classes"])
   for name, content in images.items():
     with open(os.path.join(directory, name), "wb") as f:
       f.write(content)

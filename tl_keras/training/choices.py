@@ -17,6 +17,8 @@ import tensorflow as tf
 
 from tl_keras.data import inputs as inputs_lib
 from tl_keras.evaluation import clearly_lower
+from tl_keras.evaluation import hits
+from tl_keras.evaluation import is_multi_label
 from tl_keras.training import checkpoint as checkpoint_lib
 from tl_keras.training import imbalance
 from tl_keras.training import loop
@@ -47,7 +49,7 @@ def choose_augmentation(model, splits, *, image_size, batch_size,
     probs, labels = validation_predictions(
         model, splits, image_size=image_size, batch_size=batch_size,
         mirror=mirror)
-    accuracy.append(float(np.mean((probs.argmax(-1) == labels) *
+    accuracy.append(float(np.mean(hits(probs, labels) *
                                   imbalance.example_weights(class_weights,
                                                             labels))))
   plain, mirrored = accuracy
@@ -79,21 +81,26 @@ def predictions(model, dataset, size, *, image_size, batch_size,
                            global_batch_size=batch_size, training=False)
   probs, labels = [], []
   for x, y in fn(tf.distribute.InputContext()):
-    keep = y.numpy() >= 0
+    y = y.numpy()
+    keep = y >= 0 if y.ndim == 1 else y[:, 0] >= 0  # not the padding
     if mirror:
       x = tf.reverse(x, axis=[2])
     probs.append(np.asarray(model(x, training=False))[keep])
-    labels.append(y.numpy()[keep])
+    labels.append(y[keep])
   return np.concatenate(probs), np.concatenate(labels)
 
 
 def validation_losses(model, splits, *, image_size, batch_size,
                       class_weights=None):
-  """Per-example cross-entropy of `model` on the validation split, in order;
-  with `class_weights`, each weighed by its class's weight (`imbalance`)."""
+  """Per-example cross-entropy of `model` on the validation split, in order
+  (binary cross-entropy for multi-hot labels); with `class_weights`, each
+  weighed by its class's weight (`imbalance`)."""
   probs, labels = validation_predictions(model, splits, image_size=image_size,
                                          batch_size=batch_size)
-  losses = keras.losses.sparse_categorical_crossentropy(labels, probs).numpy()
+  losses = (keras.losses.binary_crossentropy(
+      labels.astype(np.float32), probs) if is_multi_label(labels) else
+            keras.losses.sparse_categorical_crossentropy(labels, probs))
+  losses = np.asarray(losses)
   if class_weights is None:
     return losses
   return losses * imbalance.example_weights(class_weights, labels)

@@ -23,10 +23,14 @@ MODES = ("auto", "balanced", "none")
 
 
 def label_counts(dataset, num_classes):
-  """Examples per class of a (example, label) dataset: [C] int64."""
-  labels = np.fromiter(dataset.map(lambda x, y: y).as_numpy_iterator(),
-                       dtype=np.int64)
-  return np.bincount(labels, minlength=num_classes)[:num_classes]
+  """Examples per class of a (example, label) dataset: [C] int64 (per
+  label, its positive examples, for multi-hot labels)."""
+  labels = np.asarray(list(dataset.map(lambda x, y: y).as_numpy_iterator()),
+                      np.int64)
+  if labels.ndim == 2:
+    return labels.sum(0)
+  return np.bincount(labels.reshape(-1),
+                     minlength=num_classes)[:num_classes]
 
 
 def class_weights(counts, mode):

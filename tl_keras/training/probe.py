@@ -192,6 +192,8 @@ def path(x, y, num_classes, strengths, sample_weight=None):
     ([(kernel [D, C], bias [C]) per strength, in the order given], the
     L-BFGS iterations over all of them).
   """
+  if np.ndim(y) == 2:
+    return _multi_label_path(x, y, strengths)
   from sklearn.exceptions import ConvergenceWarning  # pylint: disable=g-import-not-at-top
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
   n = len(y) if sample_weight is None else float(np.sum(sample_weight))
@@ -225,6 +227,37 @@ def path(x, y, num_classes, strengths, sample_weight=None):
   return heads, iterations
 
 
+def _multi_label_path(x, y, strengths):
+  """`path` for multi-hot labels y [N, C]: one binary logistic regression
+  per label (one-vs-rest), each warm-started along the grid, at the same
+  strength for every label: 0.5 * strength * ||W||^2 added to the mean
+  over examples of the summed binary cross-entropy of the labels. A label
+  that is always (or never) present in training gets a zero kernel and a
+  bias of +20 (-20)."""
+  from sklearn.exceptions import ConvergenceWarning  # pylint: disable=g-import-not-at-top
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  from threadpoolctl import threadpool_limits  # pylint: disable=g-import-not-at-top
+  y = np.asarray(y) > 0
+  n, num_labels = y.shape
+  kernels = np.zeros((len(strengths), x.shape[1], num_labels), np.float32)
+  biases = np.zeros((len(strengths), num_labels), np.float32)
+  iterations = 0
+  with threadpool_limits(limits=1, user_api="blas"), (
+      warnings.catch_warnings()):
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    for c in range(num_labels):
+      if y[:, c].all() or not y[:, c].any():
+        biases[:, c] = 20.0 if y[:, c].all() else -20.0
+        continue
+      solver = LogisticRegression(max_iter=MAX_ITER, warm_start=True)
+      for k in sorted(range(len(strengths)), key=lambda k: -strengths[k]):
+        solver.set_params(C=1.0 / (strengths[k] * n))
+        solver.fit(x, y[:, c])
+        iterations += int(np.max(solver.n_iter_))
+        kernels[k, :, c], biases[k, c] = solver.coef_[0], solver.intercept_[0]
+  return list(zip(kernels, biases)), iterations
+
+
 def _full_head(solver, present, num_classes):
   """A fitted `LogisticRegression` as (kernel [D, C], bias [C])."""
   coef, intercept = solver.coef_, solver.intercept_
@@ -239,10 +272,19 @@ def _full_head(solver, present, num_classes):
 
 
 def _example_losses(x, y, heads):
-  """Cross-entropy [K, N] and hits [K, N] of each head on each example."""
+  """Cross-entropy [K, N] and hits [K, N] of each head on each example
+  (for multi-hot labels: binary cross-entropy averaged over the labels, and
+  exact matches at 0.5)."""
   losses, hits = [], []
   for kernel, bias in heads:
     logits = x @ kernel + bias
+    if np.ndim(y) == 2:
+      truth = np.asarray(y) > 0
+      # -log sigmoid(z) for the positives, -log(1 - sigmoid(z)) otherwise.
+      signed = np.where(truth, logits, -logits)
+      losses.append(np.logaddexp(0.0, -signed).mean(-1))
+      hits.append(np.all((logits >= 0) == truth, -1))
+      continue
     logits -= logits.max(-1, keepdims=True)
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     losses.append(-log_probs[np.arange(len(y)), y])

@@ -192,15 +192,20 @@ def step_functions(model, optimizer, strategy, num_classes, global_batch,
       loss_scale = LossScale()
 
   def train_fn(images, labels):
-    if labels.shape.rank == 2:  # MixUp: mixtures of one-hot labels
+    multi_label = is_multi_hot(labels)
+    if multi_label:
+      targets = tf.cast(labels, tf.float32)
+    elif labels.shape.rank == 2:  # MixUp: mixtures of one-hot labels
       targets, labels = labels, tf.argmax(labels, -1, output_type=tf.int32)
     else:
       targets = tf.one_hot(labels, num_classes)
     with tf.GradientTape() as tape:
       probs = model(images, training=True)
-      per_example = keras.losses.categorical_crossentropy(
-          targets, probs, label_smoothing=label_smoothing)
-      if weights is not None:
+      per_example = (keras.losses.binary_crossentropy(
+          targets, probs, label_smoothing=label_smoothing) if multi_label
+                     else keras.losses.categorical_crossentropy(
+                         targets, probs, label_smoothing=label_smoothing))
+      if weights is not None and not multi_label:
         per_example *= tf.reduce_sum(targets * weights, -1)
       # Divide by the global batch: gradients are summed across replicas.
       loss = tf.nn.compute_average_loss(per_example,
@@ -213,10 +218,7 @@ def step_functions(model, optimizer, strategy, num_classes, global_batch,
     if loss_scale:
       grads = loss_scale.unscale(grads)
     optimizer.apply_gradients(zip(grads, variables))
-    correct = tf.reduce_sum(tf.cast(
-        tf.equal(tf.argmax(probs, -1, output_type=tf.int32), labels),
-        tf.float32))
-    return tf.reduce_sum(per_example), correct
+    return tf.reduce_sum(per_example), tf.reduce_sum(hits(probs, labels))
 
   replica_fn = (tf.function(train_fn, jit_compile=True) if jit_compile
                 else train_fn)
@@ -242,6 +244,39 @@ def step_functions(model, optimizer, strategy, num_classes, global_batch,
                                      class_weights)
 
 
+def is_multi_hot(labels):
+  """Whether a batch's labels are multi-hot rows (--multi_label), not class
+  ids, nor MixUp's float mixtures."""
+  return labels.dtype.is_integer and labels.shape.rank == 2
+
+
+def hits(probs, labels):
+  """[B] float32: 1 where the prediction is right (`evaluation.hits`)."""
+  if is_multi_hot(labels):
+    right = tf.equal(probs >= evaluation.DEFAULT_THRESHOLD, labels > 0)
+    return tf.cast(tf.reduce_all(right, -1), tf.float32)
+  return tf.cast(tf.equal(tf.argmax(probs, -1, output_type=tf.int32),
+                          labels), tf.float32)
+
+
+def _multi_label_eval(probs, labels):
+  """eval_fn's sums for multi-hot labels: binary cross-entropy, exact
+  matches, and [C, 3] true positives, false positives and false negatives
+  at `evaluation.DEFAULT_THRESHOLD` (padding rows, all -1, left out)."""
+  valid = tf.cast(labels[:, 0] >= 0, tf.float32)
+  labels = tf.maximum(labels, 0)
+  truth = tf.cast(labels, tf.float32)
+  per_example = keras.losses.binary_crossentropy(truth, probs)
+  predicted = tf.cast(probs >= evaluation.DEFAULT_THRESHOLD, tf.float32)
+  predicted *= valid[:, None]
+  truth *= valid[:, None]
+  counts = tf.stack([tf.reduce_sum(predicted * truth, 0),
+                     tf.reduce_sum(predicted * (1 - truth), 0),
+                     tf.reduce_sum((1 - predicted) * truth, 0)], -1)
+  return (tf.reduce_sum(per_example * valid),
+          tf.reduce_sum(hits(probs, labels) * valid), counts)
+
+
 def make_eval_step(model, strategy, num_classes, class_weights=None):
   """A tf.function: batch -> summed loss, top-5 hits and confusion matrix.
 
@@ -254,6 +289,8 @@ def make_eval_step(model, strategy, num_classes, class_weights=None):
 
   def eval_fn(images, labels):
     probs = model(images, training=False)
+    if is_multi_hot(labels):
+      return _multi_label_eval(probs, labels)
     valid = labels >= 0
     labels = tf.where(valid, labels, 0)
     weights = tf.cast(valid, tf.float32)
@@ -305,7 +342,7 @@ def evaluate(model, dataset, size, *, strategy, class_names, image_size,
   dist = dist or eval_input(dataset, size, strategy=strategy,
                             image_size=image_size, batch_size=batch_size)
   loss = top_k = 0.0
-  confusion = np.zeros((num_classes, num_classes))
+  confusion = 0.0  # [C, C]; multi-label: [C, 3] counts, and top_k exact hits
   with console.Heartbeat("evaluation", total=-(-size // batch_size),
                          unit="batches") as beat:
     beat.done = 0
@@ -314,6 +351,10 @@ def evaluate(model, dataset, size, *, strategy, class_names, image_size,
       loss, top_k, confusion = (loss + float(l), top_k + float(k),
                                 confusion + c)
       beat.done += 1
+  if dataset.element_spec[1].shape.rank == 1:  # multi-hot labels
+    return evaluation.multi_label_metrics_from_counts(
+        confusion, exact=top_k, examples=size, loss=loss,
+        class_names=class_names)
   if class_weights is not None:  # the weighted mean, times the examples
     counts = np.asarray(confusion, np.float64).sum(1)
     weight = float(counts @ np.asarray(class_weights, np.float64))

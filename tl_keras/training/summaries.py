@@ -80,8 +80,10 @@ class Summaries:
 
 
 def image_summaries(summaries, model, val, sample, class_names, step):
-  """Confusion matrix and captioned validation images, for TensorBoard."""
-  if not summaries.enabled:
+  """Confusion matrix and captioned validation images, for TensorBoard
+  (not for multi-label metrics, which have neither a confusion matrix nor
+  one class to caption)."""
+  if not summaries.enabled or val.get("multi_label"):
     return
   from tl_keras.reporting import plots  # pylint: disable=g-import-not-at-top
   summaries.png("validation", "confusion_matrix",
