@@ -337,6 +337,9 @@ def evaluate(artifact, splits, split="test", batch_size=64):
         f"({', '.join(predictor.labels[:4])}, ...) but the dataset has "
         f"{splits.num_classes} ({', '.join(splits.class_names[:4])}, ...); "
         "evaluate on the dataset the model was trained for")
+  if splits.multi_label:
+    return {"artifact": artifact, "kind": predictor.kind, "split": split,
+            **_evaluate_multi_label(predictor, splits, split, batch_size)}
   num_classes = splits.num_classes
   confusion = np.zeros((num_classes, num_classes))
   loss = top_k = 0.0
@@ -352,3 +355,18 @@ def evaluate(artifact, splits, split="test", batch_size=64):
       confusion, top_k=top_k, loss=loss, class_names=splits.class_names)
   return {"artifact": artifact, "kind": predictor.kind, "split": split,
           **metrics}
+
+
+def _evaluate_multi_label(predictor, splits, split, batch_size):
+  """`evaluate` for --multi_label data: `evaluation.multi_label_metrics`
+  at 0.5 for every label (a lone file does not carry the thresholds its
+  run chose; its run's metrics.json does)."""
+  probs, labels = [], []
+  for inputs, batch_labels in predictor.batch_inputs(getattr(splits, split),
+                                                     batch_size):
+    probs.append(predictor.predict(inputs))
+    labels.append(batch_labels)
+  return evaluation.multi_label_metrics(
+      np.concatenate(probs), np.concatenate(labels),
+      class_names=splits.class_names,
+      thresholds=np.full(splits.num_classes, evaluation.DEFAULT_THRESHOLD))
