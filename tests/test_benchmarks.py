@@ -280,3 +280,37 @@ def test_quickstart_benchmark(tmp_path):
   assert set(row["tflite"]) == {"float32", "int8"}
   assert row["tflite"]["float32"]["agreement"] == 1.0
   assert row["seconds"] > row["scratch_seconds"] > 0
+
+
+def test_multi_label_tables_hold_composed_digits(tmp_path):
+  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+  import multi_label  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  root = multi_label.write_tables(str(tmp_path / "d"), seed=0,
+                                  sizes={"train": 6, "validation": 3,
+                                         "test": 3})
+  for split, count in (("train", 6), ("validation", 3), ("test", 3)):
+    with open(os.path.join(root, f"{split}.csv"), encoding="utf-8") as f:
+      rows = list(csv.DictReader(f))
+    assert len(rows) == count
+    for row in rows:
+      labels = row["labels"].split("|")
+      assert 1 <= len(labels) <= 3 and len(set(labels)) == len(labels)
+      image = np.asarray(Image.open(os.path.join(root, row["path"])))
+      assert image.shape == (64, 64, 3)
+      # A drawn cell per label at least; blank cells stay black.
+      cells = [image[r:r + 32, c:c + 32].max() > 0 for r in (0, 32)
+               for c in (0, 32)]
+      assert len(labels) <= sum(cells) <= 3
+
+
+@pytest.mark.slow
+def test_multi_label_benchmark():
+  """The run against one-vs-rest logistic regression, tiny (50 s: slow)."""
+  run, ovr, summary = _run("multi_label.py", "--smoke")
+  assert (run["arm"], ovr["arm"], summary["arm"]) == ("run", "ovr",
+                                                      "summary")
+  for row in (run, ovr):
+    assert 0 <= row["macro_f1"] <= 1 and 0 <= row["micro_f1"] <= 1
+  assert summary["gain_macro_f1"]["mean"] == pytest.approx(
+      run["macro_f1"] - ovr["macro_f1"])

@@ -179,6 +179,26 @@ def test_evaluate_mode_gives_multi_label_figures(run):
   assert "thresh" in result.stdout  # the per-label table
 
 
+def test_predict_mode_names_the_labels_past_their_thresholds(run, tmp_path):
+  out, _ = run
+  inputs = tmp_path / "texts.txt"
+  inputs.write_text("the goal of the team and the bank profit\nsoup\n")
+  result = run_main("--mode=predict",
+                    f"--artifact={out / 'model_float32.tflite'}",
+                    f"--inputs={inputs}", f"--predictions={tmp_path / 'p.csv'}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = list(csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8")))
+  thresholds = {n: m["threshold"] for n, m in json.loads(
+      (out / "metrics.json").read_text())["test"]["per_class"].items()}
+  probs = predictors.load(str(out)).predict(
+      inputs.read_text().splitlines())
+  for row, p in zip(rows, probs):
+    names = sorted(thresholds)
+    assert row["labels"] == "|".join(
+        n for n, q in zip(names, p) if q >= thresholds[n])
+  assert rows[0]["labels"] == "money|sport"
+
+
 def test_an_image_table_with_several_labels_per_image(tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   rows = []

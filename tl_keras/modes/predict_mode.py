@@ -28,7 +28,8 @@ def run(config):
                     "replace it, or name another file with --predictions")
   results, text = predict_files(
       config.artifact, paths, config.top_k, image_column=config.image_column,
-      text_column=config.text_column)
+      text_column=config.text_column,
+      thresholds=run_thresholds(config.artifact))
   if target:
     write_predictions(results, target, overwrite=True)
     text += f"\nwrote {len(results):,} predictions to {target}"
@@ -48,6 +49,23 @@ def is_batch(items):
       (".txt", ".csv"))) for i in items)
 
 
+def run_thresholds(artifact):
+  """The per-label thresholds of the --multi_label run `artifact` belongs
+  to ({label: threshold}, from its metrics.json), or None: a single-label
+  run, or a file outside its run folder."""
+  path = os.path.expanduser(artifact)
+  for folder in (path, os.path.dirname(path)):
+    found = os.path.join(folder, "metrics.json")
+    if os.path.isfile(found):
+      import json  # pylint: disable=g-import-not-at-top
+      with open(found, encoding="utf-8") as f:
+        test = json.load(f).get("test", {})
+      if not test.get("multi_label"):
+        return None
+      return {name: m["threshold"] for name, m in test["per_class"].items()}
+  return None
+
+
 # Inputs predicted per call (and read into memory at once), and the most
 # results printed to the console.
 PREDICT_BATCH = 64
@@ -55,12 +73,14 @@ PRINTED = 20
 
 
 def predict_files(artifact, paths, top_k=5, *, image_column="path",
-                  text_column="text"):
+                  text_column="text", thresholds=None):
   """--mode=predict: [(name, [(label, probability), ...]), ...] and text.
 
   `paths`: image files or folders of them, .txt files (one text per line),
   .csv files (`image_column` or `text_column`), or texts. Inputs are read
   and predicted `PREDICT_BATCH` at a time, with a progress line.
+  `thresholds` ({label: threshold}, a --multi_label run's): each result
+  gets a third item, the labels whose probability reaches theirs.
   """
   predictor = predictors.load(artifact)
   names, items = predictor.input.expand(paths, image_column=image_column,
@@ -74,26 +94,34 @@ def predict_files(artifact, paths, top_k=5, *, image_column="path",
       predictor.input.check(chunk, inputs)
       for name, p in zip(chunk, predictor.predict(inputs)):
         # Stable: a tie goes to the lower class index, as argmax does.
-        results.append((name, [(predictor.labels[i], float(p[i]))
-                               for i in np.argsort(-p, kind="stable")[:k]]))
+        top = [(predictor.labels[i], float(p[i]))
+               for i in np.argsort(-p, kind="stable")[:k]]
+        results.append((name, top) if thresholds is None else (
+            name, top, [label for label, score in zip(predictor.labels, p)
+                        if score >= thresholds.get(label, 0.5)]))
       progress.update(len(results))
-  lines = [name + "\n" + "\n".join(f"  {label:<24} {prob:.4f}"
-                                    for label, prob in top)
-           for name, top in results[:PRINTED]]
+  lines = [result[0] + ("" if len(result) < 3 else
+                        f"  labels: {'|'.join(result[2]) or '(none)'}") +
+           "\n" + "\n".join(f"  {label:<24} {prob:.4f}"
+                             for label, prob in result[1])
+           for result in results[:PRINTED]]
   if len(results) > PRINTED:
     lines.append(f"... and {len(results) - PRINTED:,} more")
   return results, "\n".join(lines)
 
 
 def write_predictions(results, path, overwrite=False):
-  """`predict_files`'s results as a CSV file: input, then label_1,
-  score_1, ... label_k, score_k. Written whole or not at all."""
+  """`predict_files`'s results as a CSV file: input, (multi-label: the
+  labels predicted, '|'-separated), then label_1, score_1, ... label_k,
+  score_k. Written whole or not at all."""
   if os.path.exists(path) and not overwrite:
     raise UserError(f"--predictions={path} exists; pass --overwrite to "
                     "replace it, or name another file")
-  k = max(len(top) for _, top in results)
-  header = ["input"] + [f"{what}_{i + 1}" for i in range(k)
-                        for what in ("label", "score")]
-  rows = [[name] + [v for label, score in top
-                    for v in (label, f"{score:.6f}")] for name, top in results]
+  k = max(len(result[1]) for result in results)
+  chosen = all(len(result) == 3 for result in results)
+  header = ["input"] + (["labels"] if chosen else []) + [
+      f"{what}_{i + 1}" for i in range(k) for what in ("label", "score")]
+  rows = [[result[0]] + (["|".join(result[2])] if chosen else []) +
+          [v for label, score in result[1] for v in (label, f"{score:.6f}")]
+          for result in results]
   artifacts.write_csv(path, header, rows)
