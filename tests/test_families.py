@@ -88,7 +88,8 @@ def _spread_member(name):
 # two phase-1 trainings 6-15 s: they run with `pytest -m slow`. ConvNeXt's
 # LayerNorm rewrites keep their own fast tests in test_tflite.py.
 SLOW = ("resnet50", "resnet50v2", "efficientnetv2_b0", "densenet121",
-        "inceptionv3", "xception", "convnext_tiny")
+        "inceptionv3", "xception", "convnext_tiny", "efficientnet_b0",
+        "mobilenetv2")
 
 
 def _by_speed(names):
@@ -139,6 +140,18 @@ def test_family_frozen_base_head_and_every_tflite_variant(name, tmp_path):
       assert runner.output["dtype"] == np.uint8
       assert not {op for op, dtypes in runner.op_dtypes().items()
                   if dtypes & {"float32", "float16"}}
+  keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenetv2"])
+def test_slow_members_are_frozen_in_training_mode(name):
+  """The frozen-base check of the test above, for members whose TFLite
+  conversions run only with `pytest -m slow` (EfficientNet's stochastic
+  depth and dropout, MobileNetV2's BatchNorm)."""
+  _, _, images, extractor = _spread_member(name)
+  x = images.astype(np.float32)
+  np.testing.assert_array_equal(extractor(x, training=True).numpy(),
+                                extractor(x, training=False).numpy())
   keras.backend.clear_session()
 
 
