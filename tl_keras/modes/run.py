@@ -144,7 +144,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
   metrics = _evaluate(config, trained, strategy)
   if config.compare_scratch:
     scratch.compare(config, trained, metrics, strategy, speed["jit_compile"],
-                    _evaluation_args(config, trained, strategy))
+                    lambda model: _test_metrics(config, trained, strategy,
+                                                model))
   if chief:
     with artifacts.staged(config.output_dir) as stage:
       _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,
@@ -276,10 +277,7 @@ def _evaluate(config, trained, strategy):
   """metrics.json's test and validation figures (and pruning's, and the
   transfer check's warning)."""
   splits, info = trained.splits, trained.info
-  metrics = {"test": (_multi_label_test(config, trained) if splits.multi_label
-                      else training.evaluate(
-                          trained.model, splits.test, splits.sizes["test"],
-                          **_evaluation_args(config, trained, strategy))),
+  metrics = {"test": _test_metrics(config, trained, strategy),
              "validation": {"best_loss": info["best_validation_loss"],
                             "best_accuracy": info["best_validation_accuracy"],
                             "best_epoch": info["best_epoch"]}}
@@ -296,15 +294,20 @@ def _evaluate(config, trained, strategy):
   return metrics
 
 
-def _multi_label_test(config, trained):
-  """The test figures of a multi-label model at per-label thresholds
-  chosen on validation (`evaluation.choose_thresholds`). Every worker
-  computes them alike, outside the strategy."""
+def _test_metrics(config, trained, strategy, model=None):
+  """metrics.json's "test" of `model` (default: the trained one): under the
+  strategy, or, for multi-label data, at per-label thresholds chosen on
+  validation (`evaluation.choose_thresholds`), which every worker computes
+  alike outside the strategy."""
+  model = model or trained.model
   splits = trained.splits
+  if not splits.multi_label:
+    return training.evaluate(model, splits.test, splits.sizes["test"],
+                             **_evaluation_args(config, trained, strategy))
 
   def predict(split):
     return choices.predictions(
-        trained.model, getattr(splits, split), splits.sizes[split],
+        model, getattr(splits, split), splits.sizes[split],
         image_size=trained.image_size, batch_size=config.batch_size)
   thresholds = evaluation.choose_thresholds(*predict("validation"))
   probs, labels = predict("test")

@@ -80,8 +80,12 @@ def keep_better(metrics, info, scratch_info):
   return {"model": kept, "reason": reason}
 
 
-def compare(config, trained, metrics, strategy, jit_compile, eval_args):
+def compare(config, trained, metrics, strategy, jit_compile, test_metrics):
   """--compare_scratch: trains the baseline and keeps the better model.
+
+  `test_metrics(model)`: a model's test figures, as the run's own were
+  measured (so both are measured alike: multi-label ones at thresholds
+  chosen on validation).
 
   Adds metrics["scratch"] and "transfer_gain" (and "kept", and
   "negative_transfer" when scratch wins on validation). When scratch is
@@ -105,8 +109,7 @@ def compare(config, trained, metrics, strategy, jit_compile, eval_args):
       class_weights=info.get("class_weights"))
   trained.history += history
   metrics["scratch"] = {
-      "test": training.evaluate(model, splits.test, splits.sizes["test"],
-                                **eval_args),
+      "test": test_metrics(model),
       "validation": {"best_loss": scratch_info["best_validation_loss"],
                      "best_accuracy":
                          scratch_info["best_validation_accuracy"]}}
