@@ -251,3 +251,16 @@ def test_a_refused_flag_is_one_error_line_and_writes_nothing(tmp_path):
   assert result.returncode != 0 and len(errors) == 1, result.stderr[-2000:]
   assert "--dataset=csv" in errors[0] and "Traceback" not in result.stderr
   assert not (tmp_path / "out").exists()
+
+
+def test_features_on_disk_keep_multi_hot_labels(tmp_path):
+  from tl_keras.training import features  # pylint: disable=g-import-not-at-top
+  x = np.arange(12, dtype=np.float32).reshape(6, 2)
+  y = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0]] * 2, np.int32)
+  ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+  read = features._features_to_file(lambda b: b * 2, ds,  # pylint: disable=protected-access
+                                    str(tmp_path / "f.tfrecord"), 2)
+  assert read.element_spec[1].shape == [3]
+  got_x, got_y = probe.arrays(read)
+  np.testing.assert_array_equal(got_x, 2 * x)
+  np.testing.assert_array_equal(got_y, y)

@@ -155,13 +155,14 @@ def _features_to_file(predict, ds, path, dim):
           for name, value in (("x", tf.cast(predict(x), tf.float32)),
                               ("y", tf.cast(y, tf.int32)))})).SerializeToString())
   spec = {k: tf.io.FixedLenFeature([], tf.string) for k in ("x", "y")}
+  label_shape = ds.element_spec[1].shape  # [B], or [B, C] multi-hot
 
   def parse(record):
     parts = tf.io.parse_single_example(record, spec)
     x = tf.io.parse_tensor(parts["x"], tf.float32)
     x.set_shape([None, dim])
     y = tf.io.parse_tensor(parts["y"], tf.int32)
-    y.set_shape([None])
+    y.set_shape(label_shape)
     return x, y
 
   return tf.data.TFRecordDataset(path).map(
