@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers import mediapipe_scores
 from tests.helpers import run_main
 from tl_keras import config as config_lib
 from tl_keras import evaluation
@@ -230,6 +231,15 @@ def test_an_image_table_with_several_labels_per_image(tmp_path):
   metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
   assert metrics["test"]["multi_label"]
   assert metrics["tflite"]["float32"]["agreement"] == 1.0
+  # MediaPipe's ImageClassifier gives every label's own sigmoid score.
+  images = np.stack([np.asarray(Image.open(tmp_path / f"{i}.png"))
+                     for i in range(4)])
+  scores, names = mediapipe_scores(
+      str(tmp_path / "out" / "model_float32.tflite"), images, 2)
+  assert names == ["green", "red"]
+  np.testing.assert_allclose(
+      scores, predictors.load(str(tmp_path / "out")).predict(images),
+      atol=1e-5)
 
 
 @pytest.mark.parametrize("changes, message", [
