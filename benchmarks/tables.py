@@ -104,26 +104,39 @@ def real_weights_exports(rows, task):
   return _export_rows(row)
 
 
+def _two_arms(rows, arms, header, figures):
+  """A table of two arms per figure over seeds (mean and range), their
+  difference per seed, and the phase each run of them kept.
+
+  Returns:
+    (table lines, {arm: "kept" per seed}).
+  """
+  runs = [r for r in rows if r.get("arm") in arms]
+  seeds = sorted({r["seed"] for r in runs})
+  by = {(r["arm"], r["seed"]): r for r in runs}
+  first, second = arms
+  lines = [header, "|---|---|---|---|"]
+  for key, what in figures:
+    values = {a: [by[a, s][key] for s in seeds if (a, s) in by]
+              for a in arms}
+    gain = [by[first, s][key] - by[second, s][key] for s in seeds
+            if (first, s) in by and (second, s) in by]
+    lines.append(f"| {what} ({len(gain)} seeds) | {_spread(values[first])} "
+                 f"| {_spread(values[second])} | {_points(gain)} |")
+  kept = {a: ", ".join(str(by[a, s].get("kept")) for s in seeds
+                       if (a, s) in by) for a in arms}
+  return lines, kept
+
+
 def imbalance(rows):
   """--class_weight=auto against none, per figure over seeds, and the gain
   (auto minus none, per seed)."""
-  runs = [r for r in rows if r.get("arm") in ("auto", "none")]
-  seeds = sorted({r["seed"] for r in runs})
-  by = {(r["arm"], r["seed"]): r for r in runs}
-  lines = ["| test (balanced, 45 per digit) | `--class_weight=auto` | "
-           "`--class_weight=none` | auto − none |",
-           "|---|---|---|---|"]
-  for key, what in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
-                    ("smallest_recall", "recall of digit 9 (10 training "
-                     "images)")):
-    auto = [by["auto", s][key] for s in seeds if ("auto", s) in by]
-    none = [by["none", s][key] for s in seeds if ("none", s) in by]
-    gain = [by["auto", s][key] - by["none", s][key] for s in seeds
-            if ("auto", s) in by and ("none", s) in by]
-    lines.append(f"| {what} ({len(gain)} seeds) | {_spread(auto)} | "
-                 f"{_spread(none)} | {_points(gain)} |")
-  kept = {arm: ", ".join(str(by[arm, s].get("kept")) for s in seeds
-                         if (arm, s) in by) for arm in ("auto", "none")}
+  lines, kept = _two_arms(
+      rows, ("auto", "none"),
+      "| test (balanced, 45 per digit) | `--class_weight=auto` | "
+      "`--class_weight=none` | auto − none |",
+      (("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
+       ("smallest_recall", "recall of digit 9 (10 training images)")))
   lines.append(f"| phase kept, per seed | {kept['auto']} | {kept['none']} "
                "| |")
   return "\n".join(lines)
@@ -132,23 +145,14 @@ def imbalance(rows):
 def multi_label(rows):
   """The --multi_label run against one-vs-rest logistic regression on the
   same frozen features, per figure over seeds, and the gain per seed."""
-  runs = [r for r in rows if r.get("arm") in ("run", "ovr")]
-  seeds = sorted({r["seed"] for r in runs})
-  by = {(r["arm"], r["seed"]): r for r in runs}
-  lines = ["| test | `--multi_label`, default flags | one-vs-rest logistic "
-           "regression | run − LR |", "|---|---|---|---|"]
-  for key, what in (("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"),
-                    ("mean_average_precision", "mean average precision"),
-                    ("accuracy", "exact match")):
-    run = [by["run", s][key] for s in seeds if ("run", s) in by]
-    ovr = [by["ovr", s][key] for s in seeds if ("ovr", s) in by]
-    gain = [by["run", s][key] - by["ovr", s][key] for s in seeds
-            if ("run", s) in by and ("ovr", s) in by]
-    lines.append(f"| {what} ({len(gain)} seeds) | {_spread(run)} | "
-                 f"{_spread(ovr)} | {_points(gain)} |")
-  kept = ", ".join(str(by["run", s].get("kept")) for s in seeds
-                   if ("run", s) in by)
-  lines.append(f"| phase kept, per seed | {kept} | | |")
+  lines, kept = _two_arms(
+      rows, ("run", "ovr"),
+      "| test | `--multi_label`, default flags | one-vs-rest logistic "
+      "regression | run − LR |",
+      (("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"),
+       ("mean_average_precision", "mean average precision"),
+       ("accuracy", "exact match")))
+  lines.append(f"| phase kept, per seed | {kept['run']} | | |")
   return "\n".join(lines)
 
 
