@@ -143,8 +143,8 @@ def multi_label_metrics_from_counts(counts, *, exact, examples, loss,
                      where=b > 0)
   precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
   f1 = ratio(2 * tp, 2 * tp + fp + fn)
-  micro = float(ratio(np.array([2 * tp.sum()]),
-                      np.array([2 * tp.sum() + fp.sum() + fn.sum()]))[0])
+  pooled = 2 * tp.sum() + fp.sum() + fn.sum()
+  micro = float(2 * tp.sum() / pooled) if pooled else 0.0
   present = (tp + fn) > 0
   return {
       "examples": int(examples),
@@ -164,12 +164,12 @@ def multi_label_metrics_from_counts(counts, *, exact, examples, loss,
   }
 
 
-def multi_label_metrics(probs, labels, *, class_names, thresholds):
+def multi_label_metrics(probs, labels, *, class_names, thresholds,
+                        ranking=True):
   """`multi_label_metrics_from_counts` of [N, C] probabilities at
-  per-label `thresholds`, plus mean average precision (over the labels
-  with a positive example; scikit-learn's average precision, which needs
-  no threshold) and the thresholds themselves."""
-  from sklearn.metrics import average_precision_score  # pylint: disable=g-import-not-at-top
+  per-label `thresholds`, and the thresholds themselves; with `ranking`,
+  mean average precision too (over the labels with a positive example;
+  scikit-learn's average precision, which needs no threshold)."""
   probs = np.asarray(probs, np.float64)
   labels = np.asarray(labels) > 0
   thresholds = np.asarray(thresholds, np.float64)
@@ -180,15 +180,17 @@ def multi_label_metrics(probs, labels, *, class_names, thresholds):
       label_counts(predicted, labels),
       exact=np.all(predicted == labels, -1).sum(), examples=len(labels),
       loss=loss.sum(), class_names=class_names)
-  present = labels.any(0)
-  precision = [average_precision_score(labels[:, c], probs[:, c])
-               for c in np.flatnonzero(present)]
-  out["mean_average_precision"] = float(np.mean(precision)) if precision else 0.0
-  for name, c in zip(class_names, range(len(class_names))):
-    out["per_class"][name]["threshold"] = float(thresholds[c])
-    if present[c]:
-      out["per_class"][name]["average_precision"] = float(
-          average_precision_score(labels[:, c], probs[:, c]))
+  for name, threshold in zip(class_names, thresholds):
+    out["per_class"][name]["threshold"] = float(threshold)
+  if not ranking:
+    return out
+  from sklearn.metrics import average_precision_score  # pylint: disable=g-import-not-at-top
+  precision = {c: float(average_precision_score(labels[:, c], probs[:, c]))
+               for c in np.flatnonzero(labels.any(0))}
+  out["mean_average_precision"] = (float(np.mean(list(precision.values())))
+                                   if precision else 0.0)
+  for c, value in precision.items():
+    out["per_class"][class_names[c]]["average_precision"] = value
   return out
 
 

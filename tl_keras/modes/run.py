@@ -315,7 +315,8 @@ def _test_metrics(config, trained, strategy, model=None):
       probs, labels, class_names=splits.class_names, thresholds=thresholds)
   at_half = evaluation.multi_label_metrics(
       probs, labels, class_names=splits.class_names,
-      thresholds=np.full(len(thresholds), evaluation.DEFAULT_THRESHOLD))
+      thresholds=np.full(len(thresholds), evaluation.DEFAULT_THRESHOLD),
+      ranking=False)
   metrics["at_0.5"] = {k: at_half[k] for k in ("accuracy", "micro_f1",
                                                 "macro_f1")}
   logging.info("--multi_label: per-label thresholds chosen on validation "
