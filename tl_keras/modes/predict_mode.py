@@ -29,7 +29,7 @@ def run(config):
   results, text = predict_files(
       config.artifact, paths, config.top_k, image_column=config.image_column,
       text_column=config.text_column,
-      thresholds=run_thresholds(config.artifact))
+      thresholds=predictors.run_thresholds(config.artifact))
   if target:
     write_predictions(results, target, overwrite=True)
     text += f"\nwrote {len(results):,} predictions to {target}"
@@ -47,23 +47,6 @@ def is_batch(items):
   a CSV file then."""
   return any(os.path.isdir(i) or (os.path.isfile(i) and i.lower().endswith(
       (".txt", ".csv"))) for i in items)
-
-
-def run_thresholds(artifact):
-  """The per-label thresholds of the --multi_label run `artifact` belongs
-  to ({label: threshold}, from its metrics.json), or None: a single-label
-  run, or a file outside its run folder."""
-  path = os.path.expanduser(artifact)
-  for folder in (path, os.path.dirname(path)):
-    found = os.path.join(folder, "metrics.json")
-    if os.path.isfile(found):
-      import json  # pylint: disable=g-import-not-at-top
-      with open(found, encoding="utf-8") as f:
-        test = json.load(f).get("test", {})
-      if not test.get("multi_label"):
-        return None
-      return {name: m["threshold"] for name, m in test["per_class"].items()}
-  return None
 
 
 # Inputs predicted per call (and read into memory at once), and the most

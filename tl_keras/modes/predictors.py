@@ -10,6 +10,7 @@ kind, the SavedModel's `metadata` signature, the .tflite file's metadata).
 """
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -339,7 +340,8 @@ def evaluate(artifact, splits, split="test", batch_size=64):
         "evaluate on the dataset the model was trained for")
   if splits.multi_label:
     return {"artifact": artifact, "kind": predictor.kind, "split": split,
-            **_evaluate_multi_label(predictor, splits, split, batch_size)}
+            **_evaluate_multi_label(artifact, predictor, splits, split,
+                                      batch_size)}
   num_classes = splits.num_classes
   confusion = np.zeros((num_classes, num_classes))
   loss = top_k = 0.0
@@ -357,16 +359,34 @@ def evaluate(artifact, splits, split="test", batch_size=64):
           **metrics}
 
 
-def _evaluate_multi_label(predictor, splits, split, batch_size):
+def run_thresholds(artifact):
+  """The per-label thresholds of the --multi_label run `artifact` belongs
+  to ({label: threshold}, from its metrics.json), or None: a single-label
+  run, or a file outside its run folder."""
+  path = os.path.expanduser(artifact)
+  for folder in (path, os.path.dirname(path)):
+    found = os.path.join(folder, "metrics.json")
+    if os.path.isfile(found):
+      with open(found, encoding="utf-8") as f:
+        test = json.load(f).get("test", {})
+      if not test.get("multi_label"):
+        return None
+      return {name: m["threshold"] for name, m in test["per_class"].items()}
+  return None
+
+
+def _evaluate_multi_label(artifact, predictor, splits, split, batch_size):
   """`evaluate` for --multi_label data: `evaluation.multi_label_metrics`
-  at 0.5 for every label (a lone file does not carry the thresholds its
-  run chose; its run's metrics.json does)."""
+  at the thresholds of the run `artifact` belongs to (0.5 for a file
+  outside its run folder)."""
   probs, labels = [], []
   for inputs, batch_labels in predictor.batch_inputs(getattr(splits, split),
                                                      batch_size):
     probs.append(predictor.predict(inputs))
     labels.append(batch_labels)
+  chosen = run_thresholds(artifact) or {}
   return evaluation.multi_label_metrics(
       np.concatenate(probs), np.concatenate(labels),
       class_names=splits.class_names,
-      thresholds=np.full(splits.num_classes, evaluation.DEFAULT_THRESHOLD))
+      thresholds=[chosen.get(name, evaluation.DEFAULT_THRESHOLD)
+                  for name in splits.class_names])
