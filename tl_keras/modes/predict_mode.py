@@ -12,6 +12,7 @@ import numpy as np
 
 from tl_keras import artifacts
 from tl_keras import console
+from tl_keras import evaluation
 from tl_keras.errors import UserError
 from tl_keras.modes import predictors
 
@@ -81,7 +82,8 @@ def predict_files(artifact, paths, top_k=5, *, image_column="path",
                for i in np.argsort(-p, kind="stable")[:k]]
         results.append((name, top) if thresholds is None else (
             name, top, [label for label, score in zip(predictor.labels, p)
-                        if score >= thresholds.get(label, 0.5)]))
+                        if score >= thresholds.get(
+                            label, evaluation.DEFAULT_THRESHOLD)]))
       progress.update(len(results))
   lines = [result[0] + ("" if len(result) < 3 else
                         f"  labels: {'|'.join(result[2]) or '(none)'}") +

@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from tl_keras import artifacts
+from tl_keras import evaluation
 from tl_keras.reporting import plots
 from tl_keras.training import choices
 
@@ -58,12 +59,12 @@ def suspects(model, family, splits, raw_splits, *, image_size, batch_size):
 
 def _multi_label_rows(split, probs, labels, names, sources):
   """`suspects`' rows of multi-hot labels: every example with a label the
-  model decides otherwise (at 0.5). Its labels and the predicted ones are
+  model decides otherwise (at `evaluation.DEFAULT_THRESHOLD`). Its labels and the predicted ones are
   joined by '|'; the confidence is the model's surest disagreement with a
   given label (p for a label it adds, 1 - p for one it drops)."""
   rows = []
   truth = labels > 0
-  predicted = probs >= 0.5
+  predicted = evaluation.decisions(probs, multi_label=True)
   disagreement = np.where(truth, 1 - probs, probs)
   for i in np.flatnonzero((predicted != truth).any(-1)):
     surest = float(disagreement[i].max())
