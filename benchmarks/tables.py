@@ -209,6 +209,66 @@ def word_embedding(rows, real_rows):
   return "\n".join(lines)
 
 
+def _seconds(value):
+  return f"{value:,.2f} s" if value < 100 else f"{value:,.0f} s"
+
+
+def head_phase_probe(rows):
+  """`probe.fit` against plain scikit-learn, per problem size."""
+  lines = ["| N | D | classes | probe.fit | scikit-learn, cold | ratio | "
+           "validation accuracy, probe.fit / scikit-learn |",
+           "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    if r.get("table") != "probe":
+      continue
+    lines.append(
+        f"| {r['n']:,} | {r['dim']:,} | {r['classes']} | "
+        f"{_seconds(r['seconds']['probe'])} | "
+        f"{_seconds(r['seconds']['sklearn'])} | {r['ratio']:.2f} | "
+        f"{_pct(r['validation_accuracy']['probe'])} / "
+        f"{_pct(r['validation_accuracy']['sklearn'])} |")
+  return "\n".join(lines)
+
+
+def head_phase_epochs(rows):
+  """Phase 1 trained in the loop, with and without the feature cache."""
+  lines = ["| model | backbone | training images | head epochs | images/s, "
+           "no cache | images/s, cached | speed-up | per epoch after the "
+           "feature pass | best validation accuracy, no cache / cached | "
+           "cached epochs to reach the uncached best | the linear probe "
+           "instead: seconds, validation accuracy |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    if "epochs" not in r or r.get("table"):
+      continue
+    rate, best = r["images_per_second"], r["best_validation_accuracy"]
+    reach = r["cached_epochs_to_uncached_best"]
+    lines.append(
+        f"| {r['model']}, {r['image_size']} px | {r['backbone']} | "
+        f"{r['train_images']:,} | {r['epochs']} | {rate['uncached']:,.0f} | "
+        f"{rate['cached']:,.0f} | {r['speedup']:.1f}× | "
+        f"{r['speedup_per_epoch_after_feature_pass']:.1f}× | "
+        f"{_pct(best['uncached'])} / {_pct(best['cached'])} | "
+        f"{reach if reach else 'not reached'} of {r['epochs']} | "
+        f"{_seconds(r['probe_seconds'])}, {_pct(best['probe'])} |")
+  return "\n".join(lines)
+
+
+def head_phase_whole_process(rows):
+  """main.py head-only on 5,000 images, cached against uncached."""
+  lines = ["| runs | `--feature_cache=auto` | `--feature_cache=off` | "
+           "ratio |", "|---|---|---|---|"]
+  mine = [r for r in rows if r.get("table") == "whole_process"]
+  if mine:
+    cached = [r["seconds"]["cached"] for r in mine]
+    uncached = [r["seconds"]["uncached"] for r in mine]
+    lines.append(
+        f"| {len(mine)} | {_seconds(statistics.median(cached))} | "
+        f"{_seconds(statistics.median(uncached))} | "
+        f"{statistics.median(r['speedup'] for r in mine):.1f}× |")
+  return "\n".join(lines)
+
+
 DEMO_SEED = 42
 
 
@@ -265,14 +325,96 @@ TABLES = {
     "multi_label": lambda: multi_label(read("multi_label")),
     "word_embedding": lambda: word_embedding(read("word_embedding"),
                                              read("real_weights")),
+    "head_phase_probe": lambda: head_phase_probe(read("head_phase")),
+    "head_phase_epochs": lambda: head_phase_epochs(read("head_phase")),
+    "head_phase_whole_process":
+        lambda: head_phase_whole_process(read("head_phase")),
 }
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table:\2 -->)",
                    re.S)
 
 
+# A figure in running text: `<!-- v QUERY -->figure<!-- /v -->`, the
+# figure rendered from the query (see `value`).
+VALUE = re.compile(r"(<!-- v ([^>]+?) -->)(.*?)(<!-- /v -->)", re.S)
+FORMATS = {
+    "pct": lambda v: f"{100 * v:.1f}%",
+    "pct0": lambda v: f"{100 * v:.0f}%",
+    "points": lambda v: f"{100 * abs(v):.1f}",
+    "signed_points": lambda v: f"{100 * v:+.1f}",
+    "ms": lambda v: f"{v:.2f} ms",
+    "s": lambda v: f"{v:,.0f} s",
+    "s1": lambda v: f"{v:,.1f} s",
+    "min": lambda v: f"{v / 60:.0f} minutes",
+    "MB": lambda v: f"{v / 1e6:.1f} MB",
+    "KB": lambda v: f"{v / 1e3:,.0f} KB",
+    "int": lambda v: f"{v:,.0f}",
+    "f2": lambda v: f"{v:.2f}",
+    "f3": lambda v: f"{v:.3f}",
+    "x": lambda v: f"{v:.1f}×",
+}
+AGGREGATES = ("one", "mean", "min", "max", "range", "spread")
+
+
+def _field(row, path):
+  """`row`'s value at a dotted `path` (a number indexes a list); `a-b` and
+  `a/b` combine two paths."""
+  for op in ("-", "/"):
+    if op in path:
+      a, b = (_field(row, p) for p in path.split(op, 1))
+      return a - b if op == "-" else a / b
+  value = row
+  for key in path.split("."):
+    value = value[int(key) if isinstance(value, list) else key]
+  return value
+
+
+def value(query):
+  """The figure a query asks for, formatted.
+
+  `FILE [KEY=VALUE ...] PATH [AGGREGATE] FORMAT`: the rows of
+  results/FILE.jsonl whose KEY equals VALUE (compared as text), the field
+  at PATH in each (dotted; `a-b`, `a/b` of two fields), then AGGREGATE
+  over the rows (`one`, the default: exactly one row must match; `mean`,
+  `min`, `max`; `range`: min–max; `spread`: mean (min–max)), in FORMAT (a key of `FORMATS`). `FILE [KEY=VALUE ...]
+  count`: how many rows match.
+  """
+  name, *tokens = query.split()
+  filters = dict(t.split("=", 1) for t in tokens if "=" in t)
+  rest = [t for t in tokens if "=" not in t]
+  rows = [r for r in read(name) if all(
+      str(r.get(k)) == v for k, v in filters.items())]
+  if rest == ["count"]:
+    return f"{len(rows):,}"
+  path, fmt = rest[0], rest[-1]
+  aggregate = rest[1] if len(rest) == 3 else "one"
+  if fmt not in FORMATS or aggregate not in AGGREGATES or len(rest) > 3:
+    raise ValueError(f"bad value query: {query!r}")
+  values = [_field(r, path) for r in rows]
+  if not values or (aggregate == "one" and len(values) != 1):
+    raise ValueError(f"{query!r} matches {len(values)} rows")
+  f = FORMATS[fmt]
+  if aggregate == "range":
+    low, high = f(min(values)), f(max(values))
+    return low if low == high else f"{_bare(low)}–{high}"
+  if aggregate == "spread":
+    low, high = f(min(values)), f(max(values))
+    middle = f(statistics.mean(values))
+    return middle if low == high else f"{middle} ({_bare(low)}–{_bare(high)})"
+  return f({"one": values[0], "mean": statistics.mean(values),
+            "min": min(values), "max": max(values)}[aggregate])
+
+
+def _bare(figure):
+  """A figure without its unit, for the low end of a range."""
+  return re.sub(r"[^0-9.,+−-]+$", "", figure.replace(" minutes", ""))
+
+
 def rendered(text):
-  """`text` with every table block rendered afresh."""
-  return BLOCK.sub(lambda m: f"{m.group(1)}{TABLES[m.group(2)]()}\n"
+  """`text` with every table block and figure rendered afresh."""
+  text = BLOCK.sub(lambda m: f"{m.group(1)}{TABLES[m.group(2)]()}\n"
+                   f"{m.group(4)}", text)
+  return VALUE.sub(lambda m: f"{m.group(1)}{value(m.group(2))}"
                    f"{m.group(4)}", text)
 
 
