@@ -269,6 +269,108 @@ def head_phase_whole_process(rows):
   return "\n".join(lines)
 
 
+def pipeline(rows):
+  """The input pipeline's images/s against the training step's."""
+  lines = ["| model, input size | batch | step consumes | first epoch over "
+           "files: decode + resize | later epochs: cached | in memory "
+           "(embedded task) |", "|---|---|---|---|---|---|"]
+  for r in rows:
+    step = r["step_images_per_second"]
+    lines.append(
+        f"| {r['model']}, {r['image_size']} px | {r['batch_size']} | "
+        f"{step:,} images/s | {r['files_cold_images_per_second']:,} "
+        f"({r['files_cold_images_per_second'] / step:.1f}×) | "
+        f"{r['files_cached_images_per_second']:,} "
+        f"({r['files_cached_images_per_second'] / step:.1f}×) | "
+        f"{r['pipeline_images_per_second']:,} "
+        f"({r['pipeline_images_per_second'] / step:.1f}×) |")
+  return "\n".join(lines)
+
+
+RECIPE_ARMS = (("baseline", "keras.io guide, `model.fit`"),
+               ("fit_recipe_optimizer", "`fit`, recipe's optimizer"),
+               ("recipe", "recipe"), ("recipe_every_epoch",
+                                      "recipe, every epoch"))
+
+
+def recipe_vs_baseline(rows):
+  """The recipe against the keras.io guide: seconds and test accuracy."""
+  arms = [(k, w) for k, w in RECIPE_ARMS if k in rows[0]["seconds"]]
+  lines = ["| case | training images | " + " | ".join(
+      f"{w}: seconds (× the guide's), test accuracy" for _, w in arms) + " |",
+           "|---|---|" + "---|" * len(arms)]
+  for r in rows:
+    cells = []
+    for key, _ in arms:
+      ratio = r["time_ratio"].get(key)
+      cells.append(f"{r['seconds'][key]:,.1f} s" +
+                   (f" ({ratio:.2f}×)" if ratio else "") +
+                   f", {_pct(r['test_accuracy'][key])}")
+    lines.append(f"| {r['case']} | {r['train_images']:,} | " +
+                 " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def transfer_suite(rows):
+  """Four arms on the synthetic-source tasks, mean (min–max) over seeds."""
+  runs = [r for r in rows if "seed" in r and "default" in r]
+  lines = ["| task | seeds | default | probe | scratch | tuned | runs that "
+           "set the source aside |", "|---|---|---|---|---|---|---|"]
+  for task in dict.fromkeys(r["task"] for r in runs):
+    mine = [r for r in runs if r["task"] == task]
+    arms = {a: [r[a] for r in mine] for a in
+            ("default", "probe", "scratch", "tuned")}
+    default = _spread(arms["default"])
+    if statistics.mean(arms["default"]) >= max(
+        statistics.mean(v) for a, v in arms.items() if a != "default"):
+      default = f"**{default}**"
+    lines.append(
+        f"| {task} | {len(mine)} | {default} | {_spread(arms['probe'])} | "
+        f"{_spread(arms['scratch'])} | {_spread(arms['tuned'])} | "
+        f"{sum(r.get('start') == 'random' for r in mine)} |")
+  return "\n".join(lines)
+
+
+def compression(rows):
+  """Per sparsity, block and file: accuracy, agreement, size, latency."""
+  lines = ["| sparsity | block | file | test accuracy | agreement with Keras "
+           "| size | gzipped | gzipped vs unpruned | latency 1 / 2 threads |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  files = [r for r in rows if "prune_sparsity" in r]
+  unpruned = {r["variant"]: r["compressed_bytes"] for r in files
+              if not r["prune_sparsity"]}
+  for r in files:
+    base = unpruned.get(r["variant"])
+    ratio = f"{r['compressed_bytes'] / base:.2f}" if base else "–"
+    block = r["prune_block"] if r["prune_sparsity"] else ""
+    lines.append(
+        f"| {r['prune_sparsity']:g} | {block} | {r['variant']} | "
+        f"{_pct(r['accuracy'])} | {_pct(r['agreement'])} | "
+        f"{_size(r['size_bytes'])} | {_size(r['compressed_bytes'])} | "
+        f"{ratio} | {r['latency_ms_1_thread']:.2f} / "
+        f"{r['latency_ms_2_threads']:.2f} ms |")
+  return "\n".join(lines)
+
+
+def _size(n):
+  return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} KB"
+
+
+def real_weights_pruning(rows):
+  """Lite0 pruned 50% one-shot against unpruned, per task (seed 0)."""
+  lines = ["| task | sparsity | test accuracy, pruned / unpruned | float32 "
+           "gzipped, pruned / unpruned | run seconds |",
+           "|---|---|---|---|---|"]
+  for r in rows:
+    if r.get("arm") != "pruning":
+      continue
+    lines.append(
+        f"| {r['task']} | {_pct(r['sparsity'])} | {_pct(r['test'])} / "
+        f"{_pct(r['unpruned_test'])} | {_size(r['gzipped_float32'])} / "
+        f"{_size(r['unpruned_gzipped_float32'])} | {r['seconds']:,.0f} s |")
+  return "\n".join(lines)
+
+
 DEMO_SEED = 42
 
 
@@ -329,6 +431,13 @@ TABLES = {
     "head_phase_epochs": lambda: head_phase_epochs(read("head_phase")),
     "head_phase_whole_process":
         lambda: head_phase_whole_process(read("head_phase")),
+    "pipeline": lambda: pipeline(read("pipeline")),
+    "recipe_vs_baseline":
+        lambda: recipe_vs_baseline(read("recipe_vs_baseline")),
+    "transfer_suite": lambda: transfer_suite(read("transfer_suite")),
+    "compression": lambda: compression(read("compression")),
+    "real_weights_pruning":
+        lambda: real_weights_pruning(read("real_weights")),
 }
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table:\2 -->)",
                    re.S)

@@ -1,7 +1,10 @@
 """The documents' generated tables match the committed results."""
 
 import os
+import re
 import sys
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -34,3 +37,52 @@ def test_a_changed_figure_is_caught():
   block = tables.BLOCK.search(text)
   edited = text.replace(block.group(3), block.group(3).replace("%", "0%", 1))
   assert tables.rendered(edited) != edited
+
+
+# What a measured figure looks like in running text: a percentage with
+# decimals, a time in ms or seconds with decimals or three digits, a size,
+# a speed-up, points with decimals. Settings (a 5-point bar, 15 s, 10%)
+# are whole numbers and pass.
+MEASURED = re.compile(
+    r"\d+\.\d+\s?%|\d[\d,.]*\s?(?:ms|KB|MB|GB)\b|\d+\.\d+(?:\s?×|x)(?!\s?\d)"
+    r"|\b\d+\.\d+\s?s\b|\b\d{1,3}(?:,\d{3})+\s?s\b|\b\d{3,}\s?s\b"
+    r"|\d+\.\d+\s?(?:points?|minutes)\b")
+
+
+def _prose(text):
+  """`text` without its rendered blocks, figures, code and inline code."""
+  text = tables.BLOCK.sub("", text)
+  text = tables.VALUE.sub("", text)
+  text = re.sub(r"```.*?```", "", text, flags=re.S)
+  return re.sub(r"`[^`\n]*`", "", text)
+
+
+def test_no_figure_is_typed_by_hand():
+  typed = {path: MEASURED.findall(_prose(text))
+           for path, text in _texts().items()}
+  typed = {path: found for path, found in typed.items() if found}
+  assert not typed, (
+      "figures typed by hand (render them from results/ with a table block "
+      f"or <!-- v QUERY -->): {typed}")
+
+
+def test_the_scan_finds_a_typed_figure():
+  assert len(MEASURED.findall(_prose(
+      "it took 12.5 ms and 91.3% of 1,204 s, 2.4x faster"))) == 4
+  assert not MEASURED.findall(_prose(
+      "a 5-point bar, 1x1 convolutions, 320×240 photos, every 15 s, 10%, "
+      "0.001 x 2 / 256"))
+
+
+def test_a_figure_in_text_renders_from_results():
+  query = "real_weights arm=task task=digits default spread pct"
+  row = next(line for line in tables.real_weights_tasks(
+      tables.read("real_weights")).splitlines() if line.startswith(
+          "| digits"))
+  assert tables.value(query) in row
+  text = f"mean <!-- v {query} -->typed<!-- /v -->."
+  assert "typed" not in tables.rendered(text)
+  with pytest.raises(ValueError):
+    tables.value("real_weights arm=task default pct")  # several rows
+  with pytest.raises(ValueError):
+    tables.value("real_weights arm=task task=digits default spread furlongs")
