@@ -505,7 +505,10 @@ def value(query):
   f = FORMATS[fmt]
   if aggregate == "range":
     low, high = f(min(values)), f(max(values))
-    return low if low == high else f"{_bare(low)}–{high}"
+    if low == high:
+      return low
+    return (f"{low} to {high}" if fmt.startswith("signed") else
+            f"{_bare(low)}–{high}")
   if aggregate == "spread":
     low, high = f(min(values)), f(max(values))
     middle = f(statistics.mean(values))
