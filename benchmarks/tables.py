@@ -209,25 +209,27 @@ def word_embedding(rows, real_rows):
   return "\n".join(lines)
 
 
+def _markdown(columns, rows):
+  """A markdown table: its header from `columns`, then `rows` (lines)."""
+  return "\n".join(["| " + " | ".join(columns) + " |",
+                    "|" + "---|" * len(columns), *rows])
+
+
 def _seconds(value):
   return f"{value:,.2f} s" if value < 100 else f"{value:,.0f} s"
 
 
 def head_phase_probe(rows):
   """`probe.fit` against plain scikit-learn, per problem size."""
-  lines = ["| N | D | classes | probe.fit | scikit-learn, cold | ratio | "
-           "validation accuracy, probe.fit / scikit-learn |",
-           "|---|---|---|---|---|---|---|"]
-  for r in rows:
-    if r.get("table") != "probe":
-      continue
-    lines.append(
-        f"| {r['n']:,} | {r['dim']:,} | {r['classes']} | "
-        f"{_seconds(r['seconds']['probe'])} | "
-        f"{_seconds(r['seconds']['sklearn'])} | {r['ratio']:.2f} | "
-        f"{_pct(r['validation_accuracy']['probe'])} / "
-        f"{_pct(r['validation_accuracy']['sklearn'])} |")
-  return "\n".join(lines)
+  return _markdown(
+      ("N", "D", "classes", "probe.fit", "scikit-learn, cold", "ratio",
+       "validation accuracy, probe.fit / scikit-learn"),
+      [f"| {r['n']:,} | {r['dim']:,} | {r['classes']} | "
+       f"{_seconds(r['seconds']['probe'])} | "
+       f"{_seconds(r['seconds']['sklearn'])} | {r['ratio']:.2f} | "
+       f"{_pct(r['validation_accuracy']['probe'])} / "
+       f"{_pct(r['validation_accuracy']['sklearn'])} |"
+       for r in rows if r.get("table") == "probe"])
 
 
 def head_phase_epochs(rows):
@@ -255,36 +257,30 @@ def head_phase_epochs(rows):
 
 
 def head_phase_whole_process(rows):
-  """main.py head-only on 5,000 images, cached against uncached."""
-  lines = ["| runs | `--feature_cache=auto` | `--feature_cache=off` | "
-           "ratio |", "|---|---|---|---|"]
+  """main.py head-only on 5,000 images, cached against uncached: medians."""
   mine = [r for r in rows if r.get("table") == "whole_process"]
-  if mine:
-    cached = [r["seconds"]["cached"] for r in mine]
-    uncached = [r["seconds"]["uncached"] for r in mine]
-    lines.append(
-        f"| {len(mine)} | {_seconds(statistics.median(cached))} | "
-        f"{_seconds(statistics.median(uncached))} | "
-        f"{statistics.median(r['speedup'] for r in mine):.1f}× |")
-  return "\n".join(lines)
+  def median(key):
+    return _seconds(statistics.median(r["seconds"][key] for r in mine))
+  return _markdown(
+      ("runs", "`--feature_cache=auto`", "`--feature_cache=off`", "ratio"),
+      [f"| {len(mine)} | {median('cached')} | {median('uncached')} | "
+       f"{statistics.median(r['speedup'] for r in mine):.1f}× |"] if mine
+      else [])
 
 
 def pipeline(rows):
   """The input pipeline's images/s against the training step's."""
-  lines = ["| model, input size | batch | step consumes | first epoch over "
-           "files: decode + resize | later epochs: cached | in memory "
-           "(embedded task) |", "|---|---|---|---|---|---|"]
-  for r in rows:
-    step = r["step_images_per_second"]
-    lines.append(
-        f"| {r['model']}, {r['image_size']} px | {r['batch_size']} | "
-        f"{step:,} images/s | {r['files_cold_images_per_second']:,} "
-        f"({r['files_cold_images_per_second'] / step:.1f}×) | "
-        f"{r['files_cached_images_per_second']:,} "
-        f"({r['files_cached_images_per_second'] / step:.1f}×) | "
-        f"{r['pipeline_images_per_second']:,} "
-        f"({r['pipeline_images_per_second'] / step:.1f}×) |")
-  return "\n".join(lines)
+  def rate(r, key):
+    value = r[f"{key}_images_per_second"]
+    return f"{value:,} ({value / r['step_images_per_second']:.1f}×)"
+  return _markdown(
+      ("model, input size", "batch", "step consumes",
+       "first epoch over files: decode + resize", "later epochs: cached",
+       "in memory (embedded task)"),
+      [f"| {r['model']}, {r['image_size']} px | {r['batch_size']} | "
+       f"{r['step_images_per_second']:,} images/s | "
+       f"{rate(r, 'files_cold')} | {rate(r, 'files_cached')} | "
+       f"{rate(r, 'pipeline')} |" for r in rows])
 
 
 RECIPE_ARMS = (("baseline", "keras.io guide, `model.fit`"),
@@ -358,18 +354,13 @@ def _size(n):
 
 def real_weights_pruning(rows):
   """Lite0 pruned 50% one-shot against unpruned, per task (seed 0)."""
-  lines = ["| task | sparsity | test accuracy, pruned / unpruned | float32 "
-           "gzipped, pruned / unpruned | run seconds |",
-           "|---|---|---|---|---|"]
-  for r in rows:
-    if r.get("arm") != "pruning":
-      continue
-    lines.append(
-        f"| {r['task']} | {_pct(r['sparsity'])} | {_pct(r['test'])} / "
-        f"{_pct(r['unpruned_test'])} | {_size(r['gzipped_float32'])} / "
-        f"{_size(r['unpruned_gzipped_float32'])} | {r['seconds']:,.0f} s |")
-  return "\n".join(lines)
-
+  return _markdown(
+      ("task", "sparsity", "test accuracy, pruned / unpruned",
+       "float32 gzipped, pruned / unpruned", "run seconds"),
+      [f"| {r['task']} | {_pct(r['sparsity'])} | {_pct(r['test'])} / "
+       f"{_pct(r['unpruned_test'])} | {_size(r['gzipped_float32'])} / "
+       f"{_size(r['unpruned_gzipped_float32'])} | {r['seconds']:,.0f} s |"
+       for r in rows if r.get("arm") == "pruning"])
 
 DEMO_SEED = 42
 
