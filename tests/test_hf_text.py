@@ -158,3 +158,32 @@ def test_the_packaged_minilm_gives_sentence_transformers_embeddings(cache):
   assert abs(similarity[0, 2]) < 0.1
   description = text_models.describe("all_minilm_l6_v2", model)
   assert "Apache License 2.0" in description["weights_license"]
+
+
+def test_the_default_minilm_run_exports_what_keras_predicts(tmp_path):
+  """The packaged MiniLM on real text with default flags: the probe head
+  folded over the feature cache (the default), exported. Every artifact
+  gives Keras's probabilities at the usual tolerances."""
+  from tests.helpers import run_main  # pylint: disable=g-import-not-at-top
+  from tl_keras.modes import predictors  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "out"
+  result = run_main(
+      "--model=all_minilm_l6_v2", "--dataset=docstrings",
+      "--max_train_samples=60", "--sequence_length=16", "--finetune_epochs=0",
+      "--export=saved_model,tflite_float32", "--parity_samples=30",
+      f"--output_dir={out}", env={"TL_KERAS_CACHE": str(tmp_path / "cache")})
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads((out / "run.json").read_text())
+  assert "strength" in record["recipe"]["head"]  # the probe, folded
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["tflite"]["float32"]["agreement"] == 1.0
+  texts = ["Return the number of items in a container.",
+           "Open a socket connection to the given host and port.",
+           "Parse an email message from a string."]
+  keras_probs = predictors.load(str(out)).predict(texts)
+  np.testing.assert_allclose(
+      predictors.load(str(out / "saved_model")).predict(texts), keras_probs,
+      atol=1e-5)
+  np.testing.assert_allclose(
+      predictors.load(str(out / "model_float32.tflite")).predict(texts),
+      keras_probs, atol=1e-4)
