@@ -469,21 +469,30 @@ def _field(row, path):
   return value
 
 
+def _find(row, path):
+  """`row`'s value at a dotted `path`, or None where it has none."""
+  try:
+    return _field(row, path)
+  except (KeyError, IndexError, TypeError):
+    return None
+
+
 def value(query):
   """The figure a query asks for, formatted.
 
   `FILE [KEY=VALUE ...] PATH [AGGREGATE] FORMAT`: the rows of
-  results/FILE.jsonl whose KEY equals VALUE (compared as text), the field
-  at PATH in each (dotted; `a-b`, `a/b` of two fields), then AGGREGATE
-  over the rows (`one`, the default: exactly one row must match; `mean`,
-  `min`, `max`; `range`: min–max; `spread`: mean (min–max)), in FORMAT (a key of `FORMATS`). `FILE [KEY=VALUE ...]
-  count`: how many rows match.
+  results/FILE.jsonl whose field at KEY (dotted) equals VALUE (compared as
+  text), the field at PATH in each (dotted, a number indexing a list;
+  `a-b`, `a/b` of two fields), then AGGREGATE over the rows (`one`, the
+  default: exactly one row must match; `mean`, `min`, `max`; `range`:
+  min–max; `spread`: mean (min–max)), in FORMAT (a key of `FORMATS`).
+  `FILE [KEY=VALUE ...] count`: how many rows match.
   """
   name, *tokens = query.split()
   filters = dict(t.split("=", 1) for t in tokens if "=" in t)
   rest = [t for t in tokens if "=" not in t]
   rows = [r for r in read(name) if all(
-      str(r.get(k)) == v for k, v in filters.items())]
+      str(_find(r, k)) == v for k, v in filters.items())]
   if rest == ["count"]:
     return f"{len(rows):,}"
   path, fmt = rest[0], rest[-1]
