@@ -11,6 +11,7 @@ renders.
 """
 
 import argparse
+import functools
 import glob
 import json
 import os
@@ -43,6 +44,16 @@ def _spread(values):
           f"{100 * max(values):.1f})")
 
 
+def _default_cell(arms):
+  """The default arm's spread, in bold when its mean is at least every
+  other arm's ({arm: [values over seeds]})."""
+  default = _spread(arms["default"])
+  best = max(statistics.mean(v) for a, v in arms.items()
+             if v and a != "default")
+  return (f"**{default}**" if statistics.mean(arms["default"]) >= best
+          else default)
+
+
 def real_weights_tasks(rows):
   """Per task: default, probe, scratch and the anchors over seeds."""
   tasks = [r for r in rows if r.get("arm") == "task"]
@@ -54,11 +65,7 @@ def real_weights_tasks(rows):
                   key=lambda r: r["seed"])
     arms = {a: [r[a] for r in mine if a in r] for a in
             ("default", "probe", "scratch", "tfidf", "modelmaker")}
-    best = max(statistics.mean(v) for a, v in arms.items()
-               if v and a != "default")
-    default = _spread(arms["default"])
-    if statistics.mean(arms["default"]) >= best:
-      default = f"**{default}**"
+    default = _default_cell(arms)
     sizes = mine[0]["sizes"]
     name = task + (" (kept aside)" if mine[0].get("kept_aside") else "")
     lines.append(
@@ -316,10 +323,7 @@ def transfer_suite(rows):
     mine = [r for r in runs if r["task"] == task]
     arms = {a: [r[a] for r in mine] for a in
             ("default", "probe", "scratch", "tuned")}
-    default = _spread(arms["default"])
-    if statistics.mean(arms["default"]) >= max(
-        statistics.mean(v) for a, v in arms.items() if a != "default"):
-      default = f"**{default}**"
+    default = _default_cell(arms)
     lines.append(
         f"| {task} | {len(mine)} | {default} | {_spread(arms['probe'])} | "
         f"{_spread(arms['scratch'])} | {_spread(arms['tuned'])} | "
@@ -439,18 +443,14 @@ BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table:\2 -->)",
 VALUE = re.compile(r"(<!-- v ([^>]+?) -->)(.*?)(<!-- /v -->)", re.S)
 FORMATS = {
     "pct": lambda v: f"{100 * v:.1f}%",
-    "pct0": lambda v: f"{100 * v:.0f}%",
     "points": lambda v: f"{100 * abs(v):.1f}",
     "signed_points": lambda v: f"{100 * v:+.1f}",
     "ms": lambda v: f"{v:.2f} ms",
     "s": lambda v: f"{v:,.0f} s",
-    "s1": lambda v: f"{v:,.1f} s",
-    "min": lambda v: f"{v / 60:.0f} minutes",
     "MB": lambda v: f"{v / 1e6:.1f} MB",
     "KB": lambda v: f"{v / 1e3:,.0f} KB",
     "int": lambda v: f"{v:,.0f}",
     "f2": lambda v: f"{v:.2f}",
-    "f3": lambda v: f"{v:.3f}",
     "x": lambda v: f"{v:.1f}×",
 }
 AGGREGATES = ("one", "mean", "min", "max", "range", "spread")
@@ -477,6 +477,12 @@ def _find(row, path):
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _cached(name):
+  """`read(name)`, once per process: a page holds many figures of a file."""
+  return tuple(read(name))
+
+
 def value(query):
   """The figure a query asks for, formatted.
 
@@ -491,7 +497,7 @@ def value(query):
   name, *tokens = query.split()
   filters = dict(t.split("=", 1) for t in tokens if "=" in t)
   rest = [t for t in tokens if "=" not in t]
-  rows = [r for r in read(name) if all(
+  rows = [r for r in _cached(name) if all(
       str(_find(r, k)) == v for k, v in filters.items())]
   if rest == ["count"]:
     return f"{len(rows):,}"
@@ -519,7 +525,7 @@ def value(query):
 
 def _bare(figure):
   """A figure without its unit, for the low end of a range."""
-  return re.sub(r"[^0-9.,+−-]+$", "", figure.replace(" minutes", ""))
+  return re.sub(r"[^0-9.,+-]+$", "", figure)
 
 
 def rendered(text):
