@@ -7,11 +7,13 @@ import keras
 import numpy as np
 import pytest
 
+from tests.helpers import run_main
 from tl_keras.export import litert
 from tl_keras.export import writers
 from tl_keras import families
 from tl_keras.models import saving
 from tl_keras.models import text_models
+from tl_keras.modes import predictors
 
 WORDS = ("the", "cat", "sat", "on", "mat", "dog", "ran", "far", "a", "red")
 
@@ -164,8 +166,6 @@ def test_the_default_minilm_run_exports_what_keras_predicts(tmp_path):
   """The packaged MiniLM on real text with default flags: the probe head
   folded over the feature cache (the default), exported. Every artifact
   gives Keras's probabilities at the usual tolerances."""
-  from tests.helpers import run_main  # pylint: disable=g-import-not-at-top
-  from tl_keras.modes import predictors  # pylint: disable=g-import-not-at-top
   out = tmp_path / "out"
   result = run_main(
       "--model=all_minilm_l6_v2", "--dataset=docstrings",
