@@ -1,6 +1,7 @@
 """--class_weight on imbalanced real data: auto against none.
 
-    python benchmarks/imbalance.py [--seeds=0,1,2] [--smoke]
+    python benchmarks/imbalance.py [--seeds=0,1,2] [--arms=auto,logit_adjust,none]
+        [--smoke]
 
 Data: scikit-learn's handwritten digits (real, offline), written as an
 image folder that is already split. train/ holds a long tail: after the
@@ -12,13 +13,15 @@ where is drawn per seed.
 Arms, per seed, on the same folder: main.py with default flags but the
 input size (network EfficientNet-Lite0 with its packaged ImageNet
 weights, at 64 px as the quickstart: the scans are 8x8, and 224 px costs
-about 10x the time on a CPU), `--class_weight=auto` (the default: the
-largest class has 10x the smallest, so the loss is weighted) against
-`--class_weight=none`. Nothing else differs. JSON lines ("arm": "auto" or
-"none"): test accuracy, balanced accuracy, macro-F1, the smallest classes'
-recall, and the weighting the run recorded; then "arm": "summary", the
-mean and spread of each figure per arm and of the difference. `--smoke`:
-tiny budgets, one seed: a check that the script runs, not a measurement.
+about 10x the time on a CPU) and `--class_weight`: `auto` (the default:
+the largest class has 10x the smallest, so the loss is weighted by
+inverse class frequency), `logit_adjust` (trained as `none`, then each
+class's logit shifted by minus the log of its training share) and `none`.
+Nothing else differs. JSON lines ("arm": the `--class_weight` value): test
+accuracy, balanced accuracy, macro-F1, the smallest class's recall, and
+the weighting the run recorded; then "arm": "summary", the mean and spread
+of each figure per arm and of each arm minus `none`. `--smoke`: tiny
+budgets, one seed: a check that the script runs, not a measurement.
 """
 
 import argparse
@@ -44,6 +47,7 @@ TRAIN = tuple(range(100, 0, -10))
 VALIDATION_FRACTION = 0.2
 TEST_PER_CLASS = 45
 SMOKE_TRAIN = (20, 4)
+ARMS = ("auto", "logit_adjust", "none")
 SMOKE = ["--image_size=32", "--batch_size=8", "--min_steps=0", "--head_epochs=1",
          "--finetune_epochs=1", "--finetune_lr=1e-3", "--batchnorm=frozen"]
 
@@ -90,17 +94,18 @@ def run(arm, seed, data_dir, workdir, smoke):
 
 
 def summary(rows):
-  """Mean, min and max per arm, and of auto minus none per seed."""
+  """Mean, min and max per arm, and of each arm minus none per seed
+  ("{figure}_gain_{arm}")."""
   out = {"benchmark": "imbalance", "arm": "summary",
          "seeds": sorted({r["seed"] for r in rows})}
+  arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
   for key in ("accuracy", "balanced_accuracy", "macro_f1"):
-    by = {a: {r["seed"]: r[key] for r in rows if r["arm"] == a}
-          for a in ("auto", "none")}
-    gain = [by["auto"][s] - by["none"][s] for s in by["auto"]
-            if s in by["none"]]
-    for name, values in (("auto", list(by["auto"].values())),
-                         ("none", list(by["none"].values())),
-                         ("gain", gain)):
+    by = {a: {r["seed"]: r[key] for r in rows if r["arm"] == a} for a in arms}
+    figures = [(a, list(by[a].values())) for a in arms]
+    figures += [(f"gain_{a}", [by[a][s] - by["none"][s] for s in by[a]
+                               if s in by.get("none", {})])
+                for a in arms if a != "none"]
+    for name, values in figures:
       if values:
         out[f"{key}_{name}"] = {"mean": statistics.mean(values),
                                 "min": min(values), "max": max(values)}
@@ -111,6 +116,7 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--workdir", default="")
+  parser.add_argument("--arms", default=",".join(ARMS))
   parser.add_argument("--smoke", action="store_true")
   args = parser.parse_args()
   seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
@@ -120,7 +126,7 @@ def main():
     data_dir = write_folder(
         os.path.join(workdir, f"digits_seed{seed}"), seed,
         *((SMOKE_TRAIN, 4) if args.smoke else ()))
-    for arm in ("auto", "none"):
+    for arm in args.arms.split(","):
       rows.append(run(arm, seed, data_dir, workdir, args.smoke))
       print(json.dumps(rows[-1]), flush=True)
   print(json.dumps(summary(rows)), flush=True)

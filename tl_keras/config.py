@@ -145,8 +145,11 @@ class Config:
       "auto", "Weigh each class's loss by the inverse of its share of the "
       "training examples: 'balanced' always, 'none' never, 'auto' when the "
       "largest class has 3x the examples of the smallest or more. Weighted, "
-      "the recipe's validation choices use the weighted loss too.",
-      "recipe", choices=("auto", "balanced", "none"))
+      "the recipe's validation choices use the weighted loss too. "
+      "'logit_adjust': no weights; after training, each class's logit is "
+      "shifted by minus the log of its share of the training examples (for "
+      "the lowest balanced error).",
+      "recipe", choices=("auto", "balanced", "logit_adjust", "none"))
   prune_sparsity: float = _field(
       0.0, "Prune the network's dense and convolution kernels to this share "
       "of zeros (e.g. 0.5), as --prune_method says; 0 = no pruning. The "
@@ -389,9 +392,9 @@ class Config:
     if self.augment == "mixup":
       raise UserError("--augment=mixup mixes one-hot classes and does not "
                       "apply to --multi_label; use --augment=light or auto")
-    if self.class_weight == "balanced":
-      raise UserError("--class_weight=balanced weighs classes of single-"
-                      "label data; with --multi_label use "
+    if self.class_weight in ("balanced", "logit_adjust"):
+      raise UserError(f"--class_weight={self.class_weight} balances classes "
+                      "of single-label data; with --multi_label use "
                       "--class_weight=auto or none (the loss is not "
                       "weighted)")
 

@@ -247,6 +247,8 @@ def _train(config, family, recipe, raw_splits, strategy, chief, checkpointer,
       # Without phase 2 there is nothing to train from random weights.
       random_start=random_start if (config.transfer_check
                                     and config.finetune_epochs) else None)
+  training.imbalance.adjust_logits(family.head_parts(model)[1][-1],
+                                   weighting)
   pruned = None
   if config.prune_sparsity:
     method = info["recipe"].finetune.prune_method

@@ -171,6 +171,11 @@ def _recipe_sentence(record):
                  "the training examples (the largest class has "
                  f"{weighting['imbalance']:.1f}x the smallest), in training "
                  "and in every choice made on the validation split")
+  elif "logit_offsets" in weighting:
+    parts.append("each class's logit shifted after training by minus the "
+                 "log of its share of the training examples (logit "
+                 "adjustment, for the lowest balanced error; the largest "
+                 f"class has {weighting['imbalance']:.1f}x the smallest)")
   augment = recipe.get("augment")
   if augment and augment["policy"] == "shift":
     parts.append("no flips in augmentation (mirror images are another "
