@@ -356,6 +356,21 @@ def _size(n):
   return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} KB"
 
 
+def tflite_latency(rows):
+  """Each TFLite file of a finished run: size and median latency per
+  thread count."""
+  files = sorted({r["file"] for r in rows})
+  threads = sorted({r["threads"] for r in rows})
+  by = {(r["file"], r["threads"]): r for r in rows}
+  return _markdown(
+      ["file", "input", "size",
+       *(f"{t} thread{'s' if t > 1 else ''}" for t in threads)],
+      [f"| {f} | {by[f, threads[0]]['input']} | "
+       f"{_size(by[f, threads[0]]['size_bytes'])} | " +
+       " | ".join(f"{by[f, t]['median_ms']:.2f} ms" for t in threads) + " |"
+       for f in files])
+
+
 def real_weights_pruning(rows):
   """Lite0 pruned 50% one-shot against unpruned, per task (seed 0)."""
   return _markdown(
@@ -433,6 +448,7 @@ TABLES = {
     "compression": lambda: compression(read("compression")),
     "real_weights_pruning":
         lambda: real_weights_pruning(read("real_weights")),
+    "tflite_latency": lambda: tflite_latency(read("tflite_latency")),
 }
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table:\2 -->)",
                    re.S)

@@ -204,21 +204,24 @@ def test_real_weights_head_only_exports():
 
 @pytest.mark.slow
 def test_imbalance_benchmark(tmp_path):
-  """auto against none on a long-tailed folder (2 digits, 20 and 4
-  training images here; 90 s: slow)."""
+  """auto, logit_adjust and none on a long-tailed folder (2 digits, 20 and
+  4 training images here; 2 min: slow)."""
   rows = _run("imbalance.py", "--smoke", f"--workdir={tmp_path}")
-  auto, none, summary = rows
-  assert (auto["arm"], none["arm"], summary["arm"]) == ("auto", "none",
-                                                        "summary")
+  auto, adjust, none, summary = rows
+  assert [r["arm"] for r in rows] == ["auto", "logit_adjust", "none",
+                                      "summary"]
   assert auto["weighting"]["weighted"] and not none["weighting"]["weighted"]
-  assert auto["weighting"]["counts"] == none["weighting"]["counts"] == [20, 4]
-  assert auto["sizes"] == none["sizes"] == {"train": 24, "validation": 6,
-                                            "test": 8}
-  for row in (auto, none):
+  assert not adjust["weighting"]["weighted"]
+  assert adjust["weighting"]["logit_offsets"][1] > 0
+  for row in (auto, adjust, none):
+    assert row["weighting"]["counts"] == [20, 4]
+    assert row["sizes"] == {"train": 24, "validation": 6, "test": 8}
     assert row["balanced_accuracy"] == pytest.approx(
         sum(row["recall"]) / len(row["recall"]))
-  assert summary["macro_f1_gain"]["mean"] == pytest.approx(
+  assert summary["macro_f1_gain_auto"]["mean"] == pytest.approx(
       auto["macro_f1"] - none["macro_f1"])
+  assert summary["macro_f1_gain_logit_adjust"]["mean"] == pytest.approx(
+      adjust["macro_f1"] - none["macro_f1"])
 
 
 def test_record_stamps_rows_and_keeps_results_when_a_run_fails(tmp_path):

@@ -1,5 +1,8 @@
 """Class weights (--class_weight): the weights, the probe, the loss."""
 
+import dataclasses
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -90,3 +93,41 @@ def test_cross_validation_weighs_like_the_fit():
   # Weighted, the accuracy is the balanced one: the small class counts half.
   assert weighted.accuracy < plain.accuracy
   assert weighted.losses[y == 1].mean() > weighted.losses[y == 0].mean()
+
+
+def test_logit_adjust_weighs_nothing_and_offsets_minus_the_log_share():
+  weights, record = imbalance.class_weights([100, 50, 10], "logit_adjust")
+  assert weights is None and not record["weighted"]
+  offsets = -np.log(np.array([100, 50, 10]) / 160)
+  assert record["logit_offsets"] == pytest.approx(offsets - offsets.mean(),
+                                                  abs=1e-6)
+  # The rarest class gains the most: log(100 / 10) over the largest.
+  assert (record["logit_offsets"][2] - record["logit_offsets"][0] ==
+          pytest.approx(np.log(10), abs=1e-6))
+  # A class without training examples is left where the fit put it.
+  assert imbalance.logit_offsets([40, 0, 10])[1] == 0
+  assert "logit_offsets" not in imbalance.class_weights([100, 10], "auto")[1]
+
+
+def test_adjust_logits_shifts_the_classifier_bias_only_when_asked():
+  dense = keras.layers.Dense(3, activation="softmax")
+  dense.build((None, 4))
+  kernel, bias = [np.copy(w) for w in dense.get_weights()]
+  imbalance.adjust_logits(dense, imbalance.class_weights([9, 3, 3], "auto")[1])
+  assert dense.get_weights()[1] == pytest.approx(bias)
+  _, record = imbalance.class_weights([9, 3, 3], "logit_adjust")
+  imbalance.adjust_logits(dense, record)
+  got_kernel, got_bias = dense.get_weights()
+  assert got_kernel == pytest.approx(kernel)
+  assert got_bias - bias == pytest.approx(record["logit_offsets"], abs=1e-6)
+
+
+def test_an_adjusted_probe_recalls_the_small_class():
+  train, validation = _gaussians([400, 20], 0), _gaussians([400, 20], 1)
+  test = _gaussians([500, 500], 2)
+  plain = probe.fit(train, validation, 2)
+  _, record = imbalance.class_weights([400, 20], "logit_adjust")
+  adjusted = dataclasses.replace(
+      plain, bias=plain.bias + np.float32(record["logit_offsets"]))
+  assert (_balanced_accuracy(adjusted, test) >
+          _balanced_accuracy(plain, test) + 0.05)

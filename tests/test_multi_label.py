@@ -246,6 +246,7 @@ def test_an_image_table_with_several_labels_per_image(tmp_path):
     ({"dataset": "synthetic"}, "--multi_label reads several labels"),
     ({"augment": "mixup"}, "--augment=mixup"),
     ({"class_weight": "balanced"}, "--class_weight=balanced"),
+    ({"class_weight": "logit_adjust"}, "--class_weight=logit_adjust"),
 ])
 def test_settings_it_cannot_take_are_refused(changes, message):
   config = config_lib.Config(**{"dataset": "csv", "data_dir": "x.csv",
