@@ -111,9 +111,10 @@ def real_weights_exports(rows, task):
   return _export_rows(row)
 
 
-def _two_arms(rows, arms, header, figures):
-  """A table of two arms per figure over seeds (mean and range), their
-  difference per seed, and the phase each run of them kept.
+def _arms(rows, arms, header, figures):
+  """A table of arms per figure over seeds (mean and range), each arm but
+  the last minus the last per seed, and the phase each run kept. `header`
+  names the columns after the first.
 
   Returns:
     (table lines, {arm: "kept" per seed}).
@@ -121,41 +122,44 @@ def _two_arms(rows, arms, header, figures):
   runs = [r for r in rows if r.get("arm") in arms]
   seeds = sorted({r["seed"] for r in runs})
   by = {(r["arm"], r["seed"]): r for r in runs}
-  first, second = arms
-  lines = [header, "|---|---|---|---|"]
+  reference = arms[-1]
+  lines = ["| " + " | ".join(header) + " |",
+           "|---" * len(header) + "|"]
   for key, what in figures:
     values = {a: [by[a, s][key] for s in seeds if (a, s) in by]
               for a in arms}
-    gain = [by[first, s][key] - by[second, s][key] for s in seeds
-            if (first, s) in by and (second, s) in by]
-    lines.append(f"| {what} ({len(gain)} seeds) | {_spread(values[first])} "
-                 f"| {_spread(values[second])} | {_points(gain)} |")
+    gains = [[by[a, s][key] - by[reference, s][key] for s in seeds
+              if (a, s) in by and (reference, s) in by] for a in arms[:-1]]
+    lines.append(f"| {what} ({len(values[reference])} seeds) | " + " | ".join(
+        [_spread(values[a]) for a in arms] + [_points(g) for g in gains])
+                 + " |")
   kept = {a: ", ".join(str(by[a, s].get("kept")) for s in seeds
                        if (a, s) in by) for a in arms}
   return lines, kept
 
 
 def imbalance(rows):
-  """--class_weight=auto against none, per figure over seeds, and the gain
-  (auto minus none, per seed)."""
-  lines, kept = _two_arms(
-      rows, ("auto", "none"),
-      "| test (balanced, 45 per digit) | `--class_weight=auto` | "
-      "`--class_weight=none` | auto − none |",
+  """--class_weight=auto and logit_adjust against none, per figure over
+  seeds, and each one's gain over none, per seed."""
+  arms = ("auto", "logit_adjust", "none")
+  lines, kept = _arms(
+      rows, arms,
+      ["test (balanced, 45 per digit)", "`auto` (weights)", "`logit_adjust`",
+       "`none`", "auto − none", "logit_adjust − none"],
       (("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
        ("smallest_recall", "recall of digit 9 (10 training images)")))
-  lines.append(f"| phase kept, per seed | {kept['auto']} | {kept['none']} "
-               "| |")
+  lines.append("| phase kept, per seed | " + " | ".join(
+      kept[a] for a in arms) + " | | |")
   return "\n".join(lines)
 
 
 def multi_label(rows):
   """The --multi_label run against one-vs-rest logistic regression on the
   same frozen features, per figure over seeds, and the gain per seed."""
-  lines, kept = _two_arms(
+  lines, kept = _arms(
       rows, ("run", "ovr"),
-      "| test | `--multi_label`, default flags | one-vs-rest logistic "
-      "regression | run − LR |",
+      ["test", "`--multi_label`, default flags",
+       "one-vs-rest logistic regression", "run − LR"],
       (("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"),
        ("mean_average_precision", "mean average precision"),
        ("accuracy", "exact match")))
