@@ -51,9 +51,12 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("results")
   parser.add_argument("--append", action="store_true")
-  parser.add_argument("command", nargs=argparse.REMAINDER)
-  args = parser.parse_args()
-  command = args.command[1:] if args.command[:1] == ["--"] else args.command
+  # The benchmark's command is everything after the first "--", so flags of
+  # this script may come before or after the results file.
+  argv = sys.argv[1:]
+  split = argv.index("--") if "--" in argv else len(argv)
+  args = parser.parse_args(argv[:split])
+  command = argv[split + 1:]
   if not command:
     parser.error("give the benchmark's command after --")
   where = stamp()

@@ -375,6 +375,32 @@ def tflite_latency(rows):
        for f in files])
 
 
+def int8_families(rows):
+  """Per family, trained from random weights on the source task: Keras,
+  int8 before and after the fallback, the layers kept in float, sizes and
+  latency (trained files, and the architecture at the latency size)."""
+  lines = []
+  for r in rows:
+    if "family" not in r:
+      continue
+    trained, untrained = r["latency_ms"], r.get("latency_ms_untrained", {})
+    at = untrained.get("image_size")
+    lines.append(
+        f"| {r['family']}, {r['image_size']} px | {_pct(r['keras_accuracy'])}"
+        f" | {_pct(r['int8_before'])} ({_pct(r['agreement_before'])}) | "
+        f"{_pct(r['int8_after'])} ({_pct(r['agreement_after'])}) | "
+        f"{r['float_layers']} | {_size(r['size_bytes']['float32'])} / "
+        f"{_size(r['size_bytes']['int8'])} | "
+        f"{trained['float32']['1']:.2f} / {trained['int8']['1']:.2f} ms | " +
+        (f"{untrained['float32']['1']:.2f} / {untrained['int8']['1']:.2f} ms "
+         f"at {at} px" if at else "–") + " |")
+  return _markdown(
+      ["family, input", "Keras test", "int8 before the fallback (agreement)",
+       "int8 after (agreement)", "layers kept in float",
+       "size float32 / int8", "1 thread float32 / int8",
+       "untrained, 1 thread float32 / int8"], lines)
+
+
 def real_weights_pruning(rows):
   """Lite0 pruned 50% one-shot against unpruned, per task (seed 0)."""
   return _markdown(
@@ -453,6 +479,7 @@ TABLES = {
     "real_weights_pruning":
         lambda: real_weights_pruning(read("real_weights")),
     "tflite_latency": lambda: tflite_latency(read("tflite_latency")),
+    "int8_families": lambda: int8_families(read("int8_families")),
 }
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table:\2 -->)",
                    re.S)

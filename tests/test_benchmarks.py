@@ -240,6 +240,13 @@ def test_record_stamps_rows_and_keeps_results_when_a_run_fails(tmp_path):
       capture_output=True, text=True, check=False)
   assert failed.returncode == 1 and "unchanged" in failed.stderr
   assert json.loads(out.read_text())["x"] == 1
+  # --append after the results file, as the Makefile writes it.
+  appended = subprocess.run(
+      [sys.executable, record, str(out), "--append", "--", sys.executable,
+       "-c", "print('{\"x\": 3}')"], capture_output=True, text=True,
+      check=False)
+  assert appended.returncode == 0, appended.stderr
+  assert [json.loads(l)["x"] for l in out.read_text().splitlines()] == [1, 3]
 
 
 @pytest.mark.slow
