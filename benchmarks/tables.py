@@ -268,15 +268,23 @@ def head_phase_epochs(rows):
 
 
 def head_phase_whole_process(rows):
-  """main.py head-only on 5,000 images, cached against uncached: medians."""
+  """main.py head-only on 5,000 images, cached against uncached: median
+  (min–max) over the runs."""
   mine = [r for r in rows if r.get("table") == "whole_process"]
-  def median(key):
-    return _seconds(statistics.median(r["seconds"][key] for r in mine))
+  def spread(values, fmt):
+    values = list(values)
+    if len(values) == 1:
+      return fmt(values[0])
+    return (f"{fmt(statistics.median(values))} ({fmt(min(values))}–"
+            f"{fmt(max(values))})")
   return _markdown(
-      ("runs", "`--feature_cache=auto`", "`--feature_cache=off`", "ratio"),
-      [f"| {len(mine)} | {median('cached')} | {median('uncached')} | "
-       f"{statistics.median(r['speedup'] for r in mine):.1f}× |"] if mine
-      else [])
+      ("runs", "`--feature_cache=auto`, median (min–max)",
+       "`--feature_cache=off`", "ratio"),
+      [f"| {len(mine)} | "
+       f"{spread((r['seconds']['cached'] for r in mine), _seconds)} | "
+       f"{spread((r['seconds']['uncached'] for r in mine), _seconds)} | "
+       f"{spread((r['speedup'] for r in mine), lambda v: f'{v:.2f}×')} |"]
+      if mine else [])
 
 
 def pipeline(rows):
