@@ -11,7 +11,7 @@ from tl_keras import training
 
 
 def train_scratch(config, splits, image_size, strategy, jit_compile=False,
-                  augment=None, class_weights=None):
+                  augment=None, class_weights=None, weighting=None):
   """The baseline: the same recipe from random weights.
 
   Same architecture, data, step budget and choices made on validation as
@@ -20,7 +20,9 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False,
   the same trials. What the transfer run gains over it is what the
   pretrained weights bought. `augment`: the policy the transfer run
   trained with (what --augment=auto settled on); default --augment.
-  `class_weights`: the transfer run's (`imbalance.class_weights`).
+  `class_weights`: the transfer run's (`imbalance.class_weights`);
+  `weighting`: its record, whose logit offsets (--class_weight=
+  logit_adjust) shift this model's logits too.
 
   Returns:
     (model, history, info): history rows are phase "scratch"; info is
@@ -35,6 +37,8 @@ def train_scratch(config, splits, image_size, strategy, jit_compile=False,
                        seed=config.seed, family=family,
                        augment=augment or family.augment(config),
                        class_weights=class_weights))
+  training.imbalance.adjust_logits(family.head_parts(model)[1][-1],
+                                   weighting or {})
   return model, [{**h, "phase": "scratch"} for h in history], info
 
 
@@ -106,7 +110,8 @@ def compare(config, trained, metrics, strategy, jit_compile, test_metrics):
   model, history, scratch_info = train_scratch(
       config, splits, trained.image_size, strategy, jit_compile,
       augment=info["choices"].get("augment", {}).get("policy"),
-      class_weights=info.get("class_weights"))
+      class_weights=info.get("class_weights"),
+      weighting=info["choices"].get("class_weight"))
   trained.history += history
   metrics["scratch"] = {
       "test": test_metrics(model),
