@@ -6,7 +6,7 @@ and when it was measured.
 
 Every line the benchmark prints that is a JSON object is written to the
 results file with "commit" (the checkout's, "+dirty" when it has
-uncommitted changes), "date" (UTC), "cpu" and "cores" added; other lines
+uncommitted changes outside results/), "date" (UTC), "cpu" and "cores" added; other lines
 pass through to stdout. The file is written only when the benchmark
 succeeds (a failed run leaves the committed results as they were), and
 replaces the file unless --append. `make bench` runs every benchmark this
@@ -39,7 +39,9 @@ def stamp():
   except OSError:
     pass
   commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-  if _git("status", "--porcelain", "--untracked-files=no"):
+  # results/ is what benchmarks write, not what they run.
+  if _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+          ":(exclude)results"):
     commit += "+dirty"
   return {"commit": commit,
           "date": datetime.datetime.now(datetime.timezone.utc).strftime(
