@@ -6,7 +6,8 @@ and when it was measured.
 
 Every line the benchmark prints that is a JSON object is written to the
 results file with "commit" (the checkout's, "+dirty" when it has
-uncommitted changes outside results/), "date" (UTC), "cpu" and "cores" added; other lines
+uncommitted changes outside results/), "date" (UTC), "cpu", "cpu_features"
+(the SIMD features that set kernel speed) and "cores" added; other lines
 pass through to stdout. The file is written only when the benchmark
 succeeds (a failed run leaves the committed results as they were), and
 replaces the file unless --append. `make bench` runs every benchmark this
@@ -29,13 +30,23 @@ def _git(*args):
                         text=True, check=False).stdout.strip()
 
 
+# CPU features that set how fast int8 and float kernels run, recorded so
+# that latencies measured on different machines can be told apart.
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni",
+                "amx_int8", "asimddp", "i8mm")
+
+
 def stamp():
   """What every row records about the measurement."""
   cpu = platform.processor() or platform.machine()
+  flags = set()
   try:
     with open("/proc/cpuinfo", encoding="utf-8") as f:
-      cpu = next((l.split(":", 1)[1].strip() for l in f
-                  if l.startswith("model name")), cpu)
+      lines = f.readlines()
+    cpu = next((l.split(":", 1)[1].strip() for l in lines
+                if l.startswith("model name")), cpu)
+    flags = set(next((l.split(":", 1)[1].split() for l in lines
+                      if l.startswith(("flags", "Features"))), []))
   except OSError:
     pass
   commit = _git("rev-parse", "--short", "HEAD") or "unknown"
@@ -46,7 +57,8 @@ def stamp():
   return {"commit": commit,
           "date": datetime.datetime.now(datetime.timezone.utc).strftime(
               "%Y-%m-%dT%H:%M:%SZ"),
-          "cpu": cpu, "cores": os.cpu_count()}
+          "cpu": cpu, "cpu_features": [f for f in CPU_FEATURES if f in flags],
+          "cores": os.cpu_count()}
 
 
 def main():

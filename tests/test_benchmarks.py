@@ -233,7 +233,8 @@ def test_record_stamps_rows_and_keeps_results_when_a_run_fails(tmp_path):
       capture_output=True, text=True, check=False)
   assert ok.returncode == 0 and "a note" in ok.stdout
   (row,) = [json.loads(l) for l in out.read_text().splitlines()]
-  assert row["x"] == 1 and {"commit", "date", "cpu", "cores"} <= set(row)
+  assert row["x"] == 1 and {"commit", "date", "cpu", "cpu_features",
+                            "cores"} <= set(row)
   failed = subprocess.run(
       [sys.executable, record, str(out), "--", sys.executable, "-c",
        "print('{\"x\": 2}'); raise SystemExit(3)"],
