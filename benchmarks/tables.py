@@ -397,7 +397,9 @@ def int8_families(rows):
         f"| {r['family']}, {r['image_size']} px | {_pct(r['keras_accuracy'])}"
         f" | {_pct(r['int8_before'])} ({_pct(r['agreement_before'])}) | "
         f"{_pct(r['int8_after'])} ({_pct(r['agreement_after'])}) | "
-        f"{r['float_layers']} | {_size(r['size_bytes']['float32'])} / "
+        f"{r['float_layers']}"
+        f"{' of ' + str(r['quantized_layers']) if r['quantized_layers'] else ''}"
+        f" | {_size(r['size_bytes']['float32'])} / "
         f"{_size(r['size_bytes']['int8'])} | "
         f"{trained['float32']['1']:.2f} / {trained['int8']['1']:.2f} ms | " +
         (f"{untrained['float32']['1']:.2f} / {untrained['int8']['1']:.2f} ms "
