@@ -368,19 +368,39 @@ def _size(n):
   return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} KB"
 
 
+def cpu_label(row):
+  """The SIMD features that decide int8 speed, as a row's stamp records
+  them (rows from before the stamp recorded them: "not recorded")."""
+  features = row.get("cpu_features")
+  if features is None:
+    return "CPU features not recorded"
+  for feature, label in (("amx_int8", "AMX int8"),
+                         ("avx512_vnni", "AVX-512 VNNI"),
+                         ("avx_vnni", "AVX-VNNI"), ("i8mm", "Arm i8mm"),
+                         ("asimddp", "Arm dot product")):
+    if feature in features:
+      return label
+  return "AVX2, no VNNI" if "avx2" in features else "no int8 dot product"
+
+
 def tflite_latency(rows):
   """Each TFLite file of a finished run: size and median latency per
-  thread count."""
+  thread count, per kind of CPU (the latest rows of each)."""
   files = sorted({r["file"] for r in rows})
   threads = sorted({r["threads"] for r in rows})
-  by = {(r["file"], r["threads"]): r for r in rows}
+  cpus = list(dict.fromkeys(cpu_label(r) for r in rows))
+  by = {(r["file"], r["threads"], cpu_label(r)): r for r in rows}
+  first = {f: next(r for r in rows if r["file"] == f) for f in files}
+
+  def cell(f, cpu):
+    return " / ".join(f"{by[f, t, cpu]['median_ms']:.2f}"
+                      if (f, t, cpu) in by else "–" for t in threads) + " ms"
+
   return _markdown(
       ["file", "input", "size",
-       *(f"{t} thread{'s' if t > 1 else ''}" for t in threads)],
-      [f"| {f} | {by[f, threads[0]]['input']} | "
-       f"{_size(by[f, threads[0]]['size_bytes'])} | " +
-       " | ".join(f"{by[f, t]['median_ms']:.2f} ms" for t in threads) + " |"
-       for f in files])
+       *(f"{cpu}: {' / '.join(map(str, threads))} threads" for cpu in cpus)],
+      [f"| {f} | {first[f]['input']} | {_size(first[f]['size_bytes'])} | " +
+       " | ".join(cell(f, cpu) for cpu in cpus) + " |" for f in files])
 
 
 def int8_families(rows):
