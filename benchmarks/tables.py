@@ -423,12 +423,12 @@ def int8_families(rows):
         f"{_size(r['size_bytes']['int8'])} | "
         f"{trained['float32']['1']:.2f} / {trained['int8']['1']:.2f} ms | " +
         (f"{untrained['float32']['1']:.2f} / {untrained['int8']['1']:.2f} ms "
-         f"at {at} px" if at else "–") + " |")
+         f"at {at} px" if at else "–") + f" | {cpu_label(r)} |")
   return _markdown(
       ["family, input", "Keras test", "int8 before the fallback (agreement)",
        "int8 after (agreement)", "layers kept in float",
        "size float32 / int8", "1 thread float32 / int8",
-       "untrained, 1 thread float32 / int8"], lines)
+       "untrained, 1 thread float32 / int8", "CPU"], lines)
 
 
 def real_weights_pruning(rows):
