@@ -445,32 +445,54 @@ DEMO_SEED = 42
 
 
 def quickstart(rows):
-  """The demo's figures: its own seed, and the spread over seeds."""
+  """The demo's figures per kind of CPU: its own seed, and the spread over
+  seeds (float kernels differ between CPUs in the last bits, which can tip
+  the recipe's choices on one seed)."""
   runs = sorted((r for r in rows if r.get("arm") == "run"),
                 key=lambda r: (r["seed"] != DEMO_SEED, r["seed"]))
-  demo = runs[0]
-  test = demo["sizes"]["test"]
-  lines = [f"| | `make demo` (seed {demo['seed']}) | {len(runs)} seeds, mean "
-           "(min–max) |", "|---|---|---|"]
+  cpus = list(dict.fromkeys(cpu_label(r) for r in runs))
+  per_cpu = {cpu: [r for r in runs if cpu_label(r) == cpu] for cpu in cpus}
+  test = runs[0]["sizes"]["test"]
+  header, rule = [""], ["---"]
+  for cpu in cpus:
+    header += [f"{cpu}: `make demo` (seed {DEMO_SEED})",
+               f"{cpu}: {len(per_cpu[cpu])} seeds, mean (min–max)"]
+    rule += ["---", "---"]
+  lines = ["| " + " | ".join(header).lstrip() + " |",
+           "|" + "|".join(rule) + "|"]
   for key, what in (
       ("test", f"transfer (ImageNet Lite0, the default recipe), test "
        f"({test} images)"),
       ("probe_validation", "the phase-1 linear probe alone, validation"),
       ("scratch_test", "from scratch, same network, recipe and budget "
        "(`--compare_scratch`), test")):
-    lines.append(f"| {what} | {_pct(demo[key])} | "
-                 f"{_spread([r[key] for r in runs])} |")
-  lines.append("| phase the run kept | " + demo["kept"] + " | " +
-               ", ".join(f"{r['kept']} ({r['seed']})" for r in runs) + " |")
+    cells = []
+    for cpu in cpus:
+      demo = _demo_run(per_cpu[cpu])
+      cells += [_pct(demo[key]) if demo else "–",
+                _spread([r[key] for r in per_cpu[cpu]])]
+    lines.append(f"| {what} | " + " | ".join(cells) + " |")
+  cells = []
+  for cpu in cpus:
+    demo = _demo_run(per_cpu[cpu])
+    cells += [demo["kept"] if demo else "–",
+              ", ".join(f"{r['kept']} ({r['seed']})" for r in per_cpu[cpu])]
+  lines.append("| phase the run kept | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
+def _demo_run(runs):
+  """The latest run of the demo's seed among `runs`, or None."""
+  return next((r for r in reversed(runs) if r["seed"] == DEMO_SEED), None)
+
+
 def quickstart_exports(rows):
-  """The demo seed's TFLite files."""
-  demo = next(r for r in rows if r.get("arm") == "run"
-              and r["seed"] == DEMO_SEED)
-  return _export_rows({"keras_accuracy": demo["test"],
-                       "tflite": demo["tflite"]}, mediapipe=False)
+  """The TFLite files of the latest recorded run of the demo's seed, with
+  the kind of CPU that ran it."""
+  demo = _demo_run([r for r in rows if r.get("arm") == "run"])
+  table = _export_rows({"keras_accuracy": demo["test"],
+                        "tflite": demo["tflite"]}, mediapipe=False)
+  return table.replace("| variant |", f"| variant ({cpu_label(demo)}) |", 1)
 
 
 def _points(values):

@@ -86,3 +86,27 @@ def test_a_figure_in_text_renders_from_results():
     tables.value("real_weights arm=task default pct")  # several rows
   with pytest.raises(ValueError):
     tables.value("real_weights arm=task task=digits default spread furlongs")
+
+
+def test_the_demo_table_has_a_column_pair_per_kind_of_cpu():
+  def run(seed, test, features):
+    row = {"arm": "run", "seed": seed, "sizes": {"test": 179}, "test": test,
+           "probe_validation": 0.9, "scratch_test": 0.8, "kept": "head",
+           "tflite": {"float32": {
+               "accuracy": test, "agreement": 1.0, "size_bytes": 10**6,
+               "compressed_bytes": 10**6, "latency_ms_1_thread": 1.0,
+               "latency_ms": 0.5}}}
+    if features is not None:
+      row["cpu_features"] = features
+    return row
+
+  rows = [run(42, 0.90, None), run(0, 0.80, None),
+          run(42, 0.98, ["avx2", "avx512_vnni"])]
+  header, _, accuracy, *_ = tables.quickstart(rows).splitlines()
+  assert header.count("CPU features not recorded") == 2
+  assert header.count("AVX-512 VNNI") == 2
+  assert "| 90.0% | 85.0% (80.0–90.0) | 98.0% |" in accuracy
+  # the exports are the latest run of the demo's seed, named by its CPU
+  assert tables.quickstart_exports(rows).startswith(
+      "| variant (AVX-512 VNNI) |")
+  assert "| Keras | 98.0% |" in tables.quickstart_exports(rows)
