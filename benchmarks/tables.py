@@ -76,11 +76,12 @@ def real_weights_tasks(rows):
   return "\n".join(lines)
 
 
-def _export_rows(row, mediapipe=True):
-  """One row per TFLite file; `mediapipe`: with the MediaPipe column."""
+def _export_rows(row, mediapipe=True, variant="variant"):
+  """One row per TFLite file; `mediapipe`: with the MediaPipe column;
+  `variant`: the first column's heading."""
   mp_head, mp_rule = (" MediaPipe agreement |", "---|") if mediapipe else (
       "", "")
-  lines = ["| variant | accuracy | agreement with Keras |" + mp_head +
+  lines = [f"| {variant} | accuracy | agreement with Keras |" + mp_head +
            " size | gzipped | latency 1 / 2 threads |",
            "|---|---|---|" + mp_rule + "---|---|---|",
            f"| Keras | {_pct(row['keras_accuracy'])} | |" +
@@ -452,14 +453,13 @@ def quickstart(rows):
                 key=lambda r: (r["seed"] != DEMO_SEED, r["seed"]))
   cpus = list(dict.fromkeys(cpu_label(r) for r in runs))
   per_cpu = {cpu: [r for r in runs if cpu_label(r) == cpu] for cpu in cpus}
+  demos = {cpu: _demo_run(per_cpu[cpu]) for cpu in cpus}
   test = runs[0]["sizes"]["test"]
-  header, rule = [""], ["---"]
+  columns = [""]
   for cpu in cpus:
-    header += [f"{cpu}: `make demo` (seed {DEMO_SEED})",
-               f"{cpu}: {len(per_cpu[cpu])} seeds, mean (min–max)"]
-    rule += ["---", "---"]
-  lines = ["| " + " | ".join(header).lstrip() + " |",
-           "|" + "|".join(rule) + "|"]
+    columns += [f"{cpu}: `make demo` (seed {DEMO_SEED})",
+                f"{cpu}: {len(per_cpu[cpu])} seeds, mean (min–max)"]
+  lines = []
   for key, what in (
       ("test", f"transfer (ImageNet Lite0, the default recipe), test "
        f"({test} images)"),
@@ -468,17 +468,15 @@ def quickstart(rows):
        "(`--compare_scratch`), test")):
     cells = []
     for cpu in cpus:
-      demo = _demo_run(per_cpu[cpu])
-      cells += [_pct(demo[key]) if demo else "–",
+      cells += [_pct(demos[cpu][key]) if demos[cpu] else "–",
                 _spread([r[key] for r in per_cpu[cpu]])]
     lines.append(f"| {what} | " + " | ".join(cells) + " |")
   cells = []
   for cpu in cpus:
-    demo = _demo_run(per_cpu[cpu])
-    cells += [demo["kept"] if demo else "–",
+    cells += [demos[cpu]["kept"] if demos[cpu] else "–",
               ", ".join(f"{r['kept']} ({r['seed']})" for r in per_cpu[cpu])]
   lines.append("| phase the run kept | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+  return _markdown(columns, lines)
 
 
 def _demo_run(runs):
@@ -490,9 +488,9 @@ def quickstart_exports(rows):
   """The TFLite files of the latest recorded run of the demo's seed, with
   the kind of CPU that ran it."""
   demo = _demo_run([r for r in rows if r.get("arm") == "run"])
-  table = _export_rows({"keras_accuracy": demo["test"],
-                        "tflite": demo["tflite"]}, mediapipe=False)
-  return table.replace("| variant |", f"| variant ({cpu_label(demo)}) |", 1)
+  return _export_rows({"keras_accuracy": demo["test"],
+                       "tflite": demo["tflite"]}, mediapipe=False,
+                      variant=f"variant ({cpu_label(demo)})")
 
 
 def _points(values):
