@@ -21,8 +21,8 @@ import keras
 
 from tl_keras.errors import unknown_name
 from tl_keras.errors import UserError
-from tl_keras.families import base as base_lib
-from tl_keras.families import images
+import tl_keras.families.base as base_lib
+import tl_keras.families.images as images
 from tl_keras.models import applications
 
 DEFAULT_SIZE = 224

@@ -14,7 +14,7 @@ from tl_keras.data import datasets
 from tl_keras.data import text_data
 from tl_keras.errors import UserError
 from tl_keras.export import serving as serving_lib
-from tl_keras.families import base as base_lib
+import tl_keras.families.base as base_lib
 from tl_keras import flag_values
 from tl_keras.models import text_models
 

@@ -19,7 +19,7 @@ from tl_keras.data import image_tables
 from tl_keras.data import inputs
 from tl_keras.errors import UserError
 from tl_keras.export import serving as serving_lib
-from tl_keras.families import base as base_lib
+import tl_keras.families.base as base_lib
 from tl_keras.models import applications
 from tl_keras.models import blocks
 from tl_keras.models import saving

@@ -10,8 +10,8 @@ import os
 import keras
 
 from tl_keras.errors import UserError
-from tl_keras.families import base as base_lib
-from tl_keras.families import images
+import tl_keras.families.base as base_lib
+import tl_keras.families.images as images
 from tl_keras.models import applications
 
 

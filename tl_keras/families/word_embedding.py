@@ -14,8 +14,8 @@ import keras
 from tl_keras.data import text_data
 from tl_keras.errors import UserError
 from tl_keras.export import serving as serving_lib
-from tl_keras.families import base as base_lib
-from tl_keras.families import hub_text
+import tl_keras.families.base as base_lib
+import tl_keras.families.hub_text as hub_text
 from tl_keras.models import word_embedding
 
 

@@ -19,10 +19,10 @@ from tl_keras.data import inputs as inputs_lib
 from tl_keras.evaluation import clearly_lower
 from tl_keras.evaluation import hits
 from tl_keras.evaluation import is_multi_label
-from tl_keras.training import checkpoint as checkpoint_lib
-from tl_keras.training import imbalance
-from tl_keras.training import loop
-from tl_keras.training import steps as steps_lib
+import tl_keras.training.checkpoint as checkpoint_lib
+import tl_keras.training.imbalance as imbalance
+import tl_keras.training.loop as loop
+import tl_keras.training.steps as steps_lib
 
 
 # Accuracy the phase-1 head may lose on mirrored validation images before

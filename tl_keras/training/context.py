@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Any, Optional
 
-from tl_keras.training import checkpoint as checkpoint_lib
+import tl_keras.training.checkpoint as checkpoint_lib
 
 
 @dataclasses.dataclass(frozen=True)

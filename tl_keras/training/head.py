@@ -6,11 +6,11 @@ import shutil
 import time
 
 from tl_keras.data import inputs as inputs_lib
-from tl_keras.training import features as features_lib
-from tl_keras.training import probe
-from tl_keras.training import steps as steps_lib
-from tl_keras.training import summaries as summaries_lib
-from tl_keras.training import transfer_check
+import tl_keras.training.features as features_lib
+import tl_keras.training.probe as probe
+import tl_keras.training.steps as steps_lib
+import tl_keras.training.summaries as summaries_lib
+import tl_keras.training.transfer_check as transfer_check
 
 
 def fit_head(model, splits, context, *, where, views, directory, step,

@@ -18,9 +18,9 @@ import tensorflow as tf
 
 from tl_keras import console
 from tl_keras.data import inputs as inputs_lib
-from tl_keras.training import cadence
-from tl_keras.training import steps as steps_lib
-from tl_keras.training import summaries as summaries_lib
+import tl_keras.training.cadence as cadence
+import tl_keras.training.steps as steps_lib
+import tl_keras.training.summaries as summaries_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from tl_keras import console
-from tl_keras.training import pruning as pruning_lib
+import tl_keras.training.pruning as pruning_lib
 
 # Training examples whose layer inputs guide the pruning.
 EXAMPLES = 128

@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 
-from tl_keras.training import imbalance
+import tl_keras.training.imbalance as imbalance
 
 # L2 strengths tried, as the coefficient of 0.5 * ||W||^2 added to the mean
 # cross-entropy (scikit-learn's C is 1 / (strength * N)). Standardized

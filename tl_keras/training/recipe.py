@@ -10,14 +10,14 @@ import tensorflow as tf
 
 from tl_keras.data import inputs as inputs_lib
 from tl_keras.models import freezing
-from tl_keras.training import checkpoint as checkpoint_lib
-from tl_keras.training import choices as choices_lib
-from tl_keras.training import features as features_lib
-from tl_keras.training import head as head_lib
-from tl_keras.training import loop
-from tl_keras.training import oneshot
-from tl_keras.training import steps as steps_lib
-from tl_keras.training import transfer_check
+import tl_keras.training.checkpoint as checkpoint_lib
+import tl_keras.training.choices as choices_lib
+import tl_keras.training.features as features_lib
+import tl_keras.training.head as head_lib
+import tl_keras.training.loop as loop
+import tl_keras.training.oneshot as oneshot
+import tl_keras.training.steps as steps_lib
+import tl_keras.training.transfer_check as transfer_check
 
 
 @dataclasses.dataclass(frozen=True)

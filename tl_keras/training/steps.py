@@ -7,7 +7,7 @@ import tensorflow as tf
 from tl_keras import console
 from tl_keras.data import inputs as inputs_lib
 from tl_keras import evaluation
-from tl_keras.training import pruning as pruning_lib
+import tl_keras.training.pruning as pruning_lib
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):

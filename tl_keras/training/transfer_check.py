@@ -26,8 +26,8 @@ import numpy as np
 from tl_keras import console
 from tl_keras import evaluation
 from tl_keras.models import freezing
-from tl_keras.training import features as features_lib
-from tl_keras.training import probe
+import tl_keras.training.features as features_lib
+import tl_keras.training.probe as probe
 
 # At most this many training and validation examples take part: enough for
 # a standard error of a few hundredths on the mean loss, at a cost that
