@@ -261,11 +261,31 @@ def test_trials_pick_the_lowest_validation_loss_then_batchnorm(monkeypatch):
   assert all(c[1] == recipe.trial_fraction for c in calls)
   assert (chosen["learning_rate"], chosen["batchnorm"]) == (1e-4, "train")
   assert chosen["trial_steps"] == 16 and len(chosen["trials"]) == 4
-  # The fake trials changed no weight: none is clearly better than the
-  # starting point, so phase 2 is not worth running.
-  assert chosen["skip"]
+  # The fake trials changed no weight: no trial is clearly worse than the
+  # starting point, so phase 2 goes on and `keep_simplest` judges it.
+  assert not chosen["skip"]
   for a, b in zip(start, model.get_weights()):
     np.testing.assert_array_equal(a, b)  # left as it came
+
+
+def test_phase_2_is_skipped_only_when_every_trial_is_clearly_worse(
+    monkeypatch):
+  model = applications.build_classifier("convnet_small", 2, weights=None)
+  _fake_trials(monkeypatch, [0.5, 0.4, 0.6, 0.45])
+  bias = model.layers[-1].bias
+  start = bias.numpy()
+  original = training.loop.train_phase
+
+  def confident(model, *args, **kwargs):
+    # Every trial leaves the head sure of class 0: half the validation
+    # examples (class 1) get a loss near 10, far above the start's.
+    model.layers[-1].bias.assign([10.0, -10.0])
+    return original(model, *args, **kwargs)
+
+  monkeypatch.setattr(training.loop, "train_phase", confident)
+  _, chosen = _choose(model)
+  assert chosen["skip"]
+  np.testing.assert_array_equal(bias.numpy(), start)  # left as it came
 
 
 def test_ties_go_to_the_lower_rate_and_frozen_batchnorm(monkeypatch):

@@ -216,11 +216,13 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
   the run that was measured is the run that is kept, and its trial steps
   are not spent twice. `model` is left with the weights it came with.
 
-  If no trial's best weights have a lower mean validation loss than the
-  weights `model` came with, phase 2 is not worth running: "skip" (only
-  when `may_skip`: those weights hold a fitted head). A trial that gains a
-  little is continued: it has run at its peak rate, with the decay still
-  to come, and `keep_simplest` judges the finished phase. Trials train
+  If the best trial's validation loss is clearly higher (by more than one
+  standard error, `clearly_lower`) than that of the weights `model` came
+  with, phase 2 is not worth running: "skip" (only when `may_skip`: those
+  weights hold a fitted head). A trial that is not clearly worse is
+  continued: it has run at its peak rate, with the decay still to come,
+  while the head it is compared with had its strength picked on these
+  same examples; `keep_simplest` judges the finished phase. Trials train
   with `context`, writing no summaries and no checkpoints.
 
   Returns:
@@ -259,14 +261,15 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
     winner["carry"]["pruning"].load(winner.pop("pruning"))
   trials.cache.keep_only(winner["carry"]["optimizer"])
   model.set_weights(trials.start)
-  _, gain, _ = clearly_lower(winner["losses"], reference)
+  worse, loss, error = clearly_lower(reference, winner["losses"])
   chosen = {"learning_rate": winner["lr"], "batchnorm": winner["mode"],
             "trial_steps": sum(t["steps"] for t in trials.records),
-            "trials": trials.records, "skip": may_skip and gain <= 0}
+            "trials": trials.records, "skip": may_skip and worse}
   if chosen["skip"]:
-    logging.info("no trial lowered the validation loss (the best, lr %g "
-                 "with BatchNorm %s, by %.4f): phase 2 is skipped and phase "
-                 "1's head is the model", winner["lr"], winner["mode"], gain)
+    logging.info("every trial raised the validation loss (the best, lr %g "
+                 "with BatchNorm %s, by %.4f; standard error %.4f): phase 2 "
+                 "is skipped and phase 1's head is the model", winner["lr"],
+                 winner["mode"], loss, error)
     return chosen, None
   logging.info("phase 2 goes on from the trial at lr %g with BatchNorm %s "
                "(picked by %d trials)", winner["lr"], winner["mode"],
