@@ -476,6 +476,11 @@ def quickstart(rows):
     cells += [demos[cpu]["kept"] if demos[cpu] else "–",
               ", ".join(f"{r['kept']} ({r['seed']})" for r in per_cpu[cpu])]
   lines.append("| phase the run kept | " + " | ".join(cells) + " |")
+  cells = []
+  for cpu in cpus:
+    commits = ", ".join(dict.fromkeys(r["commit"] for r in per_cpu[cpu]))
+    cells += [demos[cpu]["commit"] if demos[cpu] else "–", commits]
+  lines.append("| code (commit) | " + " | ".join(cells) + " |")
   return _markdown(columns, lines)
 
 

@@ -89,8 +89,9 @@ def test_a_figure_in_text_renders_from_results():
 
 
 def test_the_demo_table_has_a_column_pair_per_kind_of_cpu():
-  def run(seed, test, features):
+  def run(seed, test, features, commit="aaaaaaa"):
     row = {"arm": "run", "seed": seed, "sizes": {"test": 179}, "test": test,
+           "commit": commit,
            "probe_validation": 0.9, "scratch_test": 0.8, "kept": "head",
            "tflite": {"float32": {
                "accuracy": test, "agreement": 1.0, "size_bytes": 10**6,
@@ -100,12 +101,15 @@ def test_the_demo_table_has_a_column_pair_per_kind_of_cpu():
       row["cpu_features"] = features
     return row
 
-  rows = [run(42, 0.90, None), run(0, 0.80, None),
-          run(42, 0.98, ["avx2", "avx512_vnni"])]
-  header, _, accuracy, *_ = tables.quickstart(rows).splitlines()
+  rows = [run(42, 0.90, None), run(0, 0.80, None, "bbbbbbb"),
+          run(42, 0.98, ["avx2", "avx512_vnni"], "ccccccc")]
+  header, _, accuracy, *_, code = tables.quickstart(rows).splitlines()
   assert header.count("CPU features not recorded") == 2
   assert header.count("AVX-512 VNNI") == 2
   assert "| 90.0% | 85.0% (80.0–90.0) | 98.0% |" in accuracy
+  # each column names the code its runs measured
+  assert code == ("| code (commit) | aaaaaaa | aaaaaaa, bbbbbbb | ccccccc | "
+                  "ccccccc |")
   # the exports are the latest run of the demo's seed, named by its CPU
   assert tables.quickstart_exports(rows).startswith(
       "| variant (AVX-512 VNNI) |")
