@@ -57,18 +57,21 @@ def stop_agreement(strategy):
   return lambda requested: float(count(tf.constant(float(requested)))) > 0
 
 
-def steps_without_gain(best, phase, phase_start, step):
-  """Steps of `phase` since the best weights last improved.
+def steps_without_gain(history, phase, step):
+  """Steps of `phase` since its own validation loss last reached a new low.
 
-  Counted from the best step when it lies in this phase, else from the
-  phase's start. Derived from what checkpoints hold, so a resumed run
-  stops where an uninterrupted one would.
+  A phase is judged against itself, not against an earlier phase's best:
+  phase 2 goes on from a trial that ran at its peak rate with the decay
+  still to come, and whether it ends up better than phase 1's head is
+  `keep_simplest`'s question, asked when it is done. 0 before the phase's
+  first validation. Derived from the history checkpoints hold, so a
+  resumed run stops where an uninterrupted one would.
   """
-  if best is None or best.where is None:
-    return 0
-  if best.where[0] == phase:
-    return step - best.step
-  return step - phase_start
+  low, since = None, None
+  for row in history:
+    if row["phase"] == phase and (low is None or row["val_loss"] < low):
+      low, since = row["val_loss"], row["step"]
+  return 0 if since is None else step - since
 
 
 class ChunkSize:

@@ -256,16 +256,18 @@ class _Phase:
               self.context.checkpointer)
 
   def _patience_out(self, epoch):
-    """Whether the phase has gone long enough without a new best."""
-    spec, best = self.spec, self.best
+    """Whether the phase has gone long enough without a new low of its own
+    validation loss."""
+    spec = self.spec
     patience = math.ceil(spec.early_stopping * self.total)
-    idle = cadence.steps_without_gain(best, spec.name, self.phase_start,
-                                      self.step)
-    if not patience or idle < patience or self.ramps:
+    if not patience or self.ramps or self.best is None:
       return False
-    logging.info("%s: %d steps without a new best validation loss (%.4f, "
-                 "%s epoch %d): the phase stops early, %d of %d epochs run",
-                 spec.name, idle, best.loss, *best.where, epoch, self.epochs)
+    idle = cadence.steps_without_gain(self.history, spec.name, self.step)
+    if idle < patience:
+      return False
+    logging.info("%s: %d steps without a new low of its validation loss: "
+                 "the phase stops early, %d of %d epochs run", spec.name,
+                 idle, epoch, self.epochs)
     return True
 
   def _train_epoch(self, epoch):
