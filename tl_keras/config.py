@@ -121,7 +121,7 @@ class Config:
       "before cosine decay.", "recipe")
   early_stopping: float = _field(
       0.3, "A phase stops once this share of its steps has passed without a "
-      "new best validation loss (0 = never). The best weights are kept "
+      "new low of its own validation loss (0 = never). The best weights are kept "
       "either way; the --compare_scratch baseline runs every step.",
       "recipe")
   unfreeze: str = _field(
