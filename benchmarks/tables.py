@@ -554,6 +554,7 @@ FORMATS = {
     "int": lambda v: f"{v:,.0f}",
     "f2": lambda v: f"{v:.2f}",
     "x": lambda v: f"{v:.1f}×",
+    "raw": str,
 }
 AGGREGATES = ("one", "mean", "min", "max", "range", "spread")
 
