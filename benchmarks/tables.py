@@ -622,8 +622,9 @@ def value(query):
     low, high = f(min(values)), f(max(values))
     middle = f(statistics.mean(values))
     return middle if low == high else f"{middle} ({_bare(low)}–{_bare(high)})"
-  return f({"one": values[0], "mean": statistics.mean(values),
-            "min": min(values), "max": max(values)}[aggregate])
+  return f({"one": lambda: values[0], "mean": lambda: statistics.mean(values),
+            "min": lambda: min(values), "max": lambda: max(values)}[
+                aggregate]())
 
 
 def _bare(figure):
