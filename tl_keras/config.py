@@ -121,8 +121,8 @@ class Config:
       "before cosine decay.", "recipe")
   early_stopping: float = _field(
       0.3, "A phase stops once this share of its steps has passed without a "
-      "new low of its own validation loss (0 = never). The best weights are kept "
-      "either way; the --compare_scratch baseline runs every step.",
+      "new low of its own validation loss (0 = never). The best weights are "
+      "kept either way; the --compare_scratch baseline runs every step.",
       "recipe")
   unfreeze: str = _field(
       "all", "Phase 2 unfreezes the top of the base: N blocks (whole "

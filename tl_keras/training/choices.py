@@ -261,7 +261,7 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
     winner["carry"]["pruning"].load(winner.pop("pruning"))
   trials.cache.keep_only(winner["carry"]["optimizer"])
   model.set_weights(trials.start)
-  worse, loss, error = clearly_lower(reference, winner["losses"])
+  worse, raised, error = clearly_lower(reference, winner["losses"])
   chosen = {"learning_rate": winner["lr"], "batchnorm": winner["mode"],
             "trial_steps": sum(t["steps"] for t in trials.records),
             "trials": trials.records, "skip": may_skip and worse}
@@ -269,7 +269,7 @@ def choose_finetuning(model, recipe, splits, context, *, may_skip=True,
     logging.info("every trial raised the validation loss (the best, lr %g "
                  "with BatchNorm %s, by %.4f; standard error %.4f): phase 2 "
                  "is skipped and phase 1's head is the model", winner["lr"],
-                 winner["mode"], loss, error)
+                 winner["mode"], raised, error)
     return chosen, None
   logging.info("phase 2 goes on from the trial at lr %g with BatchNorm %s "
                "(picked by %d trials)", winner["lr"], winner["mode"],
