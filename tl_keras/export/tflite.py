@@ -127,9 +127,6 @@ def _with_layer_norm_rewritten(config, names, class_name):
   return config
 
 
-
-
-
 def convert(model, variant, serving, calibration_images=None, make=None):
   """Converts a classifier to TFLite flatbuffer bytes.
 

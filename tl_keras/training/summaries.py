@@ -6,7 +6,6 @@ import os
 import tensorflow as tf
 
 
-
 class Summaries:
   """TensorBoard writers for train and validation; no-ops when disabled."""
 
