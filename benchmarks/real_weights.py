@@ -3,7 +3,8 @@
     python benchmarks/real_weights.py [--seeds=0,1,2]
         [--tasks=digits,lfw_faces,docstrings,rotten_tomatoes]
         [--image_size=0] [--sequence_length=0] [--smoke]
-    python benchmarks/real_weights.py --exports_image_size=224 [--smoke]
+    python benchmarks/real_weights.py --exports_image_size=224
+        [--exports_tasks=digits,lfw_faces] [--smoke]
 
 Real networks, shipped by Python packages: ImageNet EfficientNet-Lite0
 (`efficientnet_lite0`) and all-MiniLM-L6-v2 (`all_minilm_l6_v2`, a 6-layer
@@ -39,9 +40,10 @@ classifier on the float32 (and int8) file: agreement with Keras's top-1.
 For images, "arm": "pruning": the same run with --prune_sparsity=0.5,
 test accuracy and gzipped float32 size against the unpruned run.
 `--exports_image_size=224` ("arm": "exports_head_only"): the same export
-rows for a head-only digits run (the ImageNet network unchanged under a
-probe head) at Lite0's own 224 px, where fine-tuning is too slow for
-this CPU. `--smoke`: tiny budgets and images, one seed: a check that the
+rows for a head-only run (the ImageNet network unchanged under a probe
+head) at Lite0's own 224 px, where fine-tuning is too slow for this CPU,
+of each of `--exports_tasks`: digits (8 px scans, scaled up 28 times)
+and LFW faces (photographs). `--smoke`: tiny budgets and images, one seed: a check that the
 script runs, not a measurement.
 """
 
@@ -328,15 +330,25 @@ def main():
                       help="text only; 0: the default (128 tokens)")
   parser.add_argument("--exports_image_size", type=int, default=0,
                       help="instead of the tasks: every TFLite variant of a "
-                      "head-only digits run at this size (224: Lite0's own)")
+                      "head-only run of each --exports_tasks at this size "
+                      "(224: Lite0's own)")
+  parser.add_argument("--exports_tasks", default="digits,lfw_faces",
+                      help="image tasks of --exports_image_size")
   parser.add_argument("--workdir", default="")
   parser.add_argument("--smoke", action="store_true")
   args = parser.parse_args()
   seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
   workdir = args.workdir or tempfile.mkdtemp(prefix="real_weights_")
   if args.exports_image_size:
-    exports_at("digits", 32 if args.smoke else args.exports_image_size,
-               workdir, args.smoke)
+    tasks = args.exports_tasks.split(",")
+    texts = [t for t in tasks if TASKS.get(t, ("text",))[0] != "image"]
+    if texts:
+      sys.exit(f"error: --exports_tasks takes image tasks ("
+               f"{', '.join(t for t in TASKS if TASKS[t][0] == 'image')}), "
+               f"not {', '.join(texts)}")
+    for task in tasks[:1] if args.smoke else tasks:
+      exports_at(task, 32 if args.smoke else args.exports_image_size,
+                 workdir, args.smoke)
     return
   for task in args.tasks.split(","):
     for seed in seeds:

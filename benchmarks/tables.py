@@ -98,10 +98,10 @@ def _export_rows(row, mediapipe=True, variant="variant"):
   return "\n".join(lines)
 
 
-def real_weights_exports_224(rows):
-  """The head-only digits run's TFLite files at 224 px."""
+def real_weights_exports_224(rows, task):
+  """The head-only run's TFLite files at 224 px, `task`."""
   (row,) = [r for r in rows if r.get("arm") == "exports_head_only"
-            and r["image_size"] == 224][-1:]
+            and r["image_size"] == 224 and r["task"] == task][-1:]
   return _export_rows(row)
 
 
@@ -513,8 +513,10 @@ TABLES = {
     "real_weights_tasks": lambda: real_weights_tasks(read("real_weights")),
     "real_weights_exports_digits":
         lambda: real_weights_exports(read("real_weights"), "digits"),
-    "real_weights_exports_224":
-        lambda: real_weights_exports_224(read("real_weights")),
+    "real_weights_exports_224_digits":
+        lambda: real_weights_exports_224(read("real_weights"), "digits"),
+    "real_weights_exports_224_lfw_faces":
+        lambda: real_weights_exports_224(read("real_weights"), "lfw_faces"),
     "quickstart": lambda: quickstart(read("quickstart")),
     "quickstart_exports": lambda: quickstart_exports(read("quickstart")),
     "imbalance": lambda: imbalance(read("imbalance")),

@@ -191,6 +191,17 @@ def test_real_weights_on_text():
   assert 0 <= arms["exports"]["tflite"]["float32"]["mediapipe_agreement"] <= 1
 
 
+def test_real_weights_head_only_exports_take_image_tasks():
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "benchmarks", "real_weights.py"),
+       "--exports_image_size=224", "--exports_tasks=digits,docstrings"],
+      cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --exports_tasks takes image tasks (digits, lfw_faces), not "
+      "docstrings")
+
+
 @pytest.mark.slow
 def test_real_weights_head_only_exports():
   """The head-only export rows (224 px in the README; 32 px here)."""
