@@ -43,7 +43,8 @@ test accuracy and gzipped float32 size against the unpruned run.
 rows for a head-only run (the ImageNet network unchanged under a probe
 head) at Lite0's own 224 px, where fine-tuning is too slow for this CPU,
 of each of `--exports_tasks`: digits (8 px scans, scaled up 28 times)
-and LFW faces (photographs). `--smoke`: tiny budgets and images, one seed: a check that the
+and LFW faces (photographs). `--smoke`: tiny budgets and images, one seed
+(and with `--exports_image_size`, the first task only): a check that the
 script runs, not a measurement.
 """
 
