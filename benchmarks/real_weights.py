@@ -342,11 +342,11 @@ def main():
   workdir = args.workdir or tempfile.mkdtemp(prefix="real_weights_")
   if args.exports_image_size:
     tasks = args.exports_tasks.split(",")
-    texts = [t for t in tasks if TASKS.get(t, ("text",))[0] != "image"]
-    if texts:
-      sys.exit(f"error: --exports_tasks takes image tasks ("
-               f"{', '.join(t for t in TASKS if TASKS[t][0] == 'image')}), "
-               f"not {', '.join(texts)}")
+    images = [t for t, (kind, _, _) in TASKS.items() if kind == "image"]
+    others = [t for t in tasks if t not in images]
+    if others:
+      sys.exit(f"error: --exports_tasks takes image tasks "
+               f"({', '.join(images)}), not {', '.join(others)}")
     for task in tasks[:1] if args.smoke else tasks:
       exports_at(task, 32 if args.smoke else args.exports_image_size,
                  workdir, args.smoke)
