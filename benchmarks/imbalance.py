@@ -17,7 +17,12 @@ about 10x the time on a CPU) and `--class_weight`: `auto` (the default:
 the largest class has 10x the smallest, so the loss is weighted by
 inverse class frequency), `logit_adjust` (trained as `none`, then each
 class's logit shifted by minus the log of its training share) and `none`.
-Nothing else differs. JSON lines ("arm": the `--class_weight` value): test
+Nothing else differs. One reference arm differs in its data instead:
+`balanced_data` trains on a folder with the same test images and as many
+training images in all, spread evenly (55 per digit after the cut), with
+default flags: what the same budget of images gives when nothing is rare,
+so `balanced_data` minus `none` is the headroom a reweighting can hope to
+recover. JSON lines ("arm": the `--class_weight` value or `balanced_data`): test
 accuracy, balanced accuracy, macro-F1, the smallest class's recall, and
 the weighting the run recorded; then "arm": "summary", the mean and spread
 of each figure per arm and of each arm minus `none`. `--smoke`: tiny
@@ -47,27 +52,36 @@ TRAIN = tuple(range(100, 0, -10))
 VALIDATION_FRACTION = 0.2
 TEST_PER_CLASS = 45
 SMOKE_TRAIN = (20, 4)
-ARMS = ("auto", "logit_adjust", "none")
+ARMS = ("auto", "logit_adjust", "none", "balanced_data")
 SMOKE = ["--image_size=32", "--batch_size=8", "--min_steps=0", "--head_epochs=1",
          "--finetune_epochs=1", "--finetune_lr=1e-3", "--batchnorm=frozen"]
 
 
-def write_folder(root, seed, train=TRAIN, test_per_class=TEST_PER_CLASS):
-  """train/ and test/ folders of digit PNGs (see the module docstring)."""
+def write_folder(root, seed, train=TRAIN, test_per_class=TEST_PER_CLASS,
+                 balanced=False):
+  """train/ and test/ folders of digit PNGs (see the module docstring).
+
+  `balanced`: the same test images, and as many training images in all,
+  spread evenly over the digits (the `balanced_data` arm)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from tl_keras.data import real_data  # pylint: disable=g-import-not-at-top
   images, labels = real_data.digit_images(size=32)
   rng = np.random.default_rng(seed)
   shutil.rmtree(root, ignore_errors=True)
+  even = int(round(sum(train) / len(train)))
   for digit, count in enumerate(train):
     # Before the cut: the cut takes round(20%) of train/, at least one.
     before = int(round(count / (1 - VALIDATION_FRACTION)))
     members = rng.permutation(np.flatnonzero(labels == digit))
-    for split, chosen in (("train", members[:before]),
-                          ("test", members[before:before + test_per_class])):
+    test = members[before:before + test_per_class]
+    chosen = members[:before]
+    if balanced:
+      rest = members[~np.isin(members, test)]
+      chosen = rest[:int(round(even / (1 - VALIDATION_FRACTION)))]
+    for split, files in (("train", chosen), ("test", test)):
       folder = os.path.join(root, split, f"digit{digit}")
       os.makedirs(folder, exist_ok=True)
-      for i in chosen:
+      for i in files:
         Image.fromarray(images[i]).save(os.path.join(folder, f"{i}.png"))
   return root
 
@@ -75,7 +89,8 @@ def write_folder(root, seed, train=TRAIN, test_per_class=TEST_PER_CLASS):
 def run(arm, seed, data_dir, workdir, smoke):
   args = [f"--model={MODEL}", "--dataset=folder", f"--data_dir={data_dir}",
           f"--validation_fraction={VALIDATION_FRACTION}", f"--seed={seed}",
-          f"--class_weight={arm}", "--export="] + (
+          f"--class_weight={'auto' if arm == 'balanced_data' else arm}",
+          "--export="] + (
               SMOKE if smoke else [f"--image_size={IMAGE_SIZE}"])
   metrics, record, seconds = main_py(
       args, os.path.join(workdir, f"{arm}_seed{seed}"))
@@ -123,11 +138,15 @@ def main():
   workdir = args.workdir or tempfile.mkdtemp(prefix="imbalance_")
   rows = []
   for seed in seeds:
-    data_dir = write_folder(
-        os.path.join(workdir, f"digits_seed{seed}"), seed,
-        *((SMOKE_TRAIN, 4) if args.smoke else ()))
+    folders = {}
     for arm in args.arms.split(","):
-      rows.append(run(arm, seed, data_dir, workdir, args.smoke))
+      balanced = arm == "balanced_data"
+      if balanced not in folders:
+        folders[balanced] = write_folder(
+            os.path.join(workdir, f"digits_seed{seed}"
+                         + ("_balanced" if balanced else "")), seed,
+            *((SMOKE_TRAIN, 4) if args.smoke else ()), balanced=balanced)
+      rows.append(run(arm, seed, folders[balanced], workdir, args.smoke))
       print(json.dumps(rows[-1]), flush=True)
   print(json.dumps(summary(rows)), flush=True)
 

@@ -216,16 +216,20 @@ def test_real_weights_head_only_exports():
 @pytest.mark.slow
 def test_imbalance_benchmark(tmp_path):
   """auto, logit_adjust and none on a long-tailed folder (2 digits, 20 and
-  4 training images here; 2 min: slow)."""
+  4 training images here), and the balanced reference on as many images
+  (3 min: slow)."""
   rows = _run("imbalance.py", "--smoke", f"--workdir={tmp_path}")
-  auto, adjust, none, summary = rows
+  auto, adjust, none, balanced, summary = rows
   assert [r["arm"] for r in rows] == ["auto", "logit_adjust", "none",
-                                      "summary"]
+                                      "balanced_data", "summary"]
   assert auto["weighting"]["weighted"] and not none["weighting"]["weighted"]
   assert not adjust["weighting"]["weighted"]
   assert adjust["weighting"]["logit_offsets"][1] > 0
   for row in (auto, adjust, none):
     assert row["weighting"]["counts"] == [20, 4]
+  assert balanced["weighting"]["counts"] == [12, 12]
+  assert not balanced["weighting"]["weighted"]
+  for row in (auto, adjust, none, balanced):
     assert row["sizes"] == {"train": 24, "validation": 6, "test": 8}
     assert row["balanced_accuracy"] == pytest.approx(
         sum(row["recall"]) / len(row["recall"]))
@@ -233,6 +237,8 @@ def test_imbalance_benchmark(tmp_path):
       auto["macro_f1"] - none["macro_f1"])
   assert summary["macro_f1_gain_logit_adjust"]["mean"] == pytest.approx(
       adjust["macro_f1"] - none["macro_f1"])
+  assert summary["macro_f1_gain_balanced_data"]["mean"] == pytest.approx(
+      balanced["macro_f1"] - none["macro_f1"])
 
 
 def test_record_stamps_rows_and_keeps_results_when_a_run_fails(tmp_path):
