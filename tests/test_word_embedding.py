@@ -164,3 +164,27 @@ def test_export_mode_refuses_a_variant_the_model_does_not_offer(run):
   assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
   assert "tflite_int8" in errors[0] and "tflite_dynamic" in errors[0]
   assert sorted(os.listdir(out)) == before
+
+
+def test_importance_pooling_starts_as_the_mean_and_learns_weights():
+  pool = word_embedding.ImportancePooling(5)
+  embeddings = tf.random.normal([2, 4, 3])
+  ids = tf.constant([[1, 3, 4, 0], [1, 2, 0, 0]])
+  mask = tf.cast(ids != 0, tf.float32)[..., None]
+  mean = tf.reduce_sum(embeddings * mask, 1) / tf.reduce_sum(mask, 1)
+  np.testing.assert_allclose(pool(embeddings, ids), mean, atol=1e-6)
+  pool.importance.assign([0.0, 0.0, 0.0, 20.0, 0.0])  # word 3 dominates
+  got = pool(embeddings, ids).numpy()
+  np.testing.assert_allclose(got[0], embeddings[0, 1], atol=1e-6)
+  np.testing.assert_allclose(got[1], mean[1], atol=1e-6)  # no word 3
+
+
+def test_a_model_saved_with_the_plain_mean_loads_as_one():
+  model = word_embedding.WordEmbeddingClassifier(["a", "b"], 2,
+                                                 sequence_length=4,
+                                                 pooling="mean")
+  config = model.get_config()
+  del config["pooling"]  # as files saved before the option existed
+  again = word_embedding.WordEmbeddingClassifier.from_config(config)
+  assert again.pooling == "mean"
+  assert again.count_params() == model.count_params()

@@ -4,9 +4,11 @@ MediaPipe Model Maker's other text model, rebuilt in Keras: words split
 by a regular expression, looked up in a vocabulary of the training
 split's most frequent words, embedded in 16 dimensions, averaged over
 the words (not the padding), then a 16-wide ReLU layer, dropout and a
-softmax. It has
-nothing pretrained: the whole network trains from random weights. It is
-well under 1 MB, fast on any CPU, and a baseline a transformer must beat.
+softmax. One change: the average weighs each word by a learned
+importance (`ImportancePooling`) where Model Maker takes the plain mean.
+It has nothing pretrained: the whole network trains from random weights.
+It is well under 1 MB, fast on any CPU, and a baseline a transformer must
+beat.
 
 Tokenization is MediaPipe's `RegexTokenizer`, which the TFLite files
 declare in their metadata so that MediaPipe's TextClassifier takes raw
@@ -35,6 +37,10 @@ SEQUENCE_LENGTH = 256
 DIMENSION = 16
 DROPOUT = 0.2
 NAME = "average_word_embedding"
+# How the words' embeddings are averaged: "weighted" (`ImportancePooling`)
+# or "mean" (Model Maker's plain average; files saved before "weighted"
+# existed load as "mean").
+POOLING = "weighted"
 
 
 def words(text):
@@ -96,13 +102,53 @@ class RegexTokenizer(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
+class ImportancePooling(layers.Layer):
+  """(embeddings [N, L, D], token_ids [N, L]) -> [N, D]: the average of the
+  words' embeddings, each weighted by its word's learned importance.
+
+  The weights are a softmax over the text's words (padding excluded) of one
+  trained number per vocabulary id, which starts at zero: at
+  initialization this is the plain mean. Training raises the words that
+  tell the classes apart and lowers the ones every text has, as IDF does
+  for TF-IDF, where a plain mean gives "the" as much say as "asyncio". It
+  adds one weight per word (a 16th of the embedding's) and only gather,
+  softmax and sum ops, which TFLite and MediaPipe run.
+  """
+
+  def __init__(self, vocabulary_size, **kwargs):
+    super().__init__(**kwargs)
+    self.vocabulary_size = int(vocabulary_size)
+
+  def build(self, embeddings_shape, token_ids_shape=None):
+    self.importance = self.add_weight(
+        shape=(self.vocabulary_size,), initializer="zeros",
+        name="importance")
+
+  def call(self, embeddings, token_ids):
+    scores = keras.ops.take(keras.ops.cast(self.importance,
+                                           embeddings.dtype), token_ids)
+    # -1e4: far below any score, and within float16's range.
+    scores = keras.ops.where(keras.ops.not_equal(token_ids, 0), scores,
+                             keras.ops.cast(-1e4, embeddings.dtype))
+    shares = keras.ops.softmax(scores, axis=1)
+    return keras.ops.sum(embeddings * shares[..., None], axis=1)
+
+  def compute_output_shape(self, embeddings_shape, token_ids_shape=None):
+    return (embeddings_shape[0], embeddings_shape[2])
+
+  def get_config(self):
+    return {**super().get_config(), "vocabulary_size": self.vocabulary_size}
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
 class WordEmbeddingClassifier(keras.Model):
   """{"token_ids": int32 [N, L]} -> class probabilities; `preprocessor`
   (a `RegexTokenizer`) makes the token ids from raw strings."""
 
   def __init__(self, vocabulary, num_classes,
                sequence_length=SEQUENCE_LENGTH, dimension=DIMENSION,
-               dropout=DROPOUT, dtype=None, activation="softmax", **kwargs):
+               dropout=DROPOUT, dtype=None, activation="softmax",
+               pooling=POOLING, **kwargs):
     # `dtype`: the layers' policy (None: the global one, mixed precision
     # included); the softmax computes in float32 whatever it is.
     preprocessor = RegexTokenizer(vocabulary, sequence_length,
@@ -111,10 +157,16 @@ class WordEmbeddingClassifier(keras.Model):
                          name="token_ids")
     x = layers.Embedding(preprocessor.vocabulary_size(), dimension,
                          dtype=dtype, name="embedding")(inputs)
-    # The mean over the words (and <START>), not the padding: Model Maker
-    # averages the padding in too, which drowns short texts at 256.
-    x = layers.GlobalAveragePooling1D(dtype=dtype, name="pool")(
-        x, mask=keras.ops.not_equal(inputs, 0))
+    # Over the words (and <START>), not the padding: Model Maker averages
+    # the padding in too, which drowns short texts at 256.
+    if pooling == "weighted":
+      x = ImportancePooling(preprocessor.vocabulary_size(), dtype=dtype,
+                            name="pool")(x, inputs)
+    elif pooling == "mean":
+      x = layers.GlobalAveragePooling1D(dtype=dtype, name="pool")(
+          x, mask=keras.ops.not_equal(inputs, 0))
+    else:
+      raise ValueError(f"pooling: 'weighted' or 'mean', got {pooling!r}")
     x = layers.Dense(dimension, activation="relu", dtype=dtype,
                      name="hidden")(x)
     x = layers.Dropout(dropout, dtype=dtype, name="dropout")(x)
@@ -128,6 +180,7 @@ class WordEmbeddingClassifier(keras.Model):
     self.dimension = int(dimension)
     self.dropout = float(dropout)
     self.activation = activation
+    self.pooling = pooling
 
   @property
   def vocabulary(self):
@@ -138,12 +191,12 @@ class WordEmbeddingClassifier(keras.Model):
             "vocabulary": self.vocabulary, "num_classes": self.num_classes,
             "sequence_length": self.sequence_length,
             "dimension": self.dimension, "dropout": self.dropout,
-            "activation": self.activation,
+            "activation": self.activation, "pooling": self.pooling,
             "dtype": self.get_layer("embedding").dtype_policy.name}
 
   @classmethod
   def from_config(cls, config):
-    return cls(**config)
+    return cls(**{"pooling": "mean", **config})
 
 
 def build_classifier(texts, num_classes, *, sequence_length=SEQUENCE_LENGTH,
@@ -165,7 +218,7 @@ def describe(model):
   return {"name": NAME, "family": "average word embedding", "kind": "words",
           "vocabulary": len(model.vocabulary),
           "sequence_length": model.sequence_length,
-          "dimension": model.dimension,
+          "dimension": model.dimension, "pooling": model.pooling,
           "params": int(model.count_params())}
 
 
