@@ -20,6 +20,7 @@ from absl import logging
 
 from tl_keras import config as config_lib
 from tl_keras import console
+from tl_keras.errors import UserError
 
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
            float: flags.DEFINE_float, str: flags.DEFINE_string}
@@ -48,18 +49,24 @@ def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form "
           "--name=value")
+  config = config_lib.Config(**{f.name: FLAGS[f.name].value
+                                for f in dataclasses.fields(config_lib.Config)})
+  if not FLAGS.list_models:
+    try:
+      # Flag values are checked before TensorFlow is imported (seconds), so
+      # a bad value is reported at once.
+      config.resolved().validate()
+    except UserError as e:
+      _fail(str(e), e.exit_code)
   if FLAGS.verbosity <= 0:  # -v 1: TensorFlow's own logs too
     console.quiet_tensorflow(logging.get_absl_handler())
   if sys.stderr.isatty():
     console.short_log_lines(logging.get_absl_handler())
-  from tl_keras import listing  # pylint: disable=g-import-not-at-top
-  from tl_keras.modes import run  # pylint: disable=g-import-not-at-top
-  from tl_keras.errors import UserError  # pylint: disable=g-import-not-at-top
   if FLAGS.list_models:
+    from tl_keras import listing  # pylint: disable=g-import-not-at-top
     print(listing.format_listing())
     return
-  config = config_lib.Config(**{f.name: FLAGS[f.name].value
-                                for f in dataclasses.fields(config_lib.Config)})
+  from tl_keras.modes import run  # pylint: disable=g-import-not-at-top
   try:
     print(run.execute(config))
   except UserError as e:

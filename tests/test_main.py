@@ -17,6 +17,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from tests.conftest import REPO
 from tests.conftest import write_image_folder
 from tests.helpers import mediapipe_scores, run_main, suspect_labels
 from tl_keras import artifacts
@@ -539,6 +540,25 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(case, tmp_path):
       result.stderr[-2000:])
   leftovers = [p for p in artifacts.RUN_ARTIFACTS if (out / p).exists()]
   assert not leftovers
+
+
+def test_a_bad_flag_value_is_reported_before_tensorflow_is_imported(tmp_path):
+  """Values `Config.validate` refuses fail at once: main.py checks them
+  before importing TensorFlow (several seconds on a CPU)."""
+  probe = (
+      "import runpy, sys\n"
+      f"sys.argv = ['main.py', '--batch_size=0', '--output_dir={tmp_path}/o']\n"
+      "try:\n"
+      f"  runpy.run_path({os.path.join(REPO, 'main.py')!r}, "
+      "run_name='__main__')\n"
+      "except SystemExit as e:\n"
+      "  print('exit', e.code, 'tensorflow' in sys.modules)\n")
+  result = subprocess.run([sys.executable, "-c", probe], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          check=False)
+  assert result.stdout.split() == ["exit", "2", "False"], result.stderr
+  assert result.stderr.strip() == "error: --batch_size must be positive, got 0"
+  assert not (tmp_path / "o").exists()
 
 
 def test_report_model_card_and_plots(quick_run):
