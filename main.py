@@ -91,7 +91,7 @@ def print_help():
     print(f"\n{group} flags:")
     for field in fields:
       first = re.split(r"(?<!e\.g)\. ", field.metadata["help"])[0].rstrip(".")
-      default = f" [{field.default}]" if field.default not in ("", 0) else ""
+      default = f" [{field.default}]" if field.default not in ("", 0, None) else ""
       print(f"  --{field.name:<20} {first}{default}")
   print("\n  --list_models          Print the backbones and text models\n"
         "\nEvery flag in full: --helpfull. Recipes: --flagfile=flags/NAME.flags")

@@ -139,8 +139,9 @@ class Config:
                           choices=("adam", "adamw", "sgd"))
   weight_decay: float = _field(1e-4, "Weight decay (adamw and sgd).",
                                "recipe")
-  label_smoothing: float = _field(0.0, "Label smoothing of the loss.",
-                                  "recipe")
+  label_smoothing: float = _field(
+      None, "Label smoothing of the loss. Default: the model's (0.1 for "
+      "average_word_embedding, 0 for every other model).", "recipe")
   class_weight: str = _field(
       "auto", "Weigh each class's loss by the inverse of its share of the "
       "training examples: 'balanced' always, 'none' never, 'auto' when the "
@@ -341,6 +342,8 @@ class Config:
       raise UserError(f"--head_lr must be positive, got {self.head_lr}")
     for name in ("dropout", "label_smoothing", "warmup", "early_stopping",
                  "prune_sparsity"):
+      if getattr(self, name) is None:  # the model's default
+        continue
       if not 0 <= getattr(self, name) < 1:
         raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
     for name in ("validation_fraction", "test_fraction"):

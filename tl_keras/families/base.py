@@ -13,6 +13,8 @@ class Family:
     no_decay: variable names (substrings) weight decay leaves alone.
     random_lrs: phase 2's trial rates from random weights (None: the
       recipe's `random_lrs`).
+    label_smoothing: the loss's label smoothing when --label_smoothing is
+      not given.
   """
 
   name = ""
@@ -21,6 +23,7 @@ class Family:
   no_decay = ()
   # Phase 2's trial rates from random weights; None: the recipe's.
   random_lrs = None
+  label_smoothing = 0.0
 
   # Names and listing.
 

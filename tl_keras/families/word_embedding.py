@@ -30,6 +30,11 @@ class WordEmbedding(hub_text.HubText):
   # the embedded text task, after 20 epochs at 1e-3 (Adam) training loss
   # was 1.38 and validation accuracy 50%, at 1e-2 0.03 and 73%.
   random_lrs = (1e-3, 1e-2)
+  # Trained from scratch at 1e-2, it grows overconfident epochs before it
+  # stops improving, and the best weights (lowest validation loss) came
+  # early. Smoothing 0.1 on the two held-out docstring tasks, 10 seeds each,
+  # against none: test accuracy +0.6 and +0.9 points in the mean.
+  label_smoothing = 0.1
 
   def owns(self, name):
     return name == word_embedding.NAME

@@ -17,7 +17,9 @@ def recipe_from_config(config, jit_compile=False):
   """The two phases as `training.Recipe`, learning rates scaled."""
   family = families.find(config.model)
   common = dict(optimizer=config.optimizer, weight_decay=config.weight_decay,
-                label_smoothing=config.label_smoothing,
+                label_smoothing=(family.label_smoothing
+                                 if config.label_smoothing is None
+                                 else config.label_smoothing),
                 jit_compile=jit_compile, min_steps=config.min_steps,
                 warmup=config.warmup, early_stopping=config.early_stopping,
                 eval_steps=EVAL_STEPS,
@@ -91,3 +93,6 @@ def log_plan(config, recipe):
   if recipe.batchnorm != config.batchnorm:
     logging.info("--batchnorm=auto: BatchNorm trains (random weights have "
                  "no statistics worth keeping)")
+  if config.label_smoothing is None and recipe.finetune.label_smoothing:
+    logging.info("label smoothing %g, this model's default (--label_smoothing "
+                 "sets another)", recipe.finetune.label_smoothing)

@@ -150,9 +150,12 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
     with artifacts.staged(config.output_dir) as stage:
       _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,
                        speed, started)
+    settings = {k: v for k, v in dataclasses.asdict(config).items()
+                if k in HPARAMS}
+    # The smoothing trained with (None in the config: the model's default).
+    settings["label_smoothing"] = trained.info["recipe"].finetune.label_smoothing
     trained.summaries.hparams(
-        {k: v for k, v in dataclasses.asdict(config).items()
-         if k in HPARAMS}, {
+        settings, {
              "test_accuracy": metrics["test"]["accuracy"],
              "test_macro_f1": metrics["test"]["macro_f1"],
              "best_validation_accuracy":
