@@ -189,7 +189,8 @@ def mediapipe_agreement(run_dir, variant, kind, limit=200):
   from mediapipe.tasks.python.core import base_options  # pylint: disable=g-import-not-at-top
   with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
     record = json.load(f)
-  config = _config([f"--{k}={v}" for k, v in record["config"].items()])
+  config = _config([f"--{k}={v}" for k, v in record["config"].items()
+                    if v is not None])  # None: the model's default
   raw = families.find(config.model).load_splits(config)
   keras_model = predictors.load(run_dir)
   path = os.path.join(run_dir, f"model_{variant}.tflite")
