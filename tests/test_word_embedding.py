@@ -188,3 +188,18 @@ def test_a_model_saved_with_the_plain_mean_loads_as_one():
   again = word_embedding.WordEmbeddingClassifier.from_config(config)
   assert again.pooling == "mean"
   assert again.count_params() == model.count_params()
+
+
+@pytest.mark.parametrize("model,given,expected", [
+    ("average_word_embedding", None, 0.1),
+    ("average_word_embedding", 0.0, 0.0),
+    ("convnet_small", None, 0.0),
+    ("convnet_small", 0.2, 0.2)])
+def test_label_smoothing_is_the_models_unless_given(model, given, expected):
+  from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tl_keras.modes import recipe_config  # pylint: disable=g-import-not-at-top
+  config = config_lib.Config(model=model, label_smoothing=given)
+  config.validate()
+  recipe = recipe_config.recipe_from_config(config)
+  assert recipe.head.label_smoothing == expected
+  assert recipe.finetune.label_smoothing == expected
