@@ -157,6 +157,7 @@ def test_run_json_records_the_run(quick_run):
       "reference_batch": 32, "global_batch": 16, "head": None,
       "finetune_trials": [], "finetune": pytest.approx(1e-3 * 0.5**0.5)}
   assert recipe["kept"] in ("head", "finetune")
+  assert recipe["label_smoothing"] == 0.0  # convnet_small's default
 
 
 def test_keras_and_saved_model_predict_the_same(quick_run):

@@ -77,6 +77,7 @@ def test_a_run_trains_from_scratch_and_writes_small_files(run):
   record = json.loads((out / "run.json").read_text())
   assert record["model"]["kind"] == "words"
   assert record["config"]["weights"] == "none"
+  assert record["recipe"]["label_smoothing"] == 0.1  # the model's default
   assert [h["phase"] for h in record["history"]][0] == "finetune"
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["test"]["accuracy"] > 0.4  # 5 classes: chance is 0.2

@@ -152,7 +152,7 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
                        speed, started)
     settings = {k: v for k, v in dataclasses.asdict(config).items()
                 if k in HPARAMS}
-    # The smoothing trained with (None in the config: the model's default).
+    # The smoothing trained with (None in the config: the model's).
     settings["label_smoothing"] = trained.info["recipe"].finetune.label_smoothing
     trained.summaries.hparams(
         settings, {
@@ -379,7 +379,9 @@ def _run_record(config, trained, strategy, speed):
                         model, *info["recipe"].unfreeze)
                     if config.finetune_epochs else None),
                 "weights_fingerprint": trained.fingerprint},
-      "recipe": info["choices"],
+      # The smoothing trained with: --label_smoothing, or the model's.
+      "recipe": {**info["choices"], "label_smoothing":
+                 info["recipe"].finetune.label_smoothing},
       "learning_rates": recipe_config.effective_rates(
           config, trained.recipe, info["choices"]),
       "data": {"sizes": splits.sizes, "classes": splits.class_names,
