@@ -32,8 +32,8 @@ class WordEmbedding(hub_text.HubText):
   random_lrs = (1e-3, 1e-2)
   # Trained from scratch at 1e-2, it grows overconfident epochs before it
   # stops improving, and the best weights (lowest validation loss) came
-  # early. Smoothing 0.1 on the two held-out docstring tasks, 10 seeds each,
-  # against none: test accuracy +0.6 and +0.9 points in the mean.
+  # early. Smoothing 0.1 on the two docstring tasks no table reports, 10
+  # seeds each, against none: test accuracy +0.6 and +0.9 points in the mean.
   label_smoothing = 0.1
 
   def owns(self, name):
