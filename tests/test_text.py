@@ -78,6 +78,53 @@ def _splits(preset_model, train=60):
   return text_data.tokenized_splits(splits, preset_model.preprocessor)
 
 
+def _text_splits(texts):
+  ds = tf.data.Dataset.from_tensor_slices(
+      (tf.constant(texts), tf.zeros(len(texts), tf.int32)))
+  return datasets.Splits(train=ds, validation=ds, test=ds,
+                         sizes={s: len(texts) for s in ("train", "validation",
+                                                        "test")},
+                         class_names=["a"])
+
+
+def test_the_run_counts_the_training_texts_it_cuts(tiny_preset, caplog):
+  """A text is cut exactly when it needs more positions than the
+  preprocessor packs: the count agrees with the packed padding masks."""
+  model = _classifier(tiny_preset[0])
+  length = SEQUENCE_LENGTH
+  # A word of the vocabulary is one piece; [CLS] and [SEP] take the other
+  # two positions.
+  word = str(text_models.micro_vocabulary()[5])
+  words = [1, length - 3, length - 2, length - 1, 3 * length, 5]
+  texts = [" ".join([word] * n) for n in words]
+  splits = _text_splits(texts)
+  family = families.of(model)
+  np.testing.assert_array_equal(family.positions(model, texts),
+                                np.asarray(words) + 2)
+  with caplog.at_level("INFO"):
+    text_data.measure_lengths(
+        splits, lambda t: family.positions(model, t), length)
+  mask = model.preprocessor(texts)["padding_mask"].numpy().sum(-1)
+  whole = [n + 2 <= length for n in words]
+  np.testing.assert_array_equal(mask[whole], np.asarray(words)[whole] + 2)
+  assert (mask[np.logical_not(whole)] == length).all()
+  stats = splits.text_lengths
+  assert stats["cut"] == 2 and stats["texts"] == 6
+  assert stats["cut_share"] == round(2 / 6, 4)
+  assert stats["longest"] == 3 * length + 2
+  assert splits.notes == [
+      f"2 of the training texts (33.3%) are longer than --sequence_length="
+      f"{length} tokens and are cut; 95% fit whole in {stats['p95']} "
+      "tokens"]
+  assert [r.levelname for r in caplog.records
+          if "are cut" in r.getMessage()] == ["WARNING"]
+  # Nothing cut: the figures, and no note.
+  short = _text_splits(texts[:3])
+  text_data.measure_lengths(short, lambda t: family.positions(model, t),
+                            length)
+  assert short.text_lengths["cut"] == 0 and not short.notes
+
+
 @pytest.mark.parametrize("feature_cache", ["off", "memory"])
 def test_head_phase_leaves_the_backbone_unchanged(tiny_preset, feature_cache):
   path, _ = tiny_preset
@@ -299,6 +346,10 @@ def test_text_run_writes_its_artifacts(text_run):
   assert [h["phase"] for h in record["history"]] == ["head", "finetune",
                                                      "scratch"]
   assert "text classifier" in (out / "README.md").read_text()
+  lengths = record["data"]["text_lengths"]
+  assert lengths["texts"] == record["data"]["sizes"]["train"]
+  assert lengths["sequence_length"] == SEQUENCE_LENGTH
+  assert lengths["longest"] >= lengths["p95"] > 2
   assert "transfer gain" in result.stdout
   rows, _ = suspect_labels(out)
   texts = set(text_data.synthetic_texts("synthetic_text", "test")[0])

@@ -38,6 +38,10 @@ def test_the_tokenizer_splits_as_mediapipe_and_keeps_case(tmp_path):
     assert list(row) == expected + [0] * (6 - len(expected))
   assert list(ids[3]) == [1, 0, 0, 0, 0, 0]  # <START>, then <PAD>
   assert list(ids[4]) == [1, 2, 2, 2, 0, 0]  # three <UNKNOWN> words
+  # The positions a text takes whole: the ids it packs when not cut.
+  needed = families.of(model).positions(model, texts + ["", "unseen words"])
+  assert needed == [7, 5, 4, 1, 3]
+  assert [int((r != 0).sum()) for r in ids[1:4]] == [5, 4, 1]
   # model.keras keeps the vocabulary and the weights.
   model.save(str(tmp_path / "model.keras"))
   loaded = keras.models.load_model(str(tmp_path / "model.keras"))

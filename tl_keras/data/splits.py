@@ -18,6 +18,9 @@ class Splits:
   # split name -> where each example came from, in the split's order (an
   # image file's path); empty when the examples have no file of their own.
   sources: dict = dataclasses.field(default_factory=dict)
+  # Text: how the training texts fit the model's sequence length
+  # (`text_data.measure_lengths`); empty for images.
+  text_lengths: dict = dataclasses.field(default_factory=dict)
 
   @property
   def num_classes(self):

@@ -415,6 +415,42 @@ def tokenize(dataset, preprocessor, batch_size=512):
       (features, np.concatenate(labels).astype(np.int32)))
 
 
+# Training texts measured against the sequence length: enough for the
+# share and the 95th percentile, and seconds even on a large dataset.
+LENGTH_SAMPLE = 10_000
+
+
+def measure_lengths(splits, positions, sequence_length):
+  """How the training texts fit `sequence_length`, in `splits.text_lengths`
+  (run.json) and, when some are cut, a note for the log and a warning.
+
+  `positions(texts)` gives the positions each text takes whole (its tokens
+  and the model's special tokens). A cut text loses its end silently, so
+  the run says how many are cut and what length would hold 95% whole.
+  """
+  texts, _ = texts_of(splits.train, LENGTH_SAMPLE)
+  if not texts:
+    return
+  needed = np.asarray(positions(texts))
+  cut = int((needed > sequence_length).sum())
+  stats = {"sequence_length": int(sequence_length), "texts": len(texts),
+           "cut": cut, "cut_share": round(cut / len(texts), 4),
+           "p95": int(np.ceil(np.percentile(needed, 95))),
+           "longest": int(needed.max())}
+  splits.text_lengths = stats
+  if not cut:
+    return
+  sampled = (f" (of the first {len(texts):,})"
+             if len(texts) < splits.sizes["train"] else "")
+  note = (f"{cut:,} of the training texts{sampled} "
+          f"({100 * stats['cut_share']:.1f}%) are longer than "
+          f"--sequence_length={sequence_length} tokens and are cut; 95% "
+          f"fit whole in {stats['p95']} tokens")
+  splits.notes.append(note)
+  log = logging.warning if stats["cut_share"] > 0.05 else logging.info
+  log(note)
+
+
 def tokenized_splits(splits, preprocessor):
   """A copy of text `splits` with every split tokenized."""
   return dataclasses.replace(

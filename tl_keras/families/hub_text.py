@@ -87,7 +87,14 @@ class HubText(base_lib.Family):
         config.dataset, config.max_train_samples)
 
   def prepare_splits(self, splits, model):
+    text_data.measure_lengths(
+        splits, lambda texts: self.positions(model, texts),
+        model.preprocessor.sequence_length)
     return text_data.tokenized_splits(splits, model.preprocessor)
+
+  def positions(self, model, texts):
+    """The positions each text takes whole in the model's input."""
+    return text_models.positions(model.preprocessor, texts)
 
   def example_sources(self, raw_splits, split):
     return text_data.texts_of(getattr(raw_splits, split))[0]

@@ -98,6 +98,10 @@ class WordEmbedding(hub_text.HubText):
   def first_unfrozen_block(self, model, mode, value):
     return "embedding"
 
+  def positions(self, model, texts):
+    del model  # the words decide
+    return word_embedding.positions(texts)
+
   def serving(self, model, about=None):
     return serving_lib.WordServing(model.preprocessor, about=about)
 

@@ -18,6 +18,8 @@ import logging
 import os
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from tl_keras.data import text_data
 from tl_keras.errors import unknown_name
@@ -177,6 +179,18 @@ def build_classifier(name, num_classes, *, sequence_length, weights,
                backbone.vocabulary_size, pooling)
   return _classifier(backbone, preprocessor, num_classes, dropout,
                      frozen_base, pooling, activation)
+
+
+def positions(preprocessor, texts, batch_size=1000):
+  """The positions each text takes whole: its tokens and the special
+  tokens (e.g. [CLS] and [SEP]) the preprocessor adds around them."""
+  specials = int(np.asarray(preprocessor([""])["padding_mask"]).sum())
+  out = []
+  for i in range(0, len(texts), batch_size):
+    ids = preprocessor.tokenizer(tf.constant(texts[i:i + batch_size]))
+    out += (list(ids.row_lengths().numpy()) if hasattr(ids, "row_lengths")
+            else [len(row) for row in ids])
+  return np.asarray(out, np.int64) + specials
 
 
 def task_class(backbone):

@@ -48,6 +48,11 @@ def words(text):
   return [w for w in re.split(DELIMITER, text, flags=re.ASCII) if w]
 
 
+def positions(texts):
+  """The positions each text takes whole: <START> and its words."""
+  return [1 + len(words(t)) for t in texts]
+
+
 def vocabulary_of(texts, size=VOCABULARY_SIZE):
   """The `size` most frequent words of `texts`, most frequent first (ties
   in order of first appearance)."""

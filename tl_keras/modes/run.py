@@ -387,7 +387,9 @@ def _run_record(config, trained, strategy, speed):
       "data": {"sizes": splits.sizes, "classes": splits.class_names,
                "notes": splits.notes,
                "skipped_images": {"count": len(splits.skipped),
-                                  "files": splits.skipped[:100]}},
+                                  "files": splits.skipped[:100]},
+               **({"text_lengths": splits.text_lengths}
+                  if splits.text_lengths else {})},
       "precision": speed,
       "strategy": {"flag": config.strategy,
                    "name": type(strategy).__name__,

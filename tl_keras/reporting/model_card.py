@@ -282,10 +282,19 @@ def _text_usage(record, config, metrics):
       "## Limitations", "",
       f"- Trained on {record['data']['sizes']['train']} texts; it knows only "
       "these classes and will pick one of them for any text.",
-      f"- Text beyond {length} tokens is cut off.",
+      f"- Text beyond {length} tokens is cut off{_cut_share(record)}.",
       "- Quantized variants can disagree with the Keras model on a few "
       "borderline texts (the agreement figures above).", "",
       "## Reproduce", "", "```", sentences.command_line(config), "```", ""]
+
+
+def _cut_share(record):
+  """How many training texts the cut reached, when it reached any."""
+  lengths = record["data"].get("text_lengths") or {}
+  if not lengths.get("cut"):
+    return ""
+  return (f" ({100 * lengths['cut_share']:.1f}% of the training texts were; "
+          f"95% fit whole in {lengths['p95']} tokens)")
 
 
 def _words_usage(record, config, metrics):
