@@ -247,6 +247,7 @@ def run_seed(task, seed, workdir, image_size, sequence_length, smoke):
          "model": model, "seed": seed, "sizes": record["data"]["sizes"],
          "image_size": record["model"].get("image_size"),
          "sequence_length": record["model"].get("sequence_length"),
+         "text_lengths": record["data"].get("text_lengths"),
          "default": metrics["test"]["accuracy"],
          "kept": metrics.get("kept", {}).get("model", "transfer"),
          "transfer": metrics.get("transfer", metrics)["test"]["accuracy"],
