@@ -175,6 +175,12 @@ def test_the_default_minilm_run_exports_what_keras_predicts(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads((out / "run.json").read_text())
   assert "strength" in record["recipe"]["head"]  # the probe, folded
+  # 16 tokens cut most docstrings, and the run says so.
+  lengths = record["data"]["text_lengths"]
+  assert lengths["texts"] == 60 and lengths["cut_share"] > 0.5
+  assert any("are longer than --sequence_length=16" in n
+             for n in record["data"]["notes"])
+  assert "of the training texts were" in (out / "README.md").read_text()
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["tflite"]["float32"]["agreement"] == 1.0
   texts = ["Return the number of items in a container.",
