@@ -511,6 +511,8 @@ ERROR_CASES = {
                               "--prune_sparsity prunes during phase 2"),
     "prune_block_zero": (["--prune_sparsity=0.5", "--prune_block=0"],
                          "--prune_block must be 1 or more"),
+    "agreement_above_one": (["--min_int8_agreement=97"],
+                            r"--min_int8_agreement is a share .* in \[0, 1\]"),
     # Image-only flags for a text model.
     "text_augment": (TEXT + ["--augment=randaugment"],
                      "--augment=randaugment transforms images"),

@@ -266,6 +266,21 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
                               **common) is None
   assert path.read_bytes() == plain  # within bounds: untouched
 
+  # Labels no model can learn: int8 and Keras are both at chance, so their
+  # accuracies are level, but they disagree. Agreement alone starts the
+  # fallback, and it stops when agreement is within bounds.
+  noise = dict(common, validation=(validation, rng.integers(0, 2, 60)))
+  assert writers.int8_fallback(model, str(tmp_path), max_drop=1.0,
+                              **noise) is None
+  record = writers.int8_fallback(model, str(tmp_path), max_drop=1.0,
+                                min_agreement=0.98, **noise)
+  val = record["validation"]
+  assert val["agreement_before"] < 0.7 and record["within_bounds"]
+  assert val["agreement"] >= 0.98 and val["min_agreement"] == 0.98
+  assert litert.disagrees({"agreement": 0.9, "examples": 60}, 0.97)
+  assert not litert.disagrees({"agreement": 59 / 60, "examples": 60}, 1.0)
+  path.write_bytes(plain)
+
   record = writers.int8_fallback(model, str(tmp_path), max_drop=0.02, **common)
   val = record["validation"]
   assert val["keras_accuracy"] == 1.0 and val["accuracy_before"] < 0.7
@@ -294,7 +309,10 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
                                              layers=2))
     assert ("ship tflite_dynamic" in sentence) == says
 
-  # The doubling search on the debugger's ranking: 1, 2, 4 layers.
+  # The search on the debugger's ranking: 1, 2, 3, 4, 6, 8, ... layers, about
+  # x1.4 a step.
+  assert quantization.counts(63) == [1, 2, 3, 4, 6, 8, 11, 16, 23, 33, 47]
+  assert quantization.counts(3) == [1, 2] and quantization.counts(1) == []
   calibrated, layers = quantization.layer_errors(model, served, calibration)
   tried = []
   content, kept, ok, kind = quantization.with_fallback(
@@ -306,9 +324,10 @@ def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
   assert dict(kinds)["Dense"] == [r["layer"] for r in layers
                                   if r["op"] == "FULLY_CONNECTED"]
   tried.clear()
+  first_kind = len(quantization.counts(len(layers))) + 1
   _, kept, ok, kind = quantization.with_fallback(
-      calibrated, layers, lambda c: tried.append(c) or len(tried) == 3,
-      kinds=kinds)
+      calibrated, layers,
+      lambda c: tried.append(c) or len(tried) == first_kind, kinds=kinds)
   assert ok and (kind, kept) == kinds[0]
 
   rows = {"int8": {"accuracy": 0.5, "keras_accuracy": 1.0, "examples": 60,

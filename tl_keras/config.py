@@ -214,9 +214,16 @@ class Config:
       "on the test split alone is logged. Negative = no check (the int8 "
       "fallback still aims at the default).",
       "export")
+  min_int8_agreement: float = _field(
+      0.0, "The int8 fallback also keeps layers in float until tflite_int8 "
+      "picks the Keras model's class on at least this share of the "
+      "validation split (e.g. 0.97; a single disagreement never counts): "
+      "accuracies can match while different examples flip. 0 = judge "
+      "accuracy alone.", "export")
   int8_fallback: str = _field(
       "auto", "When tflite_int8 falls more than --max_accuracy_drop below "
-      "the Keras model on the validation split, auto keeps its worst layers "
+      "the Keras model on the validation split, or agrees with it on less "
+      "than --min_int8_agreement of it, auto keeps its worst layers "
       "(ranked by TensorFlow's quantization debugger) in float until it is "
       "within bounds; off writes it as it is.", "export",
       choices=("auto", "off"))
@@ -346,6 +353,9 @@ class Config:
         continue
       if not 0 <= getattr(self, name) < 1:
         raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+    if not 0 <= self.min_int8_agreement <= 1:
+      raise UserError("--min_int8_agreement is a share of the validation "
+                      f"examples, in [0, 1], got {self.min_int8_agreement}")
     for name in ("validation_fraction", "test_fraction"):
       if not 0 < getattr(self, name) < 0.5:
         raise UserError(

@@ -293,6 +293,14 @@ def too_far(row, max_drop):
   return drop > max_drop + 1e-9 and drop * row["examples"] > 1.5
 
 
+def disagrees(row, min_agreement):
+  """Whether a parity row agrees with Keras on less than `min_agreement` of
+  its examples. A single disagreement never counts."""
+  missed = 1.0 - row["agreement"]
+  return (missed > 1.0 - min_agreement + 1e-9
+          and missed * row["examples"] > 1.5)
+
+
 def judged(row):
   """The figures of a parity row that the accuracy gate judges: its
   validation figures when it has them (the int8 fallback decides on

@@ -7,8 +7,8 @@ on calibration images and ranks every quantized layer by its error in
 quantization steps (RMSE / scale, from each layer's float op run on the same
 quantized input; rounding alone gives about 0.29). `with_fallback`
 requantizes the calibrated model with the worst layers kept in float
-(`denylisted_nodes`), 1, 2, 4, ... of them, until the caller accepts the
-result. When a few layers are not enough, the error is either spread over
+(`denylisted_nodes`), 1, 2, 3, 4, 6, 8, ... of them, until the caller
+accepts the result. When a few layers are not enough, the error is either spread over
 the network (EfficientNet-B0: nothing short of every layer helps) or held
 by one kind of layer (ConvNeXt's LayerNormalization, whose ops rank low one
 by one): `layer_kinds` groups the quantized ops by the class of the Keras
@@ -126,11 +126,22 @@ def layer_kinds(model, layers):
           if len(names) < len(layers)]
 
 
+def counts(total):
+  """How many of the worst layers each candidate keeps in float: 1, 2, 3,
+  4, 6, 8, 12, ... (about x1.4 a step, so the one chosen keeps at most about
+  40% more layers in float than it needed), fewer than `total`."""
+  out, count = [], 1
+  while count < total:
+    out.append(count)
+    count = max(count + 1, int(round(count * 2 ** 0.5)))
+  return out
+
+
 def with_fallback(calibrated, layers, acceptable, kinds=()):
   """Keeps layers in float until `acceptable`.
 
-  The worst 1, 2, 4, ... layers first; then every op of one Keras layer
-  class (`kinds`, in their order); then every layer.
+  The worst 1, 2, 3, 4, 6, 8, ... (`counts`) first; then every op of one
+  Keras layer class (`kinds`, in their order); then every layer.
 
   Args:
     calibrated: from `layer_errors`.
@@ -144,12 +155,8 @@ def with_fallback(calibrated, layers, acceptable, kinds=()):
     layer in float when none is.
   """
   everything = [r["layer"] for r in layers]
-  candidates = []
-  count = 1
-  while count < len(layers):
-    candidates.append((f"the {count} worst layer(s)", everything[:count],
-                       None))
-    count *= 2
+  candidates = [(f"the {count} worst layer(s)", everything[:count], None)
+                for count in counts(len(layers))]
   candidates += [(f"every {kind} layer's {len(names)} op(s)", names, kind)
                  for kind, names in kinds]
   candidates.append(("every layer", everything, None))

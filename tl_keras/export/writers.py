@@ -170,15 +170,20 @@ WORST_LAYERS_REPORTED = 10
 
 
 def int8_fallback(model, directory, *, calibration_images, validation, test,
-                  max_drop, class_names, serving):
+                  max_drop, class_names, serving, min_agreement=0.0):
   """Rewrites `model_int8.tflite` with its worst layers in float, if needed.
 
   When the int8 file in `directory` is `litert.too_far` below the Keras
-  model on the validation images, TensorFlow's quantization debugger ranks
-  its layers (`quantization.layer_errors`) and the worst 1, 2, 4, ... are
-  kept in float, then the ops of one kind of Keras layer
+  model on the validation images, or `litert.disagrees` with it there,
+  TensorFlow's quantization debugger ranks its layers
+  (`quantization.layer_errors`) and the worst 1, 2, 3, 4, 6, 8, ... are kept in
+  float, then the ops of one kind of Keras layer
   (`quantization.layer_kinds`), then every layer, until validation is
-  within `max_drop`. Validation decides, so the test split stays a fair
+  within `max_drop` and agrees on `min_agreement`. Agreement matters
+  beside accuracy: on images far from the network's source, int8 can keep
+  the accuracy while flipping other examples both ways, and a file that
+  picks another class than Keras on one image in ten is not the model
+  that was evaluated. Validation decides, so the test split stays a fair
   judge of the result.
 
   Args:
@@ -191,6 +196,7 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
     max_drop: --max_accuracy_drop.
     class_names: as in `write_exports`.
     serving: the model's `serving` object (`families.serving_of`).
+    min_agreement: --min_int8_agreement (0: accuracy alone).
 
   Returns:
     None when the int8 file is within bounds as it is, else what was done:
@@ -201,16 +207,22 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
   """
   path = os.path.join(directory, tflite.filename("int8"))
   images, labels = validation
-  keras_accuracy = float(np.mean(
-      evaluation.hits(serving.keras_probabilities(model, images), labels)))
-  before = _int8_row(path, validation, keras_accuracy)
-  if not len(labels) or not litert.too_far(before, max_drop):
+  keras_probabilities = serving.keras_probabilities(model, images)
+  keras_accuracy = float(np.mean(evaluation.hits(keras_probabilities, labels)))
+
+  def out_of_bounds(row):
+    return (litert.too_far(row, max_drop)
+            or litert.disagrees(row, min_agreement))
+
+  before = _int8_row(path, validation, keras_accuracy, keras_probabilities)
+  if not len(labels) or not out_of_bounds(before):
     return None
   started = time.time()
-  logging.info("tflite_int8 is %.1f points below Keras on validation "
-               "(%.4f vs %.4f): TensorFlow's quantization debugger ranks its "
-               "layers", 100 * (keras_accuracy - before["accuracy"]),
-               before["accuracy"], keras_accuracy)
+  logging.info("tflite_int8 on validation: %.4f against Keras's %.4f, the "
+               "same class on %.4f of it (bounds: --max_accuracy_drop=%g, "
+               "--min_int8_agreement=%g): TensorFlow's quantization debugger "
+               "ranks its layers", before["accuracy"], keras_accuracy,
+               before["agreement"], max_drop, min_agreement)
   with console.Heartbeat("quantization debugger"):
     calibrated, layers = quantization.layer_errors(model, serving,
                                                    calibration_images)
@@ -220,8 +232,11 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
   after = {}
 
   def acceptable(content):
-    after.update(_int8_row(content, validation, keras_accuracy))
-    return not litert.too_far(after, max_drop)
+    after.update(_int8_row(content, validation, keras_accuracy,
+                           keras_probabilities))
+    logging.info("  validation %.4f, agreement %.4f", after["accuracy"],
+                 after["agreement"])
+    return not out_of_bounds(after)
 
   content, float_layers, ok, kind = quantization.with_fallback(
       calibrated, layers, acceptable,
@@ -233,7 +248,10 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
   record = {
       "validation": {"keras_accuracy": keras_accuracy, "examples":
                      int(len(labels)), "accuracy_before": before["accuracy"],
-                     "accuracy": after["accuracy"]},
+                     "accuracy": after["accuracy"],
+                     "agreement_before": before["agreement"],
+                     "agreement": after["agreement"],
+                     "min_agreement": min_agreement},
       "test_before": {k: test_before[k] for k in ("accuracy", "agreement")},
       "worst_layers": layers[:WORST_LAYERS_REPORTED],
       "float_layers": float_layers, "float_kind": kind,
@@ -245,8 +263,9 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
   return record
 
 
-def _int8_row(file_or_content, examples, keras_accuracy):
-  """An int8 file's (a path, or its bytes) accuracy on (images, labels)."""
+def _int8_row(file_or_content, examples, keras_accuracy, keras_probabilities):
+  """An int8 file's (a path, or its bytes) accuracy on (images, labels),
+  and its agreement with Keras's decisions."""
   images, labels = examples
   with tempfile.TemporaryDirectory() as tmp:
     path = file_or_content
@@ -254,19 +273,24 @@ def _int8_row(file_or_content, examples, keras_accuracy):
       path = os.path.join(tmp, "candidate.tflite")
       with open(path, "wb") as f:
         f.write(file_or_content)
-    accuracy = float(np.mean(
-        evaluation.hits(litert.ImageRunner(path).predict(images), labels)))
-  return {"accuracy": accuracy, "keras_accuracy": keras_accuracy,
-          "examples": int(len(labels))}
+    probabilities = litert.ImageRunner(path).predict(images)
+  return {"accuracy": float(np.mean(evaluation.hits(probabilities, labels))),
+          "agreement": evaluation.agreement(
+              probabilities, keras_probabilities,
+              evaluation.is_multi_label(np.asarray(labels))),
+          "keras_accuracy": keras_accuracy, "examples": int(len(labels))}
 
 
 def _log_fallback(record):
   float_layers, layers = record["float_layers"], record["layers"]
+  validation = record["validation"]
   logging.info("tflite_int8 keeps %d of %d layers in float (%s): validation "
-               "%.4f (was %.4f), %d KB (was %d KB)", len(float_layers), layers,
+               "%.4f (was %.4f), agreement %.4f (was %.4f), %d KB (was %d KB)",
+               len(float_layers), layers,
                "within bounds" if record["within_bounds"] else
-               "still out of bounds", record["validation"]["accuracy"],
-               record["validation"]["accuracy_before"],
+               "still out of bounds", validation["accuracy"],
+               validation["accuracy_before"], validation["agreement"],
+               validation["agreement_before"],
                record["size_bytes"] // 1024, record["size_bytes_before"] // 1024)
   if len(float_layers) >= layers:
     logging.warning("tflite_int8: neither its worst layers nor any one kind "

@@ -74,6 +74,7 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
                                     limit=config.parity_samples),
         test=(examples, labels), max_drop=config.max_accuracy_drop
         if config.max_accuracy_drop >= 0 else config_lib.MAX_ACCURACY_DROP,
+        min_agreement=config.min_int8_agreement,
         class_names=splits.class_names, serving=serving)
   if fallback:
     timings["int8_fallback_seconds"] = time.time() - start

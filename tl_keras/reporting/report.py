@@ -335,6 +335,14 @@ def _unpruned(metrics):
           if "unpruned" in r}
 
 
+def _agreement(validation, key):
+  """", deciding as Keras does on X%" (runs recorded before agreement was
+  measured: nothing)."""
+  if key not in validation:
+    return ""
+  return f", deciding as Keras does on {percent(validation[key])}"
+
+
 def _fallback_section(row):
   """The report's account of the int8 fallback, when there was one."""
   fallback = row.get("fallback")
@@ -345,10 +353,12 @@ def _fallback_section(row):
       "<h2>int8: layers kept in float</h2>",
       f"<p>Fully quantized, int8 reached {percent(val['accuracy_before'])} "
       f"on {val['examples']} validation examples against Keras's "
-      f"{percent(val['keras_accuracy'])}; TensorFlow's quantization debugger "
+      f"{percent(val['keras_accuracy'])}{_agreement(val, 'agreement_before')}"
+      "; TensorFlow's quantization debugger "
       "ranked its layers by their error in quantization steps (RMSE / "
       "scale). With the worst kept in float it reaches "
-      f"{percent(val['accuracy'])}: {html.escape(fallback_sentence(fallback))}."
+      f"{percent(val['accuracy'])}{_agreement(val, 'agreement')}: "
+      f"{html.escape(fallback_sentence(fallback))}."
       "</p>", _table(
           ["layer", "op", "RMSE / scale", "in float"],
           [[html.escape(r["layer"][:120]), r["op"], f"{r['rmse_steps']:.2f}",

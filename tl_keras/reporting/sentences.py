@@ -48,6 +48,7 @@ def fallback_sentence(fallback):
           f"; {fallback['size_bytes_before'] / 1024:.0f} KB became "
           f"{fallback['size_bytes'] / 1024:.0f} KB"
           + ("" if fallback["within_bounds"] else
-             "; still more than --max_accuracy_drop below Keras")
+             "; still out of bounds on validation (--max_accuracy_drop, "
+             "--min_int8_agreement)")
           + (f"; {quantization.EVERY_LAYER_ADVICE}"
              if len(fallback["float_layers"]) >= fallback["layers"] else ""))
