@@ -43,7 +43,9 @@ test accuracy and gzipped float32 size against the unpruned run.
 rows for a head-only run (the ImageNet network unchanged under a probe
 head) at Lite0's own 224 px, where fine-tuning is too slow for this CPU,
 of each of `--exports_tasks`: digits (8 px scans, scaled up 28 times)
-and LFW faces (photographs). `--smoke`: tiny budgets and images, one seed
+and LFW faces (photographs), with the run's noise check (how often the
+Keras model keeps its class when each pixel moves by up to one level) and
+what the int8 fallback did. `--smoke`: tiny budgets and images, one seed
 (and with `--exports_image_size`, the first task only): a check that the
 script runs, not a measurement.
 """
@@ -316,7 +318,14 @@ def exports_at(task, image_size, workdir, smoke):
          "tflite": {v: {k: r.get(k) for k in (
              "accuracy", "agreement", "size_bytes", "compressed_bytes",
              "latency_ms_1_thread", "latency_ms", "examples")}
-                    for v, r in metrics.get("tflite", {}).items()}}
+                    for v, r in metrics.get("tflite", {}).items()},
+         "noise_check": metrics.get("noise_check")}
+  fallback = metrics.get("tflite", {}).get("int8", {}).get("fallback")
+  if fallback:
+    row["int8_fallback"] = {k: fallback[k] for k in (
+        "validation", "test_before", "float_layers", "layers",
+        "within_bounds")}
+    row["int8_fallback"]["float_layers"] = len(fallback["float_layers"])
   for variant in ("float32", "int8"):
     if variant in row["tflite"]:
       row["tflite"][variant]["mediapipe_agreement"], _ = (

@@ -208,6 +208,9 @@ def test_real_weights_head_only_exports():
   (row,) = _run("real_weights.py", "--smoke", "--exports_image_size=224")
   assert row["arm"] == "exports_head_only" and row["image_size"] == 32
   assert set(row["tflite"]) == {"float32", "int8"}
+  noise = row["noise_check"]
+  assert noise["levels"] == 1.0 and 0 <= noise["agreement"] <= 1
+  assert noise["examples"] == row["tflite"]["float32"]["examples"]
   for variant in ("float32", "int8"):
     assert 0 <= row["tflite"][variant]["mediapipe_agreement"] <= 1
     assert row["tflite"][variant]["latency_ms_1_thread"] > 0

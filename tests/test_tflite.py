@@ -242,6 +242,41 @@ def _int8_hostile_model(size):
   return model
 
 
+def test_the_noise_check_finds_a_model_that_faint_noise_overturns():
+  from tl_keras.reporting import sentences  # pylint: disable=g-import-not-at-top
+  # Red minus green, averaged over the image, decides the class.
+  inputs = keras.Input((None, None, 3))
+  logits = keras.layers.Dense(2, activation="softmax")
+  model = keras.Model(inputs, logits(
+      keras.layers.GlobalAveragePooling2D()(inputs)))
+  logits.set_weights([np.array([[1, -1], [-1, 1], [0, 0]], np.float32),
+                      np.zeros(2, np.float32)])
+  served = serving.ImageServing(8, "none")
+  signs = np.where(np.arange(60) % 2, 1, -1)[:, None, None]
+  gray = np.full((60, 8, 8, 3), 128, np.float32)
+
+  def with_red(offset):
+    images = gray.copy()
+    images[..., 0] += offset
+    return images.astype(np.uint8)
+
+  # Red apart from green by one level on one pixel of 64: ±1 level of noise
+  # on every pixel overturns it. By 50 levels everywhere: nothing does.
+  faint = gray.copy()
+  faint[:, 0, 0, 0] += signs[:, 0, 0]
+  fragile = writers.noise_check(model, faint.astype(np.uint8), serving=served)
+  steady = writers.noise_check(model, with_red(50 * signs), serving=served)
+  assert fragile["fragile"] and fragile["agreement"] < 0.8
+  assert fragile["flipped"] == round((1 - fragile["agreement"]) * 60)
+  assert not steady["fragile"] and steady["agreement"] == 1.0
+  assert steady["levels"] == writers.NOISE_LEVELS == 1.0
+  assert "real camera" in sentences.noise_sentence(fragile)
+  assert "real camera" not in sentences.noise_sentence(steady)
+  # Text models are not checked.
+  assert writers.noise_check(model, faint, serving=type(
+      "Text", (), {"kind": "text"})()) is None
+
+
 def test_int8_fallback_keeps_the_worst_layers_in_float(tmp_path):
   from tl_keras.export import quantization  # pylint: disable=g-import-not-at-top
   from tl_keras.reporting import sentences  # pylint: disable=g-import-not-at-top

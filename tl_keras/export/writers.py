@@ -144,6 +144,50 @@ def tflite_parity(model, directory, variants, examples, labels, *,
   return rows
 
 
+# The noise check moves each pixel by a uniform random amount of up to this
+# many levels of 255: about a sensor's or a JPEG's noise, and the size of the
+# error quantization puts into the network's first layers.
+NOISE_LEVELS = 1.0
+# Below this agreement with itself under that noise, the run warns (a single
+# flipped example never counts).
+NOISE_AGREEMENT = 0.97
+
+
+def noise_check(model, examples, *, serving, seed=0):
+  """How often an image model keeps its class when its pixels move by up
+  to `NOISE_LEVELS` levels.
+
+  A quantized file can only agree with the Keras model as far as the model
+  tolerates errors of about that size. Images far smoother than a camera's
+  (scaled-up scans, renders) can train a head on features that the faintest
+  noise overturns; then every quantized variant, and every real camera,
+  disagrees with the model that was evaluated, and this says why.
+
+  Args:
+    model: the Keras model.
+    examples: uint8 images [N, S, S, 3] (the parity check's).
+    serving: the model's `serving` object; text models are not checked.
+    seed: the noise's.
+
+  Returns:
+    {"levels", "agreement", "examples", "flipped", "fragile"} or None (text,
+    or no examples).
+  """
+  if serving.kind != "image" or not len(examples):
+    return None
+  images = np.asarray(examples, np.float32)
+  noise = np.random.default_rng(seed).uniform(-NOISE_LEVELS, NOISE_LEVELS,
+                                              images.shape)
+  same = evaluation.agreement(
+      serving.keras_probabilities(model, np.clip(images + noise, 0, 255)),
+      serving.keras_probabilities(model, images), False)
+  row = {"levels": NOISE_LEVELS, "agreement": same,
+         "examples": int(len(images)),
+         "flipped": int(round((1 - same) * len(images)))}
+  row["fragile"] = litert.disagrees(row, NOISE_AGREEMENT)
+  return row
+
+
 def validation_accuracy(model, directory, variants, examples, labels, *,
                         serving):
   """{variant: {accuracy, keras_accuracy, examples}} on validation: what

@@ -22,6 +22,7 @@ from tl_keras import families
 from tl_keras import flag_values
 from tl_keras.models import saving
 from tl_keras.reporting import report
+from tl_keras.reporting import sentences
 
 
 def export_artifacts(model, directory, config, splits, unpruned=None,
@@ -37,7 +38,8 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
 
   Returns:
     (parity rows {variant: row} of the TFLite variants written, {format:
-    why it was skipped}).
+    why it was skipped}, the Keras model's `writers.noise_check` on the
+    parity examples or None).
   """
   formats = flag_values.parse_exports(config.export)
   serving = families.serving_of(model, about={"author": config.author,
@@ -59,7 +61,7 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
                                  calibration_images=calibration,
                                  serving=serving)
   if not variants:
-    return {}, skipped
+    return {}, skipped, None
   examples, labels = serving.examples(splits.test,
                                       limit=config.parity_samples)
   timings = {} if timings is None else timings
@@ -89,6 +91,10 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
           splits.validation, limit=config.parity_samples),
       serving=serving).items():
     rows[variant]["validation"] = row
+  noise = writers.noise_check(model, examples, serving=serving)
+  if noise:
+    (logging.warning if noise["fragile"] else logging.info)(
+        "noise check: %s", sentences.noise_sentence(noise))
   timings["parity_seconds"] = time.time() - start
   if fallback:
     rows["int8"]["fallback"] = fallback
@@ -98,7 +104,7 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
         variants, calibration, examples, labels, splits.class_names,
         serving).items():
       rows[variant]["unpruned"] = row
-  return rows, skipped
+  return rows, skipped, noise
 
 
 def _unpruned_rows(model, weights, formats, variants, calibration, examples,
@@ -161,6 +167,7 @@ def _export_run(config, run_dir, record, formats):
       export=config.export, calibration_samples=config.calibration_samples,
       parity_samples=config.parity_samples,
       max_accuracy_drop=config.max_accuracy_drop,
+      min_int8_agreement=config.min_int8_agreement,
       int8_fallback=config.int8_fallback,
       author=config.author or record["config"].get("author", ""),
       license=config.license or record["config"].get("license", ""),
@@ -175,9 +182,11 @@ def _export_run(config, run_dir, record, formats):
   with open(metrics_path, encoding="utf-8") as f:
     metrics = json.load(f)
   with artifacts.staged(run_dir) as stage:
-    rows, _ = export_artifacts(model, stage, run_config, splits)
+    rows, _, noise = export_artifacts(model, stage, run_config, splits)
     if rows:
       metrics.setdefault("tflite", {}).update(rows)
+      if noise:
+        metrics["noise_check"] = noise
       artifacts.write_json(os.path.join(stage, "metrics.json"), metrics)
     # The report and the model card describe the files now there.
     report.write_all(stage, record, metrics)

@@ -339,11 +339,13 @@ def _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,
   artifacts.write_labels(os.path.join(stage, "labels.txt"),
                          trained.splits.class_names)
   start = time.time()
-  rows, skipped = export_mode.export_artifacts(
+  rows, skipped, noise = export_mode.export_artifacts(
       model, stage, config, raw_splits,
       unpruned=info.get("unpruned_weights"), timings=timings)
   if skipped:
     metrics["exports_skipped"] = skipped
+  if noise:
+    metrics["noise_check"] = noise
   # Writing the files alone: the fallback and the parity check apart.
   timings["export_seconds"] = time.time() - start - timings.get(
       "parity_seconds", 0.0) - timings.get("int8_fallback_seconds", 0.0)

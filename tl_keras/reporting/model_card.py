@@ -117,7 +117,8 @@ def _image_usage(record, config, metrics):
       "- Accuracy was measured on this dataset's test split; images from "
       "other cameras, lighting or sources may score lower.",
       "- Quantized variants can disagree with the Keras model on a few "
-      "borderline images (the agreement figures above).", "",
+      "borderline images (the agreement figures above)."
+      + _noise(metrics), "",
       "## Reproduce", "", "```", sentences.command_line(config), "```", ""]
 
 
@@ -286,6 +287,14 @@ def _text_usage(record, config, metrics):
       "- Quantized variants can disagree with the Keras model on a few "
       "borderline texts (the agreement figures above).", "",
       "## Reproduce", "", "```", sentences.command_line(config), "```", ""]
+
+
+def _noise(metrics):
+  """The noise check's finding, when the model is fragile."""
+  noise = metrics.get("noise_check")
+  if not noise or not noise["fragile"]:
+    return ""
+  return f"\n- Fragile to pixel noise: {sentences.noise_sentence(noise)}."
 
 
 def _cut_share(record):

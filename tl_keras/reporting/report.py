@@ -14,7 +14,7 @@ import os
 
 from tl_keras.reporting import model_card
 from tl_keras.reporting import plots
-from tl_keras.reporting.sentences import command_line, fallback_sentence, percent
+from tl_keras.reporting.sentences import command_line, fallback_sentence, noise_sentence, percent
 
 PNG_FILES = ("learning_curves.png", "confusion_matrix.png")
 
@@ -173,6 +173,10 @@ def _exports_section(metrics):
           f"{percent(next(iter(_unpruned(metrics).values()))['keras_accuracy'])}"
           "), converted the same way and not kept.</p>")
     parts += _fallback_section(metrics["tflite"].get("int8", {}))
+  if metrics.get("noise_check"):
+    noise = metrics["noise_check"]
+    parts.append(f"<p>{'<strong>Warning:</strong> ' if noise['fragile'] else ''}"
+                 f"Noise check: {html.escape(noise_sentence(noise))}.</p>")
   return parts
 
 

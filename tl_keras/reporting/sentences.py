@@ -52,3 +52,18 @@ def fallback_sentence(fallback):
              "--min_int8_agreement)")
           + (f"; {quantization.EVERY_LAYER_ADVICE}"
              if len(fallback["float_layers"]) >= fallback["layers"] else ""))
+
+
+def noise_sentence(row):
+  """What `writers.noise_check` found, in one sentence."""
+  said = (f"the Keras model keeps its class on {100 * row['agreement']:.1f}% "
+          f"of {row['examples']} test images when each pixel moves by up to "
+          f"{row['levels']:g} level of 255 ({row['flipped']} change)")
+  if not row["fragile"]:
+    return said
+  return (said + ": it hangs on features that faint noise overturns, so "
+          "quantized files (whose rounding is an error of that size) and "
+          "images from a real camera will disagree with it as often; "
+          "training images much smoother than a camera's (scaled-up scans, "
+          "renders) do this, and fine-tuning on them (phase 2), or on "
+          "images with the camera's noise, makes it steadier")
