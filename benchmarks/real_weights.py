@@ -45,7 +45,9 @@ head) at Lite0's own 224 px, where fine-tuning is too slow for this CPU,
 of each of `--exports_tasks`: digits (8 px scans, scaled up 28 times)
 and LFW faces (photographs), with the run's noise check (how often the
 Keras model keeps its class when each pixel moves by up to one level) and
-what the int8 fallback did. `--smoke`: tiny budgets and images, one seed
+what the int8 fallback did. With `--exports_finetune` ("arm":
+"exports_fine_tuned"), the same rows of default runs (phase 2 too,
+"kept" names the phase the run kept). `--smoke`: tiny budgets and images, one seed
 (and with `--exports_image_size`, the first task only): a check that the
 script runs, not a measurement.
 """
@@ -295,23 +297,29 @@ def run_seed(task, seed, workdir, image_size, sequence_length, smoke):
         "seconds": round(seconds, 1)}), flush=True)
 
 
-def exports_at(task, image_size, workdir, smoke):
+def exports_at(task, image_size, workdir, smoke, finetune=False):
   """Every TFLite variant of a head-only run (--finetune_epochs=0: the
-  network's ImageNet weights unchanged under a probe head) at
-  `image_size`: accuracy, agreement with Keras, size and latency, and
-  MediaPipe's agreement on float32 and int8."""
+  network's ImageNet weights unchanged under a probe head), or with
+  `finetune` of a default run (phase 2 too), at `image_size`: accuracy,
+  agreement with Keras, size and latency, and MediaPipe's agreement on
+  float32 and int8."""
   kind, model, task_flags = TASKS[task]
-  out = os.path.join(workdir, f"{task}_{image_size}px_head_only")
+  arm = "exports_fine_tuned" if finetune else "exports_head_only"
+  out = os.path.join(workdir, f"{task}_{image_size}px_{arm}")
   args = [f"--model={model}", f"--dataset={task}", *task_flags,
-          f"--image_size={image_size}", "--finetune_epochs=0",
-          "--max_accuracy_drop=-1",
+          f"--image_size={image_size}", "--max_accuracy_drop=-1",
           f"--export={SMOKE_EXPORTS[kind] if smoke else IMAGE_EXPORTS}"]
+  if not finetune:
+    args.append("--finetune_epochs=0")
   if smoke:
     args += ["--max_train_samples=40", "--parity_samples=20",
              "--calibration_samples=8"]
+    if finetune:
+      args += SMOKE
   metrics, record, seconds = main_py(args, out)
-  row = {"benchmark": "real_weights", "arm": "exports_head_only",
+  row = {"benchmark": "real_weights", "arm": arm,
          "task": task, "image_size": image_size,
+         "kept": record["recipe"].get("kept"),
          "keras_accuracy": metrics["test"]["accuracy"],
          "seconds": round(seconds, 1),
          "timings": {k: round(v, 1) for k, v in record["timings"].items()},
@@ -347,6 +355,9 @@ def main():
                       "(224: Lite0's own)")
   parser.add_argument("--exports_tasks", default="digits,lfw_faces",
                       help="image tasks of --exports_image_size")
+  parser.add_argument("--exports_finetune", action="store_true",
+                      help="with --exports_image_size: default runs (phase "
+                      "2 too) instead of head-only ones")
   parser.add_argument("--workdir", default="")
   parser.add_argument("--smoke", action="store_true")
   args = parser.parse_args()
@@ -361,7 +372,7 @@ def main():
                f"({', '.join(images)}), not {', '.join(others)}")
     for task in tasks[:1] if args.smoke else tasks:
       exports_at(task, 32 if args.smoke else args.exports_image_size,
-                 workdir, args.smoke)
+                 workdir, args.smoke, args.exports_finetune)
     return
   for task in args.tasks.split(","):
     for seed in seeds:

@@ -595,6 +595,27 @@ def test_report_model_card_and_plots(quick_run):
   assert "hexagon" in card and "model_int8.tflite" in card
   assert "## Limitations" in card
   assert "Transfer check: pretrained against random features" in report
+  noise = metrics["noise_check"]
+  assert noise["examples"] == metrics["tflite"]["int8"]["examples"]
+  assert "Noise check: the Keras model keeps its class on" in report
+  assert ("Fragile to pixel noise" in card) == noise["fragile"]
+
+
+def test_report_and_card_warn_of_a_model_faint_noise_overturns(quick_run):
+  from tl_keras.reporting import model_card  # pylint: disable=g-import-not-at-top
+  from tl_keras.reporting import report  # pylint: disable=g-import-not-at-top
+  out = quick_run[0]
+  record = json.loads((out / "run.json").read_text())
+  metrics = json.loads((out / "metrics.json").read_text())
+  metrics["noise_check"] = {"levels": 1.0, "agreement": 0.8, "examples": 50,
+                            "flipped": 10, "fragile": True}
+  images = {"learning_curves.png": b"", "confusion_matrix.png": b""}
+  page = report.html_report(record, metrics, images)
+  assert "<strong>Warning:</strong> Noise check: the Keras model keeps its " \
+      "class on 80.0% of 50 test images" in page
+  card = model_card.model_card(record, metrics)
+  assert "- Fragile to pixel noise: the Keras model keeps its class on " \
+      "80.0%" in card
 
 
 def test_report_and_card_say_when_the_transfer_check_set_weights_aside(
