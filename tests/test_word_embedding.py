@@ -51,41 +51,6 @@ def test_the_tokenizer_splits_as_mediapipe_and_keeps_case(tmp_path):
   assert families.of(loaded).name == "average_word_embedding"
 
 
-def test_folded_case_makes_the_three_usual_forms_one_word(tmp_path):
-  texts = ["The cat", "the CAT sat", "tHe Cat's"]
-  vocabulary = word_embedding.vocabulary_of(texts, fold_case=True)
-  assert vocabulary == ["the", "cat", "sat", "cat's"]
-  assert word_embedding.forms("cat's") == ["cat's", "Cat's", "CAT'S"]
-  tokenizer = word_embedding.RegexTokenizer(vocabulary, 8, fold_case=True)
-  ids = tokenizer(tf.constant(["The THE the tHe", "Sat SAT sat"]))[
-      "token_ids"].numpy()
-  assert list(ids[0][:5]) == [1, 3, 3, 3, 2]  # "tHe" is an unknown word
-  assert list(ids[1][:4]) == [1, 5, 5, 5]
-  # The vocabulary file lists every form under its word's id, and the
-  # tokenizer read back from it folds case the same way.
-  text = word_embedding.vocabulary_file(tokenizer)
-  assert "The 3\nTHE 3\n" in text and "CAT'S 6\n" in text
-  assert word_embedding.vocabulary_from_file(text) == vocabulary
-  again = word_embedding.tokenizer_from_file(text, 8)
-  assert again.fold_case
-  np.testing.assert_array_equal(
-      again(tf.constant(["The THE the tHe"]))["token_ids"], ids[:1])
-  kept = word_embedding.RegexTokenizer(["the"], 8)
-  assert not word_embedding.tokenizer_from_file(
-      word_embedding.vocabulary_file(kept), 8).fold_case
-  # model.keras keeps it; files saved before it load with case kept.
-  model = word_embedding.WordEmbeddingClassifier(vocabulary, 2,
-                                                 sequence_length=8,
-                                                 fold_case=True)
-  model.save(str(tmp_path / "model.keras"))
-  assert keras.models.load_model(
-      str(tmp_path / "model.keras")).preprocessor.fold_case
-  config = model.get_config()
-  del config["fold_case"]
-  assert not word_embedding.WordEmbeddingClassifier.from_config(
-      config).preprocessor.fold_case
-
-
 def _write_csv(path, split):
   texts, labels, names = text_data.synthetic_texts("synthetic_text", split)
   with open(path, "w", newline="", encoding="utf-8") as f:

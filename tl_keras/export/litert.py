@@ -198,8 +198,8 @@ class WordRunner(TextRunner):
     """The regex tokenizer that makes this file's input from text."""
     from tl_keras.models import word_embedding  # pylint: disable=g-import-not-at-top
     settings, text = self._vocabulary()
-    return word_embedding.tokenizer_from_file(text,
-                                              settings["sequence_length"])
+    return word_embedding.RegexTokenizer(
+        word_embedding.vocabulary_from_file(text), settings["sequence_length"])
 
 
 def tokens(preprocessor, texts, names=TEXT_INPUTS, batch_size=256):

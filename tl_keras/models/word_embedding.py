@@ -15,15 +15,10 @@ declare in their metadata so that MediaPipe's TextClassifier takes raw
 strings: text is split at every run of characters matching `DELIMITER`
 (Model Maker's pattern: anything but ASCII letters, digits, `_` and `'`),
 each word becomes its vocabulary id (`<UNKNOWN>` when absent), `<START>`
-goes first, and `<PAD>` fills to the sequence length. MediaPipe does not
-lower-case before looking words up (Model Maker lower-cases its
-vocabulary, which MediaPipe then cannot match for capitalized words), so
-case is folded in the vocabulary instead (`FOLD_CASE`): its words are
-counted lower-cased, and each is listed as written in lower case, with a
-capital first letter and in capitals, all three under one id. "The",
-"the" and "THE" are one word to the model, in Keras and in MediaPipe
-alike; other mixtures ("tHe") are unknown words. Files saved before this
-kept case.
+goes first, and `<PAD>` fills to the sequence length. Case is kept:
+MediaPipe does not lower-case before looking words up, so neither does
+the model (Model Maker lower-cases its vocabulary, which MediaPipe then
+cannot match for capitalized words).
 """
 
 import collections
@@ -42,8 +37,6 @@ SEQUENCE_LENGTH = 256
 DIMENSION = 16
 DROPOUT = 0.2
 NAME = "average_word_embedding"
-# Whether new models fold case in their vocabulary (see above).
-FOLD_CASE = True
 # How the words' embeddings are averaged: "weighted" (`ImportancePooling`)
 # or "mean" (Model Maker's plain average; files saved before "weighted"
 # existed load as "mean").
@@ -60,33 +53,20 @@ def positions(texts):
   return [1 + len(words(t)) for t in texts]
 
 
-def vocabulary_of(texts, size=VOCABULARY_SIZE, fold_case=False):
+def vocabulary_of(texts, size=VOCABULARY_SIZE):
   """The `size` most frequent words of `texts`, most frequent first (ties
-  in order of first appearance); lower-cased and counted so with
-  `fold_case`."""
+  in order of first appearance)."""
   counts = collections.Counter()
   for text in texts:
-    counts.update(w.lower() if fold_case else w for w in words(text))
+    counts.update(words(text))
   return [w for w, _ in counts.most_common(size)]
 
 
-def forms(word):
-  """The ways a folded word is looked up: lower case, a capital first
-  letter, capitals."""
-  return list(dict.fromkeys((word, word.capitalize(), word.upper())))
-
-
-def vocabulary_ids(vocabulary, fold_case=False):
+def vocabulary_ids(vocabulary):
   """{token: id} as the model numbers them: <PAD> 0, <START> 1,
-  <UNKNOWN> 2, then the words; with `fold_case` each word's `forms` share
-  its id (a form that is another word's keeps that word's)."""
-  ids = {token: i for i, token in enumerate((PAD, START, UNKNOWN,
-                                             *vocabulary))}
-  if fold_case:
-    for word, i in list(ids.items())[3:]:
-      for form in forms(word):
-        ids.setdefault(form, i)
-  return ids
+  <UNKNOWN> 2, then the words."""
+  return {token: i for i, token in enumerate((PAD, START, UNKNOWN,
+                                              *vocabulary))}
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
@@ -97,13 +77,11 @@ class RegexTokenizer(layers.Layer):
   SavedModel tokenizes inside its graph exactly as MediaPipe does.
   """
 
-  def __init__(self, vocabulary, sequence_length=SEQUENCE_LENGTH,
-               fold_case=False, **kwargs):
+  def __init__(self, vocabulary, sequence_length=SEQUENCE_LENGTH, **kwargs):
     super().__init__(trainable=False, **kwargs)
     self.vocabulary = list(vocabulary)
     self.sequence_length = int(sequence_length)
-    self.fold_case = bool(fold_case)
-    ids = vocabulary_ids(self.vocabulary, self.fold_case)
+    ids = vocabulary_ids(self.vocabulary)
     self._table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
             tf.constant(list(ids), tf.string),
@@ -125,8 +103,7 @@ class RegexTokenizer(layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "vocabulary": self.vocabulary,
-            "sequence_length": self.sequence_length,
-            "fold_case": self.fold_case}
+            "sequence_length": self.sequence_length}
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
@@ -176,11 +153,10 @@ class WordEmbeddingClassifier(keras.Model):
   def __init__(self, vocabulary, num_classes,
                sequence_length=SEQUENCE_LENGTH, dimension=DIMENSION,
                dropout=DROPOUT, dtype=None, activation="softmax",
-               pooling=POOLING, fold_case=False, **kwargs):
+               pooling=POOLING, **kwargs):
     # `dtype`: the layers' policy (None: the global one, mixed precision
     # included); the softmax computes in float32 whatever it is.
     preprocessor = RegexTokenizer(vocabulary, sequence_length,
-                                  fold_case=fold_case,
                                   name="regex_tokenizer")
     inputs = keras.Input((sequence_length,), dtype="int32",
                          name="token_ids")
@@ -221,7 +197,6 @@ class WordEmbeddingClassifier(keras.Model):
             "sequence_length": self.sequence_length,
             "dimension": self.dimension, "dropout": self.dropout,
             "activation": self.activation, "pooling": self.pooling,
-            "fold_case": self.preprocessor.fold_case,
             "dtype": self.get_layer("embedding").dtype_policy.name}
 
   @classmethod
@@ -234,10 +209,9 @@ def build_classifier(texts, num_classes, *, sequence_length=SEQUENCE_LENGTH,
                      activation="softmax"):
   """The classifier with a vocabulary of `texts` (the training split's),
   at random weights; `activation` "sigmoid" for several labels per text."""
-  return WordEmbeddingClassifier(
-      vocabulary_of(texts, vocabulary_size, fold_case=FOLD_CASE),
-      num_classes, sequence_length=sequence_length, dropout=dropout,
-      activation=activation, fold_case=FOLD_CASE)
+  return WordEmbeddingClassifier(vocabulary_of(texts, vocabulary_size),
+                                 num_classes, sequence_length=sequence_length,
+                                 dropout=dropout, activation=activation)
 
 
 def is_classifier(model):
@@ -250,37 +224,21 @@ def describe(model):
           "vocabulary": len(model.vocabulary),
           "sequence_length": model.sequence_length,
           "dimension": model.dimension, "pooling": model.pooling,
-          "fold_case": model.preprocessor.fold_case,
           "params": int(model.count_params())}
 
 
-def vocabulary_file(tokenizer):
-  """MediaPipe's vocabulary file of a `RegexTokenizer`: "token id" a line
-  (with folded case, a word's forms on lines of their own, one id)."""
-  return "".join(f"{t} {i}\n" for t, i in vocabulary_ids(
-      tokenizer.vocabulary, getattr(tokenizer, "fold_case", False)).items())
-
-
-def _file_ids(text):
-  """{id: [tokens]} of a `vocabulary_file`, in file order."""
-  ids = {}
-  for line in text.splitlines():
-    if line.strip():
-      token, index = line.rsplit(" ", 1)
-      ids.setdefault(int(index), []).append(token)
-  return ids
+def vocabulary_file(model):
+  """MediaPipe's vocabulary file: "token id" a line."""
+  return "".join(f"{t} {i}\n" for t, i in
+                 vocabulary_ids(model.vocabulary).items())
 
 
 def vocabulary_from_file(text):
   """The words of a `vocabulary_file`, in id order (the special tokens
-  left out; each id's first token)."""
-  ids = _file_ids(text)
-  return [ids[i][0] for i in sorted(ids) if i >= len(vocabulary_ids([]))]
-
-
-def tokenizer_from_file(text, sequence_length):
-  """The `RegexTokenizer` a `vocabulary_file` describes: it folds case when
-  a word has several forms under one id."""
-  return RegexTokenizer(
-      vocabulary_from_file(text), sequence_length,
-      fold_case=any(len(tokens) > 1 for tokens in _file_ids(text).values()))
+  left out)."""
+  ids = {}
+  for line in text.splitlines():
+    if line.strip():
+      token, index = line.rsplit(" ", 1)
+      ids[int(index)] = token
+  return [ids[i] for i in sorted(ids) if i >= len(vocabulary_ids([]))]
