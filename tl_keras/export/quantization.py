@@ -8,8 +8,10 @@ quantization steps (RMSE / scale, from each layer's float op run on the same
 quantized input; rounding alone gives about 0.29). `with_fallback`
 requantizes the calibrated model with the worst layers kept in float
 (`denylisted_nodes`), 1, 2, 3, 4, 6, 8, ... of them, until the caller
-accepts the result. When a few layers are not enough, the error is either spread over
-the network (EfficientNet-B0: nothing short of every layer helps) or held
+accepts the result. When a few layers are not enough, the error is either
+spread over the network (EfficientNet-B0: nothing short of every layer
+helps; the scaled-up digits under a probe head, whose Keras model itself
+flips under faint pixel noise: `writers.noise_check`) or held
 by one kind of layer (ConvNeXt's LayerNormalization, whose ops rank low one
 by one): `layer_kinds` groups the quantized ops by the class of the Keras
 layer they come from, and `with_fallback` tries each kind in float before

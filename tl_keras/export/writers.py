@@ -220,8 +220,8 @@ def int8_fallback(model, directory, *, calibration_images, validation, test,
   When the int8 file in `directory` is `litert.too_far` below the Keras
   model on the validation images, or `litert.disagrees` with it there,
   TensorFlow's quantization debugger ranks its layers
-  (`quantization.layer_errors`) and the worst 1, 2, 3, 4, 6, 8, ... are kept in
-  float, then the ops of one kind of Keras layer
+  (`quantization.layer_errors`) and the worst 1, 2, 3, 4, 6, 8, ... are
+  kept in float, then the ops of one kind of Keras layer
   (`quantization.layer_kinds`), then every layer, until validation is
   within `max_drop` and agrees on `min_agreement`. Agreement matters
   beside accuracy: on images far from the network's source, int8 can keep
