@@ -98,9 +98,10 @@ def _export_rows(row, mediapipe=True, variant="variant"):
   return "\n".join(lines)
 
 
-def real_weights_exports_224(rows, task):
-  """The head-only run's TFLite files at 224 px, `task`."""
-  (row,) = [r for r in rows if r.get("arm") == "exports_head_only"
+def real_weights_exports_224(rows, task, arm="exports_head_only"):
+  """The head-only (or, `arm` "exports_fine_tuned", default) run's TFLite
+  files at 224 px, `task`."""
+  (row,) = [r for r in rows if r.get("arm") == arm
             and r["image_size"] == 224 and r["task"] == task][-1:]
   return _export_rows(row)
 
@@ -521,6 +522,9 @@ TABLES = {
         lambda: real_weights_exports_224(read("real_weights"), "digits"),
     "real_weights_exports_224_lfw_faces":
         lambda: real_weights_exports_224(read("real_weights"), "lfw_faces"),
+    "real_weights_exports_224_digits_fine_tuned":
+        lambda: real_weights_exports_224(read("real_weights"), "digits",
+                                         "exports_fine_tuned"),
     "quickstart": lambda: quickstart(read("quickstart")),
     "quickstart_exports": lambda: quickstart_exports(read("quickstart")),
     "imbalance": lambda: imbalance(read("imbalance")),
@@ -555,6 +559,7 @@ FORMATS = {
     "signed_points": lambda v: f"{100 * v:+.1f}",
     "ms": lambda v: f"{v:.2f} ms",
     "s": lambda v: f"{v:,.0f} s",
+    "minutes": lambda v: f"{v / 60:.0f} minutes",
     "MB": lambda v: f"{v / 1e6:.1f} MB",
     "KB": lambda v: f"{v / 1e3:,.0f} KB",
     "int": lambda v: f"{v:,.0f}",
