@@ -118,6 +118,16 @@ def test_the_run_counts_the_training_texts_it_cuts(tiny_preset, caplog):
       "tokens"]
   assert [r.levelname for r in caplog.records
           if "are cut" in r.getMessage()] == ["WARNING"]
+  # A length past the model's own limit (here, one of 30 positions) is not
+  # suggested as if it could be given.
+  assert length < 30 < stats["p95"]
+  capped = _text_splits(texts)
+  text_data.measure_lengths(capped, lambda t: family.positions(model, t),
+                            length, limit=30)
+  assert capped.notes[0].endswith(
+      f"95% fit whole in {stats['p95']} tokens, more than the 30 positions "
+      "the model takes at most")
+  assert capped.text_lengths["limit"] == 30
   # Nothing cut: the figures, and no note.
   short = _text_splits(texts[:3])
   text_data.measure_lengths(short, lambda t: family.positions(model, t),

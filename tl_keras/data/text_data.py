@@ -420,13 +420,15 @@ def tokenize(dataset, preprocessor, batch_size=512):
 LENGTH_SAMPLE = 10_000
 
 
-def measure_lengths(splits, positions, sequence_length):
+def measure_lengths(splits, positions, sequence_length, limit=None):
   """How the training texts fit `sequence_length`, in `splits.text_lengths`
   (run.json) and, when some are cut, a note for the log and a warning.
 
   `positions(texts)` gives the positions each text takes whole (its tokens
   and the model's special tokens). A cut text loses its end silently, so
-  the run says how many are cut and what length would hold 95% whole.
+  the run says how many are cut and what length would hold 95% whole, or,
+  when that is past `limit` (the most positions the model takes, if it
+  has a most), that even the model's limit cuts them.
   """
   texts, _ = texts_of(splits.train, LENGTH_SAMPLE)
   if not texts:
@@ -446,6 +448,9 @@ def measure_lengths(splits, positions, sequence_length):
           f"({100 * stats['cut_share']:.1f}%) are longer than "
           f"--sequence_length={sequence_length} tokens and are cut; 95% "
           f"fit whole in {stats['p95']} tokens")
+  if limit and stats["p95"] > limit:
+    stats["limit"] = int(limit)
+    note += f", more than the {limit} positions the model takes at most"
   splits.notes.append(note)
   log = logging.warning if stats["cut_share"] > 0.05 else logging.info
   log(note)

@@ -89,7 +89,8 @@ class HubText(base_lib.Family):
   def prepare_splits(self, splits, model):
     text_data.measure_lengths(
         splits, lambda texts: self.positions(model, texts),
-        model.preprocessor.sequence_length)
+        model.preprocessor.sequence_length,
+        limit=getattr(model.backbone, "max_sequence_length", None))
     return text_data.tokenized_splits(splits, model.preprocessor)
 
   def positions(self, model, texts):
