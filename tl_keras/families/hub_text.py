@@ -90,7 +90,10 @@ class HubText(base_lib.Family):
     text_data.measure_lengths(
         splits, lambda texts: self.positions(model, texts),
         model.preprocessor.sequence_length,
-        limit=getattr(model.backbone, "max_sequence_length", None))
+        # The word-embedding model (this family's subclass) has no
+        # backbone and no position limit.
+        limit=getattr(getattr(model, "backbone", None),
+                      "max_sequence_length", None))
     return text_data.tokenized_splits(splits, model.preprocessor)
 
   def positions(self, model, texts):
