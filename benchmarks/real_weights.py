@@ -41,8 +41,8 @@ For images, "arm": "pruning": the same run with --prune_sparsity=0.5,
 test accuracy and gzipped float32 size against the unpruned run.
 `--exports_image_size=224` ("arm": "exports_head_only"): the same export
 rows for a head-only run (the ImageNet network unchanged under a probe
-head) at Lite0's own 224 px, where fine-tuning is too slow for this CPU,
-of each of `--exports_tasks`: digits (8 px scans, scaled up 28 times)
+head) at Lite0's own 224 px (minutes a task, where a default run takes
+about half an hour on this CPU), of each of `--exports_tasks`: digits (8 px scans, scaled up 28 times)
 and LFW faces (photographs), with the run's noise check (how often the
 Keras model keeps its class when each pixel moves by up to one level) and
 what the int8 fallback did. With `--exports_finetune` ("arm":

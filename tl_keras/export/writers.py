@@ -113,19 +113,22 @@ def write_exports(model, directory, formats, *, class_names,
 
 
 def tflite_parity(model, directory, variants, examples, labels, *,
-                  serving):
+                  serving, keras_probs=None):
   """The parity table: each variant's file in `directory` against Keras.
 
   Args:
     examples: raw test examples (uint8 images, or strings).
     serving: the model's `serving` object (`families.serving_of`).
+    keras_probs: the Keras model's probabilities on `examples`, when the
+      caller has them (else computed here).
 
   Returns:
     {variant: row} as in `litert.parity`, each row with `keras_accuracy`
     (the Keras model on the same examples).
   """
   inputs = serving.inputs(examples)
-  keras_probs = serving.keras_probabilities(model, inputs)
+  if keras_probs is None:
+    keras_probs = serving.keras_probabilities(model, inputs)
   keras_accuracy = float(np.mean(evaluation.hits(keras_probs, labels)))
   rows = {}
   for variant in variants:
@@ -153,7 +156,7 @@ NOISE_LEVELS = 1.0
 NOISE_AGREEMENT = 0.97
 
 
-def noise_check(model, examples, *, serving, seed=0):
+def noise_check(model, examples, *, serving, keras_probs=None, seed=0):
   """How often an image model keeps its class when its pixels move by up
   to `NOISE_LEVELS` levels.
 
@@ -167,6 +170,8 @@ def noise_check(model, examples, *, serving, seed=0):
     model: the Keras model.
     examples: uint8 images [N, S, S, 3] (the parity check's).
     serving: the model's `serving` object; text models are not checked.
+    keras_probs: the model's probabilities on `examples` as they are, when
+      the caller has them (the parity check's); else computed here.
     seed: the noise's.
 
   Returns:
@@ -178,9 +183,11 @@ def noise_check(model, examples, *, serving, seed=0):
   images = np.asarray(examples, np.float32)
   noise = np.random.default_rng(seed).uniform(-NOISE_LEVELS, NOISE_LEVELS,
                                               images.shape)
+  if keras_probs is None:
+    keras_probs = serving.keras_probabilities(model, images)
   same = evaluation.agreement(
       serving.keras_probabilities(model, np.clip(images + noise, 0, 255)),
-      serving.keras_probabilities(model, images), False)
+      keras_probs, False)
   row = {"levels": NOISE_LEVELS, "agreement": same,
          "examples": int(len(images)),
          "flipped": int(round((1 - same) * len(images)))}

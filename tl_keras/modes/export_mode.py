@@ -81,8 +81,11 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
   if fallback:
     timings["int8_fallback_seconds"] = time.time() - start
   start = time.time()
+  # One Keras pass over the test examples, for the parity table and the
+  # noise check alike.
+  keras_probs = serving.keras_probabilities(model, serving.inputs(examples))
   rows = writers.tflite_parity(model, directory, variants, examples, labels,
-                              serving=serving)
+                              serving=serving, keras_probs=keras_probs)
   # The gate (--max_accuracy_drop) judges validation, as the int8 fallback
   # does: the two decide on the same examples, and the test split only
   # reports.
@@ -91,7 +94,8 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
           splits.validation, limit=config.parity_samples),
       serving=serving).items():
     rows[variant]["validation"] = row
-  noise = writers.noise_check(model, examples, serving=serving)
+  noise = writers.noise_check(model, examples, serving=serving,
+                              keras_probs=keras_probs)
   if noise:
     (logging.warning if noise["fragile"] else logging.info)(
         "noise check: %s", sentences.noise_sentence(noise))

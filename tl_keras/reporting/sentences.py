@@ -56,7 +56,7 @@ def fallback_sentence(fallback):
 
 def noise_sentence(row):
   """What `writers.noise_check` found, in one sentence."""
-  said = (f"the Keras model keeps its class on {100 * row['agreement']:.1f}% "
+  said = (f"the Keras model keeps its class on {percent(row['agreement'])} "
           f"of {row['examples']} test images when each pixel moves by up to "
           f"{row['levels']:g} level of 255 ({row['flipped']} change)")
   if not row["fragile"]:
