@@ -13,6 +13,7 @@ import tensorflow as tf
 from tests.helpers import run_main
 from tl_keras import families
 from tl_keras.data import text_data
+from tl_keras.errors import UserError
 from tl_keras.models import word_embedding
 from tl_keras.modes import predictors
 
@@ -195,16 +196,31 @@ def test_a_model_saved_with_the_plain_mean_loads_as_one():
   assert again.count_params() == model.count_params()
 
 
-@pytest.mark.parametrize("model,given,expected", [
-    ("average_word_embedding", None, 0.1),
-    ("average_word_embedding", 0.0, 0.0),
-    ("convnet_small", None, 0.0),
-    ("convnet_small", 0.2, 0.2)])
-def test_label_smoothing_is_the_models_unless_given(model, given, expected):
+@pytest.mark.parametrize("model,given,class_weight,expected", [
+    ("average_word_embedding", None, "auto", 0.1),
+    ("average_word_embedding", 0.0, "auto", 0.0),
+    # The logit shift assumes unsmoothed logits: the model's 0.1 is dropped.
+    ("average_word_embedding", None, "logit_adjust", 0.0),
+    ("convnet_small", None, "auto", 0.0),
+    ("convnet_small", 0.2, "none", 0.2)])
+def test_label_smoothing_is_the_models_unless_given(model, given,
+                                                    class_weight, expected):
   from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
   from tl_keras.modes import recipe_config  # pylint: disable=g-import-not-at-top
-  config = config_lib.Config(model=model, label_smoothing=given)
+  config = config_lib.Config(model=model, label_smoothing=given,
+                             class_weight=class_weight)
   config.validate()
   recipe = recipe_config.recipe_from_config(config)
   assert recipe.head.label_smoothing == expected
   assert recipe.finetune.label_smoothing == expected
+
+
+def test_label_smoothing_with_logit_adjust_is_an_error():
+  from tl_keras import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.Config(model=word_embedding.NAME, label_smoothing=0.1,
+                             class_weight="logit_adjust")
+  with pytest.raises(UserError, match="--label_smoothing=0.1 with "
+                     "--class_weight=logit_adjust.*leave --label_smoothing"):
+    config.validate()
+  config_lib.Config(model=word_embedding.NAME, label_smoothing=0.0,
+                    class_weight="logit_adjust").validate()

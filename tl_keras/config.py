@@ -141,7 +141,8 @@ class Config:
                                "recipe")
   label_smoothing: float = _field(
       None, "Label smoothing of the loss. Default: the model's (0.1 for "
-      "average_word_embedding, 0 for every other model).", "recipe")
+      "average_word_embedding, 0 for every other model); none with "
+      "--class_weight=logit_adjust.", "recipe")
   class_weight: str = _field(
       "auto", "Weigh each class's loss by the inverse of its share of the "
       "training examples: 'balanced' always, 'none' never, 'auto' when the "
@@ -353,6 +354,13 @@ class Config:
         continue
       if not 0 <= getattr(self, name) < 1:
         raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+    if self.class_weight == "logit_adjust" and self.label_smoothing:
+      raise UserError(
+          f"--label_smoothing={self.label_smoothing} with "
+          "--class_weight=logit_adjust: smoothing squeezes the logits, so "
+          "the shift by the log of each class's share overshoots and "
+          "favours the rare classes far too much; leave --label_smoothing "
+          "out (logit_adjust trains without it) or use --class_weight=auto")
     if not 0 <= self.min_int8_agreement <= 1:
       raise UserError("--min_int8_agreement is a share of the validation "
                       f"examples, in [0, 1], got {self.min_int8_agreement}")
