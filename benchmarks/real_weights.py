@@ -4,7 +4,8 @@
         [--tasks=digits,lfw_faces,docstrings,rotten_tomatoes]
         [--image_size=0] [--sequence_length=0] [--smoke]
     python benchmarks/real_weights.py --exports_image_size=224
-        [--exports_tasks=digits,lfw_faces] [--smoke]
+        [--exports_tasks=digits,lfw_faces] [--exports_finetune]
+        [--exports_seeds=42,0,1] [--smoke]
 
 Real networks, shipped by Python packages: ImageNet EfficientNet-Lite0
 (`efficientnet_lite0`) and all-MiniLM-L6-v2 (`all_minilm_l6_v2`, a 6-layer
@@ -47,7 +48,9 @@ and LFW faces (photographs), with the run's noise check (how often the
 Keras model keeps its class when each pixel moves by up to one level) and
 what the int8 fallback did. With `--exports_finetune` ("arm":
 "exports_fine_tuned"), the same rows of default runs (phase 2 too,
-"kept" names the phase the run kept). `--smoke`: tiny budgets and images, one seed
+"kept" names the phase the run kept). `--exports_seeds=42,0,1` runs each
+seed (each row says its "seed"; default: main.py's default seed only).
+`--smoke`: tiny budgets and images, one seed
 (and with `--exports_image_size`, the first task only): a check that the
 script runs, not a measurement.
 """
@@ -297,18 +300,21 @@ def run_seed(task, seed, workdir, image_size, sequence_length, smoke):
         "seconds": round(seconds, 1)}), flush=True)
 
 
-def exports_at(task, image_size, workdir, smoke, finetune=False):
+def exports_at(task, image_size, workdir, smoke, finetune=False, seed=None):
   """Every TFLite variant of a head-only run (--finetune_epochs=0: the
   network's ImageNet weights unchanged under a probe head), or with
   `finetune` of a default run (phase 2 too), at `image_size`: accuracy,
   agreement with Keras, size and latency, and MediaPipe's agreement on
-  float32 and int8."""
+  float32 and int8. `seed`: --seed (None: main.py's default, 42)."""
   kind, model, task_flags = TASKS[task]
   arm = "exports_fine_tuned" if finetune else "exports_head_only"
-  out = os.path.join(workdir, f"{task}_{image_size}px_{arm}")
+  out = os.path.join(workdir, f"{task}_{image_size}px_{arm}"
+                     + ("" if seed is None else f"_seed{seed}"))
   args = [f"--model={model}", f"--dataset={task}", *task_flags,
           f"--image_size={image_size}", "--max_accuracy_drop=-1",
           f"--export={SMOKE_EXPORTS[kind] if smoke else IMAGE_EXPORTS}"]
+  if seed is not None:
+    args.append(f"--seed={seed}")
   if not finetune:
     args.append("--finetune_epochs=0")
   if smoke:
@@ -319,6 +325,7 @@ def exports_at(task, image_size, workdir, smoke, finetune=False):
   metrics, record, seconds = main_py(args, out)
   row = {"benchmark": "real_weights", "arm": arm,
          "task": task, "image_size": image_size,
+         "seed": record["config"]["seed"],
          "kept": record["recipe"].get("kept"),
          "keras_accuracy": metrics["test"]["accuracy"],
          "seconds": round(seconds, 1),
@@ -358,6 +365,9 @@ def main():
   parser.add_argument("--exports_finetune", action="store_true",
                       help="with --exports_image_size: default runs (phase "
                       "2 too) instead of head-only ones")
+  parser.add_argument("--exports_seeds", default="",
+                      help="with --exports_image_size: run each of these "
+                      "seeds (default: main.py's default seed only)")
   parser.add_argument("--workdir", default="")
   parser.add_argument("--smoke", action="store_true")
   args = parser.parse_args()
@@ -370,9 +380,12 @@ def main():
     if others:
       sys.exit(f"error: --exports_tasks takes image tasks "
                f"({', '.join(images)}), not {', '.join(others)}")
+    export_seeds = ([int(s) for s in args.exports_seeds.split(",")]
+                    if args.exports_seeds else [None])
     for task in tasks[:1] if args.smoke else tasks:
-      exports_at(task, 32 if args.smoke else args.exports_image_size,
-                 workdir, args.smoke, args.exports_finetune)
+      for seed in export_seeds:
+        exports_at(task, 32 if args.smoke else args.exports_image_size,
+                   workdir, args.smoke, args.exports_finetune, seed)
     return
   for task in args.tasks.split(","):
     for seed in seeds:

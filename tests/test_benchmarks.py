@@ -205,8 +205,10 @@ def test_real_weights_head_only_exports_take_image_tasks():
 @pytest.mark.slow
 def test_real_weights_head_only_exports():
   """The head-only export rows (224 px in the README; 32 px here)."""
-  (row,) = _run("real_weights.py", "--smoke", "--exports_image_size=224")
+  (row,) = _run("real_weights.py", "--smoke", "--exports_image_size=224",
+                "--exports_seeds=7")
   assert row["arm"] == "exports_head_only" and row["image_size"] == 32
+  assert row["seed"] == 7
   assert set(row["tflite"]) == {"float32", "int8"}
   noise = row["noise_check"]
   assert noise["levels"] == 1.0 and 0 <= noise["agreement"] <= 1
