@@ -114,3 +114,30 @@ def test_the_demo_table_has_a_column_pair_per_kind_of_cpu():
   assert tables.quickstart_exports(rows).startswith(
       "| variant (AVX-512 VNNI) |")
   assert "| Keras | 98.0% |" in tables.quickstart_exports(rows)
+
+
+def test_the_224_px_seed_table_takes_a_row_without_seed_as_the_default():
+  def row(int8, seed=None, fallback=None):
+    r = {"arm": "exports_fine_tuned", "task": "digits", "image_size": 224,
+         "kept": "finetune", "keras_accuracy": 0.99,
+         "noise_check": {"agreement": 1.0},
+         "tflite": {"float32": {"latency_ms_1_thread": 9.0},
+                    "int8": {"accuracy": int8, "agreement": 0.98,
+                             "mediapipe_agreement": 0.97,
+                             "latency_ms_1_thread": 4.5}}}
+    if seed is not None:
+      r["seed"] = seed
+    if fallback is not None:
+      r["int8_fallback"] = {"float_layers": fallback}
+    return r
+
+  rows = [row(0.98), row(0.96, seed=0, fallback=3),
+          {**row(0.5, seed=0), "arm": "exports_head_only"}]
+  _, _, first, second, mean = tables.real_weights_exports_224_seeds(
+      rows, "digits").splitlines()
+  assert first.startswith("| 0 | finetune | 99.0% | 96.0% | -3.0 points")
+  assert "| 3 | 4.50 / 9.00 ms |" in first
+  assert second.startswith("| 42 | finetune | 99.0% | 98.0% | -1.0 points")
+  assert "| 0 |" in second  # no fallback: no layer in float
+  assert mean.startswith("| mean (2 seeds) | | 99.0% (99.0–99.0) | "
+                         "97.0% (96.0–98.0) | -2.0 points (-3.0 to -1.0)")
