@@ -104,11 +104,12 @@ def log_plan(config, recipe):
   if recipe.batchnorm != config.batchnorm:
     logging.info("--batchnorm=auto: BatchNorm trains (random weights have "
                  "no statistics worth keeping)")
+  default = families.find(config.model).label_smoothing
   if (config.label_smoothing is None and config.class_weight == "logit_adjust"
-      and families.find(config.model).label_smoothing):
+      and default):
     logging.info("--class_weight=logit_adjust: no label smoothing (this "
                  "model's default %g squeezes the logits, and the shift "
-                 "would overshoot)", families.find(config.model).label_smoothing)
+                 "would overshoot)", default)
   if config.label_smoothing is None and recipe.finetune.label_smoothing:
     logging.info("label smoothing %g, this model's default (--label_smoothing "
                  "sets another)", recipe.finetune.label_smoothing)
