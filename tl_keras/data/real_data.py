@@ -123,26 +123,36 @@ def load_image_task(dataset, validation_fraction=0.1, test_fraction=0.1,
 
 def docstrings(packages=DOCSTRING_PACKAGES):
   """{package: [docstring, ...]} of the standard library, whitespace
-  collapsed; test folders and docstrings under `MIN_WORDS` words left out."""
+  collapsed; test folders and docstrings under `MIN_WORDS` words left out.
+  A name is a package (a folder) or a module of one file (`typing`)."""
   root = sysconfig.get_paths()["stdlib"]
   out = collections.defaultdict(list)
   for package in packages:
+    paths = [os.path.join(root, package + ".py")]
     for dirpath, dirs, files in os.walk(os.path.join(root, package)):
       dirs[:] = sorted(d for d in dirs if "test" not in d)
-      for name in sorted(files):
-        if not name.endswith(".py"):
-          continue
-        try:
-          with open(os.path.join(dirpath, name), encoding="utf-8") as f:
-            tree = ast.parse(f.read())
-        except (SyntaxError, UnicodeDecodeError):
-          continue
-        for node in ast.walk(tree):
-          if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
-                               ast.ClassDef, ast.Module)):
-            text = ast.get_docstring(node)
-            if text and len(text.split()) >= MIN_WORDS:
-              out[package].append(" ".join(text.split()))
+      paths += [os.path.join(dirpath, name) for name in sorted(files)
+                if name.endswith(".py")]
+    for path in paths:
+      if os.path.isfile(path):
+        out[package] += _file_docstrings(path)
+  return out
+
+
+def _file_docstrings(path):
+  """The docstrings of one source file, in `ast.walk` order."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      tree = ast.parse(f.read())
+  except (SyntaxError, UnicodeDecodeError):
+    return []
+  out = []
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                         ast.ClassDef, ast.Module)):
+      text = ast.get_docstring(node)
+      if text and len(text.split()) >= MIN_WORDS:
+        out.append(" ".join(text.split()))
   return out
 
 
