@@ -49,6 +49,7 @@ bench: demo
 	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --exports_image_size=224
 	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --exports_image_size=224 --exports_finetune --exports_tasks=digits --exports_seeds=42,0,1
 	$(RECORD) results/imbalance.jsonl -- $(BIN)/python benchmarks/imbalance.py
+	$(RECORD) results/imbalance_docstrings.jsonl -- $(BIN)/python benchmarks/imbalance.py --task=docstrings
 	$(RECORD) results/label_errors.jsonl -- $(BIN)/python benchmarks/label_errors.py
 	$(RECORD) results/word_embedding.jsonl -- $(BIN)/python benchmarks/word_embedding.py
 	$(RECORD) results/multi_label.jsonl -- $(BIN)/python benchmarks/multi_label.py

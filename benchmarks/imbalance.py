@@ -182,7 +182,7 @@ def summary(rows, task="digits"):
   out = {"benchmark": "imbalance", "task": task, "arm": "summary",
          "seeds": sorted({r["seed"] for r in rows})}
   arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
-  for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+  for key in ("accuracy", "balanced_accuracy", "macro_f1", "smallest_recall"):
     by = {a: {r["seed"]: r[key] for r in rows if r["arm"] == a} for a in arms}
     figures = [(a, list(by[a].values())) for a in arms]
     figures += [(f"gain_{a}", [by[a][s] - by["none"][s] for s in by[a]

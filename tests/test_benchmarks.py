@@ -246,6 +246,32 @@ def test_imbalance_benchmark(tmp_path):
       balanced["macro_f1"] - none["macro_f1"])
 
 
+def test_imbalance_benchmark_text(tmp_path):
+  """The docstrings task: CSV tables with a long tail cut per class and a
+  balanced test split, run by the word-embedding model (auto and none
+  here, 2 modules with 20 and 4 training docstrings; 25 s)."""
+  rows = _run("imbalance.py", "--task=docstrings", "--smoke",
+              "--arms=auto,none", f"--workdir={tmp_path}")
+  auto, none, summary = rows
+  assert [r["task"] for r in rows] == ["docstrings"] * 3
+  assert auto["weighting"]["weighted"] and not none["weighting"]["weighted"]
+  # Classes in the run's (sorted) order: mailbox is the rarer module.
+  assert auto["weighting"]["counts"] == [4, 20]
+  assert auto["smallest_class"] == "mailbox"
+  assert auto["smallest_recall"] == auto["recall"][0]
+  counts = {}
+  for split in ("train", "validation", "test"):
+    with open(tmp_path / "docstrings_seed0" / f"{split}.csv",
+              encoding="utf-8", newline="") as f:
+      for row in csv.DictReader(f):
+        counts[split, row["label"]] = counts.get((split, row["label"]), 0) + 1
+  assert counts == {("train", "turtle"): 20, ("train", "mailbox"): 4,
+                    ("validation", "turtle"): 5, ("validation", "mailbox"): 1,
+                    ("test", "turtle"): 4, ("test", "mailbox"): 4}
+  assert summary["macro_f1_gain_auto"]["mean"] == pytest.approx(
+      auto["macro_f1"] - none["macro_f1"])
+
+
 def test_record_stamps_rows_and_keeps_results_when_a_run_fails(tmp_path):
   record = os.path.join(REPO, "benchmarks", "record.py")
   out = tmp_path / "r.jsonl"
