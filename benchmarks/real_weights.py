@@ -5,7 +5,7 @@
         [--image_size=0] [--sequence_length=0] [--smoke]
     python benchmarks/real_weights.py --exports_image_size=224
         [--exports_tasks=digits,lfw_faces] [--exports_finetune]
-        [--exports_seeds=42,0,1] [--smoke]
+        [--exports_keep_phase=lowest_loss] [--exports_seeds=42,0,1] [--smoke]
 
 Real networks, shipped by Python packages: ImageNet EfficientNet-Lite0
 (`efficientnet_lite0`) and all-MiniLM-L6-v2 (`all_minilm_l6_v2`, a 6-layer
@@ -48,8 +48,10 @@ and LFW faces (photographs), with the run's noise check (how often the
 Keras model keeps its class when each pixel moves by up to one level) and
 what the int8 fallback did. With `--exports_finetune` ("arm":
 "exports_fine_tuned"), the same rows of default runs (phase 2 too,
-"kept" names the phase the run kept). `--exports_seeds=42,0,1` runs each
-seed (each row says its "seed"; default: main.py's default seed only).
+"kept" names the phase the run kept); `--exports_keep_phase=lowest_loss`
+adds that flag to them ("arm": "exports_fine_tuned_lowest_loss").
+`--exports_seeds=42,0,1` runs each seed (each row says its "seed";
+default: main.py's default seed only).
 `--smoke`: tiny budgets and images, one seed
 (and with `--exports_image_size`, the first task only): a check that the
 script runs, not a measurement.
@@ -300,14 +302,19 @@ def run_seed(task, seed, workdir, image_size, sequence_length, smoke):
         "seconds": round(seconds, 1)}), flush=True)
 
 
-def exports_at(task, image_size, workdir, smoke, finetune=False, seed=None):
+def exports_at(task, image_size, workdir, smoke, finetune=False, seed=None,
+               keep_phase=""):
   """Every TFLite variant of a head-only run (--finetune_epochs=0: the
   network's ImageNet weights unchanged under a probe head), or with
   `finetune` of a default run (phase 2 too), at `image_size`: accuracy,
   agreement with Keras, size and latency, and MediaPipe's agreement on
-  float32 and int8. `seed`: --seed (None: main.py's default, 42)."""
+  float32 and int8. `seed`: --seed (None: main.py's default, 42).
+  `keep_phase`: a --keep_phase other than the default, for `finetune`
+  (the arm is then "exports_fine_tuned_{keep_phase}")."""
   kind, model, task_flags = TASKS[task]
   arm = "exports_fine_tuned" if finetune else "exports_head_only"
+  if finetune and keep_phase:
+    arm += f"_{keep_phase}"
   out = os.path.join(workdir, f"{task}_{image_size}px_{arm}"
                      + ("" if seed is None else f"_seed{seed}"))
   args = [f"--model={model}", f"--dataset={task}", *task_flags,
@@ -317,6 +324,8 @@ def exports_at(task, image_size, workdir, smoke, finetune=False, seed=None):
     args.append(f"--seed={seed}")
   if not finetune:
     args.append("--finetune_epochs=0")
+  elif keep_phase:
+    args.append(f"--keep_phase={keep_phase}")
   if smoke:
     args += ["--max_train_samples=40", "--parity_samples=20",
              "--calibration_samples=8"]
@@ -327,6 +336,7 @@ def exports_at(task, image_size, workdir, smoke, finetune=False, seed=None):
          "task": task, "image_size": image_size,
          "seed": record["config"]["seed"],
          "kept": record["recipe"].get("kept"),
+         "keep_phase": record["config"]["keep_phase"],
          "keras_accuracy": metrics["test"]["accuracy"],
          "seconds": round(seconds, 1),
          "timings": {k: round(v, 1) for k, v in record["timings"].items()},
@@ -368,6 +378,10 @@ def main():
   parser.add_argument("--exports_seeds", default="",
                       help="with --exports_image_size: run each of these "
                       "seeds (default: main.py's default seed only)")
+  parser.add_argument("--exports_keep_phase", default="",
+                      choices=("", "lowest_loss"),
+                      help="with --exports_finetune: runs with this "
+                      "--keep_phase (arm exports_fine_tuned_lowest_loss)")
   parser.add_argument("--workdir", default="")
   parser.add_argument("--smoke", action="store_true")
   args = parser.parse_args()
@@ -385,7 +399,8 @@ def main():
     for task in tasks[:1] if args.smoke else tasks:
       for seed in export_seeds:
         exports_at(task, 32 if args.smoke else args.exports_image_size,
-                   workdir, args.smoke, args.exports_finetune, seed)
+                   workdir, args.smoke, args.exports_finetune, seed,
+                   args.exports_keep_phase)
     return
   for task in args.tasks.split(","):
     for seed in seeds:

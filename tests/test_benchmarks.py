@@ -203,6 +203,17 @@ def test_real_weights_head_only_exports_take_image_tasks():
 
 
 @pytest.mark.slow
+def test_real_weights_fine_tuned_exports_with_keep_phase():
+  """A default run's export rows with --keep_phase=lowest_loss (1 min)."""
+  (row,) = _run("real_weights.py", "--smoke", "--exports_image_size=224",
+                "--exports_finetune", "--exports_keep_phase=lowest_loss")
+  assert row["arm"] == "exports_fine_tuned_lowest_loss"
+  assert row["keep_phase"] == "lowest_loss"
+  assert row["kept"] in ("head", "finetune")
+  assert set(row["tflite"]) == {"float32", "int8"}
+
+
+@pytest.mark.slow
 def test_real_weights_head_only_exports():
   """The head-only export rows (224 px in the README; 32 px here)."""
   (row,) = _run("real_weights.py", "--smoke", "--exports_image_size=224",

@@ -157,6 +157,8 @@ def test_run_json_records_the_run(quick_run):
       "reference_batch": 32, "global_batch": 16, "head": None,
       "finetune_trials": [], "finetune": pytest.approx(1e-3 * 0.5**0.5)}
   assert recipe["kept"] in ("head", "finetune")
+  # Phase 2 is kept only where its best had the lower validation loss.
+  assert recipe["kept"] == "head" or recipe["phase_2_lower_loss"]
   assert recipe["label_smoothing"] == 0.0  # convnet_small's default
 
 

@@ -391,6 +391,9 @@ def test_weights_none_skips_the_head_and_trains_batchnorm():
   assert pretrained.trial_fraction == 1 / 3
   assert pretrained.from_random().finetune_lrs == recipe.finetune_lrs
   assert pretrained.from_random().trial_fraction == recipe.trial_fraction
+  assert pretrained.keep == "simplest"
+  assert recipe_config.recipe_from_config(dataclasses.replace(
+      config, keep_phase="lowest_loss")).from_random().keep == "lowest_loss"
 
 
 def _separable_splits():
@@ -405,7 +408,10 @@ def _separable_splits():
 
 
 @pytest.mark.parametrize("phase_2_is_better", [True, False])
-def test_phase_2_is_kept_only_when_clearly_better(phase_2_is_better):
+@pytest.mark.parametrize("rule", ["simplest", "lowest_loss"])
+def test_phase_2_is_kept_only_when_clearly_better(phase_2_is_better, rule):
+  """--keep_phase=simplest keeps phase 2's weights only when clearly
+  better; lowest_loss keeps them whenever their loss is lower (`best`)."""
   splits = _separable_splits()
   model = applications.build_classifier("convnet_small", 3, weights=None)
   untrained = [w.copy() for w in model.get_weights()]
@@ -421,9 +427,10 @@ def test_phase_2_is_kept_only_when_clearly_better(phase_2_is_better):
   best = training.Best()
   best.weights, best.where, best.step = tuned, ("finetune", 3), 9
   best.loss, best.accuracy = 0.1, 1.0
-  kept = training.choices.keep_simplest(
-      model, head, best, history, splits, 32, 8)
-  assert kept == ("finetune" if phase_2_is_better else "head")
+  kept = training.choices.keep_phase(
+      rule, model, head, best, history, splits, 32, 8)
+  assert kept == ("finetune" if phase_2_is_better or rule == "lowest_loss"
+                  else "head")
   assert best.where[0] == kept
   if kept == "head":
     assert (best.loss, best.accuracy) == (1.0, 0.5)

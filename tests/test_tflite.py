@@ -272,6 +272,11 @@ def test_the_noise_check_finds_a_model_that_faint_noise_overturns():
   assert steady["levels"] == writers.NOISE_LEVELS == 1.0
   assert "real camera" in sentences.noise_sentence(fragile)
   assert "real camera" not in sentences.noise_sentence(steady)
+  # When the run kept the head over phase 2's lower loss, it names the flag
+  # that keeps phase 2's weights.
+  assert "--keep_phase" not in sentences.noise_sentence(fragile)
+  assert "--keep_phase=lowest_loss" in sentences.noise_sentence(
+      {**fragile, "head_kept_over_phase_2": True})
   # Text models are not checked.
   assert writers.noise_check(model, faint, serving=type(
       "Text", (), {"kind": "text"})()) is None

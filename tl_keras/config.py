@@ -135,6 +135,13 @@ class Config:
       "--weights=none (there are no statistics to keep), else frozen unless "
       "a trial with it training reaches a lower validation loss.", "recipe",
       choices=("auto", "frozen", "train"))
+  keep_phase: str = _field(
+      "simplest", "Which weights the run keeps when phase 2's best has a "
+      "lower validation loss than the phase-1 head. simplest: phase 2's "
+      "only if lower by more than one standard error (on a small validation "
+      "split phase 2's best looks better than it is), else the head. "
+      "lowest_loss: phase 2's (e.g. when the noise check finds the head "
+      "fragile).", "recipe", choices=("simplest", "lowest_loss"))
   optimizer: str = _field("adamw", "Optimizer for both phases.", "recipe",
                           choices=("adam", "adamw", "sgd"))
   weight_decay: float = _field(1e-4, "Weight decay (adamw and sgd).",
@@ -427,7 +434,7 @@ RESUME_SETTINGS = ("model", "weights", "image_size", "sequence_length",
                    "max_train_samples", "skip_bad_images", "augment",
                    "batch_size", "min_steps", "head_epochs", "head_lr",
                    "finetune_epochs", "finetune_lr", "warmup", "unfreeze",
-                   "batchnorm", "early_stopping", "optimizer",
+                   "batchnorm", "keep_phase", "early_stopping", "optimizer",
                    "weight_decay", "label_smoothing", "class_weight",
                    "pretrain_epochs",
                    "seed", "mixed_precision", "no_lr_scaling",

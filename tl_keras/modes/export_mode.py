@@ -26,7 +26,7 @@ from tl_keras.reporting import sentences
 
 
 def export_artifacts(model, directory, config, splits, unpruned=None,
-                     timings=None):
+                     timings=None, choices=None):
   """Writes the --export formats into `directory` and checks TFLite parity.
 
   `splits` hold raw examples (images, or untokenized texts). `unpruned`:
@@ -34,7 +34,9 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
   is converted from them too (not kept), and its parity row goes in the
   pruned variant's row as "unpruned". `timings`, a dict, gets the seconds
   of the int8 fallback ("int8_fallback_seconds") and of the parity check
-  ("parity_seconds").
+  ("parity_seconds"). `choices`: the recipe's (run.json's "recipe"), so the
+  noise check's row says when the run kept the phase-1 head over phase 2's
+  weights of lower validation loss ("head_kept_over_phase_2").
 
   Returns:
     (parity rows {variant: row} of the TFLite variants written, {format:
@@ -96,6 +98,9 @@ def export_artifacts(model, directory, config, splits, unpruned=None,
     rows[variant]["validation"] = row
   noise = writers.noise_check(model, examples, serving=serving,
                               keras_probs=keras_probs)
+  if noise and choices and choices.get("kept") == "head" and choices.get(
+      "phase_2_lower_loss"):
+    noise["head_kept_over_phase_2"] = True
   if noise:
     (logging.warning if noise["fragile"] else logging.info)(
         "noise check: %s", sentences.noise_sentence(noise))
@@ -186,7 +191,8 @@ def _export_run(config, run_dir, record, formats):
   with open(metrics_path, encoding="utf-8") as f:
     metrics = json.load(f)
   with artifacts.staged(run_dir) as stage:
-    rows, _, noise = export_artifacts(model, stage, run_config, splits)
+    rows, _, noise = export_artifacts(model, stage, run_config, splits,
+                                      choices=record.get("recipe"))
     if rows:
       metrics.setdefault("tflite", {}).update(rows)
       if noise:

@@ -34,7 +34,7 @@ def recipe_from_config(config, jit_compile=False):
                                   prune_block=config.prune_block,
                                   prune_method=prune_method(config), **common),
       unfreeze=flag_values.parse_unfreeze(config.unfreeze),
-      batchnorm=batchnorm_policy(config))
+      batchnorm=batchnorm_policy(config), keep=config.keep_phase)
   if config.weights == "none":
     recipe = recipe.with_random_trials(family.random_lrs)
   return recipe

@@ -341,7 +341,8 @@ def _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,
   start = time.time()
   rows, skipped, noise = export_mode.export_artifacts(
       model, stage, config, raw_splits,
-      unpruned=info.get("unpruned_weights"), timings=timings)
+      unpruned=info.get("unpruned_weights"), timings=timings,
+      choices=info["choices"])
   if skipped:
     metrics["exports_skipped"] = skipped
   if noise:

@@ -61,9 +61,15 @@ def noise_sentence(row):
           f"{row['levels']:g} level of 255 ({row['flipped']} change)")
   if not row["fragile"]:
     return said
-  return (said + ": it hangs on features that faint noise overturns, so "
-          "quantized files (whose rounding is an error of that size) and "
-          "images from a real camera will disagree with it as often; "
-          "training images much smoother than a camera's (scaled-up scans, "
-          "renders) do this, and fine-tuning on them (phase 2), or on "
-          "images with the camera's noise, makes it steadier")
+  said += (": it hangs on features that faint noise overturns, so "
+           "quantized files (whose rounding is an error of that size) and "
+           "images from a real camera will disagree with it as often; "
+           "training images much smoother than a camera's (scaled-up scans, "
+           "renders) do this")
+  if row.get("head_kept_over_phase_2"):
+    return (said + ". This run kept the phase-1 head: phase 2's weights had "
+            "a lower validation loss, but not by a standard error; "
+            "fine-tuning on these images steadies a model, and "
+            "--keep_phase=lowest_loss keeps phase 2's weights")
+  return (said + ", and fine-tuning on them (phase 2), or on images with "
+          "the camera's noise, makes it steadier")

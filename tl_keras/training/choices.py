@@ -2,6 +2,7 @@
 
     choose_augmentation  whether mirror images keep their class (--augment=auto)
     choose_finetuning    phase 2's learning rate and BatchNorm mode, by trials
+    keep_phase           phase 2's weights or phase 1's (--keep_phase)
     keep_simplest        phase 2's weights only if clearly better than phase 1's
 
 Every choice compares per-example validation losses with the
@@ -104,6 +105,21 @@ def validation_losses(model, splits, *, image_size, batch_size,
   if class_weights is None:
     return losses
   return losses * imbalance.example_weights(class_weights, labels)
+
+
+def keep_phase(rule, model, head, best, *args, **kwargs):
+  """--keep_phase: the weights to keep when phase 2's best (`best`) has a
+  lower validation loss than the phase-1 head. "simplest": `keep_simplest`
+  (its arguments after `rule`). "lowest_loss": phase 2's, `best` as it is.
+
+  Returns:
+    "finetune" or "head".
+  """
+  if rule == "lowest_loss":
+    logging.info("--keep_phase=lowest_loss: phase 2's weights are kept, the "
+                 "lowest validation loss (%.4f)", best.loss)
+    return "finetune"
+  return keep_simplest(model, head, best, *args, **kwargs)
 
 
 def keep_simplest(model, head, best, history, splits, image_size,

@@ -30,6 +30,9 @@ class Recipe:
   # BatchNorm in the unfrozen part: "frozen", "train", or "auto" (frozen,
   # unless a trial with it training reaches a lower validation loss).
   batchnorm: str = "frozen"
+  # Phase 2's best weights against the phase-1 head (`choices.keep_phase`):
+  # "simplest" or "lowest_loss".
+  keep: str = "simplest"
   # A decade apart: fine-tuning a small backbone pretrained on a related
   # task wants about 1e-3, an ImageNet CNN about 1e-4, BERT a few 1e-5.
   finetune_lrs: tuple = (1e-5, 1e-4, 1e-3)
@@ -302,11 +305,13 @@ class _RecipeRun:
     if self.reached < 2 and self.gradual:
       self.choices["kept"] = "finetune"  # the pruned network was asked for
     elif self.reached < 2 and head and best.where and best.where[0] != "head":
-      self.choices["kept"] = choices_lib.keep_simplest(
-          model, head, best, self.history, self.splits,
+      # Phase 2's best has the lower validation loss.
+      self.choices["kept"] = choices_lib.keep_phase(
+          self.recipe.keep, model, head, best, self.history, self.splits,
           self.context.image_size, self.context.batch_size,
           pruned=self.choices.get("pruned", {}).get("validation"),
           class_weights=self.context.class_weights)
+      self.choices["phase_2_lower_loss"] = True
     elif self.reached < 2 and head:
       self.choices["kept"] = "head"
     best.restore(model)
