@@ -48,6 +48,7 @@ bench: demo
 	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --tasks=docstrings
 	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --exports_image_size=224
 	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --exports_image_size=224 --exports_finetune --exports_tasks=digits --exports_seeds=42,0,1
+	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --exports_image_size=224 --exports_finetune --exports_tasks=digits --exports_seeds=0 --exports_keep_phase=lowest_loss
 	$(RECORD) results/imbalance.jsonl -- $(BIN)/python benchmarks/imbalance.py
 	$(RECORD) results/imbalance_docstrings.jsonl -- $(BIN)/python benchmarks/imbalance.py --task=docstrings
 	$(RECORD) results/label_errors.jsonl -- $(BIN)/python benchmarks/label_errors.py
