@@ -48,15 +48,13 @@ import statistics
 import sys
 import tempfile
 
-import csv
-
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from transfer_suite import main_py  # pylint: disable=g-import-not-at-top,wrong-import-position
+from transfer_suite import main_py, write_csv  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MODEL = "efficientnet_lite0"
 IMAGE_SIZE = 64
@@ -138,11 +136,7 @@ def write_tables(root, seed, train=TEXT_TRAIN,
                            ("train", chosen[cut:]), ("test", test)):
       tables[split] += [(texts[module][i], module) for i in members]
   for split, rows in tables.items():
-    with open(os.path.join(root, f"{split}.csv"), "w", encoding="utf-8",
-              newline="") as f:
-      writer = csv.writer(f)
-      writer.writerow(["text", "label"])
-      writer.writerows(rows)
+    write_csv(os.path.join(root, f"{split}.csv"), ["text", "label"], rows)
   return root
 
 

@@ -30,7 +30,6 @@ seed: a check that the script runs, not a measurement.
 """
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -44,7 +43,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from transfer_suite import main_py  # pylint: disable=g-import-not-at-top,wrong-import-position
+from transfer_suite import main_py, write_csv  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MODEL = "efficientnet_lite0"
 IMAGE_SIZE = 64
@@ -86,11 +85,7 @@ def write_tables(root, seed, sizes=SIZES):
       name = os.path.join("images", f"{split}{n}.png")
       Image.fromarray(canvas).save(os.path.join(root, name))
       rows.append((name, "|".join(f"digit{d}" for d in sorted(shown))))
-    with open(os.path.join(root, f"{split}.csv"), "w", newline="",
-              encoding="utf-8") as f:
-      writer = csv.writer(f)
-      writer.writerow(["path", "labels"])
-      writer.writerows(rows)
+    write_csv(os.path.join(root, f"{split}.csv"), ["path", "labels"], rows)
   return root
 
 

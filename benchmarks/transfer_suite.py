@@ -96,6 +96,15 @@ def main_py(args, out, env=None):
 # Data.
 
 
+def write_csv(path, header, rows):
+  """A CSV table at `path`: `header`, then `rows`. Returns `path`."""
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)
+  return path
+
+
 def write_digits(root):
   """scikit-learn's digits as PNG folders: source/digit0-4, target/5-9."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
@@ -133,11 +142,8 @@ def write_docstrings(root, smoke=False):
       chosen = list(texts[package])
       rng.shuffle(chosen)
       rows += [(t, package) for t in chosen[:cap if not smoke else 40]]
-    paths[name] = os.path.join(root, f"{name}.csv")
-    with open(paths[name], "w", encoding="utf-8", newline="") as f:
-      writer = csv.writer(f)
-      writer.writerow(["text", "label"])
-      writer.writerows(rows)
+    paths[name] = write_csv(os.path.join(root, f"{name}.csv"),
+                            ["text", "label"], rows)
   source_texts = [t for p in SOURCE_PACKAGES for t in texts[p]]
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(

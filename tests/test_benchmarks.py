@@ -257,10 +257,41 @@ def test_imbalance_benchmark(tmp_path):
       balanced["macro_f1"] - none["macro_f1"])
 
 
+def _csv_counts(folder):
+  """{(split, label): rows} of folder/{train,validation,test}.csv, and the
+  test rows."""
+  counts, test = {}, []
+  for split in ("train", "validation", "test"):
+    with open(os.path.join(folder, f"{split}.csv"), encoding="utf-8",
+              newline="") as f:
+      for row in csv.DictReader(f):
+        counts[split, row["label"]] = counts.get((split, row["label"]), 0) + 1
+        if split == "test":
+          test.append((row["text"], row["label"]))
+  return counts, test
+
+
+def test_imbalance_text_tables_cut_a_long_tail(tmp_path):
+  """The docstrings task's tables: a long tail cut per class with its
+  validation share, a balanced test split, and the balanced reference on
+  the same test rows."""
+  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+  import imbalance  # pylint: disable=g-import-not-at-top
+  counts, test = _csv_counts(imbalance.write_tables(
+      str(tmp_path / "tail"), 0, (20, 4), 4))
+  assert counts == {("train", "turtle"): 20, ("train", "mailbox"): 4,
+                    ("validation", "turtle"): 5, ("validation", "mailbox"): 1,
+                    ("test", "turtle"): 4, ("test", "mailbox"): 4}
+  even, even_test = _csv_counts(imbalance.write_tables(
+      str(tmp_path / "even"), 0, (20, 4), 4, balanced=True))
+  assert even_test == test
+  assert even[("train", "turtle")] == even[("train", "mailbox")] == 12
+
+
+@pytest.mark.slow
 def test_imbalance_benchmark_text(tmp_path):
-  """The docstrings task: CSV tables with a long tail cut per class and a
-  balanced test split, run by the word-embedding model (auto and none
-  here, 2 modules with 20 and 4 training docstrings; 25 s)."""
+  """The docstrings task run by the word-embedding model (auto and none
+  here, 2 modules with 20 and 4 training docstrings; 25 s: slow)."""
   rows = _run("imbalance.py", "--task=docstrings", "--smoke",
               "--arms=auto,none", f"--workdir={tmp_path}")
   auto, none, summary = rows
@@ -270,15 +301,6 @@ def test_imbalance_benchmark_text(tmp_path):
   assert auto["weighting"]["counts"] == [4, 20]
   assert auto["smallest_class"] == "mailbox"
   assert auto["smallest_recall"] == auto["recall"][0]
-  counts = {}
-  for split in ("train", "validation", "test"):
-    with open(tmp_path / "docstrings_seed0" / f"{split}.csv",
-              encoding="utf-8", newline="") as f:
-      for row in csv.DictReader(f):
-        counts[split, row["label"]] = counts.get((split, row["label"]), 0) + 1
-  assert counts == {("train", "turtle"): 20, ("train", "mailbox"): 4,
-                    ("validation", "turtle"): 5, ("validation", "mailbox"): 1,
-                    ("test", "turtle"): 4, ("test", "mailbox"): 4}
   assert summary["macro_f1_gain_auto"]["mean"] == pytest.approx(
       auto["macro_f1"] - none["macro_f1"])
 
