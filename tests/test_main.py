@@ -130,6 +130,12 @@ def test_metrics_json_layout(quick_run):
   assert losses[kept]["best_loss"] == min(
       v["best_loss"] for v in losses.values())
   assert metrics["kept"]["reason"] in (out / "README.md").read_text()
+  # The noise check names --keep_phase only for a transfer model that kept
+  # its head over phase 2's lower validation loss.
+  recipe = json.loads((out / "run.json").read_text())["recipe"]
+  assert metrics["noise_check"].get("head_kept_over_phase_2", False) == (
+      kept == "transfer" and recipe["kept"] == "head"
+      and recipe.get("phase_2_lower_loss", False))
 
 
 def test_run_json_records_the_run(quick_run):

@@ -342,7 +342,9 @@ def _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,
   rows, skipped, noise = export_mode.export_artifacts(
       model, stage, config, raw_splits,
       unpruned=info.get("unpruned_weights"), timings=timings,
-      choices=info["choices"])
+      # The recipe's choices describe the transfer model, not scratch's.
+      choices=None if metrics.get("kept", {}).get("model") == "scratch"
+      else info["choices"])
   if skipped:
     metrics["exports_skipped"] = skipped
   if noise:
