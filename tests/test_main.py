@@ -626,6 +626,22 @@ def test_report_and_card_warn_of_a_model_faint_noise_overturns(quick_run):
       "80.0%" in card
 
 
+def test_card_describes_the_scratch_model_when_it_is_exported(quick_run):
+  """--compare_scratch exported the baseline: the card says how that model
+  was trained, not the transfer recipe's choices."""
+  from tl_keras.reporting import model_card  # pylint: disable=g-import-not-at-top
+  out = quick_run[0]
+  record = json.loads((out / "run.json").read_text())
+  metrics = json.loads((out / "metrics.json").read_text())
+  metrics["kept"] = {"model": "scratch", "reason": "the model trained from "
+                     "scratch is exported: validation loss ..."}
+  card = model_card.model_card(record, metrics)
+  assert "trained by tl_keras from random initialization" in card
+  assert "two-phase transfer recipe" not in card
+  metrics["kept"]["model"] = "transfer"
+  assert "two-phase transfer recipe" in model_card.model_card(record, metrics)
+
+
 def test_report_and_card_say_when_the_transfer_check_set_weights_aside(
     quick_run):
   """The run's own record, as the check leaves it when it fires."""
@@ -642,6 +658,7 @@ def test_report_and_card_say_when_the_transfer_check_set_weights_aside(
   metrics["scratch"] = {"test": metrics["test"],
                         "validation": metrics["validation"],
                         "same_as_run": True}
+  metrics.pop("kept", None)  # the run is its own baseline: nothing to pick
   images = {"learning_curves.png": b"", "confusion_matrix.png": b""}
   page = report.html_report(record, metrics, images)
   assert "Warning: negative transfer: a linear probe" in page

@@ -22,9 +22,7 @@ def model_card(record, metrics):
       f"{kind['a']} classifier for {len(labels)} "
       f"{'labels, any number per example' if multi else 'classes'}: "
       f"{', '.join(labels[:20])}{', ...' if len(labels) > 20 else ''}.",
-      f"Backbone `{config['model']}` ({record['model']['family']}) starting "
-      f"from `--weights={config['weights']}`, trained by tl_keras with the "
-      f"two-phase transfer recipe: {_recipe_sentence(record)}", "",
+      _training_sentence(record, metrics), "",
       *_provenance(config),
       *_weights_license(record, config),
       "## Results on the test split", "",
@@ -145,6 +143,21 @@ def _weights_license(record, config):
   if not note or config.get("weights") not in ("imagenet", "pretrained"):
     return []
   return [f"Pretrained weights: {note}.", ""]
+
+
+def _training_sentence(record, metrics):
+  """How the exported model was trained: by the transfer recipe, or (when
+  --compare_scratch exported the baseline) from random initialization."""
+  config = record["config"]
+  backbone = f"Backbone `{config['model']}` ({record['model']['family']})"
+  if metrics.get("kept", {}).get("model") == "scratch":
+    return (f"{backbone} trained by tl_keras from random initialization: "
+            "the --compare_scratch baseline, every layer trained, exported "
+            "for its lower validation loss (the run from "
+            f"`--weights={config['weights']}` is compared below).")
+  return (f"{backbone} starting from `--weights={config['weights']}`, "
+          "trained by tl_keras with the two-phase transfer recipe: "
+          f"{_recipe_sentence(record)}")
 
 
 def _recipe_sentence(record):
