@@ -156,15 +156,14 @@ def run(arm, seed, data_dir, workdir, smoke, task="digits", rarest="digit9"):
       args, os.path.join(workdir, f"{task}_{arm}_seed{seed}"))
   test = metrics["test"]
   recall = [c["recall"] for c in test["per_class"].values()]
-  rarest = list(test["per_class"]).index(rarest)
   return {"benchmark": "imbalance", "task": task, "arm": arm, "seed": seed,
           "sizes": record["data"]["sizes"],
           "image_size": record["model"].get("image_size"),
           "accuracy": test["accuracy"],
           "balanced_accuracy": test["balanced_accuracy"],
           "macro_f1": test["macro_f1"],
-          "smallest_recall": recall[rarest],
-          "smallest_class": list(test["per_class"])[rarest], "recall": recall,
+          "smallest_recall": recall[list(test["per_class"]).index(rarest)],
+          "smallest_class": rarest, "recall": recall,
           "weighting": record["recipe"]["class_weight"],
           "kept": record["recipe"].get("kept"),
           "seconds": round(seconds, 1)}
