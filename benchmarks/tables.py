@@ -248,8 +248,8 @@ def label_errors(rows):
 
 def word_embedding(rows, real_rows):
   """Per task: the word-embedding model, TF-IDF + LR and the MiniLM
-  default run (real_weights, same splits and seeds), and its float32
-  file."""
+  default run (real_weights, same splits, on the seeds it ran), and its
+  float32 file."""
   tasks = [r for r in rows if r.get("arm") == "task"]
   lines = ["| task | train / val / test | seeds | average word embedding | "
            "TF-IDF + LR | difference | all-MiniLM-L6-v2 (default) | "
@@ -270,10 +270,16 @@ def word_embedding(rows, real_rows):
         f"{_spread([r['accuracy'] for r in mine])} | "
         f"{_spread([r['tfidf'] for r in mine])} | "
         f"{_points([r['accuracy'] - r['tfidf'] for r in mine])} | "
-        f"{_spread(minilm)} | "
+        f"{_spread(minilm)}{_seed_count(minilm, mine)} | "
         f"{lite.get('size_bytes', 0) / 1e3:.0f} KB | "
         f"{_pct(lite['mediapipe_agreement']) if lite else '–'} |")
   return "\n".join(lines)
+
+
+def _seed_count(values, rows):
+  """", over N seeds" when `values` (another run's, on the seeds of
+  `rows` that it has) cover fewer seeds than `rows`."""
+  return f", {len(values)} seeds" if values and len(values) < len(rows) else ""
 
 
 def _markdown(columns, rows):
