@@ -203,10 +203,23 @@ def imbalance(rows, test="45 per digit",
        "logit_adjust − none", "headroom: balanced data − none"],
       (("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
        ("smallest_recall", f"recall of {rarest}")))
+  lines.append("| seeds with macro-F1 above `none`'s | | | | | " + " | ".join(
+      _seeds_ahead(rows, arm, "none", "macro_f1")
+      for arm in ("auto", "logit_adjust", "balanced_data")) + " |")
   if any(r.get("kept") for r in rows if r.get("arm") in arms):
     lines.append("| phase kept, per seed | " + " | ".join(
         kept[a] for a in arms) + " | | | |")
   return "\n".join(lines)
+
+
+def _seeds_ahead(rows, arm, other, key):
+  """"N of M": of the M seeds both `arm` and `other` ran, on how many
+  `arm`'s `key` is above `other`'s."""
+  values = {a: {r["seed"]: r[key] for r in rows if r.get("arm") == a}
+            for a in (arm, other)}
+  seeds = sorted(set(values[arm]) & set(values[other]))
+  ahead = sum(values[arm][s] > values[other][s] for s in seeds)
+  return f"{ahead} of {len(seeds)}"
 
 
 def multi_label(rows):

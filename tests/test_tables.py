@@ -141,3 +141,13 @@ def test_the_224_px_seed_table_takes_a_row_without_seed_as_the_default():
   assert "| 0 |" in second  # no fallback: no layer in float
   assert mean.startswith("| mean (2 seeds) | | 99.0% (99.0–99.0) | "
                          "97.0% (96.0–98.0) | -2.0 points (-3.0 to -1.0)")
+
+
+def test_seeds_ahead_counts_only_seeds_both_arms_ran():
+  rows = [{"arm": "auto", "seed": 0, "f": 0.9},
+          {"arm": "none", "seed": 0, "f": 0.8},
+          {"arm": "auto", "seed": 1, "f": 0.7},
+          {"arm": "none", "seed": 1, "f": 0.7},  # a tie is not ahead
+          {"arm": "auto", "seed": 2, "f": 0.9},  # none did not run seed 2
+          {"arm": "summary"}]
+  assert tables._seeds_ahead(rows, "auto", "none", "f") == "1 of 2"  # pylint: disable=protected-access
