@@ -45,7 +45,7 @@ test: install
 RECORD := $(BIN)/python benchmarks/record.py
 bench: demo
 	$(RECORD) results/real_weights.jsonl -- $(BIN)/python benchmarks/real_weights.py --tasks=digits,lfw_faces,rotten_tomatoes --image_size=64 --sequence_length=64
-	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --tasks=docstrings
+	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --tasks=docstrings --seeds=0,1,2,3,4,5
 	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --exports_image_size=224
 	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --exports_image_size=224 --exports_finetune --exports_tasks=digits --exports_seeds=42,0,1
 	$(RECORD) results/real_weights.jsonl --append -- $(BIN)/python benchmarks/real_weights.py --exports_image_size=224 --exports_finetune --exports_tasks=digits --exports_seeds=0 --exports_keep_phase=lowest_loss

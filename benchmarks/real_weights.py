@@ -18,7 +18,8 @@ Rotten Tomatoes sentence polarity data (500 labelled sentences).
 Per task and seed (JSON line "arm": "task"), test accuracy of:
   default     main.py with --model, --dataset and --seed only, plus
               --compare_scratch (the model it exports; "kept" says which).
-  transfer    the run's transfer model (when it exported scratch).
+  transfer    the run's transfer model (when it exported scratch);
+              "phase_kept": its phase-1 head or phase 2's weights.
   scratch     the same network from random weights, same recipe and step
               budget (the default run's --compare_scratch).
   probe       scikit-learn LogisticRegression on the standardized frozen
@@ -259,6 +260,8 @@ def run_seed(task, seed, workdir, image_size, sequence_length, smoke):
          "text_lengths": record["data"].get("text_lengths"),
          "default": metrics["test"]["accuracy"],
          "kept": metrics.get("kept", {}).get("model", "transfer"),
+         # The transfer model's phase: the phase-1 head or phase 2's.
+         "phase_kept": record["recipe"].get("kept"),
          "transfer": metrics.get("transfer", metrics)["test"]["accuracy"],
          "scratch": metrics["scratch"]["test"]["accuracy"],
          "default_seconds": round(seconds, 1),

@@ -172,6 +172,7 @@ def test_real_weights_on_images():
   for arm in ("default", "transfer", "scratch", "probe", "modelmaker"):
     assert 0 <= row[arm] <= 1, arm
   assert row["kept"] in ("transfer", "scratch")
+  assert row["phase_kept"] in ("head", "finetune")
   lite = arms["exports"]["tflite"]
   assert set(lite) == {"float32", "int8"}
   assert 0 <= lite["int8"]["mediapipe_agreement"] <= 1
@@ -186,6 +187,7 @@ def test_real_weights_on_text():
   assert set(arms) == {"task", "exports"}
   row = arms["task"]
   assert row["model"] == "all_minilm_l6_v2"
+  assert row["phase_kept"] in ("head", "finetune")
   for arm in ("default", "transfer", "scratch", "probe", "tfidf"):
     assert 0 <= row[arm] <= 1, arm
   assert 0 <= arms["exports"]["tflite"]["float32"]["mediapipe_agreement"] <= 1
