@@ -290,8 +290,8 @@ def word_embedding(rows, real_rows):
 
 
 def _seed_count(values, rows):
-  """", over N seeds" when `values` (another run's, on the seeds of
-  `rows` that it has) cover fewer seeds than `rows`."""
+  """", N seeds" when `values` (another run's, on the seeds of `rows`
+  that it has) cover fewer seeds than `rows`; else nothing."""
   return f", {len(values)} seeds" if values and len(values) < len(rows) else ""
 
 
