@@ -349,6 +349,23 @@ def test_label_errors_benchmark(tmp_path):
   assert len(rows) == review["listed"]
 
 
+def test_text_features():
+  """MiniLM's frozen features at two lengths, TF-IDF and the recipe's head
+  fit with and without class weights, on 40 docstrings (15 s)."""
+  task, summary = _run("text_features.py", "--smoke")
+  assert (task["arm"], summary["arm"]) == ("task", "summary")
+  assert task["model"] == "all_minilm_l6_v2" and task["sizes"]["train"] == 40
+  for arm in ("probe_16", "probe_32", "tfidf", "head_none", "head_auto"):
+    assert 0 <= task[arm] <= 1, arm
+  # 40 docstrings are not 3x imbalanced: auto gives no weights.
+  assert not task["weighted"] and task["head_auto"] == task["head_none"]
+  figures = summary["tasks"]["docstrings"]
+  assert figures["probe_32_minus_probe_16"]["mean"] == pytest.approx(
+      task["probe_32"] - task["probe_16"])
+  assert figures["probe_16_minus_tfidf"]["mean"] == pytest.approx(
+      task["probe_16"] - task["tfidf"])
+
+
 @pytest.mark.slow
 def test_word_embedding_benchmark(tmp_path):
   """The word-embedding model and TF-IDF on docstrings (60 training texts,
