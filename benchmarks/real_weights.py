@@ -119,22 +119,13 @@ def _pick_c(fit, x, y, xv, yv):
 
 
 def tfidf_accuracy(args):
-  """Test accuracy of TF-IDF + LogisticRegression on the same splits."""
-  from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
-  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
-  from tl_keras.data import text_data  # pylint: disable=g-import-not-at-top
-  config = _config(args)
+  """Test accuracy of TF-IDF + LogisticRegression on the same splits (the
+  run's --tfidf_baseline), and its C."""
+  from tl_keras.modes import tfidf_baseline  # pylint: disable=g-import-not-at-top
   from tl_keras import families  # pylint: disable=g-import-not-at-top
-  raw = families.find(config.model).load_splits(config)
-  texts = {s: text_data.texts_of(getattr(raw, s)) for s in
-           ("train", "validation", "test")}
-  vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True,
-                               min_df=1).fit(texts["train"][0])
-  x = {s: vectorizer.transform(t[0]) for s, t in texts.items()}
-  best, c = _pick_c(lambda c: LogisticRegression(C=c, max_iter=3000),
-                    x["train"], texts["train"][1], x["validation"],
-                    texts["validation"][1])
-  return float(best.score(x["test"], texts["test"][1])), c
+  config = _config(args)
+  row = tfidf_baseline.measure(families.find(config.model).load_splits(config))
+  return row["test"]["accuracy"], row["c"]
 
 
 def modelmaker_accuracy(args, smoke=False):

@@ -361,6 +361,14 @@ def test_text_run_writes_its_artifacts(text_run):
   assert lengths["sequence_length"] == SEQUENCE_LENGTH
   assert lengths["longest"] >= lengths["p95"] > 2
   assert "transfer gain" in result.stdout
+  # The word-count baseline, beside the model in every artifact.
+  tfidf = metrics["tfidf"]
+  assert tfidf["train_texts"] == record["data"]["sizes"]["train"]
+  assert 0 <= tfidf["test"]["accuracy"] <= 1 and tfidf["c"] > 0
+  assert "tfidf baseline: TF-IDF" in result.stderr + result.stdout
+  assert "Against word counts" in (out / "report.html").read_text()
+  assert "TF-IDF + logistic regression on the same texts scores" in (
+      out / "README.md").read_text()
   rows, _ = suspect_labels(out)
   texts = set(text_data.synthetic_texts("synthetic_text", "test")[0])
   assert all(r["example"] in texts for r in rows)  # the texts themselves
@@ -631,3 +639,34 @@ def test_text_model_checkpoints_and_restores(tiny_preset, tmp_path):
   checkpointer.restore(fresh, None, progress)
   for a, b in zip(fresh.get_weights(), model.get_weights()):
     np.testing.assert_array_equal(a, b)
+
+
+def test_tfidf_baseline_fits_word_counts_and_says_how_it_compares():
+  """The word-count baseline on texts that one word tells apart, and its
+  sentence when it scores above and below the model."""
+  from tl_keras.data.splits import Splits  # pylint: disable=g-import-not-at-top
+  from tl_keras.modes import tfidf_baseline  # pylint: disable=g-import-not-at-top
+  from tl_keras.reporting import sentences  # pylint: disable=g-import-not-at-top
+  words = ["socket", "parser", "thread"]
+  rng = np.random.default_rng(0)
+  filler = ["the", "a", "value", "returns", "given", "object"]
+
+  def split(n):
+    labels = rng.integers(0, 3, n)
+    texts = [" ".join(list(rng.choice(filler, 5)) + [words[y]])
+             for y in labels]
+    return tf.data.Dataset.from_tensor_slices((texts, labels.astype(np.int32)))
+
+  splits = Splits(
+      train=split(60), validation=split(30), test=split(30),
+      sizes={"train": 60, "validation": 30, "test": 30},
+      class_names=words)
+  row = tfidf_baseline.measure(splits, max_train=40)
+  assert row["train_texts"] == 40
+  assert row["test"]["accuracy"] == 1.0 and row["validation_accuracy"] == 1.0
+  assert row["c"] in tfidf_baseline.C_GRID
+  behind = {"tfidf": row, "test": {"accuracy": 0.9}}
+  assert "(-10.0 points): word counts score higher" in (
+      sentences.tfidf_sentence(behind))
+  ahead = {"tfidf": {"test": {"accuracy": 0.8}}, "test": {"accuracy": 0.9}}
+  assert sentences.tfidf_sentence(ahead).endswith("90.0% (+10.0 points)")

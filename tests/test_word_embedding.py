@@ -87,6 +87,7 @@ def test_a_run_trains_from_scratch_and_writes_small_files(run):
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["test"]["accuracy"] > 0.4  # 5 classes: chance is 0.2
   assert metrics["tflite"]["float32"]["agreement"] == 1.0
+  assert 0 <= metrics["tfidf"]["test"]["accuracy"] <= 1  # word counts too
   assert os.path.getsize(out / "model_float32.tflite") < 1_000_000
   lines = (out / "vocab.txt").read_text().splitlines()
   assert lines[:3] == ["<PAD> 0", "<START> 1", "<UNKNOWN> 2"]

@@ -199,6 +199,13 @@ class Config:
       False, "Also train the same architecture from random initialization "
       "with the same data and epochs; report it under metrics.json scratch.",
       "recipe")
+  tfidf_baseline: bool = _field(
+      True, "Text models: also fit TF-IDF (word 1-2-grams) and logistic "
+      "regression on the training texts (up to 10,000; C picked on "
+      "validation) and report its test accuracy beside the model's "
+      "(metrics.json tfidf, the report, the model card): the word-count "
+      "baseline a text network should beat. Seconds; never exported.",
+      "recipe")
   seed: int = _field(42, "Seed for data order, augmentation and init.",
                      "recipe")
 

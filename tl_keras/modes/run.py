@@ -28,6 +28,7 @@ from tl_keras.modes import predict_mode
 from tl_keras.modes import recipe_config
 from tl_keras.modes import review
 from tl_keras.modes import scratch
+from tl_keras.modes import tfidf_baseline
 from tl_keras import pretraining
 from tl_keras.reporting import report
 from tl_keras import training
@@ -146,6 +147,8 @@ def _train_evaluate_export(config, strategy, chief, checkpointer, started,
     scratch.compare(config, trained, metrics, strategy, speed["jit_compile"],
                     lambda model: _test_metrics(config, trained, strategy,
                                                 model))
+  if chief and config.tfidf_baseline and family.kind in ("text", "words"):
+    tfidf_baseline.compare(raw_splits, metrics)
   if chief:
     with artifacts.staged(config.output_dir) as stage:
       _write_artifacts(stage, config, trained, metrics, raw_splits, strategy,

@@ -42,6 +42,8 @@ def model_card(record, metrics):
                    f"{sentences.percent(metrics['transfer']['test']['accuracy'])}")
     if metrics.get("kept"):
       lines.append(f"- {metrics['kept']['reason']}")
+  if "tfidf" in metrics:
+    lines.append(f"- {sentences.tfidf_sentence(metrics)}")
   if metrics.get("negative_transfer"):
     lines += ["", f"**Warning: {metrics['negative_transfer']}.**"]
   for variant, row in metrics.get("tflite", {}).items():

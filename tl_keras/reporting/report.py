@@ -14,7 +14,7 @@ import os
 
 from tl_keras.reporting import model_card
 from tl_keras.reporting import plots
-from tl_keras.reporting.sentences import command_line, fallback_sentence, noise_sentence, percent
+from tl_keras.reporting.sentences import command_line, fallback_sentence, noise_sentence, percent, tfidf_sentence
 
 PNG_FILES = ("learning_curves.png", "confusion_matrix.png")
 
@@ -144,6 +144,17 @@ def _transfer_section(metrics):
     if metrics.get("kept"):
       parts.append(f"<p><b>Exported:</b> {html.escape(metrics['kept']['reason'])}"
                    ".</p>")
+  if "tfidf" in metrics:
+    row = metrics["tfidf"]
+    parts += ["<h2>Against word counts</h2>", _table(
+        ["", "test accuracy", "test macro-F1"],
+        [["this model", percent(test["accuracy"]),
+          f"{test['macro_f1']:.4f}"],
+         [f"TF-IDF (word 1-2-grams) + logistic regression, C={row['c']:g} "
+          f"picked on validation, {row['train_texts']} training texts",
+          percent(row["test"]["accuracy"]),
+          f"{row['test']['macro_f1']:.4f}"]]),
+              f"<p>{html.escape(tfidf_sentence(metrics))}.</p>"]
   return parts
 
 

@@ -73,3 +73,19 @@ def noise_sentence(row):
             "--keep_phase=lowest_loss keeps phase 2's weights")
   return (said + ", and fine-tuning on them (phase 2), or on images with "
           "the camera's noise, makes it steadier")
+
+
+def tfidf_sentence(metrics):
+  """What --tfidf_baseline's word-count model says about the model, in one
+  sentence."""
+  row, test = metrics["tfidf"], metrics["test"]
+  gap = 100 * (test["accuracy"] - row["test"]["accuracy"])
+  said = (f"TF-IDF + logistic regression on the same texts scores "
+          f"{percent(row['test']['accuracy'])} on test, this model "
+          f"{percent(test['accuracy'])} ({gap:+.1f} points)")
+  if gap >= 0:
+    return said
+  return (said + ": word counts score higher on these texts, so weigh this "
+          "network's size and speed against a word-count model's before "
+          "shipping it (--model=average_word_embedding is a small one that "
+          "MediaPipe runs)")
