@@ -26,7 +26,8 @@ Per task and seed (JSON line "arm": "task"), test accuracy of:
               features of the same pretrained network, C picked on the
               validation split (CLIP's protocol).
   tfidf       text: TF-IDF (words, 1-2 grams) + LogisticRegression, C picked
-              on validation.
+              on validation: the default run's own word-count baseline
+              (--tfidf_baseline, tl_keras/modes/tfidf_baseline.py).
   modelmaker  images: MediaPipe Model Maker's image-classifier recipe in
               plain Keras on the same backbone and splits (its defaults,
               from mediapipe/model_maker/python/vision/image_classifier:
@@ -118,14 +119,9 @@ def _pick_c(fit, x, y, xv, yv):
   return best[2], best[1]
 
 
-def tfidf_accuracy(args):
-  """Test accuracy of TF-IDF + LogisticRegression on the same splits (the
-  run's --tfidf_baseline), and its C."""
-  from tl_keras.modes import tfidf_baseline  # pylint: disable=g-import-not-at-top
-  from tl_keras import families  # pylint: disable=g-import-not-at-top
-  config = _config(args)
-  row = tfidf_baseline.measure(families.find(config.model).load_splits(config))
-  return row["test"]["accuracy"], row["c"]
+def _run_tfidf(metrics):
+  """The run's own TF-IDF baseline (--tfidf_baseline): test accuracy, C."""
+  return metrics["tfidf"]["test"]["accuracy"], metrics["tfidf"]["c"]
 
 
 def modelmaker_accuracy(args, smoke=False):
@@ -259,7 +255,7 @@ def run_seed(task, seed, workdir, image_size, sequence_length, smoke):
          "timings": {k: round(v, 1) for k, v in record["timings"].items()}}
   row["probe"], row["probe_c"] = probe_accuracy(args)
   if kind == "text":
-    row["tfidf"], row["tfidf_c"] = tfidf_accuracy(args)
+    row["tfidf"], row["tfidf_c"] = _run_tfidf(metrics)
   else:
     start = time.time()
     row["modelmaker"] = modelmaker_accuracy(args, smoke)

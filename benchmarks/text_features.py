@@ -23,7 +23,8 @@ and seed ("arm": "task"), test accuracy and balanced accuracy of:
              and 256; Rotten Tomatoes: 64, its runs' length, as its
              sentences are short).
   tfidf      TF-IDF (words, 1-2 grams) + LogisticRegression, C picked the
-             same way: the same linear model on word counts.
+             same way: the same linear model on word counts (the runs'
+             own --tfidf_baseline).
   head_none  the recipe's own phase-1 head fit (tl_keras.training.probe:
              L2 strength picked by validation loss) on the first length's
              features, unweighted,
@@ -47,7 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from real_weights import TASKS, KEPT_ASIDE, _config, _pick_c, tfidf_accuracy  # pylint: disable=g-import-not-at-top,wrong-import-position
+from real_weights import TASKS, KEPT_ASIDE, _config, _pick_c  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TEXT_TASKS = tuple(t for t, (kind, _, _) in TASKS.items() if kind == "text")
 LENGTHS = {"docstrings": (128, 256), "rotten_tomatoes": (64,)}
@@ -94,6 +95,7 @@ def run_seed(task, seed, features, smoke):
   from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
   from tl_keras import families  # pylint: disable=g-import-not-at-top
   from tl_keras.data import text_data  # pylint: disable=g-import-not-at-top
+  from tl_keras.modes import tfidf_baseline  # pylint: disable=g-import-not-at-top
   from tl_keras.training import imbalance, probe  # pylint: disable=g-import-not-at-top
   _, model, task_flags = TASKS[task]
   args = [f"--model={model}", f"--dataset={task}", f"--seed={seed}",
@@ -117,7 +119,9 @@ def run_seed(task, seed, features, smoke):
     row[f"probe_{length}"], row[f"probe_{length}_balanced"] = _scores(
         fit.predict(x["test"]), labels["test"])
     row[f"probe_{length}_c"] = c
-  row["tfidf"], row["tfidf_c"] = tfidf_accuracy(args)
+  tfidf = tfidf_baseline.measure(raw)
+  row["tfidf"], row["tfidf_c"] = tfidf["test"]["accuracy"], tfidf["c"]
+  row["tfidf_balanced"] = tfidf["test"]["balanced_accuracy"]
   counts = imbalance.label_counts(raw.train, raw.num_classes)
   weights, record = imbalance.class_weights(counts, "auto")
   row["imbalance"], row["weighted"] = record["imbalance"], record["weighted"]
