@@ -53,6 +53,7 @@ bench: demo
 	$(RECORD) results/imbalance_docstrings.jsonl -- $(BIN)/python benchmarks/imbalance.py --task=docstrings
 	$(RECORD) results/label_errors.jsonl -- $(BIN)/python benchmarks/label_errors.py
 	$(RECORD) results/word_embedding.jsonl -- $(BIN)/python benchmarks/word_embedding.py
+	$(RECORD) results/text_features.jsonl -- $(BIN)/python benchmarks/text_features.py
 	$(RECORD) results/multi_label.jsonl -- $(BIN)/python benchmarks/multi_label.py
 	$(RECORD) results/head_phase.jsonl -- $(BIN)/python benchmarks/head_phase.py --epochs=5,30
 	$(RECORD) results/head_phase.jsonl --append -- $(BIN)/python benchmarks/head_phase.py --probe_table
@@ -70,7 +71,7 @@ bench: demo
 # The same benchmarks on tiny budgets (--smoke): a check that each runs, not
 # a measurement; their lines go to $(QUICK), never to results/.
 QUICK ?= /tmp/tl_keras-bench-quick
-SMOKE_BENCHMARKS := quickstart real_weights imbalance label_errors word_embedding multi_label head_phase pipeline recipe_vs_baseline transfer_suite int8_families compression
+SMOKE_BENCHMARKS := quickstart real_weights imbalance label_errors word_embedding text_features multi_label head_phase pipeline recipe_vs_baseline transfer_suite int8_families compression
 bench-quick: install
 	mkdir -p $(QUICK)
 	for b in $(SMOKE_BENCHMARKS); do \

@@ -289,6 +289,53 @@ def word_embedding(rows, real_rows):
   return "\n".join(lines)
 
 
+def text_features(rows):
+  """Per text task: linear models on MiniLM's frozen features (per
+  sequence length, and the recipe's own head fit with and without class
+  weights) against TF-IDF + LR, over the same seeds."""
+  tasks = [r for r in rows if r.get("arm") == "task"]
+  names = sorted({r["task"] for r in tasks}, key=TASK_ORDER.index)
+  mine = {t: [r for r in tasks if r["task"] == t] for t in names}
+  lengths = sorted({int(k.split("_")[1]) for r in tasks for k in r
+                    if k.startswith("probe_") and k.count("_") == 1})
+
+  def spread(key, of=None):
+    return [_spread([(of or (lambda r: r[key]))(r) for r in mine[t]
+                     if key in r]) for t in names]
+
+  def points(key, minus):
+    return [_points([r[key] - r[minus] for r in mine[t]])
+            if key in mine[t][0] else "–" for t in names]
+
+  own = {t: sorted(int(k.split("_")[1]) for k in mine[t][0]
+                  if k.startswith("probe_") and k.count("_") == 1)
+         for t in names}
+  body = [(f"probe, {n} tokens", spread(f"probe_{n}")) for n in lengths]
+  body += [
+      ("TF-IDF + LR", spread("tfidf")),
+      ("probe at the run's length − TF-IDF",
+       [_points([r[f"probe_{own[t][0]}"] - r["tfidf"] for r in mine[t]])
+        for t in names])]
+  longer = [t for t in names if len(own[t]) > 1]
+  if longer:
+    body.append((
+        f"probe, {own[longer[0]][-1]} − {own[longer[0]][0]} tokens",
+        [_points([r[f"probe_{own[t][-1]}"] - r[f"probe_{own[t][0]}"]
+                  for r in mine[t]]) if t in longer else "–"
+         for t in names]))
+  body += [
+      ("the recipe's head fit, unweighted", spread("head_none")),
+      ("the recipe's head fit, `--class_weight=auto`", spread("head_auto")),
+      ("auto − unweighted, accuracy", points("head_auto", "head_none")),
+      ("auto − unweighted, balanced accuracy",
+       points("head_auto_balanced", "head_none_balanced"))]
+  header = ["test accuracy"] + [
+      f"{t}{' (kept aside)' if mine[t][0].get('kept_aside') else ''}, "
+      f"{len(mine[t])} seeds" for t in names]
+  return _markdown(header, [f"| {what} | " + " | ".join(cells) + " |"
+                            for what, cells in body])
+
+
 def _seed_count(values, rows):
   """", N seeds" when `values` (another run's, on the seeds of `rows`
   that it has) cover fewer seeds than `rows`; else nothing."""
@@ -605,6 +652,7 @@ TABLES = {
         "pathlib (5 training docstrings in the long tail)"),
     "label_errors": lambda: label_errors(read("label_errors")),
     "multi_label": lambda: multi_label(read("multi_label")),
+    "text_features": lambda: text_features(read("text_features")),
     "word_embedding": lambda: word_embedding(read("word_embedding"),
                                              read("real_weights")),
     "head_phase_probe": lambda: head_phase_probe(read("head_phase")),

@@ -9,7 +9,7 @@ On the docstrings the default run trails TF-IDF + logistic regression
 hold from what the recipe does with them, and checks two settings of the
 default run that could cost it there: the sequence length (128 tokens cut
 about a tenth of the docstrings) and the class weights (the docstrings'
-largest package has 3.2x the docstrings of the smallest, so
+largest package has about 3x the docstrings of the smallest, so
 `--class_weight=auto` weighs the loss).
 
 Tasks: the real text tasks of `real_weights.py`, with the same data flags

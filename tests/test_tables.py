@@ -151,3 +151,24 @@ def test_seeds_ahead_counts_only_seeds_both_arms_ran():
           {"arm": "auto", "seed": 2, "f": 0.9},  # none did not run seed 2
           {"arm": "summary"}]
   assert tables._seeds_ahead(rows, "auto", "none", "f") == "1 of 2"  # pylint: disable=protected-access
+
+
+def test_the_text_features_table_puts_each_length_in_its_own_row():
+  row = {"arm": "task", "task": "docstrings", "tfidf": 0.9,
+         "head_none": 0.8, "head_auto": 0.85, "head_none_balanced": 0.7,
+         "head_auto_balanced": 0.8}
+  rows = [{**row, "seed": 0, "probe_128": 0.88, "probe_256": 0.86},
+          {**row, "seed": 1, "probe_128": 0.92, "probe_256": 0.9},
+          {**row, "task": "rotten_tomatoes", "kept_aside": True, "seed": 0,
+           "probe_64": 0.7}]
+  table = tables.text_features(rows).splitlines()
+  assert table[0] == ("| test accuracy | docstrings, 2 seeds | "
+                      "rotten_tomatoes (kept aside), 1 seeds |")
+  assert table[2] == "| probe, 64 tokens | – | 70.0% |"
+  assert table[3] == "| probe, 128 tokens | 90.0% (88.0–92.0) | – |"
+  assert ("| probe at the run's length − TF-IDF | +0.0 points (-2.0 to "
+          "+2.0) | -20.0 points |") in table
+  assert table[7] == ("| probe, 256 − 128 tokens | -2.0 points (-2.0 to "
+                      "-2.0) | – |")
+  assert table[-1] == ("| auto − unweighted, balanced accuracy | +10.0 "
+                       "points (+10.0 to +10.0) | +10.0 points |")
