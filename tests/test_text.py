@@ -651,20 +651,30 @@ def test_tfidf_baseline_fits_word_counts_and_says_how_it_compares():
   rng = np.random.default_rng(0)
   filler = ["the", "a", "value", "returns", "given", "object"]
 
-  def split(n):
+  def split(n, ordered=False):
     labels = rng.integers(0, 3, n)
+    if ordered:  # a file sorted by label
+      labels = np.sort(labels)
     texts = [" ".join(list(rng.choice(filler, 5)) + [words[y]])
              for y in labels]
     return tf.data.Dataset.from_tensor_slices((texts, labels.astype(np.int32)))
 
   splits = Splits(
-      train=split(60), validation=split(30), test=split(30),
+      train=split(60, ordered=True), validation=split(30), test=split(30),
       sizes={"train": 60, "validation": 30, "test": 30},
       class_names=words)
+  # 40 of 60 training texts sorted by label: a random draw holds every
+  # class (the first 40 would miss the last).
   row = tfidf_baseline.measure(splits, max_train=40)
   assert row["train_texts"] == 40
   assert row["test"]["accuracy"] == 1.0 and row["validation_accuracy"] == 1.0
   assert row["c"] in tfidf_baseline.C_GRID
+  one_class = tf.data.Dataset.from_tensor_slices(
+      (["socket a", "socket b"], np.zeros(2, np.int32)))
+  assert tfidf_baseline.measure(Splits(
+      train=one_class, validation=one_class, test=one_class,
+      sizes={"train": 2, "validation": 2, "test": 2},
+      class_names=words)) is None
   behind = {"tfidf": row, "test": {"accuracy": 0.9}}
   assert "(-10.0 points): word counts score higher" in (
       sentences.tfidf_sentence(behind))
