@@ -96,11 +96,10 @@ def compare(raw_splits, metrics):
   metrics["tfidf"] = row
   logging.info(
       "tfidf baseline: TF-IDF (word 1-2-grams, %d terms) + logistic "
-      "regression on %d training texts (C=%g, validation accuracy %.4f): "
+      "regression on %d training texts (C=%.3g, validation accuracy %.4f): "
       "test accuracy %.4f, macro-F1 %.4f, against this model's %.4f (%.1fs)",
       row["vocabulary"], row["train_texts"], row["c"],
       row["validation_accuracy"], row["test"]["accuracy"],
       row["test"]["macro_f1"], metrics["test"]["accuracy"], row["seconds"])
   if row["test"]["accuracy"] > metrics["test"]["accuracy"]:
     logging.warning("tfidf baseline: %s", sentences.tfidf_sentence(metrics))
-

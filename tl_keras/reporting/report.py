@@ -150,7 +150,7 @@ def _transfer_section(metrics):
         ["", "test accuracy", "test macro-F1"],
         [["this model", percent(test["accuracy"]),
           f"{test['macro_f1']:.4f}"],
-         [f"TF-IDF (word 1-2-grams) + logistic regression, C={row['c']:g} "
+         [f"TF-IDF (word 1-2-grams) + logistic regression, C={row['c']:.3g} "
           f"picked on validation, {row['train_texts']} training texts",
           percent(row["test"]["accuracy"]),
           f"{row['test']['macro_f1']:.4f}"]]),
