@@ -108,18 +108,7 @@ def _config(args):
                               if k in fields})
 
 
-def _pick_c(fit, x, y, xv, yv):
-  """LogisticRegression at each C; the one best on validation."""
-  best = None
-  for c in 10.0 ** np.arange(-4, 4.01, 0.5):
-    model = fit(c).fit(x, y)
-    score = model.score(xv, yv)
-    if best is None or score > best[0]:
-      best = (score, c, model)
-  return best[2], best[1]
-
-
-def _run_tfidf(metrics):
+def run_tfidf(metrics):
   """The run's own TF-IDF baseline (--tfidf_baseline): test accuracy, C."""
   return metrics["tfidf"]["test"]["accuracy"], metrics["tfidf"]["c"]
 
@@ -255,7 +244,7 @@ def run_seed(task, seed, workdir, image_size, sequence_length, smoke):
          "timings": {k: round(v, 1) for k, v in record["timings"].items()}}
   row["probe"], row["probe_c"] = probe_accuracy(args)
   if kind == "text":
-    row["tfidf"], row["tfidf_c"] = _run_tfidf(metrics)
+    row["tfidf"], row["tfidf_c"] = run_tfidf(metrics)
   else:
     start = time.time()
     row["modelmaker"] = modelmaker_accuracy(args, smoke)

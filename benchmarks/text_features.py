@@ -48,7 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from real_weights import TASKS, KEPT_ASIDE, _config, _pick_c  # pylint: disable=g-import-not-at-top,wrong-import-position
+from real_weights import TASKS, KEPT_ASIDE, _config  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TEXT_TASKS = tuple(t for t, (kind, _, _) in TASKS.items() if kind == "text")
 LENGTHS = {"docstrings": (128, 256), "rotten_tomatoes": (64,)}
@@ -56,12 +56,11 @@ SMOKE = ["--max_train_samples=40"]
 SMOKE_LENGTHS = (16, 32)
 
 
-def _scores(predicted, labels):
+def _scores(predicted, labels, class_names):
   """(accuracy, balanced accuracy)."""
-  predicted, labels = np.asarray(predicted), np.asarray(labels)
-  recalls = [float(np.mean(predicted[labels == c] == c))
-             for c in np.unique(labels)]
-  return float(np.mean(predicted == labels)), float(np.mean(recalls))
+  from tl_keras import evaluation  # pylint: disable=g-import-not-at-top
+  out = evaluation.prediction_metrics(predicted, labels, class_names)
+  return out["accuracy"], out["balanced_accuracy"]
 
 
 class Features:
@@ -113,11 +112,11 @@ def run_seed(task, seed, features, smoke):
     first = first or x
     scaler = StandardScaler().fit(x["train"])
     x = {s: scaler.transform(v) for s, v in x.items()}
-    fit, c = _pick_c(lambda c: LogisticRegression(C=c, max_iter=5000),
-                     x["train"], labels["train"], x["validation"],
-                     labels["validation"])
+    fit, c, _ = tfidf_baseline.pick_c(
+        lambda c: LogisticRegression(C=c, max_iter=5000), x["train"],
+        labels["train"], x["validation"], labels["validation"])
     row[f"probe_{length}"], row[f"probe_{length}_balanced"] = _scores(
-        fit.predict(x["test"]), labels["test"])
+        fit.predict(x["test"]), labels["test"], raw.class_names)
     row[f"probe_{length}_c"] = c
   tfidf = tfidf_baseline.measure(raw)
   row["tfidf"], row["tfidf_c"] = tfidf["test"]["accuracy"], tfidf["c"]
@@ -132,7 +131,7 @@ def run_seed(task, seed, features, smoke):
                      class_weights=class_weights)
     row[arm], row[f"{arm}_balanced"] = _scores(
         np.argmax(first["test"] @ head.kernel + head.bias, -1),
-        labels["test"])
+        labels["test"], raw.class_names)
     row[f"{arm}_strength"] = head.strength
   return row
 

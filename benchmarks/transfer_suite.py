@@ -178,6 +178,7 @@ def probe_accuracy(args):
   from tl_keras import families  # pylint: disable=g-import-not-at-top
   from tl_keras import pretraining  # pylint: disable=g-import-not-at-top
   from tl_keras import training  # pylint: disable=g-import-not-at-top
+  from tl_keras.modes import tfidf_baseline  # pylint: disable=g-import-not-at-top
   flags = dict(a[2:].split("=", 1) for a in args)
   fields = {f.name: f.type for f in dataclasses.fields(config_lib.Config)}
   config = config_lib.Config(**{k: fields[k](v) for k, v in flags.items()})
@@ -199,14 +200,10 @@ def probe_accuracy(args):
     features[split] = np.stack(x), np.array(y)
   scaler = StandardScaler().fit(features["train"][0])
   x = {k: scaler.transform(v[0]) for k, v in features.items()}
-  best = None
-  for c in 10.0 ** np.arange(-4, 4.01, 0.5):
-    fit = LogisticRegression(C=c, max_iter=5000).fit(x["train"],
-                                                     features["train"][1])
-    score = fit.score(x["validation"], features["validation"][1])
-    if best is None or score > best[0]:
-      best = (score, c, fit)
-  return float(best[2].score(x["test"], features["test"][1])), best[1]
+  fit, c, _ = tfidf_baseline.pick_c(
+      lambda c: LogisticRegression(C=c, max_iter=5000), x["train"],
+      features["train"][1], x["validation"], features["validation"][1])
+  return float(fit.score(x["test"], features["test"][1])), c
 
 
 # ---------------------------------------------------------------------------

@@ -13,8 +13,9 @@ Per task and seed ("arm": "task"): test accuracy of main.py with
 --model=average_word_embedding and the task's flags only (default
 recipe), and of TF-IDF (words, 1-2 grams) + LogisticRegression with C
 picked on validation, on the same splits (the run's own word-count
-baseline, --tfidf_baseline); the two differ in the model alone. Seed 0 also writes the float32 TFLite file: its size, its
-agreement with Keras on the test split (the run's parity check), and
+baseline, --tfidf_baseline); the two differ in the model alone. Seed 0
+also writes the float32 TFLite file: its size, its agreement with Keras
+on the test split (the run's parity check), and
 MediaPipe Tasks' TextClassifier on raw strings against Keras's top-1.
 Then "arm": "summary": mean, min and max per task. `--smoke`: tiny
 budgets, one seed, one task: a check that the script runs, not a
@@ -32,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from real_weights import _run_tfidf, mediapipe_agreement, TASKS, KEPT_ASIDE  # pylint: disable=g-import-not-at-top,wrong-import-position
+from real_weights import run_tfidf, mediapipe_agreement, TASKS, KEPT_ASIDE  # pylint: disable=g-import-not-at-top,wrong-import-position
 from transfer_suite import main_py  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MODEL = "average_word_embedding"
@@ -54,7 +55,7 @@ def run_seed(task, seed, workdir, smoke):
          "params": record["model"]["params"],
          "accuracy": metrics["test"]["accuracy"],
          "seconds": round(seconds, 1)}
-  row["tfidf"], row["tfidf_c"] = _run_tfidf(metrics)
+  row["tfidf"], row["tfidf_c"] = run_tfidf(metrics)
   if seed == 0:
     lite = metrics["tflite"]["float32"]
     row["float32"] = {"size_bytes": lite["size_bytes"],

@@ -54,6 +54,18 @@ def metrics_from_counts(confusion, *, top_k, loss, class_names):
   return out
 
 
+def prediction_metrics(predicted, labels, class_names):
+  """`metrics_from_counts`'s figures of hard class predictions (a model
+  without probabilities): no loss or top-5."""
+  confusion = np.zeros((len(class_names),) * 2)
+  np.add.at(confusion, (np.asarray(labels), np.asarray(predicted)), 1)
+  out = metrics_from_counts(confusion, top_k=0, loss=0.0,
+                            class_names=class_names)
+  out.pop("top5_accuracy", None)
+  del out["loss"]
+  return out
+
+
 def format_table(metrics):
   """The per-class table as aligned text, for the log."""
   if metrics.get("multi_label"):

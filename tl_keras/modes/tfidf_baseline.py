@@ -49,12 +49,22 @@ def fit(train, validation, max_train=MAX_TRAIN):
   vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True,
                                min_df=1).fit(texts)
   x, xv = vectorizer.transform(texts), vectorizer.transform(validation[0])
+  classifier, c, score = pick_c(
+      lambda c: LogisticRegression(C=c, max_iter=3000), x, labels, xv,
+      validation[1])
+  return vectorizer, classifier, c, score
+
+
+def pick_c(make, x, y, xv, yv):
+  """(classifier, C, validation accuracy): `make(C)` fitted on (x, y) at
+  each of `C_GRID`, the one best on (xv, yv) kept (the stronger
+  regularization on a tie)."""
   best = None
   for c in C_GRID:
-    classifier = LogisticRegression(C=c, max_iter=3000).fit(x, labels)
-    score = classifier.score(xv, validation[1])
-    if best is None or score > best[3]:
-      best = (vectorizer, classifier, c, score)
+    classifier = make(c).fit(x, y)
+    score = classifier.score(xv, yv)
+    if best is None or score > best[2]:
+      best = (classifier, c, score)
   return best
 
 
@@ -70,10 +80,8 @@ def measure(raw_splits, max_train=MAX_TRAIN):
   vectorizer, classifier, c, validation = fit(texts["train"],
                                               texts["validation"], max_train)
   predicted = classifier.predict(vectorizer.transform(texts["test"][0]))
-  confusion = np.zeros((raw_splits.num_classes,) * 2)
-  np.add.at(confusion, (texts["test"][1], predicted), 1)
-  test = evaluation.metrics_from_counts(
-      confusion, top_k=0, loss=0.0, class_names=raw_splits.class_names)
+  test = evaluation.prediction_metrics(predicted, texts["test"][1],
+                                       raw_splits.class_names)
   return {"test": {k: test[k] for k in ("accuracy", "balanced_accuracy",
                                         "macro_f1")},
           "validation_accuracy": float(validation), "c": c,
